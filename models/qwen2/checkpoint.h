@@ -1,0 +1,38 @@
+/* checkpoint.h — opening a Qwen2 checkpoint folder (config.json + safetensors). */
+#ifndef LOOM_QWEN2_CHECKPOINT_H
+#define LOOM_QWEN2_CHECKPOINT_H
+
+#include "qwen2.h"
+#include "safetensors.h"
+
+typedef struct loom_qwen2_ckpt loom_qwen2_ckpt;
+
+loom_status              loom_qwen2_ckpt_open(const char *dir, loom_qwen2_ckpt **out);
+void                     loom_qwen2_ckpt_close(loom_qwen2_ckpt *m); /* accepts NULL */
+const loom_qwen2_config *loom_qwen2_ckpt_config(const loom_qwen2_ckpt *m);
+const loom_st           *loom_qwen2_ckpt_tensors(const loom_qwen2_ckpt *m);
+/* The weight provider for loom_qwen2_build (ud = the checkpoint). */
+const void              *loom_qwen2_ckpt_weight(void *ud, const char *name, loom_dtype dt, int32_t ndim, const int64_t *shape);
+/* Free the joined AWQ blobs once the graph is compiled. */
+void                     loom_qwen2_ckpt_drop_staging(loom_qwen2_ckpt *m);
+
+/* Write a checkpoint folder with c's exact shapes and random weights, in the
+ * publisher's layout (config.json, model.safetensors; AWQ when c->awq). */
+loom_status loom_qwen2_synth(const loom_qwen2_config *c, uint64_t seed, const char *dir);
+
+
+
+/* ---- a loaded model: checkpoint + graph compiled onto devices ------------- */
+typedef struct loom_qwen2_model loom_qwen2_model;
+
+/* Load DIR onto devs (priority order) for steps of up to max_tokens tokens,
+ * n_slots sequences of n_ctx positions each (f16 KV cache). */
+loom_status loom_qwen2_model_load(const char *dir, loom_device *const *devs, int32_t n_devs, int32_t max_tokens,
+                                  int32_t n_slots, int32_t n_ctx, loom_qwen2_model **out);
+void        loom_qwen2_model_free(loom_qwen2_model *m); /* accepts NULL */
+const loom_qwen2_config *loom_qwen2_model_config(const loom_qwen2_model *m);
+loom_exec  *loom_qwen2_model_exec(const loom_qwen2_model *m);
+/* One step: ids[step->n_tokens] in, logits [n_tokens][vocab] out (NULL: none). */
+loom_status loom_qwen2_model_step(loom_qwen2_model *m, const int32_t *ids, const loom_step *step, float *logits);
+
+#endif

@@ -1,0 +1,135 @@
+/* test_sched.c — placement, per-node fallback and copies across devices, using
+ * the example plugin (which runs add, swiglu and rmsnorm only) beside the CPU. */
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+
+#include "graph.h"
+
+enum { T = 8, D = 128, N = 96 };
+static float w_norm[D], w_mat[N * D], bias[N], x_in[T * D];
+
+typedef struct {
+    loom_graph *g;
+    loom_tid    x, out;
+} net;
+
+/* x -> rmsnorm -> matmul(+bias) -> swiglu(h, h) -> add(h, h) */
+static net build(void)
+{
+    net n;
+    n.g = loom_graph_create(T);
+    n.x = loom_graph_input(n.g, "x", LOOM_F32, 2, (int64_t[]){T, D}, true);
+    loom_tid wn = loom_graph_weight(n.g, "w_norm", LOOM_F32, 1, (int64_t[]){D}, w_norm);
+    loom_tid wm = loom_graph_weight(n.g, "w_mat", LOOM_F32, 2, (int64_t[]){N, D}, w_mat);
+    loom_tid b = loom_graph_weight(n.g, "bias", LOOM_F32, 1, (int64_t[]){N}, bias);
+    loom_tid h = loom_rmsnorm(n.g, n.x, wn, 1e-6f);
+    h = loom_matmul(n.g, h, wm, b);
+    loom_tid s = loom_swiglu(n.g, h, h);
+    n.out = loom_add(n.g, s, h);
+    ck_assert_int_eq(loom_graph_output(n.g, n.out), LOOM_OK);
+    return n;
+}
+
+static void run(net *n, const char *spec, int32_t rows, float *out, int *copies, char first_dev[32])
+{
+    loom_device **devs;
+    int nd;
+    if (loom_select(spec, &devs, &nd)) ck_abort_msg("select %s: %s", spec, loom_last_error());
+    loom_exec *e;
+    if (loom_graph_compile(n->g, devs, nd, 0, &e)) ck_abort_msg("compile: %s", loom_last_error());
+    loom_step step = {rows, NULL, NULL};
+    ck_assert_int_eq(loom_exec_write(e, n->x, x_in, (size_t)rows * D * 4), LOOM_OK);
+    ck_assert_int_eq(loom_exec_run(e, &step), LOOM_OK);
+    ck_assert_int_eq(loom_exec_read(e, n->out, out, (size_t)rows * N * 4), LOOM_OK);
+    *copies = loom_exec_n_copies(e);
+    snprintf(first_dev, 32, "%s", loom_device_label(loom_exec_node_device(e, 0)));
+    ck_assert_str_eq(loom_device_label(loom_exec_node_device(e, 1)), "cpu:0"); /* matmul falls back */
+    loom_exec_destroy(e);
+    loom_devices_close(devs, nd);
+}
+
+START_TEST(fallback_matches_cpu)
+{
+    srand(11);
+    for (int i = 0; i < D; i++) w_norm[i] = 0.5f + (float)rand() / RAND_MAX;
+    for (int i = 0; i < N * D; i++) w_mat[i] = (float)rand() / RAND_MAX - 0.5f;
+    for (int i = 0; i < N; i++) bias[i] = (float)rand() / RAND_MAX - 0.5f;
+    for (int i = 0; i < T * D; i++) x_in[i] = (float)rand() / RAND_MAX * 4 - 2;
+    ck_assert_int_eq(setenv("LOOM_PLUGIN_PATH", EXAMPLE_PLUGIN_DIR, 1), 0);
+    loom_registry_shutdown();
+    net n = build();
+    for (int32_t rows = T; rows >= 1; rows -= 5) { /* a full step, then a shorter one */
+        float a[T * N], b[T * N];
+        int ca, cb;
+        char da[32], db[32];
+        run(&n, "example,cpu", rows, a, &ca, da);
+        run(&n, "cpu", rows, b, &cb, db);
+        ck_assert_str_eq(da, "example:0");
+        ck_assert_str_eq(db, "cpu:0");
+        ck_assert_int_ge(ca, 2); /* rmsnorm out -> cpu, matmul out -> example */
+        ck_assert_int_eq(cb, 0);
+        for (int i = 0; i < rows * N; i++)
+            if (!(fabsf(a[i] - b[i]) <= 1e-5f * (1 + fabsf(b[i])))) ck_abort_msg("element %d: %g vs %g", i, a[i], b[i]);
+    }
+    loom_graph_destroy(n.g);
+    loom_registry_shutdown();
+}
+END_TEST
+
+START_TEST(no_fallback_is_an_error)
+{
+    ck_assert_int_eq(setenv("LOOM_PLUGIN_PATH", EXAMPLE_PLUGIN_DIR, 1), 0);
+    loom_registry_shutdown();
+    net n = build();
+    loom_device **devs;
+    int nd;
+    ck_assert_int_eq(loom_select("example", &devs, &nd), LOOM_OK);
+    loom_exec *e;
+    ck_assert_int_eq(loom_graph_compile(n.g, devs, nd, LOOM_COMPILE_NO_FALLBACK, &e), LOOM_ERR_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(loom_last_error(), "matmul"));
+    loom_devices_close(devs, nd);
+    loom_graph_destroy(n.g);
+    loom_registry_shutdown();
+}
+END_TEST
+
+START_TEST(bad_steps)
+{
+    net n = build();
+    loom_device **devs;
+    int nd;
+    ck_assert_int_eq(loom_select("cpu", &devs, &nd), LOOM_OK);
+    loom_exec *e;
+    ck_assert_int_eq(loom_graph_compile(n.g, devs, nd, 0, &e), LOOM_OK);
+    loom_step zero = {0, NULL, NULL}, many = {T + 1, NULL, NULL};
+    ck_assert_int_eq(loom_exec_run(e, &zero), LOOM_ERR_INVALID);
+    ck_assert_int_eq(loom_exec_run(e, &many), LOOM_ERR_INVALID);
+    ck_assert_int_eq(loom_exec_run(e, NULL), LOOM_ERR_INVALID);
+    float big[T * D + 1];
+    ck_assert_int_eq(loom_exec_write(e, n.x, big, sizeof big), LOOM_ERR_INVALID); /* larger than the tensor */
+    ck_assert_int_eq(loom_exec_write(e, 1, big, 4), LOOM_ERR_INVALID);            /* a weight */
+    ck_assert_int_eq(loom_exec_read(e, 999, big, 4), LOOM_ERR_INVALID);
+    size_t unshared, arena = loom_exec_arena_bytes(e, 0, &unshared);
+    ck_assert_uint_gt(arena, 0);
+    ck_assert_uint_lt(arena, unshared); /* four activations, at most two alive at once */
+    loom_exec_destroy(e);
+    loom_devices_close(devs, nd);
+    loom_graph_destroy(n.g);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("sched");
+    TCase *tc = tcase_create("sched");
+    tcase_add_test(tc, fallback_matches_cpu);
+    tcase_add_test(tc, no_fallback_is_an_error);
+    tcase_add_test(tc, bad_steps);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
