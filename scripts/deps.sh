@@ -3,7 +3,9 @@
 # everything is already there.
 set -euo pipefail
 pkgs=(meson ninja-build gcc pkg-config python3 libopenblas-dev libcjson-dev check libsubunit-dev
-      libpcre2-dev libutf8proc-dev clang)
+      libpcre2-dev libutf8proc-dev clang
+      ocl-icd-opencl-dev opencl-headers pocl-opencl-icd
+      libvulkan-dev glslc mesa-vulkan-drivers vulkan-validationlayers)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install dependencies, build, and run every test suite; then the unit suites
-# again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# again under AddressSanitizer + UndefinedBehaviorSanitizer; then the fuzzers
+# for a bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -12,5 +13,12 @@ meson test -C build --print-errorlogs || status=1
 ninja -C build-asan
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   meson test -C build-asan --suite unit --print-errorlogs || status=1
+# fuzz the safetensors header parser and the tokenizer for a bounded time
+fuzz_status=0
+scripts/fuzz.sh "${LOOM_FUZZ_SECONDS:-30}" > build/fuzz.log 2>&1 || fuzz_status=$?
+tail -n 3 build/fuzz.log
+if [ "$fuzz_status" -ne 0 ] && [ "$fuzz_status" -ne 77 ]; then
+  echo "fuzz: FAILED (log: build/fuzz.log)"; status=1
+fi
 python3 scripts/summary.py build/meson-logs/testlog.json build-asan/meson-logs/testlog.json
 exit $status

@@ -28,10 +28,12 @@ typedef enum { CPU_ISA_SCALAR, CPU_ISA_AVX2, CPU_ISA_AVX512 } cpu_isa;
 const char *loom__cpu_isa_name(cpu_isa isa);
 
 /* ---- thread pool -------------------------------------------------------------
- * n_threads - 1 persistent workers plus the calling thread. parallel_for splits
- * [0, n) into one contiguous range per thread (static) and returns when all are
- * done; ranges may be empty. Workers spin briefly after a job, then sleep, so
- * OpenBLAS (called between jobs from the calling thread) gets the cores. */
+ * n_threads - 1 persistent workers plus the calling thread. parallel_for cuts
+ * [0, n) into one contiguous chunk per thread; threads claim chunks, so one
+ * the OS delays is covered by the others. Returns when all items are done.
+ * fn's tid (0..n_threads-1) names the thread, for per-thread scratch. Workers
+ * spin briefly after a job, then sleep, so OpenBLAS (called between jobs from
+ * the calling thread) gets the cores. */
 typedef struct cpu_pool cpu_pool;
 typedef void (*cpu_task_fn)(void *ctx, int64_t begin, int64_t end, int tid);
 

@@ -50,17 +50,23 @@ static loom_status get_dtype(cfg *c, loom_dtype *dt)
     return LOOM_OK;
 }
 
-static loom_status get_rope_scaling(cfg *c, loom_qwen2_config *out)
+/* RoPE: transformers <= 4 writes rope_theta and rope_scaling at the top
+ * level; transformers 5 writes one rope_parameters object holding both. */
+static loom_status get_rope(cfg *c, loom_qwen2_config *out)
 {
     cJSON *rs = cJSON_GetObjectItemCaseSensitive(c->root, "rope_scaling");
-    if (!rs || cJSON_IsNull(rs)) return LOOM_OK;
+    cJSON *rp = cJSON_GetObjectItemCaseSensitive(c->root, "rope_parameters");
+    loom_status st = get_float(c->root, c->path, "rope_theta", &out->rope_theta);
+    if (!st && cJSON_IsObject(rp)) st = get_float(rp, c->path, "rope_theta", &out->rope_theta);
+    if (st) return st;
+    if (!cJSON_IsObject(rs)) rs = rp;
+    if (!cJSON_IsObject(rs)) return LOOM_OK;
     cJSON *type = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
     if (!cJSON_IsString(type)) type = cJSON_GetObjectItemCaseSensitive(rs, "type");
     const char *t = cJSON_IsString(type) ? type->valuestring : "";
-    if (!strcmp(t, "default")) return LOOM_OK;
+    if (!*t || !strcmp(t, "default")) return LOOM_OK;
     if (strcmp(t, "yarn"))
-        return loom_error(LOOM_ERR_UNSUPPORTED, "%s: rope_scaling type '%s' is not supported (only yarn)", c->path, t);
-    loom_status st;
+        return loom_error(LOOM_ERR_UNSUPPORTED, "%s: rope scaling type '%s' is not supported (only yarn)", c->path, t);
     out->yarn_orig_ctx = (float)out->max_pos;
     if ((st = get_float(rs, c->path, "factor", &out->yarn_factor)) ||
         (st = get_float(rs, c->path, "original_max_position_embeddings", &out->yarn_orig_ctx)) ||
@@ -127,12 +133,11 @@ loom_status loom_qwen2_config_load(const char *dir, loom_qwen2_config *out)
     if (!st) st = get_int(&c, "num_key_value_heads", false, &q.n_head_kv);
     if (!st) st = get_int(&c, "max_position_embeddings", false, &q.max_pos);
     if (!st) st = get_int(&c, "head_dim", false, &head_dim);
-    if (!st) st = get_float(c.root, path, "rope_theta", &q.rope_theta);
     if (!st) st = get_float(c.root, path, "rms_norm_eps", &q.rms_eps);
     if (!st) st = get_dtype(&c, &q.dtype);
     cJSON *tie = cJSON_GetObjectItemCaseSensitive(c.root, "tie_word_embeddings");
     if (tie) q.tied = cJSON_IsTrue(tie);
-    if (!st) st = get_rope_scaling(&c, &q);
+    if (!st) st = get_rope(&c, &q);
     if (!st) st = get_quant(&c, &q);
     cJSON_Delete(c.root);
     if (st) return st;
