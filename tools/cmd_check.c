@@ -215,10 +215,7 @@ int loom_cmd_check(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "ops")) return check_ops(argc, argv);
-    if (!strcmp(argv[1], "model")) {
-        fprintf(stderr, "loom check model: not yet available in this build (only `loom check ops`)\n");
-        return 2;
-    }
-    fprintf(stderr, "loom check: unknown subcommand '%s' (available: ops)\n", argv[1]);
+    if (!strcmp(argv[1], "model")) return loom_cmd_check_model(argc - 1, argv + 1);
+    fprintf(stderr, "loom check: unknown subcommand '%s' (available: ops, model)\n", argv[1]);
     return 2;
 }

@@ -7,22 +7,38 @@
 #include "cli.h"
 #include "commands.h"
 
+/* Copy a file into dir/name (the tokenizer travels with a synthetic checkpoint). */
+static loom_status copy_file(const char *from, const char *dir, const char *name)
+{
+    char to[4096], buf[1 << 16];
+    snprintf(to, sizeof to, "%s/%s", dir, name);
+    FILE *in = fopen(from, "rb"), *out = in ? fopen(to, "wb") : NULL;
+    loom_status st = LOOM_OK;
+    if (!in || !out) st = loom_error(LOOM_ERR_IO, "cannot copy %s to %s", from, to);
+    for (size_t n; !st && (n = fread(buf, 1, sizeof buf, in)) > 0;)
+        if (fwrite(buf, 1, n, out) != n) st = loom_error(LOOM_ERR_IO, "%s: write failed", to);
+    if (in) fclose(in);
+    if (out && fclose(out) && !st) st = loom_error(LOOM_ERR_IO, "%s: write failed", to);
+    return st;
+}
+
 int loom_cmd_synth(int argc, char **argv)
 {
-    const char *preset = NULL, *out = NULL;
+    const char *preset = NULL, *out = NULL, *tokenizer = NULL;
     long layers = 0, seed = 1;
     bool awq = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--preset") && v) preset = v, i++;
         else if (!strcmp(a, "--out") && v) out = v, i++;
+        else if (!strcmp(a, "--tokenizer") && v) tokenizer = v, i++;
         else if (!strcmp(a, "--awq")) awq = true;
         else if (!strcmp(a, "--layers")) { if (cli_int("synth", a, v, 1, 1024, &layers)) return 2; i++; }
         else if (!strcmp(a, "--seed")) { if (cli_int("synth", a, v, 0, INT32_MAX, &seed)) return 2; i++; }
         else preset = NULL, out = NULL, i = argc;
     }
     if (!preset || !out) {
-        fprintf(stderr, "usage: loom synth --preset NAME [--awq] [--layers N] [--seed S] --out DIR\n");
+        fprintf(stderr, "usage: loom synth --preset NAME [--awq] [--layers N] [--seed S] [--tokenizer FILE] --out DIR\n");
         return 2;
     }
     loom_qwen2_config c;
@@ -33,7 +49,7 @@ int loom_cmd_synth(int argc, char **argv)
     if (layers) c.n_layers = (int32_t)layers;
     if (awq) c.awq = true, c.dtype = LOOM_F16; /* published AWQ checkpoints are f16 outside the int4 layers */
     fprintf(stderr, "loom synth: writing %s (%d layers%s) to %s\n", c.name, c.n_layers, awq ? ", AWQ" : "", out);
-    if (loom_qwen2_synth(&c, (uint64_t)seed, out)) {
+    if (loom_qwen2_synth(&c, (uint64_t)seed, out) || (tokenizer && copy_file(tokenizer, out, "tokenizer.json"))) {
         fprintf(stderr, "loom synth: %s\n", loom_last_error());
         return 1;
     }

@@ -79,6 +79,7 @@ struct loom_qwen2_model {
     loom_qwen2_ckpt *ck;
     loom_qwen2_graph qg;
     loom_exec       *e;
+    int32_t          n_ctx;
 };
 
 void loom_qwen2_model_free(loom_qwen2_model *m)
@@ -106,9 +107,13 @@ loom_status loom_qwen2_model_load(const char *dir, loom_device *const *devs, int
         loom_qwen2_model_free(m);
         return loom_error(st, "%s", msg);
     }
+    m->n_ctx = n_ctx;
     *out = m;
     return LOOM_OK;
 }
+
+int32_t loom_qwen2_model_max_tokens(const loom_qwen2_model *m) { return loom_graph_max_tokens(m->qg.g); }
+int32_t loom_qwen2_model_n_ctx(const loom_qwen2_model *m) { return m->n_ctx; }
 
 const loom_qwen2_config *loom_qwen2_model_config(const loom_qwen2_model *m) { return &m->ck->cfg; }
 loom_exec *loom_qwen2_model_exec(const loom_qwen2_model *m) { return m->e; }
