@@ -1,6 +1,20 @@
-import ml_dtypes
-import json, sys, numpy as np
+#!/usr/bin/env python3
+"""An exact float64 Qwen2 forward pass in numpy, to tell which side of a
+golden comparison is off.
+
+  python3 qwen2_numpy.py tests/data/golden/<case> LOOM_LOGITS.f32
+
+prints NMSE of numpy vs the transformers logits.f32, of loom vs numpy, and of
+loom vs transformers. Dense checkpoints only (needs numpy, safetensors,
+ml_dtypes for bf16).
+"""
+import json
+import sys
+
+import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy)
+import numpy as np
 from safetensors.numpy import load_file
+
 d = sys.argv[1]
 cfg = json.load(open(d + '/config.json'))
 W = {k: v.astype(np.float64) for k, v in load_file(d + '/model.safetensors').items()}
