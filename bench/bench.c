@@ -2,7 +2,7 @@
  * itself can do, measured in the same run.
  *
  *   loom bench kernels [--json FILE] [--reps N] [--quick] [--strict]
- *   loom bench model ...            (reserved: end-to-end tokens/s, later)
+ *   loom bench model -m DIR [--backend SPEC] [--prompt N] [--gen N] [--ctx N] [--json FILE]
  *
  * Every loom figure goes through the public graph API (build, compile on the
  * CPU device from loom_select("cpu"), loom_exec_run), so it is what users get,
@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "awq.h"
+#include "checkpoint.h"
 #include "cli.h"
 #include "commands.h"
 #include "graph.h"
@@ -358,20 +359,149 @@ static int bench_kernels(int argc, char **argv)
     return rc ? 1 : strict && b.n_fail ? 1 : 0;
 }
 
+/* Bytes one decode step must read: every weight once (an untied embedding
+ * table: one row, ignored), plus the KV cache up to `ctx` positions. */
+static double decode_bytes(const loom_qwen2_model *m, int32_t ctx)
+{
+    const loom_graph *g = loom_qwen2_model_graph(m);
+    const loom_qwen2_config *c = loom_qwen2_model_config(m);
+    double bytes = 0;
+    for (int32_t t = 0; t < loom_graph_n_tensors(g); t++) {
+        const loom_tensor *d = loom_graph_tensor(g, t);
+        if (!(d->flags & LOOM_TENSOR_WEIGHT)) continue;
+        if (!c->tied && !strcmp(d->name, "model.embed_tokens.weight")) continue;
+        bytes += (double)loom_tensor_bytes(d);
+    }
+    return bytes + 2.0 * c->n_layers * c->n_head_kv * c->head_dim * 2.0 * ctx; /* k and v, f16 */
+}
+
+/* End to end: prompt processing and decode of a checkpoint on one backend,
+ * beside the memcpy bandwidth of this machine in the same run. */
+static int bench_model(int argc, char **argv)
+{
+    const char *dir = NULL, *backend = NULL, *json = NULL;
+    long prompt = 512, gen = 64, ctx_fill = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-m") && v) dir = v, i++;
+        else if (!strcmp(a, "--backend") && v) backend = v, i++;
+        else if (!strcmp(a, "--json") && v) json = v, i++;
+        else if (!strcmp(a, "--prompt")) { if (cli_int("bench model", a, v, 1, 8192, &prompt)) return 2; i++; }
+        else if (!strcmp(a, "--gen")) { if (cli_int("bench model", a, v, 2, 4096, &gen)) return 2; i++; }
+        else if (!strcmp(a, "--ctx")) { if (cli_int("bench model", a, v, 0, 1 << 20, &ctx_fill)) return 2; i++; }
+        else {
+            dir = NULL;
+            break;
+        }
+    }
+    if (!dir) {
+        fprintf(stderr, "usage: loom bench model -m DIR [--backend SPEC] [--prompt N] [--gen N] [--ctx N] [--json FILE]\n"
+                        "  --prompt N  prompt tokens timed as one prefill (default 512)\n"
+                        "  --gen N     tokens decoded one at a time (default 64)\n"
+                        "  --ctx N     decode after N positions already in the cache (default: after the prompt)\n");
+        return 2;
+    }
+    loom_device **devs = NULL;
+    int n_devs = 0, rc = 1;
+    loom_qwen2_model *m = NULL;
+    int32_t *ids = NULL, *pos = NULL, *seq = NULL;
+    if (cli_select("bench model", backend, &devs, &n_devs)) return 2;
+    int32_t fill = ctx_fill > prompt ? (int32_t)ctx_fill : (int32_t)prompt, n_ctx = fill + (int32_t)gen;
+    if (loom_qwen2_model_load(dir, devs, n_devs, (int32_t)prompt, 1, n_ctx, &m)) goto fail;
+    const loom_qwen2_config *c = loom_qwen2_model_config(m);
+    ids = malloc((size_t)prompt * sizeof *ids), pos = malloc((size_t)prompt * sizeof *pos), seq = calloc((size_t)prompt, sizeof *seq);
+    if (!ids || !pos || !seq) { loom_error(LOOM_ERR_NOMEM, "out of memory"); goto fail; }
+    for (int32_t i = 0; i < prompt; i++) ids[i] = (int32_t)((rng_u32() % 150000u) % (uint32_t)c->vocab);
+
+    /* prefill: the same prompt at positions 0..P-1, warm-up then median of 3 */
+    double tp[3];
+    for (int r = -1; r < 3; r++) {
+        for (int32_t i = 0; i < prompt; i++) pos[i] = i;
+        loom_step st = {(int32_t)prompt, pos, seq};
+        double t = now_s();
+        if (loom_qwen2_model_step(m, ids, &st, NULL) || loom_exec_sync(loom_qwen2_model_exec(m))) goto fail;
+        if (r >= 0) tp[r] = now_s() - t;
+    }
+    /* fill the cache to --ctx in prompt-sized chunks (not timed) */
+    for (int32_t at = (int32_t)prompt; at < fill;) {
+        int32_t n = fill - at < prompt ? fill - at : (int32_t)prompt;
+        for (int32_t i = 0; i < n; i++) pos[i] = at + i;
+        loom_step st = {n, pos, seq};
+        if (loom_qwen2_model_step(m, ids, &st, NULL)) goto fail;
+        at += n;
+    }
+    /* decode: one token per step after `fill` positions; the logits come back each step */
+    float *logits = malloc((size_t)c->vocab * sizeof *logits);
+    if (!logits) { loom_error(LOOM_ERR_NOMEM, "out of memory"); goto fail; }
+    double td = 0;
+    loom_status st = LOOM_OK;
+    for (int32_t g = 0; g < gen && !st; g++) {
+        pos[0] = fill + g;
+        loom_step one = {1, pos, seq};
+        double t = now_s();
+        st = loom_qwen2_model_step(m, &ids[g % prompt], &one, logits);
+        if (g > 0) td += now_s() - t; /* the first step warms up */
+    }
+    free(logits);
+    if (st) goto fail;
+
+    memcpy_base mb = {malloc(MEMCPY_BYTES), malloc(MEMCPY_BYTES), MEMCPY_BYTES, device_threads()};
+    double bw[5] = {0};
+    if (mb.a && mb.b) {
+        memset(mb.a, 1, mb.n), memset(mb.b, 2, mb.n);
+        for (int r = 0; r < 5; r++) bw[r] = memcpy_once(&mb);
+    }
+    free(mb.a), free(mb.b);
+    double p_s = median(tp, 3), bw_gbs = median(bw, 5), dec_tps = (gen - 1) / td;
+    double bytes = decode_bytes(m, fill + (int32_t)gen / 2), eff = dec_tps * bytes / 1e9;
+    printf("loom bench model: %s on %s (%d layers, hidden %d%s)\n", dir, loom_device_label(devs[0]), c->n_layers, c->hidden,
+           c->awq ? ", AWQ" : "");
+    printf("  prompt   %ld tokens in %.3f s: %.1f tok/s\n", prompt, p_s, prompt / p_s);
+    printf("  decode   %ld tokens after %d positions: %.2f tok/s (%.2f ms/token)\n", gen - 1, fill, dec_tps, 1e3 / dec_tps);
+    printf("  traffic  %.1f MiB per decoded token -> %.2f GB/s\n", bytes / 1048576.0, eff);
+    printf("  memcpy   %.2f GB/s (read+write, %d threads, same run); decode reaches %.2f of it\n", bw_gbs, mb.threads,
+           eff / bw_gbs);
+    if (json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "bench", "model");
+        cJSON_AddStringToObject(j, "model", dir);
+        cJSON_AddStringToObject(j, "device", loom_device_label(devs[0]));
+        cJSON_AddNumberToObject(j, "prompt_tokens", (double)prompt);
+        cJSON_AddNumberToObject(j, "prompt_tok_s", prompt / p_s);
+        cJSON_AddNumberToObject(j, "decode_context", fill);
+        cJSON_AddNumberToObject(j, "decode_tok_s", dec_tps);
+        cJSON_AddNumberToObject(j, "bytes_per_token", bytes);
+        cJSON_AddNumberToObject(j, "memcpy_gb_s", bw_gbs);
+        cJSON_AddNumberToObject(j, "decode_vs_memcpy", eff / bw_gbs);
+        char *txt = cJSON_Print(j);
+        FILE *f = txt ? fopen(json, "w") : NULL;
+        if (!f || fputs(txt, f) < 0 || fclose(f)) fprintf(stderr, "loom bench model: cannot write %s\n", json);
+        cJSON_free(txt);
+        cJSON_Delete(j);
+    }
+    rc = 0;
+    goto done;
+fail:
+    fprintf(stderr, "loom bench model: %s\n", loom_last_error());
+done:
+    free(ids), free(pos), free(seq);
+    loom_qwen2_model_free(m);
+    loom_devices_close(devs, n_devs);
+    return rc;
+}
+
 int loom_cmd_bench(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         printf("usage: loom bench kernels [--json FILE] [--reps N] [--quick] [--strict]\n"
                "  AWQ GEMV bandwidth vs memcpy, f32 matmul vs cblas_sgemm, on the CPU device\n"
                "  --strict: exit 1 when a target is missed\n"
-               "(loom bench model: end-to-end tokens/s — not implemented yet)\n");
+               "       loom bench model -m DIR [--backend SPEC] [--prompt N] [--gen N] [--ctx N] [--json FILE]\n"
+               "  prompt tok/s and decode tok/s of a checkpoint; decode traffic vs memcpy bandwidth\n");
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "kernels")) return bench_kernels(argc, argv);
-    if (!strcmp(argv[1], "model")) {
-        fprintf(stderr, "loom bench model: not implemented yet (use loom bench kernels)\n");
-        return 2;
-    }
+    if (!strcmp(argv[1], "model")) return bench_model(argc, argv);
     fprintf(stderr, "loom bench: unknown benchmark '%s' (kernels, model)\n", argv[1]);
     return 2;
 }

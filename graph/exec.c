@@ -478,6 +478,15 @@ loom_status loom_exec_run(loom_exec *e, const loom_step *step)
     return LOOM_OK;
 }
 
+loom_status loom_exec_sync(loom_exec *e)
+{
+    for (int32_t d = 0; d < e->nd; d++) {
+        loom_status st = e->d[d].i->sync(e->d[d].ctx);
+        if (st) return loom_error(st, "%s: %s", loom_device_label(e->d[d].dev), loom_last_error());
+    }
+    return LOOM_OK;
+}
+
 const loom_device *loom_exec_node_device(const loom_exec *e, int32_t node)
 {
     return node >= 0 && node < e->g->nn ? e->d[e->place[node]].dev : NULL;

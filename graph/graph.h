@@ -92,6 +92,8 @@ void        loom_exec_destroy(loom_exec *e); /* accepts NULL; the graph must out
 loom_status loom_exec_write(loom_exec *e, loom_tid t, const void *src, size_t nbytes);
 loom_status loom_exec_read (loom_exec *e, loom_tid t, void *dst, size_t nbytes);
 loom_status loom_exec_run  (loom_exec *e, const loom_step *step);
+/* Wait until every device has finished the work queued so far. */
+loom_status loom_exec_sync (loom_exec *e);
 
 /* Where each node runs, copies, arena sizes: human-readable. */
 void        loom_exec_dump(const loom_exec *e, FILE *f);

@@ -117,6 +117,7 @@ int32_t loom_qwen2_model_n_ctx(const loom_qwen2_model *m) { return m->n_ctx; }
 
 const loom_qwen2_config *loom_qwen2_model_config(const loom_qwen2_model *m) { return &m->ck->cfg; }
 loom_exec *loom_qwen2_model_exec(const loom_qwen2_model *m) { return m->e; }
+const loom_graph *loom_qwen2_model_graph(const loom_qwen2_model *m) { return m->qg.g; }
 
 loom_status loom_qwen2_model_step(loom_qwen2_model *m, const int32_t *ids, const loom_step *step, float *logits)
 {

@@ -32,6 +32,7 @@ loom_status loom_qwen2_model_load(const char *dir, loom_device *const *devs, int
 void        loom_qwen2_model_free(loom_qwen2_model *m); /* accepts NULL */
 const loom_qwen2_config *loom_qwen2_model_config(const loom_qwen2_model *m);
 loom_exec  *loom_qwen2_model_exec(const loom_qwen2_model *m);
+const loom_graph *loom_qwen2_model_graph(const loom_qwen2_model *m);
 int32_t     loom_qwen2_model_max_tokens(const loom_qwen2_model *m); /* tokens per step */
 int32_t     loom_qwen2_model_n_ctx(const loom_qwen2_model *m);      /* positions per slot */
 /* One step: ids[step->n_tokens] in, logits [n_tokens][vocab] out (NULL: none). */
