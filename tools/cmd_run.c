@@ -4,6 +4,7 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "chat.h"
 #include "generate.h"
 
 static bool print_text(void *ud, int32_t id, const char *text, size_t len)
@@ -124,7 +125,7 @@ int loom_cmd_run(int argc, char **argv)
     if (prompt) {
         const char *in = prompt;
         if (chat) {
-            loom_chat_msg msgs[2] = {{"system", system}, {"user", prompt}};
+            loom_chat_msg msgs[2] = {{"system", system, NULL}, {"user", prompt, NULL}};
             int first = system ? 0 : 1;
             if (loom_chat_render(msgs + first, (size_t)(2 - first), NULL, true, &text)) goto fail;
             in = text;
@@ -138,13 +139,13 @@ int loom_cmd_run(int argc, char **argv)
     if (!ctx) ctx = (long)n_ids + n_new + 1 > 512 ? (long)n_ids + n_new + 1 : 512;
     if (cli_select("run", backend, &devs, &n_devs)) goto done;
     if (loom_qwen2_model_load(dir, devs, n_devs, n_ids < 512 ? (int32_t)n_ids : 512, 1, (int32_t)ctx, &m)) goto fail;
-    if (!gp.n_stop && chat) gp.stop = NULL;
     loom_gen_stats stats;
     if (loom_generate(m, tok, ids, (int32_t)n_ids, &gp, print_text, &ids_out, NULL, &stats)) {
         printf("\n");
         goto fail;
     }
     printf("\n");
+    fflush(stdout);
     fprintf(stderr, "[%s] prompt %d tokens in %.2f s (%.1f tok/s), generated %d tokens in %.2f s (%.1f tok/s), stop: %s\n",
             loom_device_label(devs[0]), stats.n_prompt, stats.prompt_s, stats.n_prompt / (stats.prompt_s > 0 ? stats.prompt_s : 1),
             stats.n_generated, stats.gen_s, stats.n_generated > 1 ? (stats.n_generated - 1) / stats.gen_s : 0.0,

@@ -15,6 +15,7 @@ static const struct {
     {"graph-dump", loom_cmd_graph_dump, "print a placed transformer-block graph [--backend NAME] [--tokens N]"},
     {"bench",      loom_cmd_bench,      "benchmarks: kernels against memcpy and sgemm baselines"},
     {"synth",      loom_cmd_synth,      "--preset NAME [--awq] [--layers N] --out DIR: a random checkpoint, published layout"},
+    {"run",        loom_cmd_run,        "-m DIR -p PROMPT [-n N] [--temp T] [--seed S] [--chat]: generate, streaming"},
     {"logits",     loom_cmd_logits,     "-m DIR --tokens 1,2,3 --out FILE: float32 logits of one prefill"},
     {"tokenize",   loom_cmd_tokenize,   "--tokenizer FILE | -m DIR: text on stdin -> token ids on one line"},
     {"detokenize", loom_cmd_detokenize, "--tokenizer FILE | -m DIR: token ids on stdin -> their exact bytes"},
