@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Quick start: install the build dependencies, build, then run the main job on
-# the default backend (LOOM_BACKEND, else the best available): list backends,
-# check every op against the float64 reference, run a synthetic
-# Qwen2.5-0.5B-shaped AWQ model, and benchmark the CPU kernels.
+# Quick start: install the build dependencies, build, then run the main job:
+#  1. list the backends and check every op of the default backend against the
+#     float64 reference;
+#  2. write a synthetic Qwen2.5-0.5B-shaped AWQ checkpoint (random weights in
+#     the publisher's layout, with the Qwen2 tokenizer);
+#  3. generate with it on every available backend (speed per backend);
+#  4. `loom check model`: every backend against the float64 reference.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -12,8 +15,14 @@ loom=build/tools/loom
 $loom backends
 $loom check ops
 model=build/synth-qwen2.5-0.5b-awq
-[ -f $model/model.safetensors ] || $loom synth --preset qwen2.5-0.5b --awq --out $model
+[ -f $model/model.safetensors ] ||
+  $loom synth --preset qwen2.5-0.5b --awq --tokenizer tests/data/qwen2-tokenizer/tokenizer.json --out $model
 $loom info -m $model
-$loom logits -m $model --tokens 9707,11,1879,0 --out build/logits.f32
-echo "logits of 4 tokens written to build/logits.f32"
-$loom bench kernels
+backends=$($loom backends --json | python3 -c '
+import json, sys
+print(" ".join(b["name"] for b in json.load(sys.stdin)["backends"] if b["available"]))')
+for b in $backends; do
+  echo "== generation on $b (random weights: the text is noise; the speed is real)"
+  $loom run -m $model --backend "$b" --chat -p "Write a haiku about looms." -n 32
+done
+$loom check model -m $model
