@@ -1,5 +1,7 @@
 /* test_awq.c — AWQ packing against hand-made words and round trips. */
 #include <check.h>
+
+#include "check_main.h"
 #include <stdlib.h>
 
 #include "awq.h"
@@ -93,9 +95,5 @@ int main(void)
     tcase_add_test(tc, bad_shapes_and_values);
     tcase_add_test(tc, half_conversions);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return loom_test_run(s);
 }

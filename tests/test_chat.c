@@ -10,6 +10,8 @@
  * tree's tests/data), plus "/chat".
  */
 #include <check.h>
+
+#include "check_main.h"
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -310,11 +312,8 @@ int main(void)
     tcase_add_test(tc, parse_errors);
     suite_add_tcase(s, tc);
 
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int rc = loom_test_run(s);
     cJSON_Delete(cases);
     cJSON_Delete(tojson_exp);
-    return failed ? 1 : 0;
+    return rc;
 }

@@ -6,6 +6,8 @@
  * NMSE <= 1e-4 and top-1 agreement >= 98% where the reference's top-2 margin
  * exceeds 0.01. Prints one line per case and backend, like `loom check`. */
 #include <check.h>
+
+#include "check_main.h"
 #include <dirent.h>
 #include <math.h>
 #include <stdlib.h>
@@ -125,9 +127,5 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, golden_every_backend);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return loom_test_run(s);
 }

@@ -1,5 +1,7 @@
 /* test_graph.c — graph building, validation errors, shape inference, the planner. */
 #include <check.h>
+
+#include "check_main.h"
 #include <stdlib.h>
 
 #include "graph.h"
@@ -213,9 +215,5 @@ int main(void)
     tcase_add_test(tc, planner_chain_reuses);
     tcase_add_test(tc, planner_random_never_overlaps);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return loom_test_run(s);
 }

@@ -2,6 +2,8 @@
  * modes (tests/plugins/), the example plugin, LOOM_BACKEND parsing and
  * selection, re-initialisation. */
 #include <check.h>
+
+#include "check_main.h"
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -464,9 +466,5 @@ static Suite *registry_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(registry_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return loom_test_run(registry_suite());
 }

@@ -1,5 +1,7 @@
 /* test_safetensors.c — safetensors reading and writing, hostile headers, config.json. */
 #include <check.h>
+
+#include "check_main.h"
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -156,9 +158,5 @@ int main(void)
     tcase_add_test(tc, write_then_read);
     tcase_add_test(tc, config_json);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return loom_test_run(s);
 }

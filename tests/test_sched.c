@@ -1,6 +1,8 @@
 /* test_sched.c — placement, per-node fallback and copies across devices, using
  * the example plugin (which runs add, swiglu and rmsnorm only) beside the CPU. */
 #include <check.h>
+
+#include "check_main.h"
 #include <math.h>
 #include <stdlib.h>
 
@@ -127,9 +129,5 @@ int main(void)
     tcase_add_test(tc, no_fallback_is_an_error);
     tcase_add_test(tc, bad_steps);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return loom_test_run(s);
 }

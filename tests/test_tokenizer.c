@@ -14,6 +14,8 @@
  * $LOOM_TEST_DATA, else LOOM_TEST_DATA_DIR (the source tree's tests/data).
  */
 #include <check.h>
+
+#include "check_main.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -639,10 +641,7 @@ int main(int argc, char **argv)
         tcase_add_test(tc, test_stream_split_char);
         suite_add_tcase(s, tc);
     }
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int rc = loom_test_run(s);
     loom_tokenizer_free(qwen);
-    return failed ? 1 : 0;
+    return rc;
 }
