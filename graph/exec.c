@@ -355,6 +355,25 @@ loom_status loom_graph_compile(loom_graph *g, loom_device *const *devs, int32_t 
     return LOOM_OK;
 }
 
+size_t loom_graph_arena_estimate(loom_graph *g)
+{
+    if (g->status || !g->nn) return 0;
+    loom_exec *e = calloc(1, sizeof *e);
+    size_t bytes = 0;
+    if (!e) return 0;
+    e->g = g;
+    e->nd = 1;
+    e->d = calloc(1, sizeof *e->d); /* no device: nothing is allocated or uploaded */
+    e->inst = calloc((size_t)(uint32_t)g->nt, sizeof *e->inst);
+    e->has = calloc((size_t)(uint32_t)g->nt, 1);
+    e->home = calloc((size_t)(uint32_t)g->nt, sizeof *e->home);
+    e->place = calloc((size_t)(uint32_t)g->nn, sizeof *e->place); /* every node on device 0 */
+    if (e->d && e->inst && e->has && e->home && e->place && !make_segments(e) && !find_instances(e) && !plan_arenas(e))
+        bytes = e->d[0].arena_size;
+    loom_exec_destroy(e);
+    return bytes;
+}
+
 void loom_exec_destroy(loom_exec *e)
 {
     if (!e) return;

@@ -103,6 +103,10 @@ int32_t     loom_exec_n_copies(const loom_exec *e);
 /* Arena bytes on device d (index into devs) and what it would be unshared. */
 size_t      loom_exec_arena_bytes(const loom_exec *e, int32_t d, size_t *unshared);
 
+/* Activation arena the graph needs on one device, planned without any device
+ * (what `loom info` reports); 0 on error. */
+size_t      loom_graph_arena_estimate(loom_graph *g);
+
 /* ---- the memory planner, on its own for testing ------------------------------
  * Each block lives over [first, last] (inclusive step indices); blocks whose
  * lifetimes overlap never share bytes. Fills offsets (aligned to `align`) and

@@ -114,20 +114,36 @@ done:
     return rc;
 }
 
-static double gib(double bytes) { return bytes / (1024.0 * 1024 * 1024); }
+/* "1.23 GiB", "45.6 MiB" */
+static const char *human(double bytes, char *buf, size_t len)
+{
+    if (bytes >= 1024.0 * 1024 * 1024) snprintf(buf, len, "%.2f GiB", bytes / (1024.0 * 1024 * 1024));
+    else snprintf(buf, len, "%.1f MiB", bytes / (1024.0 * 1024));
+    return buf;
+}
+
+/* Provider that hands out one placeholder: info plans memory, reads no weight. */
+static const void *no_data(void *ud, const char *name, loom_dtype dt, int32_t ndim, const int64_t *shape)
+{
+    static const uint8_t placeholder[1];
+    return placeholder;
+}
 
 int loom_cmd_info(int argc, char **argv)
 {
     const char *dir = NULL;
-    long ctx = 4096;
+    long ctx = 4096, batch = 512;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-m") && v) dir = v, i++;
         else if (!strcmp(a, "--ctx")) { if (cli_int("info", a, v, 1, 1 << 22, &ctx)) return 2; i++; }
+        else if (!strcmp(a, "--batch")) { if (cli_int("info", a, v, 1, 65536, &batch)) return 2; i++; }
         else dir = NULL, i = argc;
     }
     if (!dir) {
-        fprintf(stderr, "usage: loom info -m DIR [--ctx N]\n");
+        fprintf(stderr, "usage: loom info -m DIR [--ctx N] [--batch N]\n"
+                        "  memory is given for one sequence of --ctx positions (default 4096) and steps of\n"
+                        "  up to --batch tokens (default 512)\n");
         return 2;
     }
     loom_qwen2_ckpt *ck;
@@ -148,6 +164,12 @@ int loom_cmd_info(int argc, char **argv)
         bytes += (double)t->nbytes;
     }
     double kv = 2.0 * c->n_layers * c->n_head_kv * c->head_dim * 2.0 * (double)ctx; /* k and v, f16 */
+    loom_qwen2_graph qg;
+    double act = 0;
+    if (!loom_qwen2_build(c, (int32_t)batch, 1, (int32_t)ctx, LOOM_F16, no_data, NULL, &qg)) {
+        act = (double)loom_graph_arena_estimate(qg.g);
+        loom_graph_destroy(qg.g);
+    }
     printf("model      %s\n", dir);
     printf("layers     %d, hidden %d, heads %d:%d x %d, ffn %d, vocab %d\n", c->n_layers, c->hidden, c->n_head,
            c->n_head_kv, c->head_dim, c->ffn, c->vocab);
@@ -155,8 +177,13 @@ int loom_cmd_info(int argc, char **argv)
            c->rms_eps, c->max_pos);
     printf("weights    %s%s, %s embeddings, %d tensors\n", c->awq ? "AWQ int4 g128 + " : "", loom_dtype_name(c->dtype),
            c->tied ? "tied" : "untied", loom_st_count(st));
-    printf("parameters %.3f B\n", params / 1e9);
-    printf("memory     weights %.2f GiB, KV cache %.2f GiB at %ld tokens (f16)\n", gib(bytes), gib(kv), ctx);
+    if (params >= 1e9) printf("parameters %.3f B\n", params / 1e9);
+    else printf("parameters %.3f M\n", params / 1e6);
+    char b1[32], b2[32], b3[32], b4[32];
+    printf("memory     weights %s + KV cache %s (%ld positions, f16) + activations %s (%ld-token steps)\n"
+           "           = %s on each backend that runs the whole model (the CPU fallback holds only what it runs)\n",
+           human(bytes, b1, sizeof b1), human(kv, b2, sizeof b2), ctx, human(act, b3, sizeof b3), batch,
+           human(bytes + kv + act, b4, sizeof b4));
     loom_qwen2_ckpt_close(ck);
     return 0;
 }
