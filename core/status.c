@@ -1,5 +1,6 @@
 /* status.c — status names and the per-thread last-error message. */
 #include <stdarg.h>
+#include <string.h>
 
 #include "loom.h"
 
@@ -17,10 +18,14 @@ void loom_clear_error(void)
 
 loom_status loom_error(loom_status st, const char *fmt, ...)
 {
+    /* Callers often pass loom_last_error() itself as an argument: format
+     * into a local buffer first so source and destination never overlap. */
+    char msg[sizeof last_error];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    memcpy(last_error, msg, sizeof msg);
     loom_log(LOOM_LOG_DEBUG, "error (%s): %s", loom_status_name(st), last_error);
     return st;
 }
