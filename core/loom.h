@@ -62,7 +62,8 @@ const loom_backend_i *loom_backend_iface(const loom_backend *b);
 
 /* Selection. spec is "name", "name:N" or a comma-separated priority list of
  * those; NULL or "" reads LOOM_BACKEND, and if that is unset too picks the
- * best available (cuda > vulkan > opencl > other plugins > cpu). The CPU is
+ * best available (cuda > vulkan > opencl > other plugins > cpu; a backend whose
+ * device is the host CPU, such as PoCL or lavapipe, after cpu). The CPU is
  * appended as the last fallback when the list does not name it. Devices come
  * back opened, in priority order; an unknown or unavailable name is an error
  * whose message lists what is available. */

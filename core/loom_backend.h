@@ -29,7 +29,7 @@
 extern "C" {
 #endif
 
-#define LOOM_BACKEND_ABI 1
+#define LOOM_BACKEND_ABI 2
 
 #define LOOM_MAX_DIMS 4
 #define LOOM_MAX_SRC  5
@@ -152,6 +152,8 @@ typedef struct loom_device_info {
     uint64_t mem_total;      /* bytes; 0 if unknown */
     uint64_t mem_free;       /* bytes; 0 if unknown */
     char     details[512];   /* extra facts for `loom backends`, free text */
+    int32_t  host_cpu;       /* 1: the device is the host's CPU (PoCL, lavapipe); auto
+                                selection then prefers the built-in CPU backend */
 } loom_device_info;
 
 /* ---- the host, as a plugin sees it ---------------------------------------- */

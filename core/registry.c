@@ -45,6 +45,7 @@ struct loom_backend {
     bool                  inited;      /* init() succeeded: shutdown() owed */
     bool                  available;
     int                   n_devices;
+    bool                  host_cpu;    /* device 0 is the host CPU: ranked after the built-in one */
     char                  reason[768]; /* why unavailable; "" if available */
     int                   n_open;      /* devices opened and not yet closed */
     bool                  orphaned;    /* registry shut down while devices were open */
@@ -218,6 +219,9 @@ static void activate(loom_backend *b, const loom_backend_i *i, const char *entry
     b->n_devices = n;
     b->available = true;
     b->reason[0] = 0;
+    loom_device_info info;
+    memset(&info, 0, sizeof info);
+    b->host_cpu = strcmp(b->name, "cpu") && i->device_info(bctx, 0, &info) == LOOM_OK && info.host_cpu;
 }
 
 static void log_unavailable(const loom_backend *b)
@@ -643,9 +647,12 @@ bad:
     return false;
 }
 
+/* cuda > vulkan > opencl > other plugins > cpu > backends that drive the host
+ * CPU through another API (PoCL, lavapipe): those are slower than the built-in one. */
 static int auto_rank(const loom_backend *b)
 {
     static const char *const order[] = {"cuda", "vulkan", "opencl"};
+    if (b->host_cpu) return 5;
     for (int i = 0; i < 3; i++)
         if (!strcmp(b->name, order[i])) return i;
     return strcmp(b->name, "cpu") ? 3 : 4;

@@ -317,18 +317,26 @@ END_TEST
 
 /* ---- selection -------------------------------------------------------------------- */
 /* What the auto rule says: cuda > vulkan > opencl > other plugins (by name) > cpu. */
+/* A backend whose device 0 is the host CPU (PoCL, lavapipe) ranks after the built-in CPU. */
+static bool on_host_cpu(loom_backend *b)
+{
+    loom_device_info info;
+    return loom_backend_device_info(b, 0, &info) == LOOM_OK && info.host_cpu;
+}
+
 static const char *expected_auto(void)
 {
     static const char *const first[] = {"cuda", "vulkan", "opencl"};
     for (int i = 0; i < 3; i++) {
         loom_backend *b = loom_backend_find(first[i]);
-        if (b && loom_backend_available(b)) return first[i];
+        if (b && loom_backend_available(b) && !on_host_cpu(b)) return first[i];
     }
     const char *best = NULL;
     for (int i = 0; i < loom_backend_count(); i++) {
         loom_backend *b = loom_backend_at(i);
         const char *n = loom_backend_name(b);
-        if (!loom_backend_available(b) || !strcmp(n, "cpu")) continue;
+        if (!loom_backend_available(b) || !strcmp(n, "cpu") || on_host_cpu(b)) continue;
+        if (!strcmp(n, "cuda") || !strcmp(n, "vulkan") || !strcmp(n, "opencl")) continue;
         if (!best || strcmp(n, best) < 0) best = n;
     }
     return best ? best : "cpu";

@@ -1,0 +1,447 @@
+/* ocl.c — the OpenCL backend's interface table: platforms and devices,
+ * buffers, weights, and the CL error names every failure is reported with.
+ *
+ * Devices: every device of every platform (CL_DEVICE_TYPE_ALL) that speaks
+ * OpenCL 1.2 or later and has a compiler, in one flat list: opencl:N is its
+ * N-th entry. A device gets one context and one in-order queue; its program
+ * is built (or loaded from the binary cache) when it opens. Buffers are
+ * plain device buffers, not host-visible (buffer_host_ptr is NULL). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ocl_impl.h"
+
+const loom_host_i *loom__ocl_host;
+
+/* ---- errors ----------------------------------------------------------------- */
+const char *loom__ocl_errname(cl_int e)
+{
+    switch (e) {
+#define E(x) case x: return #x;
+    E(CL_SUCCESS) E(CL_DEVICE_NOT_FOUND) E(CL_DEVICE_NOT_AVAILABLE) E(CL_COMPILER_NOT_AVAILABLE)
+    E(CL_MEM_OBJECT_ALLOCATION_FAILURE) E(CL_OUT_OF_RESOURCES) E(CL_OUT_OF_HOST_MEMORY)
+    E(CL_PROFILING_INFO_NOT_AVAILABLE) E(CL_MEM_COPY_OVERLAP) E(CL_IMAGE_FORMAT_MISMATCH)
+    E(CL_IMAGE_FORMAT_NOT_SUPPORTED) E(CL_BUILD_PROGRAM_FAILURE) E(CL_MAP_FAILURE)
+    E(CL_MISALIGNED_SUB_BUFFER_OFFSET) E(CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST)
+    E(CL_COMPILE_PROGRAM_FAILURE) E(CL_LINKER_NOT_AVAILABLE) E(CL_LINK_PROGRAM_FAILURE)
+    E(CL_DEVICE_PARTITION_FAILED) E(CL_KERNEL_ARG_INFO_NOT_AVAILABLE)
+    E(CL_INVALID_VALUE) E(CL_INVALID_DEVICE_TYPE) E(CL_INVALID_PLATFORM) E(CL_INVALID_DEVICE)
+    E(CL_INVALID_CONTEXT) E(CL_INVALID_QUEUE_PROPERTIES) E(CL_INVALID_COMMAND_QUEUE) E(CL_INVALID_HOST_PTR)
+    E(CL_INVALID_MEM_OBJECT) E(CL_INVALID_IMAGE_FORMAT_DESCRIPTOR) E(CL_INVALID_IMAGE_SIZE) E(CL_INVALID_SAMPLER)
+    E(CL_INVALID_BINARY) E(CL_INVALID_BUILD_OPTIONS) E(CL_INVALID_PROGRAM) E(CL_INVALID_PROGRAM_EXECUTABLE)
+    E(CL_INVALID_KERNEL_NAME) E(CL_INVALID_KERNEL_DEFINITION) E(CL_INVALID_KERNEL) E(CL_INVALID_ARG_INDEX)
+    E(CL_INVALID_ARG_VALUE) E(CL_INVALID_ARG_SIZE) E(CL_INVALID_KERNEL_ARGS) E(CL_INVALID_WORK_DIMENSION)
+    E(CL_INVALID_WORK_GROUP_SIZE) E(CL_INVALID_WORK_ITEM_SIZE) E(CL_INVALID_GLOBAL_OFFSET)
+    E(CL_INVALID_EVENT_WAIT_LIST) E(CL_INVALID_EVENT) E(CL_INVALID_OPERATION) E(CL_INVALID_GL_OBJECT)
+    E(CL_INVALID_BUFFER_SIZE) E(CL_INVALID_MIP_LEVEL) E(CL_INVALID_GLOBAL_WORK_SIZE) E(CL_INVALID_PROPERTY)
+    E(CL_INVALID_IMAGE_DESCRIPTOR) E(CL_INVALID_COMPILER_OPTIONS) E(CL_INVALID_LINKER_OPTIONS)
+    E(CL_INVALID_DEVICE_PARTITION_COUNT)
+#undef E
+    case -1001: return "CL_PLATFORM_NOT_FOUND_KHR";
+    default: return "unknown OpenCL error";
+    }
+}
+
+loom_status loom__ocl_fail(cl_int err, const char *call, const char *what)
+{
+    char fn[64];
+    size_t n = strcspn(call, "(");
+    snprintf(fn, sizeof fn, "%.*s", (int)(n < sizeof fn ? n : sizeof fn - 1), call);
+    bool nomem = err == CL_MEM_OBJECT_ALLOCATION_FAILURE || err == CL_OUT_OF_HOST_MEMORY ||
+                 err == CL_OUT_OF_RESOURCES || err == CL_INVALID_BUFFER_SIZE;
+    return OCL_FAIL(nomem ? LOOM_ERR_NOMEM : LOOM_ERR_BACKEND, "%s failed with %s (%d)%s%s", fn,
+                    loom__ocl_errname(err), (int)err, what && *what ? " " : "", what ? what : "");
+}
+
+/* ---- platforms and devices ---------------------------------------------------- */
+loom_status loom__ocl_dev_string(cl_device_id dev, cl_device_info what, char *out, size_t len)
+{
+    out[0] = 0;
+    size_t n = 0;
+    cl_int rc = clGetDeviceInfo(dev, what, len - 1, out, &n);
+    if (rc == CL_INVALID_VALUE && n >= len) { /* longer than out: take the start */
+        char *tmp = malloc(n + 1);
+        if (!tmp) return OCL_FAIL(LOOM_ERR_NOMEM, "out of memory");
+        rc = clGetDeviceInfo(dev, what, n, tmp, NULL);
+        if (rc == CL_SUCCESS) snprintf(out, len, "%s", tmp);
+        free(tmp);
+    }
+    if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clGetDeviceInfo", "reading device information");
+    out[len - 1] = 0;
+    for (size_t n2 = strlen(out); n2 && out[n2 - 1] == ' '; n2--) out[n2 - 1] = 0; /* "OpenCL C 1.2 " */
+    return LOOM_OK;
+}
+
+/* "OpenCL 1.2 ..." -> 102 */
+static int cl_version(const char *s)
+{
+    int maj = 0, min = 0;
+    if (sscanf(s, "OpenCL %d.%d", &maj, &min) != 2 && sscanf(s, "OpenCL C %d.%d", &maj, &min) != 2) return 0;
+    return maj * 100 + min;
+}
+
+static bool device_usable(cl_device_id dev, char *why, size_t len)
+{
+    char ver[128];
+    cl_bool compiler = CL_FALSE, avail = CL_FALSE;
+    if (loom__ocl_dev_string(dev, CL_DEVICE_VERSION, ver, sizeof ver)) return snprintf(why, len, "no version"), false;
+    clGetDeviceInfo(dev, CL_DEVICE_COMPILER_AVAILABLE, sizeof compiler, &compiler, NULL);
+    clGetDeviceInfo(dev, CL_DEVICE_AVAILABLE, sizeof avail, &avail, NULL);
+    if (cl_version(ver) < 102) return snprintf(why, len, "%s is older than OpenCL 1.2", ver), false;
+    if (!compiler) return snprintf(why, len, "no OpenCL C compiler"), false;
+    if (!avail) return snprintf(why, len, "device not available"), false;
+    return true;
+}
+
+static void ocl_shutdown(void *bctx)
+{
+    ocl_backend *b = bctx;
+    if (!b) return;
+    free(b->devs);
+    free(b);
+}
+
+static loom_status ocl_init(void **bctx)
+{
+    *bctx = NULL;
+    cl_uint np = 0;
+    cl_int rc = clGetPlatformIDs(0, NULL, &np);
+    if (rc == -1001 /* CL_PLATFORM_NOT_FOUND_KHR: the ICD loader found no driver */ || (rc == CL_SUCCESS && np == 0))
+        return OCL_FAIL(LOOM_ERR_UNSUPPORTED, "no OpenCL platform found (no ICD driver registered in /etc/OpenCL/vendors)");
+    if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clGetPlatformIDs", "listing OpenCL platforms");
+    cl_platform_id *plats = calloc(np, sizeof *plats);
+    ocl_backend *b = calloc(1, sizeof *b);
+    if (!plats || !b) {
+        free(plats), free(b);
+        return OCL_FAIL(LOOM_ERR_NOMEM, "out of memory");
+    }
+    if ((rc = clGetPlatformIDs(np, plats, NULL)) != CL_SUCCESS) {
+        free(plats), free(b);
+        return loom__ocl_fail(rc, "clGetPlatformIDs", "listing OpenCL platforms");
+    }
+    char skipped[256] = "";
+    for (cl_uint p = 0; p < np; p++) {
+        cl_uint nd = 0;
+        rc = clGetDeviceIDs(plats[p], CL_DEVICE_TYPE_ALL, 0, NULL, &nd);
+        if (rc != CL_SUCCESS || nd == 0) continue; /* CL_DEVICE_NOT_FOUND: an empty platform */
+        cl_device_id *ids = calloc(nd, sizeof *ids);
+        ocl_devref *grown = realloc(b->devs, (size_t)(b->n + (int32_t)nd) * sizeof *grown);
+        if (!ids || !grown) {
+            free(ids), free(grown ? grown : b->devs), free(plats), free(b);
+            return OCL_FAIL(LOOM_ERR_NOMEM, "out of memory");
+        }
+        b->devs = grown;
+        if (clGetDeviceIDs(plats[p], CL_DEVICE_TYPE_ALL, nd, ids, NULL) == CL_SUCCESS)
+            for (cl_uint i = 0; i < nd; i++) {
+                char why[160], name[128];
+                if (!device_usable(ids[i], why, sizeof why)) {
+                    loom__ocl_dev_string(ids[i], CL_DEVICE_NAME, name, sizeof name);
+                    OCL_LOG(LOOM_LOG_INFO, "skipping device '%s': %s", name, why);
+                    if (!skipped[0]) snprintf(skipped, sizeof skipped, " ('%.60s': %.120s)", name, why);
+                    continue;
+                }
+                b->devs[b->n++] = (ocl_devref){plats[p], ids[i]};
+            }
+        free(ids);
+    }
+    free(plats);
+    if (b->n == 0) {
+        ocl_shutdown(b);
+        return OCL_FAIL(LOOM_ERR_UNSUPPORTED, "%u OpenCL platform%s but no usable device%s", np, np == 1 ? "" : "s",
+                        skipped);
+    }
+    OCL_LOG(LOOM_LOG_DEBUG, "%d device%s", (int)b->n, b->n == 1 ? "" : "s");
+    *bctx = b;
+    return LOOM_OK;
+}
+
+static int32_t ocl_device_count(void *bctx) { return bctx ? ((ocl_backend *)bctx)->n : 0; }
+
+static bool has_ext(const char *exts, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = exts; (p = strstr(p, name)); p += n)
+        if ((p == exts || p[-1] == ' ') && (p[n] == ' ' || p[n] == 0)) return true;
+    return false;
+}
+
+static void fmt_bytes(char *out, size_t len, uint64_t b)
+{
+    if (b >= (1ull << 30)) snprintf(out, len, "%.1f GiB", b / 1073741824.0);
+    else if (b >= (1ull << 20)) snprintf(out, len, "%.1f MiB", b / 1048576.0);
+    else snprintf(out, len, "%llu KiB", (unsigned long long)(b >> 10));
+}
+
+static loom_status ocl_device_info(void *bctx, int32_t dev, loom_device_info *info)
+{
+    const ocl_backend *b = bctx;
+    memset(info, 0, sizeof *info);
+    if (!b || dev < 0 || dev >= b->n)
+        return OCL_FAIL(LOOM_ERR_NOT_FOUND, "no device %d (there are %d)", (int)dev, b ? (int)b->n : 0);
+    cl_device_id id = b->devs[dev].device;
+    char pname[128] = "", dname[128] = "", ver[128] = "", drv[64] = "", cver[64] = "";
+    clGetPlatformInfo(b->devs[dev].platform, CL_PLATFORM_NAME, sizeof pname - 1, pname, NULL);
+    loom_status st;
+    if ((st = loom__ocl_dev_string(id, CL_DEVICE_NAME, dname, sizeof dname)) ||
+        (st = loom__ocl_dev_string(id, CL_DEVICE_VERSION, ver, sizeof ver)) ||
+        (st = loom__ocl_dev_string(id, CL_DRIVER_VERSION, drv, sizeof drv)) ||
+        (st = loom__ocl_dev_string(id, CL_DEVICE_OPENCL_C_VERSION, cver, sizeof cver)))
+        return st;
+    snprintf(info->name, sizeof info->name, "%.60s: %.60s", pname, dname);
+    snprintf(info->driver, sizeof info->driver, "%.80s, driver %.30s", ver, drv);
+    cl_ulong gmem = 0, lmem = 0, maxalloc = 0;
+    size_t maxwg = 0;
+    cl_uint cus = 0;
+    clGetDeviceInfo(id, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof gmem, &gmem, NULL);
+    clGetDeviceInfo(id, CL_DEVICE_LOCAL_MEM_SIZE, sizeof lmem, &lmem, NULL);
+    clGetDeviceInfo(id, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof maxalloc, &maxalloc, NULL);
+    clGetDeviceInfo(id, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof maxwg, &maxwg, NULL);
+    clGetDeviceInfo(id, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cus, &cus, NULL);
+    info->mem_total = gmem;
+    cl_device_type type = 0;
+    clGetDeviceInfo(id, CL_DEVICE_TYPE, sizeof type, &type, NULL);
+    info->host_cpu = (type & CL_DEVICE_TYPE_CPU) != 0;
+    size_t elen = 0;
+    char *exts = NULL;
+    if (clGetDeviceInfo(id, CL_DEVICE_EXTENSIONS, 0, NULL, &elen) == CL_SUCCESS && (exts = calloc(1, elen + 1)))
+        clGetDeviceInfo(id, CL_DEVICE_EXTENSIONS, elen, exts, NULL);
+    const char *e = exts ? exts : "";
+    const char *sg = has_ext(e, "cl_khr_subgroups") ? "cl_khr_subgroups"
+                     : has_ext(e, "cl_intel_subgroups") ? "cl_intel_subgroups" : "no";
+    char lm[32], ma[32];
+    fmt_bytes(lm, sizeof lm, lmem);
+    fmt_bytes(ma, sizeof ma, maxalloc);
+    snprintf(info->details, sizeof info->details,
+             "%.40s, %u compute units, max work-group %zu, local memory %s, max allocation %s, cl_khr_fp16 %s, "
+             "cl_khr_fp64 %s, subgroups %s",
+             cver, cus, maxwg, lm, ma, has_ext(e, "cl_khr_fp16") ? "yes" : "no", has_ext(e, "cl_khr_fp64") ? "yes" : "no",
+             sg);
+    free(exts);
+    return LOOM_OK;
+}
+
+static void ocl_buffer_free(void *dctx, loom_buffer *buf);
+
+static void ocl_device_close(void *dctx)
+{
+    ocl_dev *d = dctx;
+    if (!d) return;
+    if (d->queue) clFinish(d->queue);
+    while (d->progs) loom__ocl_release(d, d->progs);
+    while (d->buffers) ocl_buffer_free(d, d->buffers);
+    if (d->err) clReleaseMemObject(d->err);
+    if (d->dummy) clReleaseMemObject(d->dummy);
+    if (d->program) clReleaseProgram(d->program);
+    if (d->queue) clReleaseCommandQueue(d->queue);
+    if (d->ctx) clReleaseContext(d->ctx);
+    free(d);
+}
+
+static loom_status open_dev(ocl_dev *d)
+{
+    cl_int rc;
+    cl_ulong lmem = 0, maxalloc = 0;
+    OCL_CHECK(clGetDeviceInfo(d->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof d->max_wg, &d->max_wg, NULL), d->label);
+    OCL_CHECK(clGetDeviceInfo(d->device, CL_DEVICE_LOCAL_MEM_SIZE, sizeof lmem, &lmem, NULL), d->label);
+    OCL_CHECK(clGetDeviceInfo(d->device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof maxalloc, &maxalloc, NULL), d->label);
+    d->local_mem = (size_t)lmem;
+    d->max_alloc = (size_t)maxalloc;
+    cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)d->platform, 0};
+    d->ctx = clCreateContext(props, 1, &d->device, NULL, NULL, &rc);
+    if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clCreateContext", d->label);
+    d->queue = clCreateCommandQueue(d->ctx, d->device, 0, &rc); /* in order */
+    if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clCreateCommandQueue", d->label);
+    cl_int zeros[4] = {0};
+    d->err = clCreateBuffer(d->ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, sizeof zeros, zeros, &rc);
+    if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clCreateBuffer", "(16 bytes: the error word)");
+    d->dummy = clCreateBuffer(d->ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, sizeof zeros, zeros, &rc);
+    if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clCreateBuffer", "(16 bytes)");
+    loom__ocl_pick_cfg(d);
+    return loom__ocl_build(d);
+}
+
+static loom_status ocl_device_open(void *bctx, int32_t dev, void **dctx)
+{
+    const ocl_backend *b = bctx;
+    *dctx = NULL;
+    if (!b || dev < 0 || dev >= b->n)
+        return OCL_FAIL(LOOM_ERR_NOT_FOUND, "no device %d (there are %d)", (int)dev, b ? (int)b->n : 0);
+    ocl_dev *d = calloc(1, sizeof *d);
+    if (!d) return OCL_FAIL(LOOM_ERR_NOMEM, "out of memory opening device %d", (int)dev);
+    d->platform = b->devs[dev].platform;
+    d->device = b->devs[dev].device;
+    d->index = dev;
+    const char *prof = getenv("LOOM_OPENCL_PROFILE");
+    d->profile = prof && !strcmp(prof, "1");
+    char name[64] = "";
+    loom__ocl_dev_string(d->device, CL_DEVICE_NAME, name, sizeof name);
+    snprintf(d->label, sizeof d->label, "(opencl:%d, %s)", (int)dev, name);
+    loom_status st = open_dev(d);
+    if (st) {
+        ocl_device_close(d);
+        return st;
+    }
+    *dctx = d;
+    return LOOM_OK;
+}
+
+static bool ocl_supports(void *dctx, const loom_node *n) { return loom__ocl_supports(dctx, n); }
+
+/* ---- buffers ------------------------------------------------------------------ */
+static loom_status new_buffer(ocl_dev *d, size_t size, loom_buffer **out)
+{
+    *out = NULL;
+    if (size > d->max_alloc)
+        return OCL_FAIL(LOOM_ERR_NOMEM, "cannot allocate %zu bytes: the device's largest allocation is %zu bytes %s",
+                        size, d->max_alloc, d->label);
+    loom_buffer *b = calloc(1, sizeof *b);
+    if (!b) return OCL_FAIL(LOOM_ERR_NOMEM, "out of host memory allocating a buffer header");
+    cl_int rc;
+    b->mem = clCreateBuffer(d->ctx, CL_MEM_READ_WRITE, size ? size : 4, NULL, &rc);
+    if (rc != CL_SUCCESS) {
+        free(b);
+        char what[192];
+        snprintf(what, sizeof what, "allocating %zu bytes (%zu in use) %s", size, d->bytes, d->label);
+        return loom__ocl_fail(rc, "clCreateBuffer", what);
+    }
+    b->size = size;
+    OCL_LINK(d->buffers, b);
+    d->bytes += size;
+    *out = b;
+    return LOOM_OK;
+}
+
+static loom_status ocl_buffer_alloc(void *dctx, size_t size, loom_buffer **buf) { return new_buffer(dctx, size, buf); }
+
+static void ocl_buffer_free(void *dctx, loom_buffer *buf)
+{
+    ocl_dev *d = dctx;
+    if (!buf) return;
+    OCL_UNLINK(d->buffers, buf);
+    d->bytes -= buf->size;
+    clReleaseMemObject(buf->mem); /* the runtime keeps it alive until queued work using it is done */
+    free(buf);
+}
+
+static loom_status check_range(const loom_buffer *b, size_t off, size_t size, const char *what)
+{
+    if (!b) return OCL_FAIL(LOOM_ERR_INVALID, "%s of a NULL buffer", what);
+    if (off > b->size || size > b->size - off)
+        return OCL_FAIL(LOOM_ERR_INVALID, "%s of %zu bytes at offset %zu is outside the buffer of %zu bytes", what, size,
+                        off, b->size);
+    return LOOM_OK;
+}
+
+/* Blocking: the host may reuse src as soon as this returns. */
+static loom_status ocl_buffer_write(void *dctx, loom_buffer *b, size_t off, const void *src, size_t size)
+{
+    ocl_dev *d = dctx;
+    loom_status st = check_range(b, off, size, "write");
+    if (st || !size) return st;
+    OCL_CHECK(clEnqueueWriteBuffer(d->queue, b->mem, CL_TRUE, off, size, src, 0, NULL, NULL), "(host to device)");
+    return LOOM_OK;
+}
+
+/* Blocking, after the queued work; then any error a kernel reported. */
+static loom_status ocl_buffer_read(void *dctx, loom_buffer *b, size_t off, void *dst, size_t size)
+{
+    ocl_dev *d = dctx;
+    loom_status st = check_range(b, off, size, "read");
+    if (st) return st;
+    if (size) OCL_CHECK(clEnqueueReadBuffer(d->queue, b->mem, CL_TRUE, off, size, dst, 0, NULL, NULL), "(device to host)");
+    return loom__ocl_check_kernel_error(d);
+}
+
+static loom_status ocl_sync(void *dctx)
+{
+    ocl_dev *d = dctx;
+    OCL_CHECK(clFinish(d->queue), d->label);
+    return loom__ocl_check_kernel_error(d);
+}
+
+/* ---- weights: one buffer each, in the checkpoint's layout ---------------------
+ * (the AWQ kernels read the packed blob as it is: nothing to repack). One
+ * buffer per weight keeps every allocation under the device's
+ * CL_DEVICE_MAX_MEM_ALLOC_SIZE, which a single pool of all weights would not. */
+static size_t weight_bytes(const loom_tensor *t)
+{
+    static const size_t es[LOOM_DTYPE_COUNT] = {4, 2, 2, 4, 0};
+    if ((unsigned)t->dtype >= LOOM_DTYPE_COUNT || t->ndim < 1 || t->ndim > LOOM_MAX_DIMS) return 0;
+    if (t->dtype == LOOM_Q4_AWQ)
+        return t->ndim == 2 && t->shape[0] > 0 && t->shape[1] > 0 && t->shape[0] % LOOM_AWQ_GROUP == 0 &&
+                       t->shape[1] % 8 == 0 && t->shape[0] <= (1 << 24) && t->shape[1] <= (1 << 24)
+                   ? loom_awq_nbytes(t->shape[0], t->shape[1])
+                   : 0;
+    size_t n = es[t->dtype];
+    for (int i = 0; i < t->ndim; i++)
+        if (t->shape[i] < 1 || __builtin_mul_overflow(n, (size_t)t->shape[i], &n)) return 0;
+    return n;
+}
+
+static loom_status ocl_weight_prepare(void *dctx, loom_tensor *t, const void *data)
+{
+    size_t n = weight_bytes(t);
+    if (!n) return OCL_FAIL(LOOM_ERR_INVALID, "weight '%s': bad dtype or shape", t->name ? t->name : "?");
+    loom_buffer *b;
+    loom_status st = new_buffer(dctx, n, &b);
+    if (st) return st;
+    if ((st = ocl_buffer_write(dctx, b, 0, data, n))) {
+        ocl_buffer_free(dctx, b);
+        return st;
+    }
+    t->buf = b;
+    t->offset = 0;
+    t->extra = NULL;
+    return LOOM_OK;
+}
+
+static void ocl_weight_release(void *dctx, loom_tensor *t)
+{
+    if (!t || !t->buf) return;
+    ocl_buffer_free(dctx, t->buf);
+    t->buf = NULL;
+}
+
+/* ---- compile and execute (ocl_exec.c) -------------------------------------------- */
+static loom_status ocl_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void **prog)
+{
+    return loom__ocl_compile(dctx, nodes, n_nodes, prog);
+}
+
+static loom_status ocl_execute(void *dctx, void *prog, const loom_step *step)
+{
+    return loom__ocl_execute(dctx, prog, step);
+}
+
+static void ocl_release(void *dctx, void *prog) { loom__ocl_release(dctx, prog); }
+
+static const loom_backend_i ocl_iface = {
+    .abi             = LOOM_BACKEND_ABI,
+    .name            = "opencl",
+    .init            = ocl_init,
+    .shutdown        = ocl_shutdown,
+    .device_count    = ocl_device_count,
+    .device_info     = ocl_device_info,
+    .device_open     = ocl_device_open,
+    .device_close    = ocl_device_close,
+    .supports        = ocl_supports,
+    .buffer_alloc    = ocl_buffer_alloc,
+    .buffer_free     = ocl_buffer_free,
+    .buffer_write    = ocl_buffer_write,
+    .buffer_read     = ocl_buffer_read,
+    .buffer_host_ptr = NULL, /* device memory is not host-visible */
+    .weight_prepare  = ocl_weight_prepare,
+    .weight_release  = ocl_weight_release,
+    .compile         = ocl_compile,
+    .execute         = ocl_execute,
+    .release         = ocl_release,
+    .sync            = ocl_sync,
+};
+
+__attribute__((visibility("default"))) const loom_backend_i *loom_backend_entry(const loom_host_i *h)
+{
+    if (!h || h->abi != LOOM_BACKEND_ABI || !h->log || !h->error) return NULL;
+    loom__ocl_host = h;
+    return &ocl_iface;
+}

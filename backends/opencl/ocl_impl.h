@@ -1,0 +1,99 @@
+/* ocl_impl.h — internals of the OpenCL backend plugin (libloom-opencl.so),
+ * shared by ocl.c (devices, buffers, weights), ocl_program.c (building the
+ * kernels, the on-disk binary cache) and ocl_exec.c (compile, execute).
+ * Nothing here is visible outside the plugin: only loom_backend_entry is
+ * exported. */
+#ifndef LOOM_OCL_IMPL_H
+#define LOOM_OCL_IMPL_H
+
+#ifndef CL_TARGET_OPENCL_VERSION
+#define CL_TARGET_OPENCL_VERSION 120
+#endif
+#include <CL/cl.h>
+
+#include "loom_backend.h"
+
+/* The host's services, set by loom_backend_entry (the plugin's only global
+ * besides the interface table). */
+extern const loom_host_i *loom__ocl_host;
+
+#define OCL_FAIL(st, ...) loom__ocl_host->error((st), "opencl: " __VA_ARGS__)
+#define OCL_LOG(lvl, ...) loom__ocl_host->log((lvl), "opencl: " __VA_ARGS__)
+
+/* A CL call that failed: its error name, and the loom status that fits
+ * (NOMEM for allocation failures, BACKEND otherwise). */
+const char *loom__ocl_errname(cl_int err);
+loom_status loom__ocl_fail(cl_int err, const char *call, const char *what);
+#define OCL_CHECK(expr, what)                                         \
+    do {                                                              \
+        cl_int ocl_rc_ = (expr);                                      \
+        if (ocl_rc_ != CL_SUCCESS) return loom__ocl_fail(ocl_rc_, #expr, (what)); \
+    } while (0)
+
+/* Build-time configuration of the kernels, chosen from device limits. */
+typedef struct ocl_cfg {
+    int gemm_ts;   /* output tile edge of the tiled matmuls (64 or 32) */
+    int gemv_w;    /* dense GEMV work-group */
+    int gemv_r;    /* dense GEMV output columns per work-group */
+    int red_w;     /* rmsnorm work-group */
+    int att_w;     /* attention work-group; head_dim <= 4 * att_w */
+    int awq_x;     /* AWQ GEMV work-group: words (8 columns each) ... */
+    int awq_ks;    /* ... times K slices */
+    int ew_w;      /* elementwise work-group */
+} ocl_cfg;
+
+struct loom_buffer {
+    cl_mem              mem;
+    size_t              size;
+    struct loom_buffer *prev, *next; /* the device's live buffers */
+};
+
+struct ocl_prog;
+
+typedef struct ocl_dev {
+    cl_platform_id   platform;
+    cl_device_id     device;
+    cl_context       ctx;
+    cl_command_queue queue;
+    cl_program       program;
+    cl_mem           err;      /* int[4]: a kernel-reported error (embed id out of range) */
+    cl_mem           dummy;    /* bound where a kernel's optional buffer is absent */
+    ocl_cfg          cfg;
+    size_t           max_wg, local_mem, max_alloc;
+    int32_t          index;    /* opencl:N */
+    char             label[96];
+    loom_buffer     *buffers;
+    struct ocl_prog *progs;
+    size_t           bytes;    /* in live buffers */
+    bool             profile;  /* LOOM_OPENCL_PROFILE=1: time every node (waits after each) */
+} ocl_dev;
+
+/* One entry of the flat device list (all devices of all platforms). */
+typedef struct ocl_devref {
+    cl_platform_id platform;
+    cl_device_id   device;
+} ocl_devref;
+
+typedef struct ocl_backend {
+    int32_t     n;
+    ocl_devref *devs;
+} ocl_backend;
+
+/* ocl_program.c: build (or load from the cache) the program of one device. */
+loom_status loom__ocl_build(ocl_dev *d);
+void        loom__ocl_pick_cfg(ocl_dev *d);
+/* ocl.c: the device info strings the cache key is made of */
+loom_status loom__ocl_dev_string(cl_device_id dev, cl_device_info what, char *out, size_t len);
+
+/* ocl_exec.c */
+bool        loom__ocl_supports(ocl_dev *d, const loom_node *n);
+loom_status loom__ocl_compile(ocl_dev *d, loom_node *nodes, int32_t n_nodes, void **prog);
+loom_status loom__ocl_execute(ocl_dev *d, void *prog, const loom_step *step);
+void        loom__ocl_release(ocl_dev *d, void *prog);
+loom_status loom__ocl_check_kernel_error(ocl_dev *d);
+
+#define OCL_LINK(head, x)   ((x)->prev = NULL, (x)->next = (head), (head) ? (head)->prev = (x) : 0, (head) = (x))
+#define OCL_UNLINK(head, x) ((x)->prev ? ((x)->prev->next = (x)->next) : ((head) = (x)->next), \
+                             (x)->next ? (x)->next->prev = (x)->prev : 0)
+
+#endif /* LOOM_OCL_IMPL_H */

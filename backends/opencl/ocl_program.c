@@ -1,0 +1,281 @@
+/* ocl_program.c — the device program: configuration from device limits, the
+ * OpenCL C source (common.cl, awq.cl, and typed.cl once per storage dtype),
+ * the build, and the on-disk cache of program binaries.
+ *
+ * Cache: $LOOM_CACHE_DIR/opencl, else $XDG_CACHE_HOME/loom/opencl, else
+ * ~/.cache/loom/opencl. One file per key, the key a 64-bit FNV-1a hash of
+ * the full source, the build options, and the platform, device and driver
+ * names and versions. A file is a header {magic, format, key, size,
+ * checksum of the binary} and the binary; anything that does not match
+ * (short, another key, wrong size or checksum, or a binary the driver
+ * refuses) is ignored and replaced by a fresh build. Failing to write the
+ * cache is only logged (debug). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ocl_impl.h"
+#include "ocl_kernels.h"
+
+#define CACHE_MAGIC "LOOMOCL\x01"
+#define CACHE_FORMAT 1u
+
+typedef struct cache_header {
+    char     magic[8];
+    uint32_t format;
+    uint32_t header_size;
+    uint64_t key;
+    uint64_t size;     /* bytes of binary after the header */
+    uint64_t checksum; /* FNV-1a of the binary */
+} cache_header;
+
+/* ---- configuration ------------------------------------------------------------- */
+static int pow2_floor(size_t v, int cap)
+{
+    int p = 1;
+    while ((size_t)p * 2 <= v && p * 2 <= cap) p *= 2;
+    return p;
+}
+
+void loom__ocl_pick_cfg(ocl_dev *d)
+{
+    ocl_cfg *c = &d->cfg;
+    size_t wg = d->max_wg;
+    /* 64x64 tiles need 256 work-items and 2 * 32 * 65 floats of local memory */
+    c->gemm_ts = wg >= 256 && d->local_mem >= 2 * 32 * 65 * 4 + 1024 ? 64 : 32;
+    c->gemv_w = pow2_floor(wg, 64);
+    c->gemv_r = 4;
+    c->red_w = pow2_floor(wg, 256);
+    c->att_w = pow2_floor(wg, 64);
+    c->awq_x = 32;
+    c->awq_ks = pow2_floor(wg / 32, 8);
+    c->ew_w = pow2_floor(wg, 64);
+}
+
+static void build_options(const ocl_dev *d, char *out, size_t len)
+{
+    const ocl_cfg *c = &d->cfg;
+    snprintf(out, len, "-cl-std=CL1.2 -DGEMM_TS=%d -DGEMV_W=%d -DGEMV_R=%d -DRED_W=%d -DATT_W=%d -DAWQ_X=%d -DAWQ_KS=%d",
+             c->gemm_ts, c->gemv_w, c->gemv_r, c->red_w, c->att_w, c->awq_x, c->awq_ks);
+}
+
+/* ---- source -------------------------------------------------------------------- */
+static const char *const typed_prologue[3] = {
+    "#define SFX f32\n#define ET float\n#define LD(p, i) ((p)[i])\n"
+    "#define LD4(p, i) vload4(0, (p) + (i))\n#define ST(p, i, v) ((p)[i] = (v))\n",
+    /* f16 and bf16 storage is ushort: pointer arithmetic never needs the half type */
+    "#define SFX f16\n#define ET ushort\n#define LD(p, i) vload_half(0, (global const half *)((p) + (i)))\n"
+    "#define LD4(p, i) vload_half4(0, (global const half *)((p) + (i)))\n"
+    "#define ST(p, i, v) vstore_half_rte((v), 0, (global half *)((p) + (i)))\n",
+    "#define SFX bf16\n#define ET ushort\n#define LD(p, i) as_float((uint)(p)[i] << 16)\n"
+    "#define LD4(p, i) as_float4(convert_uint4(vload4(0, (p) + (i))) << 16)\n",
+};
+static const char typed_epilogue[] = "#undef SFX\n#undef ET\n#undef LD\n#undef LD4\n#undef ST\n";
+
+static char *program_source(void)
+{
+    size_t n = strlen(ocl_src_common) + strlen(ocl_src_awq) + 1;
+    for (int i = 0; i < 3; i++) n += strlen(typed_prologue[i]) + strlen(ocl_src_typed) + strlen(typed_epilogue);
+    char *s = malloc(n);
+    if (!s) return NULL;
+    char *p = s;
+#define PUT(str) (memcpy(p, (str), strlen(str)), p += strlen(str))
+    PUT(ocl_src_common);
+    PUT(ocl_src_awq);
+    for (int i = 0; i < 3; i++) {
+        PUT(typed_prologue[i]);
+        PUT(ocl_src_typed);
+        PUT(typed_epilogue);
+    }
+#undef PUT
+    *p = 0;
+    return s;
+}
+
+/* ---- the cache ----------------------------------------------------------------- */
+static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
+{
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static uint64_t fnv_str(uint64_t h, const char *s) { return fnv1a(h, s, strlen(s) + 1); }
+
+static uint64_t cache_key(const ocl_dev *d, const char *src, const char *opts)
+{
+    uint64_t h = fnv_str(0xcbf29ce484222325ull, "loom opencl program cache 1");
+    h = fnv_str(h, src);
+    h = fnv_str(h, opts);
+    char s[256];
+    static const cl_platform_info pinfo[] = {CL_PLATFORM_NAME, CL_PLATFORM_VERSION};
+    for (size_t i = 0; i < 2; i++) {
+        s[0] = 0;
+        clGetPlatformInfo(d->platform, pinfo[i], sizeof s - 1, s, NULL);
+        s[sizeof s - 1] = 0;
+        h = fnv_str(h, s);
+    }
+    static const cl_device_info dinfo[] = {CL_DEVICE_NAME, CL_DEVICE_VENDOR, CL_DEVICE_VERSION, CL_DRIVER_VERSION,
+                                           CL_DEVICE_OPENCL_C_VERSION};
+    for (size_t i = 0; i < sizeof dinfo / sizeof *dinfo; i++) {
+        loom__ocl_dev_string(d->device, dinfo[i], s, sizeof s);
+        h = fnv_str(h, s);
+    }
+    return h;
+}
+
+/* The cache directory (created), or false when there is none to use. */
+static bool cache_dir(char *out, size_t len)
+{
+    const char *root = getenv("LOOM_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    int n;
+    if (root && *root) n = snprintf(out, len, "%s/opencl", root);
+    else if (xdg && *xdg == '/') n = snprintf(out, len, "%s/loom/opencl", xdg);
+    else if (home && *home) n = snprintf(out, len, "%s/.cache/loom/opencl", home);
+    else return false;
+    if (n < 0 || (size_t)n >= len) return false;
+    for (char *p = out + 1;; p++) { /* mkdir -p */
+        if (*p != '/' && *p) continue;
+        char c = *p;
+        *p = 0;
+        if (mkdir(out, 0755) && errno != EEXIST) {
+            OCL_LOG(LOOM_LOG_DEBUG, "binary cache: cannot create %s: %s", out, strerror(errno));
+            *p = c;
+            return false;
+        }
+        *p = c;
+        if (!c) break;
+    }
+    return true;
+}
+
+/* The cached binary for key, or NULL (absent, stale or corrupt). */
+static unsigned char *cache_load(const char *path, uint64_t key, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    cache_header h;
+    unsigned char *bin = NULL;
+    const char *why = NULL;
+    long flen = -1;
+    if (fseek(f, 0, SEEK_END) == 0) flen = ftell(f);
+    rewind(f);
+    if (flen < (long)sizeof h || fread(&h, sizeof h, 1, f) != 1) why = "truncated header";
+    else if (memcmp(h.magic, CACHE_MAGIC, 8) || h.format != CACHE_FORMAT || h.header_size != sizeof h) why = "not a loom cache file";
+    else if (h.key != key) why = "key differs";
+    else if (h.size == 0 || h.size != (uint64_t)flen - sizeof h) why = "size does not match the file";
+    else if (!(bin = malloc(h.size))) why = "out of memory";
+    else if (fread(bin, 1, h.size, f) != h.size) why = "short read";
+    else if (fnv1a(0xcbf29ce484222325ull, bin, h.size) != h.checksum) why = "checksum mismatch";
+    fclose(f);
+    if (why) {
+        OCL_LOG(LOOM_LOG_DEBUG, "binary cache: ignoring %s: %s", path, why);
+        free(bin);
+        return NULL;
+    }
+    *size = h.size;
+    return bin;
+}
+
+static void cache_store(const char *path, uint64_t key, const unsigned char *bin, size_t size)
+{
+    char tmp[1200];
+    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
+    cache_header h = {.format = CACHE_FORMAT, .header_size = sizeof h, .key = key, .size = size,
+                      .checksum = fnv1a(0xcbf29ce484222325ull, bin, size)};
+    memcpy(h.magic, CACHE_MAGIC, 8);
+    FILE *f = fopen(tmp, "wb");
+    bool ok = f && fwrite(&h, sizeof h, 1, f) == 1 && fwrite(bin, 1, size, f) == size;
+    if (f && fclose(f)) ok = false;
+    if (ok && rename(tmp, path) == 0) {
+        OCL_LOG(LOOM_LOG_DEBUG, "binary cache: wrote %s (%zu bytes)", path, size);
+        return;
+    }
+    OCL_LOG(LOOM_LOG_DEBUG, "binary cache: cannot write %s: %s", path, strerror(errno));
+    unlink(tmp);
+}
+
+/* ---- build ------------------------------------------------------------------------ */
+static loom_status build_failed(ocl_dev *d, cl_program prog, cl_int rc)
+{
+    size_t n = 0;
+    char *log = NULL;
+    if (clGetProgramBuildInfo(prog, d->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &n) == CL_SUCCESS && n &&
+        (log = calloc(1, n + 1)))
+        clGetProgramBuildInfo(prog, d->device, CL_PROGRAM_BUILD_LOG, n, log, NULL);
+    if (log) OCL_LOG(LOOM_LOG_ERROR, "build log %s:\n%s", d->label, log);
+    loom_status st = OCL_FAIL(LOOM_ERR_BACKEND, "clBuildProgram failed with %s (%d) %s; build log: %.640s",
+                              loom__ocl_errname(rc), (int)rc, d->label, log && *log ? log : "(empty)");
+    free(log);
+    return st;
+}
+
+static cl_program from_binary(ocl_dev *d, const unsigned char *bin, size_t size, const char *opts)
+{
+    cl_int rc, status;
+    cl_program p = clCreateProgramWithBinary(d->ctx, 1, &d->device, &size, &bin, &status, &rc);
+    if (rc != CL_SUCCESS || status != CL_SUCCESS) {
+        OCL_LOG(LOOM_LOG_DEBUG, "binary cache: the driver refused the cached binary (%s)", loom__ocl_errname(rc));
+        if (p) clReleaseProgram(p);
+        return NULL;
+    }
+    if ((rc = clBuildProgram(p, 1, &d->device, opts, NULL, NULL)) != CL_SUCCESS) {
+        OCL_LOG(LOOM_LOG_DEBUG, "binary cache: building the cached binary failed (%s)", loom__ocl_errname(rc));
+        clReleaseProgram(p);
+        return NULL;
+    }
+    return p;
+}
+
+loom_status loom__ocl_build(ocl_dev *d)
+{
+    if (d->max_wg < 64)
+        return OCL_FAIL(LOOM_ERR_UNSUPPORTED, "device %s allows work-groups of %zu; loom's kernels need 64", d->label,
+                        d->max_wg);
+    if (d->local_mem < 20 * 1024) /* the largest user: a 64x64 GEMM tile pair (16.6 KiB) or 32x32 and the GEMV (8 KiB) */
+        return OCL_FAIL(LOOM_ERR_UNSUPPORTED, "device %s has %zu bytes of local memory; loom's kernels need 20 KiB",
+                        d->label, d->local_mem);
+    char opts[256], dir[1024], path[1100];
+    build_options(d, opts, sizeof opts);
+    char *src = program_source();
+    if (!src) return OCL_FAIL(LOOM_ERR_NOMEM, "out of memory");
+    uint64_t key = cache_key(d, src, opts);
+    bool cache = cache_dir(dir, sizeof dir);
+    if (cache) snprintf(path, sizeof path, "%s/%016llx.bin", dir, (unsigned long long)key);
+    size_t bsize = 0;
+    unsigned char *bin = cache ? cache_load(path, key, &bsize) : NULL;
+    if (bin) {
+        d->program = from_binary(d, bin, bsize, opts);
+        free(bin);
+        if (d->program) {
+            OCL_LOG(LOOM_LOG_DEBUG, "program for %s from the cache %s", d->label, path);
+            free(src);
+            return LOOM_OK;
+        }
+    }
+    cl_int rc;
+    const char *srcs[1] = {src};
+    cl_program p = clCreateProgramWithSource(d->ctx, 1, srcs, NULL, &rc);
+    free(src);
+    if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clCreateProgramWithSource", d->label);
+    if ((rc = clBuildProgram(p, 1, &d->device, opts, NULL, NULL)) != CL_SUCCESS) {
+        loom_status st = build_failed(d, p, rc);
+        clReleaseProgram(p);
+        return st;
+    }
+    d->program = p;
+    OCL_LOG(LOOM_LOG_DEBUG, "built the program for %s (%s)", d->label, opts);
+    if (!cache) return LOOM_OK;
+    size_t n = 0;
+    unsigned char *out = NULL;
+    if (clGetProgramInfo(p, CL_PROGRAM_BINARY_SIZES, sizeof n, &n, NULL) == CL_SUCCESS && n && (out = malloc(n)) &&
+        clGetProgramInfo(p, CL_PROGRAM_BINARIES, sizeof out, &out, NULL) == CL_SUCCESS)
+        cache_store(path, key, out, n);
+    else
+        OCL_LOG(LOOM_LOG_DEBUG, "binary cache: the driver gave no program binary");
+    free(out);
+    return LOOM_OK;
+}
