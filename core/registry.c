@@ -45,7 +45,7 @@ struct loom_backend {
     bool                  inited;      /* init() succeeded: shutdown() owed */
     bool                  available;
     int                   n_devices;
-    bool                  host_cpu;    /* device 0 is the host CPU: ranked after the built-in one */
+    int                   host_cpu;    /* device 0 is the host CPU (ranked after the built-in one); -1: not asked yet */
     char                  reason[768]; /* why unavailable; "" if available */
     int                   n_open;      /* devices opened and not yet closed */
     bool                  orphaned;    /* registry shut down while devices were open */
@@ -219,9 +219,17 @@ static void activate(loom_backend *b, const loom_backend_i *i, const char *entry
     b->n_devices = n;
     b->available = true;
     b->reason[0] = 0;
-    loom_device_info info;
-    memset(&info, 0, sizeof info);
-    b->host_cpu = strcmp(b->name, "cpu") && i->device_info(bctx, 0, &info) == LOOM_OK && info.host_cpu;
+    b->host_cpu = -1; /* asked only when auto selection needs it: device_info may be costly (a GPU context) */
+}
+
+static bool on_host_cpu(loom_backend *b)
+{
+    if (b->host_cpu < 0) {
+        loom_device_info info;
+        memset(&info, 0, sizeof info);
+        b->host_cpu = strcmp(b->name, "cpu") && b->iface->device_info(b->bctx, 0, &info) == LOOM_OK && info.host_cpu;
+    }
+    return b->host_cpu > 0;
 }
 
 static void log_unavailable(const loom_backend *b)
@@ -261,7 +269,7 @@ static loom_status load_plugin(const char *name, const char *path)
     loom_backend *b = new_backend(name, path);
     if (!b) return loom_error(LOOM_ERR_NOMEM, "out of memory registering backend '%s'", name);
     dlerror();
-    b->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    b->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (!b->dl) {
         const char *e = dlerror();
         set_reason(b, "dlopen failed: %s", e ? e : "unknown error");
@@ -649,10 +657,10 @@ bad:
 
 /* cuda > vulkan > opencl > other plugins > cpu > backends that drive the host
  * CPU through another API (PoCL, lavapipe): those are slower than the built-in one. */
-static int auto_rank(const loom_backend *b)
+static int auto_rank(loom_backend *b)
 {
     static const char *const order[] = {"cuda", "vulkan", "opencl"};
-    if (b->host_cpu) return 5;
+    if (on_host_cpu(b)) return 5;
     for (int i = 0; i < 3; i++)
         if (!strcmp(b->name, order[i])) return i;
     return strcmp(b->name, "cpu") ? 3 : 4;

@@ -412,7 +412,9 @@ START_TEST(unknown_name_lists_available)
 
     reset(EXAMPLE_PLUGIN_DIR, NULL); /* all available: no "unavailable" part */
     expect_fail("cudda", LOOM_ERR_NOT_FOUND, "available: cpu, example", NULL);
-    ck_assert_msg(!contains(loom_last_error(), "unavailable"), "%s", loom_last_error());
+    bool all_available = true; /* a GPU plugin of the build tree may be there without its driver */
+    for (int i = 0; i < loom_backend_count(); i++) all_available &= loom_backend_available(loom_backend_at(i));
+    if (all_available) ck_assert_msg(!contains(loom_last_error(), "unavailable"), "%s", loom_last_error());
     expect_fail("CPU", LOOM_ERR_NOT_FOUND, "unknown backend 'CPU'", NULL); /* names are exact */
 }
 END_TEST

@@ -1,0 +1,319 @@
+/* cuda_graph.c — compile, execute and release programs of the CUDA backend.
+ *
+ * compile() checks every node, picks what each needs (RoPE frequency table on
+ * the device, the AWQ weight's repacked descriptor, split counts for the
+ * decode kernels) and sizes one scratch buffer for split-K partials.
+ *
+ * execute() uploads the step's positions and slots (pinned host staging,
+ * cudaMemcpyAsync) to a device buffer that is fixed for the program's
+ * lifetime; the kernels read them there. Then, for a step of n tokens
+ * (n <= LOOM_CUDA_GRAPH_MAX_TOKENS, default 16), it replays the CUDA graph
+ * captured for n at the first step of that size; larger steps (prefill), or
+ * all steps with LOOM_CUDA_GRAPHS=0, launch the kernels one by one. Either
+ * way nothing waits: buffer_read and sync do. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_dev.h"
+
+
+typedef struct cu_plan {
+    double       *inv_freq;   /* rope: device, head_dim/2 */
+    double        mscale;     /* rope */
+    const cu_awq *awq;        /* matmul_awq: the repacked weight */
+    int           awq_splits; /* matmul_awq: split-K of the decode GEMV */
+} cu_plan;
+
+typedef struct cu_prog {
+    loom_node       *nodes;
+    int32_t          n_nodes;
+    cu_plan         *plan;
+    int32_t          max_t;      /* largest step (rows of the dynamic tensors) */
+    bool             needs_pos;  /* has rope or gqa_attn */
+    int32_t         *d_step;     /* device [2 * max_t]: pos[0..T), then seq[0..T) */
+    int32_t         *h_step;     /* pinned staging of the same */
+    cudaEvent_t      step_done;  /* the last upload from h_step has been read */
+    bool             step_pending;
+    float           *scratch;    /* split-K partials (matmul_awq, gqa_attn) */
+    size_t           scratch_floats;
+    cudaGraphExec_t *graphs;     /* [graph_max_t + 1], by n_tokens */
+    int32_t          n_graphs;
+    bool             graphs_off; /* a capture failed: launch directly from now on */
+    struct cu_prog  *prev, *next;
+} cu_prog;
+
+static const char *const op_names[LOOM_OP_COUNT] = {
+#define X(id, name, lo, hi) #name,
+    LOOM_OPS(X)
+#undef X
+};
+
+static inline void *tdata(const loom_tensor *t) { return t ? (char *)t->buf->ptr + t->offset : NULL; }
+
+static int attn_args(const cu_dev *d, const loom_node *n, int T, const cu_prog *p, cu_attn_args *a)
+{
+    loom_tensor *const *s = n->src;
+    *a = (cu_attn_args){
+        .q = tdata(s[0]), .k = tdata(s[1]), .v = tdata(s[2]), .kc = tdata(s[3]), .vc = tdata(s[4]),
+        .cache_f16 = s[3]->dtype == LOOM_F16, .y = tdata(n->dst), .T = T, .S = (int)s[3]->shape[0],
+        .C = (int)s[3]->shape[2], .Hq = n->p.n_head, .Hkv = n->p.n_head_kv, .hd = n->p.head_dim,
+        .scale = n->p.attn_scale > 0 ? n->p.attn_scale : (float)(1.0 / sqrt((double)n->p.head_dim)),
+        .pos = p ? p->d_step : NULL, .seq = p ? p->d_step + T : NULL, .splits = 1, .part = p ? p->scratch : NULL};
+    a->splits = loom__cu_attn_splits(a, d->sm_count);
+    return a->splits;
+}
+
+/* ---- release ------------------------------------------------------------------------------------ */
+void loom__cu_release(void *dctx, void *progp)
+{
+    cu_dev *d = dctx;
+    cu_prog *p = progp;
+    if (!p) return;
+    cudaSetDevice(d->dev);
+    cudaStreamSynchronize(d->stream);
+    if (p->prev) p->prev->next = p->next;
+    else if (d->progs == p) d->progs = p->next;
+    if (p->next) p->next->prev = p->prev;
+    for (int32_t i = 0; p->graphs && i < p->n_graphs; i++)
+        if (p->graphs[i]) cudaGraphExecDestroy(p->graphs[i]);
+    free(p->graphs);
+    for (int32_t i = 0; p->plan && i < p->n_nodes; i++) cudaFree(p->plan[i].inv_freq);
+    free(p->plan);
+    cudaFree(p->d_step);
+    cudaFreeHost(p->h_step);
+    if (p->step_done) cudaEventDestroy(p->step_done);
+    cudaFree(p->scratch);
+    cudaGetLastError();
+    free(p);
+}
+
+/* ---- compile ------------------------------------------------------------------------------------- */
+loom_status loom__cu_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void **progp)
+{
+    cu_dev *d = dctx;
+    *progp = NULL;
+    loom_status st = loom__cu_use(d);
+    if (st) return st;
+    cu_prog *p = calloc(1, sizeof *p);
+    if (!p) return CU_ERR(LOOM_ERR_NOMEM, "cuda: out of memory compiling");
+    p->nodes = nodes;
+    p->n_nodes = n_nodes;
+    p->next = d->progs;
+    if (d->progs) d->progs->prev = p;
+    d->progs = p;
+    cudaError_t e;
+    if (n_nodes > 0 && !(p->plan = calloc((size_t)n_nodes, sizeof *p->plan))) {
+        st = CU_ERR(LOOM_ERR_NOMEM, "cuda: out of memory compiling");
+        goto fail;
+    }
+    p->max_t = 1;
+    size_t need = 0;
+    for (int32_t i = 0; i < n_nodes; i++) {
+        loom_node *n = &nodes[i];
+        cu_plan *pl = &p->plan[i];
+        const char *opn = (unsigned)n->op < LOOM_OP_COUNT ? op_names[n->op] : "?";
+        if (!loom__cu_supports(d, n)) {
+            st = CU_ERR(LOOM_ERR_UNSUPPORTED, "cuda: node %d (%s) has operands this backend does not take", (int)i, opn);
+            goto fail;
+        }
+        for (int k = 0; k <= n->n_src; k++) {
+            const loom_tensor *t = k < n->n_src ? n->src[k] : n->dst;
+            if (t && !t->buf) {
+                st = CU_ERR(LOOM_ERR_INVALID, "cuda: node %d (%s): tensor '%s' has no buffer", (int)i, opn,
+                            t->name ? t->name : "?");
+                goto fail;
+            }
+        }
+        int32_t T = (int32_t)n->dst->shape[0];
+        if (T > p->max_t) p->max_t = T;
+        int32_t Tdec = T < CU_GEMV_MAX_T ? T : CU_GEMV_MAX_T; /* largest step the decode kernels see */
+        switch (n->op) {
+        case LOOM_OP_ROPE: {
+            int32_t h2 = n->p.head_dim / 2;
+            double *tab = malloc((size_t)h2 * sizeof *tab);
+            if (!tab) {
+                st = CU_ERR(LOOM_ERR_NOMEM, "cuda: out of memory compiling");
+                goto fail;
+            }
+            for (int32_t k = 0; k < h2; k++) tab[k] = loom_rope_inv_freq(&n->p, k);
+            pl->mscale = loom_rope_mscale(&n->p);
+            st = loom__cu_malloc(d, (size_t)h2 * sizeof *tab, (void **)&pl->inv_freq, "a RoPE table");
+            if (!st && (e = cudaMemcpy(pl->inv_freq, tab, (size_t)h2 * sizeof *tab, cudaMemcpyHostToDevice)))
+                st = loom__cu_fail(d, e, "uploading a RoPE table");
+            free(tab);
+            if (st) goto fail;
+            p->needs_pos = true;
+            break;
+        }
+        case LOOM_OP_MATMUL_AWQ: {
+            const loom_tensor *w = n->src[1];
+            const cu_awq *a = w->extra;
+            if (!a || a->magic != CU_AWQ_MAGIC || a->K != w->shape[0] || a->N != w->shape[1]) {
+                st = CU_ERR(LOOM_ERR_UNSUPPORTED, "cuda: node %d: AWQ weight '%s' was not prepared by this backend",
+                            (int)i, w->name ? w->name : "?");
+                goto fail;
+            }
+            pl->awq = a;
+            pl->awq_splits = loom__cu_awq_gemv_splits(a->K, a->N, d->sm_count);
+            if (pl->awq_splits > 1) {
+                size_t f = (size_t)pl->awq_splits * (size_t)Tdec * (size_t)a->N;
+                if (f > need) need = f;
+            }
+            break;
+        }
+        case LOOM_OP_GQA_ATTN:
+            for (int32_t t = 1; t <= Tdec; t++) {
+                cu_attn_args a;
+                int splits = attn_args(d, n, t, NULL, &a);
+                size_t f = loom__cu_attn_part_floats(t, a.Hq, a.hd, splits);
+                if (f > need) need = f;
+            }
+            p->needs_pos = true;
+            break;
+        default: break;
+        }
+    }
+    if (need && (st = loom__cu_malloc(d, need * sizeof(float), (void **)&p->scratch, "split-K scratch"))) goto fail;
+    p->scratch_floats = need;
+    if ((st = loom__cu_malloc(d, 2 * (size_t)p->max_t * sizeof(int32_t), (void **)&p->d_step, "the step buffer")))
+        goto fail;
+    if ((e = cudaMallocHost((void **)&p->h_step, 2 * (size_t)p->max_t * sizeof(int32_t))) ||
+        (e = cudaEventCreateWithFlags(&p->step_done, cudaEventDisableTiming))) {
+        st = loom__cu_fail(d, e, "allocating the step staging");
+        goto fail;
+    }
+    p->n_graphs = (d->graph_max_t < p->max_t ? d->graph_max_t : p->max_t) + 1;
+    if (!(p->graphs = calloc((size_t)p->n_graphs, sizeof *p->graphs))) {
+        st = CU_ERR(LOOM_ERR_NOMEM, "cuda: out of memory compiling");
+        goto fail;
+    }
+    CU_LOG(LOOM_LOG_DEBUG, "cuda:%d: compiled %d nodes, max %d tokens, scratch %.1f MiB", d->dev, (int)n_nodes,
+           (int)p->max_t, need * 4.0 / 1048576.0);
+    *progp = p;
+    return LOOM_OK;
+fail:
+    loom__cu_release(d, p);
+    return st;
+}
+
+/* ---- launching one step's kernels ------------------------------------------------------------------- */
+static loom_status run_nodes(cu_dev *d, cu_prog *p, int32_t n_tokens)
+{
+    cudaStream_t s = d->stream;
+    for (int32_t i = 0; i < p->n_nodes; i++) {
+        const loom_node *n = &p->nodes[i];
+        const cu_plan *pl = &p->plan[i];
+        loom_tensor *const *src = n->src;
+        const loom_tensor *dst = n->dst;
+        int T = (dst->flags & LOOM_TENSOR_DYNAMIC) ? n_tokens : (int)dst->shape[0];
+        float *y = tdata(dst);
+        const loom_tensor *bias = n->n_src > 2 ? src[2] : NULL;
+        int bdt = bias ? (int)bias->dtype : LOOM_F32;
+        cudaError_t e = cudaSuccess;
+        switch (n->op) {
+        case LOOM_OP_EMBED:
+            e = loom__cu_embed(s, tdata(src[0]), src[0]->dtype, src[0]->shape[0], src[0]->shape[1], tdata(src[1]), y, T,
+                               d->d_err);
+            break;
+        case LOOM_OP_RMSNORM:
+            e = loom__cu_rmsnorm(s, tdata(src[0]), tdata(src[1]), src[1]->dtype, n->p.eps, y, T, src[0]->shape[1]);
+            break;
+        case LOOM_OP_MATMUL: {
+            int64_t K = src[1]->shape[1], N = src[1]->shape[0];
+            if (T <= CU_GEMV_MAX_T || src[1]->dtype == LOOM_F32)
+                e = loom__cu_gemv(s, tdata(src[0]), tdata(src[1]), src[1]->dtype, tdata(bias), bdt, y, T, K, N);
+            else
+                e = loom__cu_gemm(s, tdata(src[0]), tdata(src[1]), src[1]->dtype, tdata(bias), bdt, y, T, K, N);
+            break;
+        }
+        case LOOM_OP_MATMUL_AWQ:
+            if (T <= CU_GEMV_MAX_T)
+                e = loom__cu_awq_gemv(s, tdata(src[0]), pl->awq, tdata(bias), bdt, y, T, pl->awq_splits, p->scratch);
+            else
+                e = loom__cu_awq_gemm(s, tdata(src[0]), pl->awq, tdata(bias), bdt, y, T);
+            break;
+        case LOOM_OP_ROPE:
+            e = loom__cu_rope(s, tdata(src[0]), y, T, n->p.n_head, n->p.head_dim, pl->inv_freq, pl->mscale, p->d_step);
+            break;
+        case LOOM_OP_GQA_ATTN: {
+            cu_attn_args a;
+            attn_args(d, n, T, p, &a);
+            if (a.splits > 1 && loom__cu_attn_part_floats(T, a.Hq, a.hd, a.splits) > p->scratch_floats)
+                return CU_ERR(LOOM_ERR_INTERNAL, "cuda: node %d (gqa_attn): split scratch too small", (int)i);
+            e = loom__cu_gqa_attn(s, &a);
+            break;
+        }
+        case LOOM_OP_SWIGLU:
+            e = loom__cu_swiglu(s, tdata(src[0]), tdata(src[1]), y, (int64_t)T * src[0]->shape[1]);
+            break;
+        case LOOM_OP_ADD:
+            e = loom__cu_add(s, tdata(src[0]), tdata(src[1]), y, (int64_t)T * src[0]->shape[1]);
+            break;
+        default:
+            return CU_ERR(LOOM_ERR_UNSUPPORTED, "cuda: op %d reached execute", (int)n->op);
+        }
+        if (e) {
+            char what[96];
+            snprintf(what, sizeof what, "launching node %d (%s)", (int)i, op_names[n->op]);
+            return loom__cu_fail(d, e, what);
+        }
+    }
+    return LOOM_OK;
+}
+
+/* Capture the step of n tokens once; NULL (and graphs off for p) if capture fails. */
+static cudaGraphExec_t graph_for(cu_dev *d, cu_prog *p, int32_t n_tokens)
+{
+    if (p->graphs[n_tokens]) return p->graphs[n_tokens];
+    cudaGraph_t g = NULL;
+    cudaGraphExec_t x = NULL;
+    cudaError_t e = cudaStreamBeginCapture(d->stream, cudaStreamCaptureModeThreadLocal);
+    loom_status st = e ? LOOM_ERR_BACKEND : run_nodes(d, p, n_tokens);
+    cudaError_t e2 = e ? e : cudaStreamEndCapture(d->stream, &g);
+    if (!st && !e2) e2 = cudaGraphInstantiate(&x, g, 0);
+    if (g) cudaGraphDestroy(g);
+    if (st || e2 || !x) {
+        cudaGetLastError();
+        p->graphs_off = true;
+        CU_LOG(LOOM_LOG_WARN, "cuda:%d: CUDA graph capture failed (%s); launching kernels directly", d->dev,
+               e2 ? cudaGetErrorString(e2) : "a launch failed");
+        return NULL;
+    }
+    CU_LOG(LOOM_LOG_DEBUG, "cuda:%d: captured a CUDA graph for steps of %d tokens (%d nodes)", d->dev, (int)n_tokens,
+           (int)p->n_nodes);
+    return p->graphs[n_tokens] = x;
+}
+
+loom_status loom__cu_execute(void *dctx, void *progp, const loom_step *step)
+{
+    cu_dev *d = dctx;
+    cu_prog *p = progp;
+    if (!p || !step) return CU_ERR(LOOM_ERR_INVALID, "cuda: execute without a program or step");
+    int32_t T = step->n_tokens;
+    if (T < 1 || T > p->max_t)
+        return CU_ERR(LOOM_ERR_INVALID, "cuda: step of %d tokens; the program takes 1..%d", (int)T, (int)p->max_t);
+    loom_status st = loom__cu_use(d);
+    if (st) return st;
+    cudaError_t e;
+    if (p->needs_pos) {
+        if (!step->pos || !step->seq)
+            return CU_ERR(LOOM_ERR_INVALID, "cuda: rope and gqa_attn need token positions and sequence slots");
+        if (p->step_pending && (e = cudaEventSynchronize(p->step_done))) return loom__cu_fail(d, e, "a queued step failed");
+        memcpy(p->h_step, step->pos, (size_t)T * sizeof(int32_t));
+        memcpy(p->h_step + T, step->seq, (size_t)T * sizeof(int32_t));
+        if ((e = cudaMemcpyAsync(p->d_step, p->h_step, 2 * (size_t)T * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                 d->stream)) ||
+            (e = cudaEventRecord(p->step_done, d->stream)))
+            return loom__cu_fail(d, e, "uploading the step");
+        p->step_pending = true;
+    }
+    if (d->graphs && !p->graphs_off && T < p->n_graphs) {
+        cudaGraphExec_t x = graph_for(d, p, T);
+        if (x) {
+            if ((e = cudaGraphLaunch(x, d->stream))) return loom__cu_fail(d, e, "launching the step's CUDA graph");
+            return LOOM_OK;
+        }
+    }
+    return run_nodes(d, p, T);
+}

@@ -1,0 +1,103 @@
+/*
+ * cuda_impl.h — internals of the CUDA backend plugin, shared by its C files
+ * and its CUDA kernels (extern "C" launchers).
+ *
+ *   cuda.c       the loom_backend_i table: init, devices, buffers, weights
+ *   cuda_graph.c compile (per-node plans, scratch), execute (step upload,
+ *                CUDA graph capture and replay), release
+ *   k_ops.cu     embed, rmsnorm, rope, swiglu, add, split-K reduction
+ *   k_matmul.cu  dense GEMV, mma.sync GEMM (f16/bf16 dense and AWQ), AWQ
+ *                repack and GEMV
+ *   k_attn.cu    KV cache store, grouped-query attention, split combine
+ *
+ * Every launcher enqueues on the stream it is given and returns the launch's
+ * cudaError_t (cudaGetLastError after the launch). Device pointers only;
+ * dtypes are loom_dtype values. Nothing here is visible outside the plugin.
+ */
+#ifndef LOOM_CUDA_IMPL_H
+#define LOOM_CUDA_IMPL_H
+
+#include <cuda_runtime_api.h>
+#include <stdint.h>
+
+#include "loom_backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- AWQ, repacked once by weight_prepare ----------------------------------------
+ * q:    uint4 [K/32][N]   the 16 bytes at (kb, n) hold the 32 nibbles of column n
+ *                         at k = 32kb .. 32kb+31: 32-bit word j, bits 4i..4i+3 hold
+ *                         k = 32kb + 8j + i. A warp reading 32 consecutive columns
+ *                         of one kb reads 512 contiguous bytes.
+ * meta: uint32 [K/128][N] bits 0..15 the f16 scale, bits 16..23 the zero point.
+ * The GEMV and the tensor-core GEMM both read this layout. */
+#define CU_AWQ_MAGIC 0x63754157u
+typedef struct cu_awq {
+    uint32_t  magic;
+    int64_t   K, N;
+    void     *q;    /* device: (K/32) * N * 16 bytes */
+    uint32_t *meta; /* device: (K/128) * N words, right after q */
+} cu_awq;
+
+size_t      loom__cu_awq_packed_bytes(int64_t K, int64_t N);
+cudaError_t loom__cu_awq_repack(cudaStream_t s, const void *blob, cu_awq *w);
+
+/* ---- matmul ----------------------------------------------------------------------- */
+#define CU_GEMV_MAX_T 8 /* matmuls of at most this many rows run as GEMV */
+
+/* y[T,N] = x[T,K] · w[N,K]ᵀ + bias; any T (chunks of CU_GEMV_MAX_T rows). */
+cudaError_t loom__cu_gemv(cudaStream_t s, const float *x, const void *w, int wdt, const void *bias, int bdt, float *y,
+                          int T, int64_t K, int64_t N);
+/* Tensor cores (mma.sync m16n8k16, f32 accumulate), w f16 or bf16, K % 8 == 0. */
+cudaError_t loom__cu_gemm(cudaStream_t s, const float *x, const void *w, int wdt, const void *bias, int bdt, float *y,
+                          int T, int64_t K, int64_t N);
+/* AWQ, T <= CU_GEMV_MAX_T: one pass over the packed weight. With splits > 1,
+ * partial holds splits * T * N floats and a reduction adds them up. */
+int         loom__cu_awq_gemv_splits(int64_t K, int64_t N, int sm_count);
+cudaError_t loom__cu_awq_gemv(cudaStream_t s, const float *x, const cu_awq *w, const void *bias, int bdt, float *y, int T,
+                              int splits, float *partial);
+/* AWQ on the tensor cores: tiles dequantised into shared memory. */
+cudaError_t loom__cu_awq_gemm(cudaStream_t s, const float *x, const cu_awq *w, const void *bias, int bdt, float *y,
+                              int T);
+
+/* ---- small ops ---------------------------------------------------------------------- */
+/* Out-of-range ids write NaN rows and set err[0] = 1, err[1] = token, err[2] = id. */
+cudaError_t loom__cu_embed(cudaStream_t s, const void *table, int dt, int64_t V, int64_t D, const int32_t *ids, float *y,
+                           int T, int *err);
+cudaError_t loom__cu_rmsnorm(cudaStream_t s, const float *x, const void *w, int wdt, float eps, float *y, int T,
+                             int64_t D);
+/* inv_freq: device, head_dim/2 doubles; pos: device, T entries. */
+cudaError_t loom__cu_rope(cudaStream_t s, const float *x, float *y, int T, int n_head, int head_dim,
+                          const double *inv_freq, double mscale, const int32_t *pos);
+cudaError_t loom__cu_swiglu(cudaStream_t s, const float *g, const float *u, float *y, int64_t n);
+cudaError_t loom__cu_add(cudaStream_t s, const float *a, const float *b, float *y, int64_t n);
+
+/* ---- attention ------------------------------------------------------------------------ */
+typedef struct cu_attn_args {
+    const float   *q, *k, *v;     /* [T, Hq*hd], [T, Hkv*hd], [T, Hkv*hd] */
+    void          *kc, *vc;       /* [S, Hkv, C, hd] */
+    int            cache_f16;     /* else f32 */
+    float         *y;             /* [T, Hq*hd] */
+    int            T, S, C, Hq, Hkv, hd;
+    float          scale;
+    const int32_t *pos, *seq;     /* device, T entries each */
+    int            splits;        /* KV splits per (token tile, kv head); 1: no combine */
+    float         *part;          /* splits * T * Hq * (hd + 2) floats when splits > 1 */
+} cu_attn_args;
+
+#define CU_ATTN_ROWS 32 /* query rows (tokens x heads of one group) per block */
+#define CU_ATTN_MAX_SPLITS 64
+int         loom__cu_attn_supported(int hd, int group);
+/* Raise the kernels' dynamic shared memory limit once (not capturable). */
+cudaError_t loom__cu_attn_init(void);
+int         loom__cu_attn_splits(const cu_attn_args *a, int sm_count);
+size_t      loom__cu_attn_part_floats(int T, int Hq, int hd, int splits);
+/* Writes the step's k, v into the caches, then attends. */
+cudaError_t loom__cu_gqa_attn(cudaStream_t s, const cu_attn_args *a);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

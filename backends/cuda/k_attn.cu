@@ -1,0 +1,242 @@
+/* k_attn.cu — gqa_attn: the step's k, v into the cache, then causal
+ * grouped-query attention over it, in f32 whatever the cache dtype.
+ *
+ * 1. kv_store: one block per (token, kv head) writes k, v at (seq[t], pos[t]);
+ *    a token whose cell a later token of the step also writes skips (the
+ *    later one wins, as the definition says).
+ * 2. attn: one block per (KV split, kv head, tile of tokens). Its query rows
+ *    are every query head of the kv head's group for each token of the tile
+ *    (up to CU_ATTN_ROWS rows), so one read of a K/V tile serves them all.
+ *    Consecutive tokens of the tile in the same sequence slot are one
+ *    sub-batch sharing K/V tiles (prefill); the block walks positions
+ *    0..max pos of the sub-batch in tiles of 32, masks each row causally at
+ *    its own position and keeps an online softmax per row (running max,
+ *    running sum, rescaled accumulators).
+ *    Decode (few tokens) splits the positions across blocks (flash-decoding):
+ *    each split writes its normalised partial output with its max and sum,
+ *    and 3. combine merges them. The split length follows the step's real
+ *    length (read on the device), so a replayed CUDA graph stays right as
+ *    the context grows. */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <math.h>
+
+#include "cuda_impl.h"
+#include "k_common.cuh"
+
+#define TP 32              /* positions per K/V tile: one per lane */
+#define ROWS CU_ATTN_ROWS  /* query rows per block */
+#define NTH 128            /* threads per block */
+
+/* ---- 1. cache store ------------------------------------------------------------------- */
+static __device__ __forceinline__ void put(float *p, float v) { *p = v; }
+static __device__ __forceinline__ void put(__half *p, float v) { *p = __float2half_rn(v); }
+
+template <typename CT>
+__global__ void kv_store_kernel(const float *__restrict__ k, const float *__restrict__ v, CT *__restrict__ kc,
+                                CT *__restrict__ vc, int T, int Hkv, int hd, int C, const int32_t *__restrict__ pos,
+                                const int32_t *__restrict__ seq)
+{
+    int t = blockIdx.x, h = blockIdx.y, sl = seq[t], p = pos[t];
+    for (int u = t + 1; u < T; u++)
+        if (seq[u] == sl && pos[u] == p) return; /* a later token owns this cell */
+    size_t off = (((size_t)sl * Hkv + h) * C + p) * hd;
+    const float *kr = k + ((size_t)t * Hkv + h) * hd, *vr = v + ((size_t)t * Hkv + h) * hd;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) put(kc + off + d, kr[d]), put(vc + off + d, vr[d]);
+}
+
+/* ---- 2. attention ----------------------------------------------------------------------- */
+template <int HD>
+static constexpr size_t attn_smem_bytes()
+{
+    return ((size_t)ROWS * (HD + 4) + 2 * (size_t)TP * (HD + 4) + (size_t)ROWS * TP + 3 * ROWS) * sizeof(float);
+}
+
+template <typename CT, int HD>
+__global__ void __launch_bounds__(NTH) attn_kernel(const cu_attn_args a, int qt)
+{
+    constexpr int LD = HD + 4, NP = ROWS * HD / NTH, RS = NTH / HD; /* HD divides NTH */
+    extern __shared__ __align__(16) float sm[];
+    float *Qs = sm, *Ks = Qs + ROWS * LD, *Vs = Ks + TP * LD, *Ps = Vs + TP * LD;
+    float *rm = Ps + ROWS * TP, *rl = rm + ROWS, *ra = rl + ROWS;
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, d = tid % HD, rb = tid / HD;
+    int G = a.Hq / a.Hkv, split = blockIdx.x, hk = blockIdx.y;
+    int t0 = blockIdx.z * qt, t1 = min(t0 + qt, a.T);
+    size_t qw = (size_t)a.Hq * HD;
+
+    for (int ta = t0; ta < t1;) {
+        int sl = a.seq[ta], tb = ta + 1, kmax = a.pos[ta] + 1;
+        while (tb < t1 && a.seq[tb] == sl) kmax = max(kmax, a.pos[tb] + 1), tb++;
+        int R = (tb - ta) * G;
+        int chunk = (kmax + a.splits - 1) / a.splits;
+        chunk = (chunk + TP - 1) / TP * TP;
+        int lo = split * chunk, hi = min(lo + chunk, kmax);
+
+        for (int i = tid; i < R * HD; i += NTH) {
+            int r = i / HD, dd = i - r * HD, tok = ta + r / G, h = hk * G + r % G;
+            Qs[r * LD + dd] = a.q[(size_t)tok * qw + (size_t)h * HD + dd];
+        }
+        if (tid < R) rm[tid] = -INFINITY, rl[tid] = 0.0f;
+        float o[NP];
+#pragma unroll
+        for (int i = 0; i < NP; i++) o[i] = 0.0f;
+        const CT *kb = (const CT *)a.kc + ((size_t)sl * a.Hkv + hk) * (size_t)a.C * HD;
+        const CT *vb = (const CT *)a.vc + ((size_t)sl * a.Hkv + hk) * (size_t)a.C * HD;
+        __syncthreads();
+
+        for (int p0 = lo; p0 < hi; p0 += TP) {
+            int np = min(TP, hi - p0);
+            for (int i = tid; i < TP * HD / 8; i += NTH) { /* K, V tile to f32 */
+                int p = i / (HD / 8), c = (i - p * (HD / 8)) * 8;
+                float fk[8], fv[8];
+                if (p < np) {
+                    load8(kb + (size_t)(p0 + p) * HD + c, fk);
+                    load8(vb + (size_t)(p0 + p) * HD + c, fv);
+                } else {
+#pragma unroll
+                    for (int e = 0; e < 8; e++) fk[e] = fv[e] = 0.0f;
+                }
+                float4 *kd = reinterpret_cast<float4 *>(Ks + p * LD + c), *vd = reinterpret_cast<float4 *>(Vs + p * LD + c);
+                kd[0] = make_float4(fk[0], fk[1], fk[2], fk[3]), kd[1] = make_float4(fk[4], fk[5], fk[6], fk[7]);
+                vd[0] = make_float4(fv[0], fv[1], fv[2], fv[3]), vd[1] = make_float4(fv[4], fv[5], fv[6], fv[7]);
+            }
+            __syncthreads();
+            /* scores and the online softmax: warp w takes rows w, w+4, ...; lane = position */
+            for (int r = warp; r < R; r += NTH / 32) {
+                int lim = a.pos[ta + r / G];
+                float s = -INFINITY;
+                if (lane < np && p0 + lane <= lim) {
+                    const float4 *qv = reinterpret_cast<const float4 *>(Qs + r * LD);
+                    const float4 *kv = reinterpret_cast<const float4 *>(Ks + lane * LD);
+                    float d0 = 0.f, d1 = 0.f;
+#pragma unroll
+                    for (int j = 0; j < HD / 4; j += 2) {
+                        float4 x0 = qv[j], y0 = kv[j], x1 = qv[j + 1], y1 = kv[j + 1];
+                        d0 = fmaf(x0.x, y0.x, d0), d0 = fmaf(x0.y, y0.y, d0), d0 = fmaf(x0.z, y0.z, d0), d0 = fmaf(x0.w, y0.w, d0);
+                        d1 = fmaf(x1.x, y1.x, d1), d1 = fmaf(x1.y, y1.y, d1), d1 = fmaf(x1.z, y1.z, d1), d1 = fmaf(x1.w, y1.w, d1);
+                    }
+                    s = (d0 + d1) * a.scale;
+                }
+                float mold = rm[r], mnew = fmaxf(mold, cu_warp_max(s));
+                float e = mnew == -INFINITY ? 0.0f : expf(s - mnew);
+                float alpha = mnew == -INFINITY ? 1.0f : expf(mold - mnew);
+                float sum = cu_warp_sum(e);
+                Ps[r * TP + lane] = e;
+                __syncwarp();
+                if (lane == 0) rm[r] = mnew, rl[r] = rl[r] * alpha + sum, ra[r] = alpha;
+            }
+            __syncthreads();
+            /* o = o * alpha + P · V: thread owns dim d of rows rb, rb + RS, ... */
+#pragma unroll
+            for (int i = 0; i < NP; i++) o[i] *= ra[rb + i * RS];
+            for (int p = 0; p < np; p++) {
+                float vv = Vs[p * LD + d];
+#pragma unroll
+                for (int i = 0; i < NP; i++) o[i] = fmaf(Ps[(rb + i * RS) * TP + p], vv, o[i]);
+            }
+            __syncthreads();
+        }
+
+#pragma unroll
+        for (int i = 0; i < NP; i++) {
+            int r = rb + i * RS, tok = ta + r / G, h = hk * G + r % G;
+            float l = r < R ? rl[r] : 0.0f;
+            if (r < R && a.splits == 1) {
+                a.y[(size_t)tok * qw + (size_t)h * HD + d] = o[i] / l;
+            } else if (r < R) {
+                float *pp = a.part + (((size_t)split * a.T + tok) * a.Hq + h) * (HD + 2);
+                pp[d] = l > 0.0f ? o[i] / l : 0.0f;
+                if (d == 0) pp[HD] = rm[r], pp[HD + 1] = l;
+            }
+        }
+        __syncthreads();
+        ta = tb;
+    }
+}
+
+/* ---- 3. combine the splits: weights exp(m_s - M) * l_s ------------------------------------ */
+__global__ void attn_combine_kernel(const float *__restrict__ part, float *__restrict__ y, int T, int Hq, int hd,
+                                    int splits)
+{
+    int tok = blockIdx.x, h = blockIdx.y;
+    size_t stride = (size_t)T * Hq * (hd + 2);
+    const float *p0 = part + ((size_t)tok * Hq + h) * (hd + 2);
+    float M = -INFINITY;
+    for (int s = 0; s < splits; s++)
+        if (p0[s * stride + hd + 1] > 0.0f) M = fmaxf(M, p0[s * stride + hd]);
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float num = 0.0f, den = 0.0f;
+        for (int s = 0; s < splits; s++) {
+            const float *ps = p0 + s * stride;
+            float l = ps[hd + 1];
+            if (l > 0.0f) {
+                float w = expf(ps[hd] - M) * l;
+                num = fmaf(w, ps[d], num);
+                den += w;
+            }
+        }
+        y[((size_t)tok * Hq + h) * hd + d] = num / den;
+    }
+}
+
+/* ---- launchers ---------------------------------------------------------------------------- */
+extern "C" int loom__cu_attn_supported(int hd, int group)
+{
+    return (hd == 64 || hd == 128) && group >= 1 && group <= ROWS;
+}
+
+extern "C" cudaError_t loom__cu_attn_init(void)
+{
+    cudaError_t e;
+    if ((e = cudaFuncSetAttribute(attn_kernel<__half, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  (int)attn_smem_bytes<64>())) ||
+        (e = cudaFuncSetAttribute(attn_kernel<float, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  (int)attn_smem_bytes<64>())) ||
+        (e = cudaFuncSetAttribute(attn_kernel<__half, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  (int)attn_smem_bytes<128>())) ||
+        (e = cudaFuncSetAttribute(attn_kernel<float, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  (int)attn_smem_bytes<128>())))
+        return e;
+    return cudaSuccess;
+}
+
+static int tokens_per_block(int G) { return ROWS / G < 1 ? 1 : ROWS / G; }
+
+extern "C" int loom__cu_attn_splits(const cu_attn_args *a, int sm_count)
+{
+    if (a->T > CU_GEMV_MAX_T) return 1; /* prefill: enough blocks without splitting */
+    int G = a->Hq / a->Hkv, qt = tokens_per_block(G);
+    int base = a->Hkv * ((a->T + qt - 1) / qt);
+    int s = (2 * sm_count + base - 1) / base, tiles = (a->C + TP - 1) / TP;
+    if (s > CU_ATTN_MAX_SPLITS) s = CU_ATTN_MAX_SPLITS;
+    if (s > tiles) s = tiles;
+    return s < 1 ? 1 : s;
+}
+
+extern "C" size_t loom__cu_attn_part_floats(int T, int Hq, int hd, int splits)
+{
+    return splits > 1 ? (size_t)splits * T * Hq * (hd + 2) : 0;
+}
+
+template <typename CT, int HD>
+static cudaError_t attn_typed(cudaStream_t s, const cu_attn_args *a)
+{
+    int G = a->Hq / a->Hkv, qt = tokens_per_block(G);
+    kv_store_kernel<CT><<<dim3(a->T, a->Hkv), HD, 0, s>>>(a->k, a->v, (CT *)a->kc, (CT *)a->vc, a->T, a->Hkv, HD, a->C,
+                                                          a->pos, a->seq);
+    cudaError_t e = cudaGetLastError();
+    if (e) return e;
+    dim3 grid(a->splits, a->Hkv, (a->T + qt - 1) / qt);
+    attn_kernel<CT, HD><<<grid, NTH, attn_smem_bytes<HD>(), s>>>(*a, qt);
+    if ((e = cudaGetLastError()) || a->splits == 1) return e;
+    attn_combine_kernel<<<dim3(a->T, a->Hq), HD, 0, s>>>(a->part, a->y, a->T, a->Hq, HD, a->splits);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t loom__cu_gqa_attn(cudaStream_t s, const cu_attn_args *a)
+{
+    if (!loom__cu_attn_supported(a->hd, a->Hq / a->Hkv) || a->Hq % a->Hkv) return cudaErrorInvalidValue;
+    if (a->splits > 1 && !a->part) return cudaErrorInvalidValue;
+    if (a->hd == 64) return a->cache_f16 ? attn_typed<__half, 64>(s, a) : attn_typed<float, 64>(s, a);
+    return a->cache_f16 ? attn_typed<__half, 128>(s, a) : attn_typed<float, 128>(s, a);
+}

@@ -1,0 +1,79 @@
+/* k_common.cuh — device helpers shared by the kernels of the CUDA backend. */
+#ifndef LOOM_K_COMMON_CUH
+#define LOOM_K_COMMON_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+static __device__ __forceinline__ float cu_to_f32(float v) { return v; }
+static __device__ __forceinline__ float cu_to_f32(__half v) { return __half2float(v); }
+static __device__ __forceinline__ float cu_to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+/* Element i of a bias (or any small vector) stored as dtype dt. */
+static __device__ __forceinline__ float cu_load_dt(const void *p, int dt, int64_t i)
+{
+    if (dt == LOOM_F16) return __half2float(((const __half *)p)[i]);
+    if (dt == LOOM_BF16) return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    return ((const float *)p)[i];
+}
+
+static __device__ __forceinline__ float cu_warp_sum(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+static __device__ __forceinline__ float cu_warp_max(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum over the block (blockDim.x a multiple of 32); red: 32 floats of shared memory. */
+static __device__ __forceinline__ float cu_block_sum(float v, float *red)
+{
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = cu_warp_sum(v);
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : 0.0f;
+    v = cu_warp_sum(v);
+    __syncthreads();
+    return v;
+}
+
+/* 8 consecutive elements (16-byte aligned for 16-bit types, 32 for f32), widened. */
+static __device__ __forceinline__ void load8(const float *w, float f[8])
+{
+    float4 a = __ldg(reinterpret_cast<const float4 *>(w)), b = __ldg(reinterpret_cast<const float4 *>(w) + 1);
+    f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+}
+
+static __device__ __forceinline__ void load8(const __half *w, float f[8])
+{
+    uint4 u = __ldg(reinterpret_cast<const uint4 *>(w));
+    const __half2 *h = reinterpret_cast<const __half2 *>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 v = __half22float2(h[i]);
+        f[2 * i] = v.x, f[2 * i + 1] = v.y;
+    }
+}
+
+static __device__ __forceinline__ void load8(const __nv_bfloat16 *w, float f[8])
+{
+    uint4 u = __ldg(reinterpret_cast<const uint4 *>(w));
+    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 v = __bfloat1622float2(h[i]);
+        f[2 * i] = v.x, f[2 * i + 1] = v.y;
+    }
+}
+
+static inline bool cu_aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+#endif
