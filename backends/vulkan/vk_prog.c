@@ -1,0 +1,585 @@
+/* vk_prog.c — programs: what supports() accepts, compile, record, execute.
+ *
+ * compile() turns each node into one or more dispatches: a pipeline (made once
+ * per shader and specialisation, shared by the device), a descriptor set
+ * (made once, here) binding each tensor at its own range, and push
+ * constants. A weight larger than maxStorageBufferRange (lavapipe: 128 MiB,
+ * e.g. a 151936-row embedding or lm_head) is cut into row pieces, one
+ * dispatch each. matmul has two alternatives per piece, GEMV (<= 4 tokens)
+ * and tiled GEMM, and the recording picks one by the token count.
+ *
+ * Step state: each program owns a small host-visible "step buffer" that the
+ * shaders read (binding 7): n_tokens, an error-flag word, pos[maxT],
+ * seq[maxT] and, per rope node, the step's cos/sin table (computed on the
+ * host in double from loom_rope_inv_freq, so every position rotates exactly
+ * as on the CPU). execute() writes it, then submits the command buffer for
+ * this step's token count: command buffers are recorded lazily, once per
+ * distinct n_tokens, and replayed (grids are sized for n_tokens exactly, so
+ * nothing is launched for rows that do not exist). Barriers are recorded
+ * only between dispatches whose buffer ranges conflict (read after write,
+ * write after read or write). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vk_impl.h"
+
+typedef struct {
+    VkBuffer     buf;
+    VkDeviceSize lo, hi;
+    bool         write;
+} vk_access;
+
+typedef enum {
+    G_FIXED,   /* gx fixed */
+    G_ROWS_X,  /* one workgroup per row */
+    G_ROWS_Y,  /* gx fixed, gy = rows */
+    G_ROWS_Y32,/* gx fixed, gy = ceil(rows / 32) */
+    G_ELEM,    /* ceil(rows * cols / 256) workgroups, flat; pc[7] = rows * cols */
+    G_FLAT,    /* gx workgroups, flat (over x and y when above 65535) */
+} grid_mode;
+
+typedef struct {
+    VkPipeline             pipe;
+    VkDescriptorSet        set;
+    VkDescriptorBufferInfo info[VK_BINDINGS];
+    uint32_t               pc[VK_PC_WORDS];
+    grid_mode              mode;
+    uint32_t               gx;
+    int64_t                cols;         /* G_ELEM */
+    int32_t                min_t, max_t; /* used when min_t <= rows <= max_t */
+    bool                   dyn;
+    int64_t                rows;         /* when not dynamic */
+    vk_access              acc[6];
+    int                    n_acc;
+} vk_disp;
+
+typedef struct {
+    loom_op_params p;
+    uint32_t       base; /* word in the step buffer */
+    double        *inv_freq;
+    double         mscale;
+} vk_rope;
+
+typedef struct vk_prog {
+    vk_dev          *d;
+    loom_node       *nodes;
+    int32_t          n_nodes;
+    vk_disp         *disp;
+    int32_t          n_disp, cap;
+    VkDescriptorPool dpool;
+    loom_buffer     *step;     /* host-visible step buffer */
+    int32_t          max_t;
+    uint32_t         seq_base; /* word of seq[0]; pos[0] is word 4 */
+    bool             needs_pos;
+    vk_rope         *ropes;
+    int32_t          n_rope;
+    const loom_tensor *attn_cache[64]; /* first kv caches, for execute's bounds check */
+    int32_t          n_attn;
+    VkCommandBuffer *cmd;      /* [max_t + 1], recorded on first use */
+    struct vk_prog  *prev, *next;
+} vk_prog;
+
+/* ---- what it runs ---------------------------------------------------------------- */
+static size_t dt_size(loom_dtype dt) { return dt == LOOM_F16 || dt == LOOM_BF16 ? 2 : 4; }
+
+static bool is_float_dt(loom_dtype dt) { return dt == LOOM_F32 || dt == LOOM_F16 || dt == LOOM_BF16; }
+
+static uint32_t dt_code(loom_dtype dt) { return dt == LOOM_F16 ? 1u : dt == LOOM_BF16 ? 2u : 0u; }
+
+static size_t nbytes(const loom_tensor *t)
+{
+    if (t->dtype == LOOM_Q4_AWQ) return loom_awq_nbytes(t->shape[0], t->shape[1]);
+    size_t n = dt_size(t->dtype);
+    for (int32_t i = 0; i < t->ndim; i++) n *= (size_t)t->shape[i];
+    return n;
+}
+
+static bool act2(const loom_tensor *t, int64_t cols)
+{
+    return t && t->dtype == LOOM_F32 && t->ndim == 2 && t->shape[0] >= 1 && t->shape[0] <= 65535 &&
+           (cols < 0 || t->shape[1] == cols) && t->shape[1] >= 1;
+}
+
+static bool fits(const vk_dev *d, size_t bytes) { return bytes + d->align <= d->max_range; }
+
+bool loom__vk_supports(void *dctx, const loom_node *n)
+{
+    vk_dev *d = dctx;
+    const loom_tensor *y = n->dst, *const *s = (const loom_tensor *const *)n->src;
+    if (!act2(y, -1) || !fits(d, nbytes(y))) return false;
+    int64_t T = y->shape[0], cols = y->shape[1];
+    for (int i = 0; i < n->n_src && i < LOOM_MAX_SRC; i++) /* activations: same rows as the output */
+        if (s[i] && s[i]->dtype == LOOM_F32 && !(s[i]->flags & LOOM_TENSOR_WEIGHT) && s[i]->ndim == 2 &&
+            (s[i]->shape[0] != T || (s[i]->flags & LOOM_TENSOR_DYNAMIC) != (y->flags & LOOM_TENSOR_DYNAMIC)))
+            return false;
+    switch (n->op) {
+    case LOOM_OP_EMBED:
+        return s[0] && is_float_dt(s[0]->dtype) && s[0]->ndim == 2 && s[0]->shape[1] == cols && s[0]->shape[0] >= 1 &&
+               fits(d, (size_t)cols * dt_size(s[0]->dtype)) && s[1] && s[1]->dtype == LOOM_I32 && s[1]->ndim == 1 &&
+               s[1]->shape[0] == T && (s[1]->flags & LOOM_TENSOR_DYNAMIC) == (y->flags & LOOM_TENSOR_DYNAMIC);
+    case LOOM_OP_RMSNORM:
+        return act2(s[0], cols) && s[1] && is_float_dt(s[1]->dtype) && s[1]->ndim == 1 && s[1]->shape[0] == cols &&
+               n->p.eps >= 0;
+    case LOOM_OP_MATMUL: {
+        if (!act2(s[0], -1) || !fits(d, nbytes(s[0])) || !s[1] || !is_float_dt(s[1]->dtype) || s[1]->ndim != 2 ||
+            s[1]->shape[0] != cols || s[1]->shape[1] != s[0]->shape[1])
+            return false;
+        if (!fits(d, (size_t)s[1]->shape[1] * dt_size(s[1]->dtype) * 64)) return false; /* a piece >= 64 rows */
+        return !s[2] || (is_float_dt(s[2]->dtype) && s[2]->ndim == 1 && s[2]->shape[0] == cols);
+    }
+    case LOOM_OP_MATMUL_AWQ: {
+        if (!act2(s[0], -1) || !fits(d, nbytes(s[0])) || !s[1] || s[1]->dtype != LOOM_Q4_AWQ || s[1]->ndim != 2)
+            return false;
+        int64_t K = s[1]->shape[0], N = s[1]->shape[1];
+        if (K != s[0]->shape[1] || N != cols || K % LOOM_AWQ_GROUP || N % 8 || K < LOOM_AWQ_GROUP) return false;
+        if (!fits(d, (size_t)(K * N / 2)) || !fits(d, (size_t)(K / 128 * N * 2))) return false;
+        return !s[2] || (is_float_dt(s[2]->dtype) && s[2]->ndim == 1 && s[2]->shape[0] == cols);
+    }
+    case LOOM_OP_ROPE:
+        return act2(s[0], cols) && n->p.n_head > 0 && n->p.head_dim > 0 && n->p.head_dim % 2 == 0 &&
+               (int64_t)n->p.n_head * n->p.head_dim == cols && n->p.rope_theta > 0 && n->p.head_dim <= 4096;
+    case LOOM_OP_GQA_ATTN: {
+        int32_t Hq = n->p.n_head, Hkv = n->p.n_head_kv, hd = n->p.head_dim;
+        if (Hq <= 0 || Hkv <= 0 || Hq % Hkv || hd <= 0 || hd % 2 || hd > 256 || (int64_t)Hq * hd != cols) return false;
+        if (!act2(s[0], cols) || !act2(s[1], (int64_t)Hkv * hd) || !act2(s[2], (int64_t)Hkv * hd)) return false;
+        for (int c = 3; c < 5; c++)
+            if (!s[c] || (s[c]->dtype != LOOM_F16 && s[c]->dtype != LOOM_F32) || s[c]->ndim != 4 ||
+                s[c]->shape[1] != Hkv || s[c]->shape[3] != hd || s[c]->dtype != s[3]->dtype ||
+                memcmp(s[c]->shape, s[3]->shape, sizeof s[c]->shape) || !fits(d, nbytes(s[c])))
+                return false;
+        return true;
+    }
+    case LOOM_OP_SWIGLU:
+    case LOOM_OP_ADD:
+        return act2(s[0], cols) && act2(s[1], cols);
+    default:
+        return false;
+    }
+}
+
+/* ---- building dispatches ------------------------------------------------------------- */
+static vk_disp *new_disp(vk_prog *p, const loom_node *n, VkPipeline pipe, grid_mode mode, uint32_t gx)
+{
+    if (p->n_disp == p->cap) {
+        int32_t cap = p->cap ? p->cap * 2 : 16;
+        vk_disp *nd = realloc(p->disp, (size_t)cap * sizeof *nd);
+        if (!nd) return NULL;
+        p->disp = nd, p->cap = cap;
+    }
+    vk_disp *x = &p->disp[p->n_disp++];
+    memset(x, 0, sizeof *x);
+    x->pipe = pipe, x->mode = mode, x->gx = gx, x->min_t = 1, x->max_t = 1 << 30;
+    x->dyn = n->dst->flags & LOOM_TENSOR_DYNAMIC;
+    x->rows = n->dst->shape[0];
+    for (int i = 0; i < VK_BINDINGS; i++) /* unused bindings: the step buffer */
+        x->info[i] = (VkDescriptorBufferInfo){p->step->buf, 0, VK_WHOLE_SIZE};
+    return x;
+}
+
+/* Bind bytes [lo, lo + len) of tensor t at binding b; element size es. */
+static loom_status bind(vk_prog *p, vk_disp *x, int b, const loom_tensor *t, size_t lo, size_t len, size_t es, bool write)
+{
+    vk_dev *d = p->d;
+    size_t start = t->offset + lo, al = start / d->align * d->align, rem = start - al;
+    if (rem % es) return VK_ERR(LOOM_ERR_UNSUPPORTED, "tensor '%s' is not aligned to its element size", t->name);
+    size_t range = (rem + len + 3) / 4 * 4;
+    if (range > d->max_range || al + range > ((t->buf->size + 15) / 16 * 16))
+        return VK_ERR(LOOM_ERR_UNSUPPORTED, "tensor '%s': a %zu-byte binding exceeds the device's storage range",
+                      t->name, range);
+    x->info[b] = (VkDescriptorBufferInfo){t->buf->buf, al, range};
+    x->pc[1 + b] = (uint32_t)(rem / es);
+    x->acc[x->n_acc++] = (vk_access){t->buf->buf, al, al + range, write};
+    return LOOM_OK;
+}
+
+static uint32_t fbits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+#define TRY(e) do { if ((st = (e))) return st; } while (0)
+#define NEWD(pipe, mode, gx) do { if (!(x = new_disp(p, n, (pipe), (mode), (gx)))) return VK_ERR(LOOM_ERR_NOMEM, "out of memory"); } while (0)
+
+static loom_status lower(vk_prog *p, const loom_node *n)
+{
+    vk_dev *d = p->d;
+    const loom_tensor *y = n->dst, *const *s = (const loom_tensor *const *)n->src;
+    int64_t T = y->shape[0], cols = y->shape[1];
+    size_t ybytes = (size_t)T * (size_t)cols * 4, room = d->max_range - d->align;
+    VkPipeline pipe;
+    loom_status st;
+    vk_disp *x;
+    switch (n->op) {
+    case LOOM_OP_EMBED: {
+        int64_t V = s[0]->shape[0], D = cols;
+        size_t es = dt_size(s[0]->dtype), rowb = (size_t)D * es;
+        int64_t per = (int64_t)(room / rowb);
+        TRY(loom__vk_pipeline(d, VK_SH_EMBED, dt_code(s[0]->dtype), 0, &pipe));
+        for (int64_t v0 = 0; v0 < V; v0 += per) {
+            int64_t v1 = v0 + per < V ? v0 + per : V;
+            NEWD(pipe, G_ROWS_Y, (uint32_t)((D + 255) / 256));
+            TRY(bind(p, x, 0, s[0], (size_t)v0 * rowb, (size_t)(v1 - v0) * rowb, es, false));
+            TRY(bind(p, x, 1, s[1], 0, (size_t)T * 4, 4, false));
+            TRY(bind(p, x, 2, y, 0, ybytes, 4, true));
+            x->pc[7] = (uint32_t)D, x->pc[8] = (uint32_t)v0, x->pc[9] = (uint32_t)v1, x->pc[10] = (uint32_t)V;
+        }
+        return LOOM_OK;
+    }
+    case LOOM_OP_RMSNORM:
+        TRY(loom__vk_pipeline(d, d->subgroup ? VK_SH_RMSNORM_SG : VK_SH_RMSNORM, dt_code(s[1]->dtype), 0, &pipe));
+        NEWD(pipe, G_ROWS_X, 0);
+        TRY(bind(p, x, 0, s[0], 0, ybytes, 4, false));
+        TRY(bind(p, x, 1, s[1], 0, nbytes(s[1]), dt_size(s[1]->dtype), false));
+        TRY(bind(p, x, 2, y, 0, ybytes, 4, true));
+        x->pc[7] = (uint32_t)cols, x->pc[8] = fbits(n->p.eps);
+        return LOOM_OK;
+    case LOOM_OP_MATMUL: {
+        int64_t K = s[0]->shape[1], N = cols;
+        size_t es = dt_size(s[1]->dtype), rowb = (size_t)K * es;
+        int64_t per = (int64_t)(room / rowb) / 64 * 64;
+        uint32_t wdt = dt_code(s[1]->dtype), bdt = s[2] ? dt_code(s[2]->dtype) : 0;
+        VkPipeline gemv, gemm;
+        TRY(loom__vk_pipeline(d, d->subgroup ? VK_SH_GEMV_SG : VK_SH_GEMV, wdt, bdt, &gemv));
+        TRY(loom__vk_pipeline(d, VK_SH_GEMM, wdt, bdt, &gemm));
+        for (int64_t n0 = 0; n0 < N; n0 += per) {
+            int64_t np = n0 + per < N ? per : N - n0;
+            for (int alt = 0; alt < 2; alt++) {
+                if (alt == 0) {
+                    NEWD(gemv, G_FLAT, (uint32_t)((np + 7) / 8));
+                    x->max_t = VK_GEMV_MAX_T;
+                } else {
+                    NEWD(gemm, G_ROWS_Y32, (uint32_t)((np + 63) / 64));
+                    x->min_t = VK_GEMV_MAX_T + 1;
+                }
+                TRY(bind(p, x, 0, s[0], 0, (size_t)T * rowb / es * 4, 4, false));
+                TRY(bind(p, x, 1, s[1], (size_t)n0 * rowb, (size_t)np * rowb, es, false));
+                if (s[2]) TRY(bind(p, x, 2, s[2], 0, nbytes(s[2]), dt_size(s[2]->dtype), false));
+                TRY(bind(p, x, 3, y, 0, ybytes, 4, true));
+                x->pc[7] = (uint32_t)K, x->pc[8] = (uint32_t)np, x->pc[9] = (uint32_t)N, x->pc[10] = (uint32_t)n0;
+                x->pc[11] = s[2] != NULL;
+            }
+        }
+        return LOOM_OK;
+    }
+    case LOOM_OP_MATMUL_AWQ: {
+        int64_t K = s[1]->shape[0], N = s[1]->shape[1], G = K / LOOM_AWQ_GROUP;
+        size_t qb = (size_t)(K * N / 2), zb = (size_t)(G * N / 2), sb = (size_t)(G * N * 2);
+        uint32_t bdt = s[2] ? dt_code(s[2]->dtype) : 0;
+        VkPipeline gemv, gemm;
+        TRY(loom__vk_pipeline(d, VK_SH_GEMV_AWQ, 0, bdt, &gemv));
+        TRY(loom__vk_pipeline(d, VK_SH_GEMM_AWQ, 0, bdt, &gemm));
+        size_t xbytes = (size_t)T * (size_t)K * 4;
+        /* GEMV: 0 x, 1 qweight, 2 qzeros, 3 scales, 4 bias, 5 y */
+        NEWD(gemv, G_FLAT, (uint32_t)((N / 8 + 31) / 32));
+        x->max_t = VK_GEMV_MAX_T;
+        TRY(bind(p, x, 0, s[0], 0, xbytes, 4, false));
+        TRY(bind(p, x, 1, s[1], 0, qb, 4, false));
+        TRY(bind(p, x, 2, s[1], qb, zb, 4, false));
+        TRY(bind(p, x, 3, s[1], qb + zb, sb, 2, false));
+        if (s[2]) TRY(bind(p, x, 4, s[2], 0, nbytes(s[2]), dt_size(s[2]->dtype), false));
+        TRY(bind(p, x, 5, y, 0, ybytes, 4, true));
+        x->pc[7] = (uint32_t)K, x->pc[8] = (uint32_t)N, x->pc[9] = s[2] != NULL;
+        /* GEMM: 0 x, 1 qweight, 2 bias, 3 y, 4 qzeros, 5 scales */
+        NEWD(gemm, G_ROWS_Y32, (uint32_t)((N + 63) / 64));
+        x->min_t = VK_GEMV_MAX_T + 1;
+        TRY(bind(p, x, 0, s[0], 0, xbytes, 4, false));
+        TRY(bind(p, x, 1, s[1], 0, qb, 4, false));
+        if (s[2]) TRY(bind(p, x, 2, s[2], 0, nbytes(s[2]), dt_size(s[2]->dtype), false));
+        TRY(bind(p, x, 3, y, 0, ybytes, 4, true));
+        TRY(bind(p, x, 4, s[1], qb, zb, 4, false));
+        TRY(bind(p, x, 5, s[1], qb + zb, sb, 2, false));
+        x->pc[7] = (uint32_t)K, x->pc[8] = (uint32_t)N, x->pc[9] = (uint32_t)N, x->pc[10] = 0, x->pc[11] = s[2] != NULL;
+        return LOOM_OK;
+    }
+    case LOOM_OP_ROPE: {
+        uint32_t base = 0;
+        for (int32_t i = 0; i < p->n_rope && !base; i++)
+            if (!memcmp(&p->ropes[i].p, &n->p, sizeof n->p)) base = p->ropes[i].base;
+        if (!base) return VK_ERR(LOOM_ERR_INTERNAL, "rope table missing");
+        TRY(loom__vk_pipeline(d, VK_SH_ROPE, 0, 0, &pipe));
+        NEWD(pipe, G_ROWS_Y, (uint32_t)((cols / 2 + 255) / 256));
+        TRY(bind(p, x, 0, s[0], 0, ybytes, 4, false));
+        TRY(bind(p, x, 2, y, 0, ybytes, 4, true));
+        x->pc[7] = (uint32_t)n->p.n_head, x->pc[8] = (uint32_t)n->p.head_dim, x->pc[9] = base;
+        x->acc[x->n_acc++] = (vk_access){p->step->buf, 0, p->step->size, false};
+        return LOOM_OK;
+    }
+    case LOOM_OP_GQA_ATTN: {
+        int32_t Hq = n->p.n_head, Hkv = n->p.n_head_kv, hd = n->p.head_dim;
+        uint32_t cdt = s[3]->dtype == LOOM_F16 ? 1u : 0u;
+        size_t es = dt_size(s[3]->dtype), kvb = (size_t)T * (size_t)Hkv * (size_t)hd * 4;
+        int64_t C = s[3]->shape[2];
+        float scale = n->p.attn_scale > 0 ? n->p.attn_scale : (float)(1.0 / sqrt((double)hd));
+        TRY(loom__vk_pipeline(d, VK_SH_KV_STORE, cdt, 0, &pipe));
+        NEWD(pipe, G_FIXED, (uint32_t)(((int64_t)Hkv * hd / 2 + 63) / 64));
+        TRY(bind(p, x, 1, s[1], 0, kvb, 4, false));
+        TRY(bind(p, x, 2, s[2], 0, kvb, 4, false));
+        TRY(bind(p, x, 3, s[3], 0, nbytes(s[3]), es, true));
+        TRY(bind(p, x, 4, s[4], 0, nbytes(s[4]), es, true));
+        if (cdt && ((x->pc[4] | x->pc[5]) & 1))
+            return VK_ERR(LOOM_ERR_UNSUPPORTED, "gqa_attn: f16 cache not 4-byte aligned");
+        x->pc[7] = (uint32_t)Hkv, x->pc[8] = (uint32_t)hd, x->pc[9] = (uint32_t)C, x->pc[10] = p->seq_base;
+        x->acc[x->n_acc++] = (vk_access){p->step->buf, 0, p->step->size, false};
+        TRY(loom__vk_pipeline(d, VK_SH_ATTN, cdt, 0, &pipe));
+        NEWD(pipe, G_ROWS_Y, (uint32_t)Hq);
+        TRY(bind(p, x, 0, s[0], 0, ybytes, 4, false));
+        TRY(bind(p, x, 3, s[3], 0, nbytes(s[3]), es, false));
+        TRY(bind(p, x, 4, s[4], 0, nbytes(s[4]), es, false));
+        TRY(bind(p, x, 5, y, 0, ybytes, 4, true));
+        x->pc[7] = (uint32_t)Hq, x->pc[8] = (uint32_t)Hkv, x->pc[9] = (uint32_t)hd, x->pc[10] = (uint32_t)C;
+        x->pc[11] = fbits(scale), x->pc[12] = p->seq_base;
+        if (p->n_attn < 64) p->attn_cache[p->n_attn++] = s[3];
+        return LOOM_OK;
+    }
+    case LOOM_OP_SWIGLU:
+    case LOOM_OP_ADD:
+        TRY(loom__vk_pipeline(d, VK_SH_ELTWISE, n->op == LOOM_OP_SWIGLU, 0, &pipe));
+        NEWD(pipe, G_ELEM, 0);
+        x->cols = cols;
+        TRY(bind(p, x, 0, s[0], 0, ybytes, 4, false));
+        TRY(bind(p, x, 1, s[1], 0, ybytes, 4, false));
+        TRY(bind(p, x, 2, y, 0, ybytes, 4, true));
+        return LOOM_OK;
+    default:
+        return VK_ERR(LOOM_ERR_UNSUPPORTED, "op %d reached compile", (int)n->op);
+    }
+}
+
+/* ---- programs ------------------------------------------------------------------------ */
+void loom__vk_release(void *dctx, void *pv)
+{
+    vk_dev *d = dctx;
+    vk_prog *p = pv;
+    if (!p) return;
+    loom__vk_wait(d);
+    if (d->last_prog == p) d->last_prog = NULL;
+    VK_UNLINK(d->progs, p);
+    if (p->cmd) {
+        for (int32_t i = 0; i <= p->max_t; i++)
+            if (p->cmd[i]) vkFreeCommandBuffers(d->dev, d->cmd_pool, 1, &p->cmd[i]);
+        free(p->cmd);
+    }
+    if (p->dpool) vkDestroyDescriptorPool(d->dev, p->dpool, NULL);
+    if (p->step) loom__vk_free(d, p->step);
+    for (int32_t i = 0; i < p->n_rope; i++) free(p->ropes[i].inv_freq);
+    free(p->ropes);
+    free(p->disp);
+    free(p);
+}
+
+uint32_t loom__vk_prog_errors(vk_prog *p)
+{
+    uint32_t *w = p->step->map, e = w[1];
+    w[1] = 0;
+    return e;
+}
+
+loom_status loom__vk_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void **out)
+{
+    vk_dev *d = dctx;
+    *out = NULL;
+    for (int32_t i = 0; i < n_nodes; i++)
+        if (!loom__vk_supports(d, &nodes[i]))
+            return VK_ERR(LOOM_ERR_UNSUPPORTED, "node %d (op %d) is not supported", (int)i, (int)nodes[i].op);
+    vk_prog *p = calloc(1, sizeof *p);
+    if (!p) return VK_ERR(LOOM_ERR_NOMEM, "out of memory compiling %d nodes", (int)n_nodes);
+    p->d = d, p->nodes = nodes, p->n_nodes = n_nodes, p->max_t = 1;
+    VK_LINK(d->progs, p);
+    loom_status st = LOOM_OK;
+
+    /* the step buffer: header, pos, seq, one cos/sin table per distinct rope */
+    for (int32_t i = 0; i < n_nodes; i++) {
+        if (nodes[i].dst->flags & LOOM_TENSOR_DYNAMIC && nodes[i].dst->shape[0] > p->max_t)
+            p->max_t = (int32_t)nodes[i].dst->shape[0];
+        if (nodes[i].op == LOOM_OP_ROPE || nodes[i].op == LOOM_OP_GQA_ATTN) p->needs_pos = true;
+    }
+    p->seq_base = 4 + (uint32_t)p->max_t;
+    size_t words = 4 + 2 * (size_t)p->max_t;
+    if (!(p->ropes = calloc((size_t)n_nodes, sizeof *p->ropes))) st = VK_ERR(LOOM_ERR_NOMEM, "out of memory");
+    for (int32_t i = 0; i < n_nodes && !st; i++) {
+        if (nodes[i].op != LOOM_OP_ROPE) continue;
+        bool dup = false;
+        for (int32_t r = 0; r < p->n_rope; r++) dup |= !memcmp(&p->ropes[r].p, &nodes[i].p, sizeof nodes[i].p);
+        if (dup) continue;
+        vk_rope *r = &p->ropes[p->n_rope++];
+        r->p = nodes[i].p;
+        r->base = (uint32_t)words;
+        r->mscale = loom_rope_mscale(&r->p);
+        words += (size_t)p->max_t * (size_t)r->p.head_dim;
+        if (!(r->inv_freq = malloc((size_t)(r->p.head_dim / 2) * sizeof *r->inv_freq))) {
+            st = VK_ERR(LOOM_ERR_NOMEM, "out of memory");
+            break;
+        }
+        for (int32_t k = 0; k < r->p.head_dim / 2; k++) r->inv_freq[k] = loom_rope_inv_freq(&r->p, k);
+    }
+    if (!st) st = loom__vk_alloc(d, words * 4, true, &p->step);
+    if (!st && !p->step->map) st = VK_ERR(LOOM_ERR_BACKEND, "step buffer is not host-visible");
+    if (!st) memset(p->step->map, 0, words * 4);
+    if (!st && !(p->cmd = calloc((size_t)p->max_t + 1, sizeof *p->cmd))) st = VK_ERR(LOOM_ERR_NOMEM, "out of memory");
+    for (int32_t i = 0; i < n_nodes && !st; i++) st = lower(p, &nodes[i]);
+
+    /* descriptor sets: one per dispatch, written once */
+    if (!st && p->n_disp) {
+        VkDescriptorPoolSize ps = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, (uint32_t)p->n_disp * VK_BINDINGS};
+        VkDescriptorPoolCreateInfo pci = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
+                                          .maxSets = (uint32_t)p->n_disp, .poolSizeCount = 1, .pPoolSizes = &ps};
+        VkResult r = vkCreateDescriptorPool(d->dev, &pci, NULL, &p->dpool);
+        if (r != VK_SUCCESS) st = loom__vk_fail(r, "vkCreateDescriptorPool");
+        for (int32_t i = 0; i < p->n_disp && !st; i++) {
+            vk_disp *x = &p->disp[i];
+            VkDescriptorSetAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+                                              .descriptorPool = p->dpool, .descriptorSetCount = 1,
+                                              .pSetLayouts = &d->dsl};
+            if ((r = vkAllocateDescriptorSets(d->dev, &ai, &x->set)) != VK_SUCCESS) {
+                st = loom__vk_fail(r, "vkAllocateDescriptorSets");
+                break;
+            }
+            VkWriteDescriptorSet w = {.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, .dstSet = x->set,
+                                      .dstBinding = 0, .descriptorCount = VK_BINDINGS,
+                                      .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .pBufferInfo = x->info};
+            vkUpdateDescriptorSets(d->dev, 1, &w, 0, NULL);
+        }
+    }
+    if (!st) st = loom__vk_check_validation(d);
+    if (st) {
+        loom__vk_release(d, p);
+        return st;
+    }
+    VK_LOG(LOOM_LOG_DEBUG, "compiled %d nodes into %d dispatches", (int)n_nodes, (int)p->n_disp);
+    *out = p;
+    return LOOM_OK;
+}
+
+/* ---- recording ------------------------------------------------------------------------- */
+static bool overlaps(const vk_access *a, const vk_access *b)
+{
+    return a->buf == b->buf && a->lo < b->hi && b->lo < a->hi;
+}
+
+static loom_status record(vk_prog *p, int32_t n, VkCommandBuffer *out)
+{
+    vk_dev *d = p->d;
+    VkCommandBufferAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                      .commandPool = d->cmd_pool, .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                      .commandBufferCount = 1};
+    VkCommandBuffer cb;
+    VkResult r = vkAllocateCommandBuffers(d->dev, &ai, &cb);
+    if (r != VK_SUCCESS) return loom__vk_fail(r, "vkAllocateCommandBuffers");
+    VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+    if ((r = vkBeginCommandBuffer(cb, &bi)) != VK_SUCCESS) {
+        vkFreeCommandBuffers(d->dev, d->cmd_pool, 1, &cb);
+        return loom__vk_fail(r, "vkBeginCommandBuffer");
+    }
+    VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                          .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT,
+                          .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT};
+    vk_access *pending = malloc((size_t)(p->n_disp + 1) * 6 * sizeof *pending);
+    int n_pend = 0, n_barriers = 0;
+    VkPipeline bound = VK_NULL_HANDLE;
+    for (int32_t i = 0; pending && i < p->n_disp; i++) {
+        vk_disp *x = &p->disp[i];
+        int64_t rows = x->dyn ? n : x->rows;
+        if (rows < x->min_t || rows > x->max_t) continue;
+        bool hazard = false; /* any conflict with accesses since the last barrier (one side writing) */
+        for (int a = 0; a < x->n_acc && !hazard; a++)
+            for (int b = 0; b < n_pend && !hazard; b++)
+                hazard = (x->acc[a].write || pending[b].write) && overlaps(&x->acc[a], &pending[b]);
+        if (hazard) {
+            vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1,
+                                 &mb, 0, NULL, 0, NULL);
+            n_pend = 0, n_barriers++;
+        }
+        for (int a = 0; a < x->n_acc; a++) pending[n_pend++] = x->acc[a];
+        uint32_t pc[VK_PC_WORDS], gx = x->gx, gy = 1;
+        memcpy(pc, x->pc, sizeof pc);
+        pc[0] = (uint32_t)rows;
+        switch (x->mode) {
+        case G_FIXED: break;
+        case G_ROWS_X: gx = (uint32_t)rows; break;
+        case G_ROWS_Y: gy = (uint32_t)rows; break;
+        case G_ROWS_Y32: gy = (uint32_t)((rows + 31) / 32); break;
+        case G_ELEM: pc[7] = (uint32_t)(rows * x->cols), gx = (uint32_t)((rows * x->cols + 255) / 256); break;
+        case G_FLAT: break;
+        }
+        if (x->mode == G_ELEM || x->mode == G_FLAT) { /* flat_group() spans x and y */
+            uint32_t g = gx;
+            gx = g < 65535 ? g : 65535;
+            gy = (g + gx - 1) / gx;
+        }
+        if (x->pipe != bound) vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, x->pipe), bound = x->pipe;
+        vkCmdBindDescriptorSets(cb, VK_PIPELINE_BIND_POINT_COMPUTE, d->layout, 0, 1, &x->set, 0, NULL);
+        vkCmdPushConstants(cb, d->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof pc, pc);
+        vkCmdDispatch(cb, gx, gy, 1);
+    }
+    free(pending);
+    if (!pending) {
+        vkFreeCommandBuffers(d->dev, d->cmd_pool, 1, &cb);
+        return VK_ERR(LOOM_ERR_NOMEM, "out of memory");
+    }
+    /* results visible to the host, to transfers and to the next submission */
+    VkMemoryBarrier end = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT,
+                           .dstAccessMask = VK_ACCESS_HOST_READ_BIT | VK_ACCESS_TRANSFER_READ_BIT |
+                                            VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_SHADER_READ_BIT |
+                                            VK_ACCESS_SHADER_WRITE_BIT};
+    vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                         VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT |
+                             VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                         0, 1, &end, 0, NULL, 0, NULL);
+    if ((r = vkEndCommandBuffer(cb)) != VK_SUCCESS) {
+        vkFreeCommandBuffers(d->dev, d->cmd_pool, 1, &cb);
+        return loom__vk_fail(r, "vkEndCommandBuffer");
+    }
+    VK_LOG(LOOM_LOG_DEBUG, "recorded the command buffer for %d tokens: %d dispatches, %d barriers", (int)n,
+           (int)p->n_disp, n_barriers);
+    *out = cb;
+    return LOOM_OK;
+}
+
+loom_status loom__vk_execute(void *dctx, void *pv, const loom_step *step)
+{
+    vk_dev *d = dctx;
+    vk_prog *p = pv;
+    int32_t n = step ? step->n_tokens : 0;
+    if (n < 1 || n > p->max_t) {
+        bool any_dyn = false;
+        for (int32_t i = 0; i < p->n_nodes; i++) any_dyn |= (p->nodes[i].dst->flags & LOOM_TENSOR_DYNAMIC) != 0;
+        if (n < 1 || any_dyn) return VK_ERR(LOOM_ERR_INVALID, "step of %d tokens, the program holds 1..%d", (int)n, (int)p->max_t);
+        n = p->max_t; /* nothing dynamic: the count does not matter */
+    }
+    if (p->needs_pos) {
+        if (!step->pos || !step->seq) return VK_ERR(LOOM_ERR_INVALID, "the step has no positions or sequence slots");
+        for (int32_t a = 0; a < p->n_attn; a++) /* a bad slot or position would write outside the cache */
+            for (int32_t t = 0; t < n; t++)
+                if (step->pos[t] < 0 || step->pos[t] >= p->attn_cache[a]->shape[2] || step->seq[t] < 0 ||
+                    step->seq[t] >= p->attn_cache[a]->shape[0])
+                    return VK_ERR(LOOM_ERR_INVALID, "gqa_attn: token %d at slot %d position %d is outside the cache",
+                                  (int)t, step->seq[t], step->pos[t]);
+        for (int32_t t = 0; t < n; t++)
+            if (step->pos[t] < 0) return VK_ERR(LOOM_ERR_INVALID, "token %d has position %d", (int)t, step->pos[t]);
+    }
+    loom_status st = loom__vk_wait(d); /* the step buffer may still be in use */
+    if (st) return st;
+    uint32_t *w = p->step->map;
+    w[0] = (uint32_t)n;
+    w[1] = 0;
+    if (p->needs_pos) {
+        memcpy(w + 4, step->pos, (size_t)n * 4);
+        memcpy(w + p->seq_base, step->seq, (size_t)n * 4);
+    }
+    for (int32_t r = 0; r < p->n_rope; r++) {
+        const vk_rope *ro = &p->ropes[r];
+        int32_t h2 = ro->p.head_dim / 2;
+        float *tab = (float *)(w + ro->base);
+        for (int32_t t = 0; t < n; t++)
+            for (int32_t i = 0; i < h2; i++) {
+                double a = (double)step->pos[t] * ro->inv_freq[i];
+                tab[((size_t)t * h2 + i) * 2] = (float)(cos(a) * ro->mscale);
+                tab[((size_t)t * h2 + i) * 2 + 1] = (float)(sin(a) * ro->mscale);
+            }
+    }
+    if (!p->cmd[n] && (st = record(p, n, &p->cmd[n]))) return st;
+    return loom__vk_submit(d, p->cmd[n], p);
+}
