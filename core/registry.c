@@ -45,7 +45,8 @@ struct loom_backend {
     bool                  inited;      /* init() succeeded: shutdown() owed */
     bool                  available;
     int                   n_devices;
-    int                   host_cpu;    /* device 0 is the host CPU (ranked after the built-in one); -1: not asked yet */
+    int                   host_cpu;    /* every device is the host CPU (ranked after the built-in one); -1: not asked yet */
+    int                   best_dev;    /* what the bare name selects (see best_device) */
     char                  reason[768]; /* why unavailable; "" if available */
     int                   n_open;      /* devices opened and not yet closed */
     bool                  orphaned;    /* registry shut down while devices were open */
@@ -222,13 +223,32 @@ static void activate(loom_backend *b, const loom_backend_i *i, const char *entry
     b->host_cpu = -1; /* asked only when auto selection needs it: device_info may be costly (a GPU context) */
 }
 
-static bool on_host_cpu(loom_backend *b)
+/* The device a bare backend name means: the first that is not the host CPU
+ * (an OpenCL platform list may start with PoCL), else device 0. The answer
+ * is cached: device_info may be costly (a GPU context). */
+static int best_device(loom_backend *b)
 {
     if (b->host_cpu < 0) {
-        loom_device_info info;
-        memset(&info, 0, sizeof info);
-        b->host_cpu = strcmp(b->name, "cpu") && b->iface->device_info(b->bctx, 0, &info) == LOOM_OK && info.host_cpu;
+        b->best_dev = 0;
+        b->host_cpu = 0;
+        for (int d = 0; strcmp(b->name, "cpu") && d < b->n_devices; d++) {
+            loom_device_info info;
+            memset(&info, 0, sizeof info);
+            bool host = b->iface->device_info(b->bctx, d, &info) == LOOM_OK && info.host_cpu;
+            if (!host) {
+                b->best_dev = d;
+                b->host_cpu = 0;
+                break;
+            }
+            b->host_cpu = 1; /* every device so far is the host CPU */
+        }
     }
+    return b->best_dev;
+}
+
+static bool on_host_cpu(loom_backend *b)
+{
+    best_device(b);
     return b->host_cpu > 0;
 }
 
@@ -563,6 +583,7 @@ void loom_devices_close(loom_device **devs, int n_devs)
 typedef struct {
     char name[NAME_MAX_LEN + 1];
     int  index;
+    bool any;   /* no ":N" given: the backend's best device */
 } sel_entry;
 
 /* "available: cpu, example (unavailable: cuda: reason; ...)", each reason cut
@@ -616,6 +637,7 @@ static bool parse_spec(const char *spec, sel_entry **out, int *n_out, char *why,
         memcpy(e[n].name, a, (size_t)(ne - a));
         e[n].name[ne - a] = 0;
         e[n].index = 0;
+        e[n].any = !colon;
         if (colon) {
             const char *d = colon + 1;
             long v = 0;
@@ -717,6 +739,7 @@ loom_status loom__select_plan(const char *spec, loom__pick **picks_out, int *n_o
             return loom_error(LOOM_ERR_NOMEM, "out of memory selecting a backend");
         }
         snprintf(e[0].name, sizeof e[0].name, "%s", best->name);
+        e[0].any = true;
         n = 1;
     } else if (!parse_spec(spec, &e, &n, why, sizeof why)) {
         pthread_mutex_unlock(&reg.lock);
@@ -741,7 +764,7 @@ loom_status loom__select_plan(const char *spec, loom__pick **picks_out, int *n_o
                             e[i].name, e[i].index, where, e[i].name, b->n_devices, b->n_devices == 1 ? "" : "s",
                             e[i].name, range);
         } else {
-            picks[i] = (loom__pick){b, e[i].index};
+            picks[i] = (loom__pick){b, e[i].any ? best_device(b) : e[i].index};
             has_cpu |= !strcmp(b->name, "cpu");
         }
     }
