@@ -23,6 +23,6 @@ import json, sys
 print(" ".join(b["name"] for b in json.load(sys.stdin)["backends"] if b["available"]))')
 for b in $backends; do
   echo "== generation on $b (random weights: the text is noise; the speed is real)"
-  $loom run -m $model --backend "$b" --chat -p "Write a haiku about looms." -n 32
+  $loom run -m $model --backend "$b" --chat -p "Write a haiku about looms." -n 16
 done
 $loom check model -m $model
