@@ -27,32 +27,11 @@ static char   data_dir[4096];
 static cJSON *cases;      /* cases.json, loaded before the tests fork */
 static cJSON *tojson_exp; /* tojson_expected.json */
 
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 4096, n = 0, k;
-    char *buf = malloc(cap + 1);
-    while (buf && (k = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += k;
-        if (n == cap) {
-            char *nb = realloc(buf, 2 * cap + 1);
-            if (!nb) free(buf);
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    if (buf) buf[n] = 0;
-    if (len) *len = n;
-    return buf;
-}
-
 static cJSON *load_json(const char *name)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", data_dir, name);
-    char *text = slurp(path, NULL);
+    char *text = loom_test_read_file(path, NULL);
     if (!text) { fprintf(stderr, "test_chat: cannot read %s\n", path); exit(1); }
     cJSON *v = cJSON_Parse(text);
     free(text);
@@ -98,7 +77,7 @@ START_TEST(render_matches_template)
     char path[4300];
     size_t want_len;
     snprintf(path, sizeof path, "%s/expected/%s.txt", data_dir, name);
-    char *want = slurp(path, &want_len);
+    char *want = loom_test_read_file(path, &want_len);
     ck_assert_msg(want != NULL, "cannot read %s", path);
     assert_same(name, out, want, want_len);
     free(want);

@@ -18,20 +18,6 @@
 #define MIN_TOP1 0.98
 #define MARGIN   0.01
 
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) free(buf), buf = NULL;
-    if (buf) buf[n] = 0, *len = (size_t)n;
-    fclose(f);
-    return buf;
-}
-
 static int argmax(const float *x, int n, double *margin)
 {
     int best = 0, second = -1;
@@ -48,7 +34,7 @@ static int run_case(const char *dir, const char *spec)
     char path[1024];
     size_t len;
     ck_assert_int_lt(snprintf(path, sizeof path, "%s/tokens.txt", dir), (int)sizeof path);
-    char *text = slurp(path, &len);
+    char *text = loom_test_read_file(path, &len);
     ck_assert_msg(text != NULL, "cannot read %s", path);
     int32_t ids[1024], n = 0;
     for (char *p = text; *p && n < 1024;) {
@@ -57,7 +43,7 @@ static int run_case(const char *dir, const char *spec)
     }
     free(text);
     ck_assert_int_lt(snprintf(path, sizeof path, "%s/logits.f32", dir), (int)sizeof path);
-    float *ref = (float *)slurp(path, &len);
+    float *ref = (float *)loom_test_read_file(path, &len);
     ck_assert_ptr_nonnull(ref);
     loom_device **devs;
     int nd;

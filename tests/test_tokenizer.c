@@ -33,28 +33,6 @@
 static char qwen_dir[4096];       /* .../qwen2-tokenizer */
 static loom_tokenizer *qwen;      /* loaded once, before the tests fork */
 
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap + 1);
-    size_t k;
-    while (buf && (k = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += k;
-        if (n == cap) {
-            char *nb = realloc(buf, 2 * cap + 1);
-            if (!nb) free(buf);
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    if (buf) buf[n] = 0;
-    *len = n;
-    return buf;
-}
-
 static void encode_ok(const loom_tokenizer *t, const char *s, size_t n, int32_t **ids, size_t *n_ids)
 {
     loom_status st = loom_tokenize(t, s, n, ids, n_ids);
@@ -96,9 +74,9 @@ START_TEST(test_vocab_cases)
     char path[4200];
     size_t inp_len, out_len;
     snprintf(path, sizeof path, "%s/vocab-tests.inp", qwen_dir);
-    char *inp = slurp(path, &inp_len);
+    char *inp = loom_test_read_file(path, &inp_len);
     snprintf(path, sizeof path, "%s/vocab-tests.out", qwen_dir);
-    char *out = slurp(path, &out_len);
+    char *out = loom_test_read_file(path, &out_len);
     ck_assert_msg(inp && out, "cannot read vocab-tests.inp/.out in %s", qwen_dir);
 
     static const char sep[] = "\n__ggml_vocab_test__\n";
