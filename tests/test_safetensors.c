@@ -80,6 +80,14 @@ START_TEST(length_lies)
 }
 END_TEST
 
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
 static loom_status fill_pattern(void *ud, int32_t i, void *buf, size_t n)
 {
     for (size_t k = 0; k < n; k++) ((uint8_t *)buf)[k] = (uint8_t)(k * 7 + (size_t)i);
@@ -109,13 +117,43 @@ START_TEST(write_then_read)
 }
 END_TEST
 
-static void write_text(const char *path, const char *text)
+
+START_TEST(sharded)
 {
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
+    char dir[] = "/tmp/loom-shard-XXXXXX", path[256], index[256];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    loom_st_entry a = {"a", "F32", 1, {4}}, b = {"b", "BF16", 2, {2, 3}};
+    snprintf(path, sizeof path, "%s/model-00001-of-00002.safetensors", dir);
+    ck_assert_int_eq(loom_st_write(path, &a, 1, fill_pattern, NULL), LOOM_OK);
+    snprintf(path, sizeof path, "%s/model-00002-of-00002.safetensors", dir);
+    ck_assert_int_eq(loom_st_write(path, &b, 1, fill_pattern, NULL), LOOM_OK);
+    snprintf(index, sizeof index, "%s/model.safetensors.index.json", dir);
+    write_text(index, "{\"metadata\":{},\"weight_map\":{\"a\":\"model-00001-of-00002.safetensors\","
+                      "\"b\":\"model-00002-of-00002.safetensors\"}}");
+    loom_st *st;
+    ck_assert_msg(loom_st_open_dir(dir, &st) == LOOM_OK, "%s", loom_last_error());
+    const loom_st_tensor *t;
+    ck_assert_int_eq(loom_st_get(st, "a", LOOM_F32, 1, (int64_t[]){4}, &t), LOOM_OK);
+    ck_assert_int_eq(loom_st_get(st, "b", LOOM_BF16, 2, (int64_t[]){2, 3}, &t), LOOM_OK);
+    ck_assert_ptr_nonnull(strstr(t->file, "00002"));
+    loom_st_close(st);
+    /* the index names a tensor its shard lacks */
+    write_text(index, "{\"weight_map\":{\"a\":\"model-00002-of-00002.safetensors\"}}");
+    ck_assert_int_eq(loom_st_open_dir(dir, &st), LOOM_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(loom_last_error(), "'a' is not in"));
+    /* a shard name that leaves the folder */
+    write_text(index, "{\"weight_map\":{\"a\":\"../etc/passwd\"}}");
+    ck_assert_int_eq(loom_st_open_dir(dir, &st), LOOM_ERR_FORMAT);
+    write_text(index, "{\"weight_map\":{\"a\":\"missing.safetensors\"}}");
+    ck_assert_int_eq(loom_st_open_dir(dir, &st), LOOM_ERR_IO);
+    unlink(index);
+    snprintf(path, sizeof path, "%s/model-00001-of-00002.safetensors", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/model-00002-of-00002.safetensors", dir);
+    unlink(path);
+    rmdir(dir);
 }
+END_TEST
 
 START_TEST(config_json)
 {
@@ -156,6 +194,7 @@ int main(void)
     tcase_add_test(tc, hostile_headers);
     tcase_add_test(tc, length_lies);
     tcase_add_test(tc, write_then_read);
+    tcase_add_test(tc, sharded);
     tcase_add_test(tc, config_json);
     suite_add_tcase(s, tc);
     return loom_test_run(s);
