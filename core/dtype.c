@@ -6,12 +6,6 @@
 static const char *const dtype_names[LOOM_DTYPE_COUNT] = {"f32", "f16", "bf16", "i32", "q4_awq"};
 static const size_t dtype_sizes[LOOM_DTYPE_COUNT] = {4, 2, 2, 4, 0};
 
-static const char *const op_names[LOOM_OP_COUNT] = {
-#define X(id, name, lo, hi) #name,
-    LOOM_OPS(X)
-#undef X
-};
-
 const char *loom_dtype_name(loom_dtype dt)
 {
     return (unsigned)dt < LOOM_DTYPE_COUNT ? dtype_names[dt] : "?";
@@ -31,13 +25,13 @@ size_t loom_dtype_size(loom_dtype dt)
 
 const char *loom_op_name(loom_op op)
 {
-    return (unsigned)op < LOOM_OP_COUNT ? op_names[op] : "?";
+    return loom_op_str(op);
 }
 
 loom_status loom_op_parse(const char *name, loom_op *out)
 {
     for (int i = 0; i < LOOM_OP_COUNT; i++)
-        if (name && !strcasecmp(name, op_names[i])) return *out = (loom_op)i, LOOM_OK;
+        if (name && !strcasecmp(name, loom_op_str((loom_op)i))) return *out = (loom_op)i, LOOM_OK;
     return loom_error(LOOM_ERR_INVALID, "unknown op '%s'", name ? name : "");
 }
 

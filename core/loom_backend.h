@@ -202,6 +202,16 @@ typedef const loom_backend_i *(*loom_backend_entry_fn)(const loom_host_i *host);
 #define LOOM_BACKEND_ENTRY "loom_backend_entry"
 
 /* ---- helpers every backend needs the same way ------------------------------ */
+static inline const char *loom_op_str(loom_op op) /* "matmul", ...; "?" if out of range */
+{
+    static const char *const names[LOOM_OP_COUNT] = {
+#define LOOM_X_NAME(id, name, lo, hi) #name,
+        LOOM_OPS(LOOM_X_NAME)
+#undef LOOM_X_NAME
+    };
+    return (unsigned)op < LOOM_OP_COUNT ? names[op] : "?";
+}
+
 static const int loom_awq_order[8] = {0, 2, 4, 6, 1, 3, 5, 7}; /* nibble i -> column offset */
 
 static inline size_t loom_awq_nbytes(int64_t K, int64_t N)

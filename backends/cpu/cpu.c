@@ -337,12 +337,6 @@ static void cpu_weight_release(void *dctx, loom_tensor *t)
     t->extra = NULL;
 }
 
-static const char *const op_names[LOOM_OP_COUNT] = {
-#define X(id, name, lo, hi) #name,
-    LOOM_OPS(X)
-#undef X
-};
-
 /* ---- compile ----------------------------------------------------------------------------- */
 static inline void *tdata(const loom_tensor *t)
 {
@@ -388,7 +382,7 @@ static loom_status cpu_compile(void *dctx, loom_node *nodes, int32_t n_nodes, vo
         node_aux *a = &p->aux[i];
         if (!cpu_supports(d, n)) {
             st = CPU_ERR(LOOM_ERR_UNSUPPORTED, "cpu: node %d (%s) has operand types this backend does not take", i,
-                         (unsigned)n->op < LOOM_OP_COUNT ? op_names[n->op] : "?");
+                         loom_op_str(n->op));
             break;
         }
         int64_t T = max_rows(n->dst);

@@ -43,12 +43,6 @@ typedef struct cu_prog {
     struct cu_prog  *prev, *next;
 } cu_prog;
 
-static const char *const op_names[LOOM_OP_COUNT] = {
-#define X(id, name, lo, hi) #name,
-    LOOM_OPS(X)
-#undef X
-};
-
 static inline void *tdata(const loom_tensor *t) { return t ? (char *)t->buf->ptr + t->offset : NULL; }
 
 static int attn_args(const cu_dev *d, const loom_node *n, int T, const cu_prog *p, cu_attn_args *a)
@@ -112,7 +106,7 @@ loom_status loom__cu_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
     for (int32_t i = 0; i < n_nodes; i++) {
         loom_node *n = &nodes[i];
         cu_plan *pl = &p->plan[i];
-        const char *opn = (unsigned)n->op < LOOM_OP_COUNT ? op_names[n->op] : "?";
+        const char *opn = loom_op_str(n->op);
         if (!loom__cu_supports(d, n)) {
             st = CU_ERR(LOOM_ERR_UNSUPPORTED, "cuda: node %d (%s) has operands this backend does not take", (int)i, opn);
             goto fail;
@@ -255,7 +249,7 @@ static loom_status run_nodes(cu_dev *d, cu_prog *p, int32_t n_tokens)
         }
         if (e) {
             char what[96];
-            snprintf(what, sizeof what, "launching node %d (%s)", (int)i, op_names[n->op]);
+            snprintf(what, sizeof what, "launching node %d (%s)", (int)i, loom_op_str(n->op));
             return loom__cu_fail(d, e, what);
         }
     }

@@ -49,12 +49,6 @@ typedef struct ocl_prog {
     struct ocl_prog *prev, *next;
 } ocl_prog;
 
-static const char *const op_names[LOOM_OP_COUNT] = {
-#define X(id, name, lo, hi) #name,
-    LOOM_OPS(X)
-#undef X
-};
-
 static const char *dt_sfx(loom_dtype dt) { return dt == LOOM_F32 ? "f32" : dt == LOOM_F16 ? "f16" : "bf16"; }
 
 static size_t esize(loom_dtype dt) { return dt == LOOM_F16 || dt == LOOM_BF16 ? 2 : 4; }
@@ -209,10 +203,10 @@ static loom_status check_placed(const loom_node *n, int32_t i)
         const loom_tensor *t = s < 0 ? n->dst : n->src[s];
         if (!t) continue;
         size_t es = t->dtype == LOOM_Q4_AWQ ? 4 : esize(t->dtype);
-        if (!t->buf) return OCL_FAIL(LOOM_ERR_INVALID, "node %d (%s): tensor '%s' has no buffer", (int)i, op_names[n->op], t->name ? t->name : "?");
+        if (!t->buf) return OCL_FAIL(LOOM_ERR_INVALID, "node %d (%s): tensor '%s' has no buffer", (int)i, loom_op_str(n->op), t->name ? t->name : "?");
         if (t->offset % es)
             return OCL_FAIL(LOOM_ERR_UNSUPPORTED, "node %d (%s): tensor '%s' sits at byte offset %zu, not a multiple of %zu",
-                            (int)i, op_names[n->op], t->name ? t->name : "?", t->offset, es);
+                            (int)i, loom_op_str(n->op), t->name ? t->name : "?", t->offset, es);
     }
     return LOOM_OK;
 }
@@ -223,7 +217,7 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
     loom_tensor *const *s = n->src, *y = n->dst;
     loom_status st;
     cl_int rc = CL_SUCCESS;
-    const char *name = op_names[n->op];
+    const char *name = loom_op_str(n->op);
     switch (n->op) {
     case LOOM_OP_EMBED:
         if ((st = kernel(d, "embed", dt_sfx(s[0]->dtype), &k->k[0]))) return st;
@@ -320,7 +314,7 @@ loom_status loom__ocl_compile(ocl_dev *d, loom_node *nodes, int32_t n_nodes, voi
         p->kn[i].n = n;
         if (!loom__ocl_supports(d, n)) {
             st = OCL_FAIL(LOOM_ERR_UNSUPPORTED, "node %d (%s) has operand types or shapes this backend does not take",
-                          (int)i, (unsigned)n->op < LOOM_OP_COUNT ? op_names[n->op] : "?");
+                          (int)i, loom_op_str(n->op));
             break;
         }
         if ((st = check_placed(n, i))) break;
@@ -413,7 +407,7 @@ static loom_status run_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx, int3
 {
     const loom_node *n = k->n;
     const ocl_cfg *c = &d->cfg;
-    const char *op = op_names[n->op];
+    const char *op = loom_op_str(n->op);
     size_t g[2], l[2];
     cl_int rc = CL_SUCCESS;
     int64_t cols = n->dst->shape[1];
@@ -486,7 +480,7 @@ loom_status loom__ocl_execute(ocl_dev *d, void *pv, const loom_step *step)
         st = run_node(d, p, &p->kn[i], i, T);
         if (d->profile && !st) { /* LOOM_OPENCL_PROFILE=1: wait for each node and log its time */
             clFinish(d->queue);
-            OCL_LOG(LOOM_LOG_INFO, "node %d (%s '%s', %d rows): %.3f ms", (int)i, op_names[p->kn[i].n->op],
+            OCL_LOG(LOOM_LOG_INFO, "node %d (%s '%s', %d rows): %.3f ms", (int)i, loom_op_str(p->kn[i].n->op),
                     y->name ? y->name : "?", (int)T, now_ms() - t0);
         }
     }
