@@ -229,19 +229,15 @@ static void activate(loom_backend *b, const loom_backend_i *i, const char *entry
 static int best_device(loom_backend *b)
 {
     if (b->host_cpu < 0) {
-        b->best_dev = 0;
-        b->host_cpu = 0;
-        for (int d = 0; strcmp(b->name, "cpu") && d < b->n_devices; d++) {
+        int d = 0;
+        while (strcmp(b->name, "cpu") && d < b->n_devices) {
             loom_device_info info;
             memset(&info, 0, sizeof info);
-            bool host = b->iface->device_info(b->bctx, d, &info) == LOOM_OK && info.host_cpu;
-            if (!host) {
-                b->best_dev = d;
-                b->host_cpu = 0;
-                break;
-            }
-            b->host_cpu = 1; /* every device so far is the host CPU */
+            if (b->iface->device_info(b->bctx, d, &info) != LOOM_OK || !info.host_cpu) break;
+            d++;
         }
+        b->host_cpu = d > 0 && d == b->n_devices; /* every device is the host CPU */
+        b->best_dev = d < b->n_devices ? d : 0;
     }
     return b->best_dev;
 }

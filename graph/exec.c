@@ -312,26 +312,37 @@ static loom_status lower_segments(loom_exec *e)
     return LOOM_OK;
 }
 
-loom_status loom_graph_compile(loom_graph *g, loom_device *const *devs, int32_t n_devs, uint32_t flags, loom_exec **out)
+/* An exec for n_devs devices with its per-tensor and per-node tables; NULL
+ * when out of memory. Devices are filled in by the caller. */
+static loom_exec *exec_new(loom_graph *g, int32_t n_devs)
 {
-    *out = NULL;
-    if (g->status) return loom_error(g->status, "graph has an error: %s", g->error);
-    if (!g->nn) return loom_error(LOOM_ERR_INVALID, "graph has no nodes");
-    if (n_devs < 1 || !devs) return loom_error(LOOM_ERR_INVALID, "no device to compile the graph for");
     loom_exec *e = calloc(1, sizeof *e);
-    if (!e) return loom_error(LOOM_ERR_NOMEM, "out of memory compiling the graph");
+    if (!e) return NULL;
     e->g = g;
     e->nd = n_devs;
-    size_t ni = (size_t)(uint32_t)g->nt * n_devs;
+    size_t ni = (size_t)(uint32_t)g->nt * (size_t)(uint32_t)n_devs;
     e->d = calloc((size_t)(uint32_t)n_devs, sizeof *e->d);
     e->inst = calloc(ni, sizeof *e->inst);
     e->has = calloc(ni, 1);
     e->prepared = calloc(ni, 1);
     e->home = calloc((size_t)(uint32_t)g->nt, sizeof *e->home);
     e->place = calloc((size_t)(uint32_t)g->nn, sizeof *e->place);
+    if (!e->d || !e->inst || !e->has || !e->prepared || !e->home || !e->place) {
+        loom_exec_destroy(e);
+        return NULL;
+    }
+    return e;
+}
+
+loom_status loom_graph_compile(loom_graph *g, loom_device *const *devs, int32_t n_devs, uint32_t flags, loom_exec **out)
+{
+    *out = NULL;
+    if (g->status) return loom_error(g->status, "graph has an error: %s", g->error);
+    if (!g->nn) return loom_error(LOOM_ERR_INVALID, "graph has no nodes");
+    if (n_devs < 1 || !devs) return loom_error(LOOM_ERR_INVALID, "no device to compile the graph for");
+    loom_exec *e = exec_new(g, n_devs);
+    if (!e) return loom_error(LOOM_ERR_NOMEM, "out of memory compiling the graph");
     loom_status st = LOOM_OK;
-    if (!e->d || !e->inst || !e->has || !e->prepared || !e->home || !e->place)
-        st = loom_error(LOOM_ERR_NOMEM, "out of memory compiling the graph");
     for (int32_t d = 0; d < n_devs && !st; d++)
         e->d[d] = (devstate){.dev = devs[d], .i = loom_device_iface(devs[d]), .ctx = loom_device_ctx(devs[d])};
     if (!st) st = place_nodes(e, flags);
@@ -358,18 +369,9 @@ loom_status loom_graph_compile(loom_graph *g, loom_device *const *devs, int32_t 
 size_t loom_graph_arena_estimate(loom_graph *g)
 {
     if (g->status || !g->nn) return 0;
-    loom_exec *e = calloc(1, sizeof *e);
+    loom_exec *e = exec_new(g, 1); /* no device: every node on 0, nothing allocated or uploaded */
     size_t bytes = 0;
-    if (!e) return 0;
-    e->g = g;
-    e->nd = 1;
-    e->d = calloc(1, sizeof *e->d); /* no device: nothing is allocated or uploaded */
-    e->inst = calloc((size_t)(uint32_t)g->nt, sizeof *e->inst);
-    e->has = calloc((size_t)(uint32_t)g->nt, 1);
-    e->home = calloc((size_t)(uint32_t)g->nt, sizeof *e->home);
-    e->place = calloc((size_t)(uint32_t)g->nn, sizeof *e->place); /* every node on device 0 */
-    if (e->d && e->inst && e->has && e->home && e->place && !make_segments(e) && !find_instances(e) && !plan_arenas(e))
-        bytes = e->d[0].arena_size;
+    if (e && !make_segments(e) && !find_instances(e) && !plan_arenas(e)) bytes = e->d[0].arena_size;
     loom_exec_destroy(e);
     return bytes;
 }
