@@ -119,6 +119,9 @@ enum {
     LOOM_TENSOR_WEIGHT  = 1u << 1, /* constant, prepared once */
     LOOM_TENSOR_STATE   = 1u << 2, /* persistent across steps (KV cache) */
     LOOM_TENSOR_INPUT   = 1u << 3, /* written by the host before each step */
+    LOOM_TENSOR_OUTPUT  = 1u << 4, /* read after the program ran (by the host or a copy to
+                                      another device): a backend that fuses nodes must
+                                      still write it */
 };
 
 typedef struct loom_tensor {

@@ -219,6 +219,20 @@ static loom_status alloc_pool(devstate *ds, size_t size, loom_buffer **buf, cons
     return LOOM_OK;
 }
 
+/* Is t read by a node outside the segment that produces it (on its device or,
+ * through a copy, on another)? Then the producing program must write it. */
+static bool read_outside_segment(const loom_exec *e, loom_tid t)
+{
+    const loom_graph *g = e->g;
+    int32_t p = g->t[t].producer;
+    if (p < 0) return false;
+    int32_t home = segment_of(e, p);
+    for (int32_t i = 0; i < g->nn; i++)
+        for (int32_t s = 0; s < g->n[i].n_src; s++)
+            if (g->n[i].src[s] == t && segment_of(e, i) != home) return true;
+    return false;
+}
+
 /* Give every instance its buffer and offset; upload weights; zero states. */
 static loom_status allocate(loom_exec *e)
 {
@@ -232,6 +246,7 @@ static loom_status allocate(loom_exec *e)
             size_t offset = in->offset;
             *in = g->t[t].desc;
             in->offset = offset;
+            if (e->home[t] == d && (g->t[t].output || read_outside_segment(e, t))) in->flags |= LOOM_TENSOR_OUTPUT;
             size_t sz = (g->t[t].nbytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
             switch (g->t[t].kind) {
             case GT_INPUT: in->offset = ds->io_size, ds->io_size += sz; break;

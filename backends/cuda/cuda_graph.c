@@ -18,11 +18,18 @@
 #include "cuda_dev.h"
 
 
+/* Decode fusion: a run of nodes that one AWQ GEMV launch computes when the
+ * step has at most CU_GEMV_MAX_T tokens (q, k, v sharing x; gate, up and
+ * swiglu; a matmul and the residual add after it). The lead node launches,
+ * the members are skipped; larger steps run every node as it is. */
+enum { FUSE_NONE, FUSE_LEAD, FUSE_MEMBER };
+
 typedef struct cu_plan {
-    double       *inv_freq;   /* rope: device, head_dim/2 */
-    double        mscale;     /* rope */
-    const cu_awq *awq;        /* matmul_awq: the repacked weight */
-    int           awq_splits; /* matmul_awq: split-K of the decode GEMV */
+    double          *inv_freq; /* rope: device, head_dim/2 */
+    double           mscale;   /* rope */
+    const cu_awq    *awq;      /* matmul_awq: the repacked weight */
+    int              fuse;     /* FUSE_* */
+    cu_awq_gemv_args gemv;     /* FUSE_LEAD, or a lone matmul_awq: everything but T */
 } cu_plan;
 
 typedef struct cu_prog {
@@ -80,6 +87,87 @@ void loom__cu_release(void *dctx, void *progp)
     cudaFree(p->scratch);
     cudaGetLastError();
     free(p);
+}
+
+/* ---- decode fusion ----------------------------------------------------------------------------------- */
+static size_t tbytes(const loom_tensor *t)
+{
+    size_t n = t->dtype == LOOM_F32 ? 4 : 2;
+    for (int32_t i = 0; i < t->ndim; i++) n *= (size_t)t->shape[i];
+    return n;
+}
+
+static bool overlap(const loom_tensor *a, const loom_tensor *b)
+{
+    return a->buf == b->buf && a->offset < b->offset + tbytes(b) && b->offset < a->offset + tbytes(a);
+}
+
+/* t is read by exactly one node and nobody after the program: fusing may leave it unwritten. */
+static bool private_to(const loom_node *nodes, int32_t n_nodes, const loom_tensor *t)
+{
+    if (t->flags & LOOM_TENSOR_OUTPUT) return false;
+    int uses = 0;
+    for (int32_t i = 0; i < n_nodes; i++)
+        for (int k = 0; k < nodes[i].n_src; k++) uses += nodes[i].src[k] == t;
+    return uses == 1;
+}
+
+static bool same_rows(const loom_tensor *a, const loom_tensor *b)
+{
+    return a->shape[0] == b->shape[0] && (a->flags & LOOM_TENSOR_DYNAMIC) == (b->flags & LOOM_TENSOR_DYNAMIC);
+}
+
+static bool is_awq(const loom_node *n) { return n->op == LOOM_OP_MATMUL_AWQ; }
+
+static void gemv_add(cu_awq_gemv_args *g, const loom_node *n, const cu_awq *w)
+{
+    const loom_tensor *b = n->n_src > 2 ? n->src[2] : NULL;
+    g->w[g->n] = w, g->bias[g->n] = tdata(b), g->bdt[g->n] = b ? (int)b->dtype : LOOM_F32, g->y[g->n] = tdata(n->dst);
+    g->n++;
+}
+
+/* Fused writes happen at the lead node, earlier than the nodes they replace:
+ * a fused output must not share memory with x, which the lead still reads
+ * (the arena may hand x's bytes to a tensor born after x's last reader). */
+static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan)
+{
+    for (int32_t i = 0; i < n_nodes; i++) {
+        const loom_node *a = &nodes[i];
+        if (!is_awq(a)) continue;
+        cu_plan *pl = &plan[i];
+        const loom_tensor *x = a->src[0];
+        pl->gemv = (cu_awq_gemv_args){.x = tdata(x), .epi = CU_EPI_PLAIN};
+        gemv_add(&pl->gemv, a, pl->awq);
+        const loom_node *b = i + 1 < n_nodes ? &nodes[i + 1] : NULL, *c = i + 2 < n_nodes ? &nodes[i + 2] : NULL;
+        /* gate, up, swiglu */
+        if (b && c && is_awq(b) && b->src[0] == x && b->src[1]->shape[1] == a->src[1]->shape[1] &&
+            c->op == LOOM_OP_SWIGLU && c->src[0] == a->dst && c->src[1] == b->dst && same_rows(a->dst, c->dst) &&
+            private_to(nodes, n_nodes, a->dst) && private_to(nodes, n_nodes, b->dst) && !overlap(c->dst, x)) {
+            gemv_add(&pl->gemv, b, plan[i + 1].awq);
+            pl->gemv.epi = CU_EPI_SWIGLU, pl->gemv.y[0] = tdata(c->dst);
+            pl->fuse = FUSE_LEAD, plan[i + 1].fuse = plan[i + 2].fuse = FUSE_MEMBER;
+            i += 2;
+            continue;
+        }
+        /* matmul, then the residual add of its result */
+        if (b && b->op == LOOM_OP_ADD && (b->src[0] == a->dst) != (b->src[1] == a->dst) && same_rows(a->dst, b->dst) &&
+            private_to(nodes, n_nodes, a->dst) && !overlap(b->dst, x)) {
+            const loom_tensor *r = b->src[0] == a->dst ? b->src[1] : b->src[0];
+            if (!overlap(b->dst, r) || (r->buf == b->dst->buf && r->offset == b->dst->offset)) {
+                pl->gemv.epi = CU_EPI_ADD, pl->gemv.r = tdata(r), pl->gemv.y[0] = tdata(b->dst);
+                pl->fuse = FUSE_LEAD, plan[i + 1].fuse = FUSE_MEMBER;
+                i += 1;
+                continue;
+            }
+        }
+        /* matmuls sharing x (q, k, v) */
+        int32_t j = i + 1;
+        while (j < n_nodes && j < i + CU_GEMV_MAX_W && is_awq(&nodes[j]) && nodes[j].src[0] == x &&
+               same_rows(a->dst, nodes[j].dst) && !overlap(nodes[j].dst, x))
+            gemv_add(&pl->gemv, &nodes[j], plan[j].awq), plan[j].fuse = FUSE_MEMBER, j++;
+        if (j > i + 1) pl->fuse = FUSE_LEAD;
+        i = j - 1;
+    }
 }
 
 /* ---- compile ------------------------------------------------------------------------------------- */
@@ -149,11 +237,6 @@ loom_status loom__cu_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
                 goto fail;
             }
             pl->awq = a;
-            pl->awq_splits = loom__cu_awq_gemv_splits(a->K, a->N, d->sm_count);
-            if (pl->awq_splits > 1) {
-                size_t f = (size_t)pl->awq_splits * (size_t)Tdec * (size_t)a->N;
-                if (f > need) need = f;
-            }
             break;
         }
         case LOOM_OP_GQA_ATTN:
@@ -168,6 +251,7 @@ loom_status loom__cu_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
         default: break;
         }
     }
+    plan_gemv(nodes, n_nodes, p->plan);
     if (need && (st = loom__cu_malloc(d, need * sizeof(float), (void **)&p->scratch, "split-K scratch"))) goto fail;
     p->scratch_floats = need;
     if ((st = loom__cu_malloc(d, 2 * (size_t)p->max_t * sizeof(int32_t), (void **)&p->d_step, "the step buffer")))
@@ -205,6 +289,7 @@ static loom_status run_nodes(cu_dev *d, cu_prog *p, int32_t n_tokens)
         const loom_tensor *bias = n->n_src > 2 ? src[2] : NULL;
         int bdt = bias ? (int)bias->dtype : LOOM_F32;
         cudaError_t e = cudaSuccess;
+        if (pl->fuse == FUSE_MEMBER && T <= CU_GEMV_MAX_T) continue; /* its lead computed it */
         switch (n->op) {
         case LOOM_OP_EMBED:
             e = loom__cu_embed(s, tdata(src[0]), src[0]->dtype, src[0]->shape[0], src[0]->shape[1], tdata(src[1]), y, T,
@@ -222,10 +307,13 @@ static loom_status run_nodes(cu_dev *d, cu_prog *p, int32_t n_tokens)
             break;
         }
         case LOOM_OP_MATMUL_AWQ:
-            if (T <= CU_GEMV_MAX_T)
-                e = loom__cu_awq_gemv(s, tdata(src[0]), pl->awq, tdata(bias), bdt, y, T, pl->awq_splits, p->scratch);
-            else
+            if (T <= CU_GEMV_MAX_T) {
+                cu_awq_gemv_args g = pl->gemv;
+                g.T = T;
+                e = loom__cu_awq_gemv(s, &g, d->sm_count);
+            } else {
                 e = loom__cu_awq_gemm(s, tdata(src[0]), pl->awq, tdata(bias), bdt, y, T);
+            }
             break;
         case LOOM_OP_ROPE:
             e = loom__cu_rope(s, tdata(src[0]), y, T, n->p.n_head, n->p.head_dim, pl->inv_freq, pl->mscale, p->d_step);

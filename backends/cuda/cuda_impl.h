@@ -5,7 +5,7 @@
  *   cuda.c       the loom_backend_i table: init, devices, buffers, weights
  *   cuda_graph.c compile (per-node plans, scratch), execute (step upload,
  *                CUDA graph capture and replay), release
- *   k_ops.cu     embed, rmsnorm, rope, swiglu, add, split-K reduction
+ *   k_ops.cu     embed, rmsnorm, rope, swiglu, add
  *   k_matmul.cu  dense GEMV, mma.sync GEMM (f16/bf16 dense and AWQ), AWQ
  *                repack and GEMV
  *   k_attn.cu    KV cache store, grouped-query attention, split combine
@@ -53,11 +53,25 @@ cudaError_t loom__cu_gemv(cudaStream_t s, const float *x, const void *w, int wdt
 /* Tensor cores (mma.sync m16n8k16, f32 accumulate), w f16 or bf16, K % 8 == 0. */
 cudaError_t loom__cu_gemm(cudaStream_t s, const float *x, const void *w, int wdt, const void *bias, int bdt, float *y,
                           int T, int64_t K, int64_t N);
-/* AWQ, T <= CU_GEMV_MAX_T: one pass over the packed weight. With splits > 1,
- * partial holds splits * T * N floats and a reduction adds them up. */
-int         loom__cu_awq_gemv_splits(int64_t K, int64_t N, int sm_count);
-cudaError_t loom__cu_awq_gemv(cudaStream_t s, const float *x, const cu_awq *w, const void *bias, int bdt, float *y, int T,
-                              int splits, float *partial);
+/* AWQ decode GEMV (1 <= T <= CU_GEMV_MAX_T), one pass over the packed weights
+ * in one launch, with the epilogue fused:
+ *   CU_EPI_PLAIN   y[i] = x·w[i] + bias[i] for n weights sharing x (q, k, v)
+ *   CU_EPI_SWIGLU  n == 2, w[0] gate, w[1] up (same N): y[0] = silu(gate) * up
+ *   CU_EPI_ADD     n == 1: y[0] = x·w[0] + bias[0] + r (the residual add)
+ * Results do not depend on the launch geometry's timing: sums are added in a
+ * fixed order. */
+enum { CU_EPI_PLAIN, CU_EPI_SWIGLU, CU_EPI_ADD };
+#define CU_GEMV_MAX_W 3
+typedef struct cu_awq_gemv_args {
+    const float  *x;
+    int           T, n, epi;
+    const cu_awq *w[CU_GEMV_MAX_W];
+    const void   *bias[CU_GEMV_MAX_W]; /* NULL: none */
+    int           bdt[CU_GEMV_MAX_W];
+    float        *y[CU_GEMV_MAX_W];
+    const float  *r;                   /* CU_EPI_ADD: [T, N] */
+} cu_awq_gemv_args;
+cudaError_t loom__cu_awq_gemv(cudaStream_t s, const cu_awq_gemv_args *a, int sm_count);
 /* AWQ on the tensor cores: tiles dequantised into shared memory. */
 cudaError_t loom__cu_awq_gemm(cudaStream_t s, const float *x, const cu_awq *w, const void *bias, int bdt, float *y,
                               int T);

@@ -5,18 +5,45 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
+#include <string.h>
+
+/* Device helpers that tests/cuda_host.cu also runs on the CPU. */
+#define CU_HD __host__ __device__ __forceinline__
+#ifdef __CUDA_ARCH__
+#define CU_LDG(p) __ldg(p) /* read-only path */
+#define CU_UNROLL _Pragma("unroll")
+#else
+#define CU_LDG(p) (*(p))
+#define CU_UNROLL
+#endif
+
+static __host__ __device__ __forceinline__ float cu_bits_f32(uint32_t u)
+{
+#ifdef __CUDA_ARCH__
+    return __uint_as_float(u);
+#else
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+#endif
+}
+
+static __host__ __device__ __forceinline__ float cu_f16_f32(unsigned short h) { return __half2float(__ushort_as_half(h)); }
 
 static __device__ __forceinline__ float cu_to_f32(float v) { return v; }
 static __device__ __forceinline__ float cu_to_f32(__half v) { return __half2float(v); }
 static __device__ __forceinline__ float cu_to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
 
 /* Element i of a bias (or any small vector) stored as dtype dt. */
-static __device__ __forceinline__ float cu_load_dt(const void *p, int dt, int64_t i)
+static __host__ __device__ __forceinline__ float cu_load_dt(const void *p, int dt, int64_t i)
 {
     if (dt == LOOM_F16) return __half2float(((const __half *)p)[i]);
     if (dt == LOOM_BF16) return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
     return ((const float *)p)[i];
 }
+
+/* swiglu: silu(g) * u, the one formula of the elementwise kernel and the fused GEMV */
+static __host__ __device__ __forceinline__ float cu_silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 
 static __device__ __forceinline__ float cu_warp_sum(float v)
 {

@@ -305,20 +305,19 @@ extern "C" size_t loom__cu_awq_packed_bytes(int64_t K, int64_t N)
     return (size_t)(K / 32) * (size_t)N * 16 + (size_t)(K / LOOM_AWQ_GROUP) * (size_t)N * 4;
 }
 
-/* One thread per (kb, n): gathers the 32 nibbles of column n at k = 32kb.. */
-__global__ void awq_repack_kernel(const uint32_t *__restrict__ qweight, const uint32_t *__restrict__ qzeros,
-                                  const uint16_t *__restrict__ scales, uint4 *__restrict__ q, uint32_t *__restrict__ meta,
-                                  int K, int N)
+/* Column n of k = 32kb.. from the checkpoint blob: 32 nibbles into one uint4, and the
+ * group's scale and zero into one meta word. */
+static CU_HD void awq_repack_one(const uint32_t *__restrict__ qweight, const uint32_t *__restrict__ qzeros,
+                                 const uint16_t *__restrict__ scales, uint4 *__restrict__ q, uint32_t *__restrict__ meta,
+                                 int N, int n, int kb)
 {
-    int n = blockIdx.x * blockDim.x + threadIdx.x, kb = blockIdx.y;
-    if (n >= N) return;
     const int inv_order[8] = {0, 4, 1, 5, 2, 6, 3, 7}; /* column offset -> nibble */
     int N8 = N / 8, c = n >> 3, sh = 4 * inv_order[n & 7];
     uint32_t wd[4];
-#pragma unroll
+CU_UNROLL
     for (int j = 0; j < 4; j++) {
         uint32_t v = 0;
-#pragma unroll
+CU_UNROLL
         for (int i = 0; i < 8; i++) {
             int k = kb * 32 + j * 8 + i;
             v |= ((qweight[(int64_t)k * N8 + c] >> sh) & 15u) << (4 * i);
@@ -333,121 +332,303 @@ __global__ void awq_repack_kernel(const uint32_t *__restrict__ qweight, const ui
     }
 }
 
+/* One thread per (kb, n). */
+__global__ void awq_repack_kernel(const uint32_t *__restrict__ qweight, const uint32_t *__restrict__ qzeros,
+                                  const uint16_t *__restrict__ scales, uint4 *__restrict__ q, uint32_t *__restrict__ meta,
+                                  int N)
+{
+    int n = blockIdx.x * blockDim.x + threadIdx.x;
+    if (n < N) awq_repack_one(qweight, qzeros, scales, q, meta, N, n, blockIdx.y);
+}
+
+/* The blob's three parts: qweight u32 [K][N/8], qzeros u32 [K/128][N/8], scales f16 [K/128][N]. */
+static void awq_blob_parts(const void *blob, int64_t K, int64_t N, const uint32_t **qw, const uint32_t **qz,
+                           const uint16_t **sc)
+{
+    const uint8_t *b = (const uint8_t *)blob;
+    *qw = (const uint32_t *)b;
+    *qz = (const uint32_t *)(b + K * N / 2);
+    *sc = (const uint16_t *)(b + K * N / 2 + (K / LOOM_AWQ_GROUP) * N / 2);
+}
+
+#ifdef LOOM_CU_HOST_TEST
+void loom__cu_awq_repack_host(const void *blob, cu_awq *w)
+{
+    const uint32_t *qw, *qz;
+    const uint16_t *sc;
+    awq_blob_parts(blob, w->K, w->N, &qw, &qz, &sc);
+    for (int kb = 0; kb < (int)(w->K / 32); kb++)
+        for (int n = 0; n < (int)w->N; n++) awq_repack_one(qw, qz, sc, (uint4 *)w->q, w->meta, (int)w->N, n, kb);
+}
+#endif
+
 extern "C" cudaError_t loom__cu_awq_repack(cudaStream_t s, const void *blob, cu_awq *w)
 {
-    int64_t K = w->K, N = w->N;
-    const uint8_t *b = (const uint8_t *)blob;
-    const uint32_t *qweight = (const uint32_t *)b;
-    const uint32_t *qzeros = (const uint32_t *)(b + K * N / 2);
-    const uint16_t *scales = (const uint16_t *)(b + K * N / 2 + (K / LOOM_AWQ_GROUP) * N / 2);
-    dim3 grid((unsigned)((N + 127) / 128), (unsigned)(K / 32));
-    awq_repack_kernel<<<grid, 128, 0, s>>>(qweight, qzeros, scales, (uint4 *)w->q, w->meta, (int)K, (int)N);
+    const uint32_t *qw, *qz;
+    const uint16_t *sc;
+    awq_blob_parts(blob, w->K, w->N, &qw, &qz, &sc);
+    dim3 grid((unsigned)((w->N + 127) / 128), (unsigned)(w->K / 32));
+    awq_repack_kernel<<<grid, 128, 0, s>>>(qw, qz, sc, (uint4 *)w->q, w->meta, (int)w->N);
     return cudaGetLastError();
 }
 
-/* GEMV: thread = one column n; blockIdx.y = one run of groups (split-K).
- * Per group: 4 x 16-byte loads (128 k of column n; a warp reads 4 x 512
- * contiguous bytes) and one meta word. Nibble q becomes the float 2^23 + q by
- * an OR (exact), and 2^23 + z is subtracted: q - z exactly; the group's dot
- * products are scaled once. x rows are broadcast loads (same address across
- * the warp). */
-template <int NT>
-__global__ void __launch_bounds__(128) awq_gemv_kernel(const float *__restrict__ x, const uint4 *__restrict__ q,
-                                                       const uint32_t *__restrict__ meta, const void *__restrict__ bias,
-                                                       int bdt, float *__restrict__ y, float *__restrict__ partial,
-                                                       int T, int K, int N, int gps)
+/* ------------------------------------------------------------------------------------
+ * AWQ GEMV (decode). A block is CB consecutive columns x S slices of K: thread
+ * (slice sl, column c) walks the groups sl, sl + S, ... of column n, loading a
+ * whole group (4 x 16 bytes of nibbles and one meta word) before using it, so
+ * a warp reads CB x 16 contiguous bytes per load and every byte of the weight
+ * is read once. The S partial sums of a column are added in shared memory in
+ * slice order: deterministic, and no second kernel.
+ *
+ * Dequantisation costs one LOP3, one FADD and one FFMA per weight: nibble i
+ * (i <= 4) is masked in place and ORed under the exponent of 2^23, which
+ * makes the float 2^23 + q*16^i exactly; subtracting 2^23 + z*16^i leaves
+ * (q - z)*16^i, exact. Nibbles 5..7 are shifted down by 12 once per word and
+ * land on positions 2..4. Each position keeps its own partial sum, scaled by
+ * 16^-p (a power of two: exact) once per group.
+ *
+ * Epilogues fuse what follows the matmul in a Qwen2 layer: PLAIN writes up to
+ * three outputs of weights that share x (q, k, v: one launch), SWIGLU takes a
+ * gate and an up weight per thread and writes silu(gate) * up, ADD adds a
+ * residual.
+ *
+ * The kernel is two phases around one barrier, each a __host__ __device__
+ * function of (block, thread), so tests/cuda_host.cu runs the same code over
+ * an emulated grid on the CPU.
+ * ------------------------------------------------------------------------------------ */
+struct awq_seg {
+    const uint4    *q, *q2;       /* q2, meta2, bias2: the up weight (SWIGLU) */
+    const uint32_t *meta, *meta2;
+    const void     *bias, *bias2;
+    int             bdt, bdt2;
+    float          *y;
+    int             N, blk0;      /* columns; first block of this segment */
+};
+struct awq_params {
+    const float *x, *r; /* r: the residual (ADD) */
+    int          T, K, nseg, cb;
+    awq_seg      seg[CU_GEMV_MAX_W];
+};
+#define AWQ_THREADS 256
+
+static CU_HD uint32_t mask_nib(uint32_t w, uint32_t m)
 {
-    int n = blockIdx.x * blockDim.x + threadIdx.x;
-    if (n >= N) return;
-    int groups = K / LOOM_AWQ_GROUP, g0 = blockIdx.y * gps, g1 = min(g0 + gps, groups);
-    float acc[NT];
-#pragma unroll
-    for (int t = 0; t < NT; t++) acc[t] = 0.0f;
-    for (int gi = g0; gi < g1; gi++) {
-        uint4 w[4];
-#pragma unroll
-        for (int j = 0; j < 4; j++) w[j] = __ldg(q + (int64_t)(gi * 4 + j) * N + n);
-        uint32_t mt = __ldg(meta + (int64_t)gi * N + n);
-        float sc = __half2float(__ushort_as_half((unsigned short)(mt & 0xffffu)));
-        float zf = 8388608.0f + (float)(mt >> 16);
-        float ga[NT];
-#pragma unroll
-        for (int t = 0; t < NT; t++) ga[t] = 0.0f;
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            const uint32_t ww[4] = {w[j].x, w[j].y, w[j].z, w[j].w};
-#pragma unroll
-            for (int jj = 0; jj < 4; jj++) {
-                float v[8];
-#pragma unroll
-                for (int i = 0; i < 8; i++) v[i] = __uint_as_float(0x4B000000u | ((ww[jj] >> (4 * i)) & 15u)) - zf;
-                int k = gi * LOOM_AWQ_GROUP + j * 32 + jj * 8;
-#pragma unroll
-                for (int t = 0; t < NT; t++) {
-                    if (t < T) {
-                        const float4 *xp = reinterpret_cast<const float4 *>(x + (int64_t)t * K + k);
-                        float4 a = __ldg(xp), b = __ldg(xp + 1);
-                        float s = ga[t];
-                        s = fmaf(a.x, v[0], s), s = fmaf(a.y, v[1], s), s = fmaf(a.z, v[2], s), s = fmaf(a.w, v[3], s);
-                        s = fmaf(b.x, v[4], s), s = fmaf(b.y, v[5], s), s = fmaf(b.z, v[6], s), s = fmaf(b.w, v[7], s);
-                        ga[t] = s;
-                    }
+    return (w & m) | 0x4B000000u; /* one LOP3 */
+}
+
+/* acc[t] += s * sum over the group of x[t][k] * (q - z) */
+template <int NT>
+static CU_HD void awq_group(const uint4 (&w)[4], uint32_t mt, const float *__restrict__ x, int T, int K, int k0,
+                            float (&acc)[NT])
+{
+    float zc[5];
+CU_UNROLL
+    for (int p = 0; p < 5; p++) zc[p] = 8388608.0f + (float)((mt >> 16) << (4 * p));
+    float ga[NT][5];
+CU_UNROLL
+    for (int t = 0; t < NT; t++)
+CU_UNROLL
+        for (int p = 0; p < 5; p++) ga[t][p] = 0.0f;
+CU_UNROLL
+    for (int j = 0; j < 4; j++) {
+        const uint32_t ww[4] = {w[j].x, w[j].y, w[j].z, w[j].w};
+CU_UNROLL
+        for (int jj = 0; jj < 4; jj++) {
+            uint32_t lo = ww[jj], hi = lo >> 12;
+            float v[8];
+CU_UNROLL
+            for (int i = 0; i < 5; i++) v[i] = cu_bits_f32(mask_nib(lo, 15u << (4 * i))) - zc[i];
+CU_UNROLL
+            for (int i = 5; i < 8; i++) v[i] = cu_bits_f32(mask_nib(hi, 15u << (4 * (i - 3)))) - zc[i - 3];
+            int k = k0 + j * 32 + jj * 8;
+CU_UNROLL
+            for (int t = 0; t < NT; t++) {
+                if (t < T) {
+                    const float4 *xp = reinterpret_cast<const float4 *>(x + (int64_t)t * K + k);
+                    float4 a = CU_LDG(xp), b = CU_LDG(xp + 1);
+                    ga[t][0] = fmaf(a.x, v[0], ga[t][0]);
+                    ga[t][1] = fmaf(a.y, v[1], ga[t][1]);
+                    ga[t][2] = fmaf(a.z, v[2], ga[t][2]);
+                    ga[t][3] = fmaf(a.w, v[3], ga[t][3]);
+                    ga[t][4] = fmaf(b.x, v[4], ga[t][4]);
+                    ga[t][2] = fmaf(b.y, v[5], ga[t][2]);
+                    ga[t][3] = fmaf(b.z, v[6], ga[t][3]);
+                    ga[t][4] = fmaf(b.w, v[7], ga[t][4]);
                 }
             }
         }
-#pragma unroll
-        for (int t = 0; t < NT; t++) acc[t] = fmaf(sc, ga[t], acc[t]);
     }
-    if (gridDim.y == 1) {
-        float b = bias ? cu_load_dt(bias, bdt, n) : 0.0f;
-#pragma unroll
-        for (int t = 0; t < NT; t++)
-            if (t < T) y[(int64_t)t * N + n] = acc[t] + b;
-    } else {
-#pragma unroll
-        for (int t = 0; t < NT; t++)
-            if (t < T) partial[((int64_t)blockIdx.y * T + t) * N + n] = acc[t];
+    float sc = cu_f16_f32((unsigned short)(mt & 0xffffu));
+CU_UNROLL
+    for (int t = 0; t < NT; t++) {
+        float g = ga[t][0] + ga[t][1] * 0x1p-4f + ga[t][2] * 0x1p-8f + ga[t][3] * 0x1p-12f + ga[t][4] * 0x1p-16f;
+        acc[t] = fmaf(sc, g, acc[t]);
     }
 }
 
-__global__ void splitk_reduce_kernel(const float *__restrict__ partial, int splits, int T, int N,
-                                     const void *__restrict__ bias, int bdt, float *__restrict__ y)
+static CU_HD void awq_load(const uint4 *__restrict__ q, const uint32_t *__restrict__ meta, int gi, int N, int n,
+                           uint4 (&w)[4], uint32_t &mt)
 {
-    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, TN = (int64_t)T * N;
-    if (i >= TN) return;
-    float s = bias ? cu_load_dt(bias, bdt, i % N) : 0.0f, p = 0.0f;
-    for (int k = 0; k < splits; k++) p += partial[k * TN + i];
-    y[i] = p + s;
+CU_UNROLL
+    for (int j = 0; j < 4; j++) w[j] = CU_LDG(q + (int64_t)(gi * 4 + j) * N + n);
+    mt = CU_LDG(meta + (int64_t)gi * N + n);
 }
 
-extern "C" int loom__cu_awq_gemv_splits(int64_t K, int64_t N, int sm_count)
+static CU_HD const awq_seg &awq_segment(const awq_params &P, int b)
 {
-    int64_t blocks_n = (N + 127) / 128, groups = K / LOOM_AWQ_GROUP;
-    int64_t want = (2 * (int64_t)sm_count + blocks_n - 1) / blocks_n;
-    if (want < 1) want = 1;
-    if (want > groups) want = groups;
-    int64_t gps = (groups + want - 1) / want;
-    return (int)((groups + gps - 1) / gps);
+    return P.nseg > 2 && b >= P.seg[2].blk0 ? P.seg[2] : P.nseg > 1 && b >= P.seg[1].blk0 ? P.seg[1] : P.seg[0];
 }
 
-extern "C" cudaError_t loom__cu_awq_gemv(cudaStream_t s, const float *x, const cu_awq *w, const void *bias, int bdt,
-                                         float *y, int T, int splits, float *partial)
+template <int EPI> struct awq_outs {
+    enum { n = EPI == CU_EPI_SWIGLU ? 2 : 1 }; /* weights per thread */
+};
+
+/* Phase 1: thread tid of block b sums its slice of its column(s) into red[o][sl][t][c]. */
+template <int NT, int CB, int EPI>
+static CU_HD void awq_gemv_sum(const awq_params &P, int b, int tid, int nthreads, float *red)
 {
-    int K = (int)w->K, N = (int)w->N, groups = K / LOOM_AWQ_GROUP;
-    if (splits < 1 || !partial) splits = 1;
-    int gps = (groups + splits - 1) / splits;
-    splits = (groups + gps - 1) / gps;
-    dim3 grid((unsigned)((N + 127) / 128), (unsigned)splits);
-    const uint4 *q = (const uint4 *)w->q;
-#define AWQ_L(NT) awq_gemv_kernel<NT><<<grid, 128, 0, s>>>(x, q, w->meta, bias, bdt, y, partial, T, K, N, gps)
-    if (T == 1) AWQ_L(1);
-    else if (T == 2) AWQ_L(2);
-    else if (T <= 4) AWQ_L(4);
-    else AWQ_L(8);
-#undef AWQ_L
-    cudaError_t e = cudaGetLastError();
-    if (e != cudaSuccess || splits == 1) return e;
-    int64_t TN = (int64_t)T * N;
-    splitk_reduce_kernel<<<(unsigned)((TN + 255) / 256), 256, 0, s>>>(partial, splits, T, N, bias, bdt, y);
+    constexpr int NO = awq_outs<EPI>::n;
+    const awq_seg &sg = awq_segment(P, b);
+    const int S = nthreads / CB, c = tid % CB, sl = tid / CB, K = P.K, T = P.T, N = sg.N;
+    const int n = (b - sg.blk0) * CB + c, groups = K / LOOM_AWQ_GROUP;
+    float acc[NO][NT];
+CU_UNROLL
+    for (int o = 0; o < NO; o++)
+CU_UNROLL
+        for (int t = 0; t < NT; t++) acc[o][t] = 0.0f;
+    if (n < N) {
+        for (int gi = sl; gi < groups; gi += S) {
+            uint4 w[NO][4];
+            uint32_t mt[NO];
+            awq_load(sg.q, sg.meta, gi, N, n, w[0], mt[0]);
+            if (NO == 2) awq_load(sg.q2, sg.meta2, gi, N, n, w[NO - 1], mt[NO - 1]);
+CU_UNROLL
+            for (int o = 0; o < NO; o++) awq_group<NT>(w[o], mt[o], P.x, T, K, gi * LOOM_AWQ_GROUP, acc[o]);
+        }
+    }
+CU_UNROLL
+    for (int o = 0; o < NO; o++)
+CU_UNROLL
+        for (int t = 0; t < NT; t++) red[((o * S + sl) * NT + t) * CB + c] = acc[o][t];
+}
+
+/* Phase 2: the T x CB outputs of block b, each the sum of its S slices in order, then the epilogue. */
+template <int NT, int CB, int EPI>
+static CU_HD void awq_gemv_out(const awq_params &P, int b, int tid, int nthreads, const float *red)
+{
+    constexpr int NO = awq_outs<EPI>::n;
+    const awq_seg &sg = awq_segment(P, b);
+    const int S = nthreads / CB, N = sg.N;
+    for (int i = tid; i < P.T * CB; i += nthreads) {
+        int t = i / CB, c = i % CB, n = (b - sg.blk0) * CB + c;
+        if (n >= N) continue;
+        float v[NO];
+CU_UNROLL
+        for (int o = 0; o < NO; o++) {
+            float s = 0.0f;
+            for (int j = 0; j < S; j++) s += red[((o * S + j) * NT + t) * CB + c];
+            v[o] = s;
+        }
+        v[0] += sg.bias ? cu_load_dt(sg.bias, sg.bdt, n) : 0.0f;
+        int64_t at = (int64_t)t * N + n;
+        if (EPI == CU_EPI_SWIGLU)
+            sg.y[at] = cu_silu_mul(v[0], v[NO - 1] + (sg.bias2 ? cu_load_dt(sg.bias2, sg.bdt2, n) : 0.0f));
+        else if (EPI == CU_EPI_ADD)
+            sg.y[at] = v[0] + P.r[at];
+        else
+            sg.y[at] = v[0];
+    }
+}
+
+template <int NT, int CB, int EPI>
+__global__ void __launch_bounds__(AWQ_THREADS) awq_gemv_kernel(const awq_params P)
+{
+    __shared__ float red[awq_outs<EPI>::n * AWQ_THREADS * NT];
+    awq_gemv_sum<NT, CB, EPI>(P, blockIdx.x, threadIdx.x, blockDim.x, red);
+    __syncthreads();
+    awq_gemv_out<NT, CB, EPI>(P, blockIdx.x, threadIdx.x, blockDim.x, red);
+}
+
+/* Columns per block: the widest run (longest contiguous reads) that still
+ * gives every SM two blocks; slices: up to AWQ_THREADS threads, at most one
+ * per group. */
+static cudaError_t awq_geometry(const cu_awq_gemv_args *a, int sm_count, awq_params *P, int *blocks, int *threads)
+{
+    if (a->n < 1 || a->n > CU_GEMV_MAX_W || (a->epi == CU_EPI_SWIGLU && a->n != 2) ||
+        (a->epi == CU_EPI_ADD && (a->n != 1 || !a->r)) || a->T < 1 || a->T > CU_GEMV_MAX_T)
+        return cudaErrorInvalidValue;
+    *P = awq_params{};
+    P->x = a->x, P->r = a->r, P->T = a->T, P->K = (int)a->w[0]->K;
+    int nw = a->epi == CU_EPI_SWIGLU ? 1 : a->n;
+    int64_t cols = 0;
+    for (int i = 0; i < nw; i++) cols += a->w[i]->N;
+    int cb = (cols + 31) / 32 >= 2 * (int64_t)sm_count ? 32 : (cols + 15) / 16 >= 2 * (int64_t)sm_count ? 16 : 8;
+    int nb = 0;
+    for (int i = 0; i < nw; i++) {
+        const cu_awq *w = a->w[i];
+        if (w->K != P->K || w->K % LOOM_AWQ_GROUP) return cudaErrorInvalidValue;
+        awq_seg &g = P->seg[i];
+        g.q = (const uint4 *)w->q, g.meta = w->meta, g.bias = a->bias[i], g.bdt = a->bdt[i], g.y = a->y[i];
+        g.N = (int)w->N, g.blk0 = nb;
+        nb += (int)((w->N + cb - 1) / cb);
+    }
+    if (a->epi == CU_EPI_SWIGLU) {
+        const cu_awq *u = a->w[1];
+        if (u->K != P->K || u->N != a->w[0]->N) return cudaErrorInvalidValue;
+        P->seg[0].q2 = (const uint4 *)u->q, P->seg[0].meta2 = u->meta, P->seg[0].bias2 = a->bias[1];
+        P->seg[0].bdt2 = a->bdt[1];
+    }
+    P->nseg = nw, P->cb = cb;
+    int groups = P->K / LOOM_AWQ_GROUP, S = AWQ_THREADS / cb;
+    if (S > groups) S = groups;
+    *threads = (cb * S + 31) / 32 * 32; /* whole warps: the extra slices find no group */
+    *blocks = nb;
+    return cudaSuccess;
+}
+
+static int awq_nt(int T) { return T == 1 ? 1 : T == 2 ? 2 : T <= 4 ? 4 : 8; }
+
+/* Instantiate F<NT, CB, EPI> for the runtime values. */
+#define AWQ_DISPATCH(F, nt, cb, epi)                                                                         \
+    do {                                                                                                     \
+        switch ((epi) * 100 + (nt) * 10 + ((cb) == 32 ? 2 : (cb) == 16 ? 1 : 0)) {                           \
+            AWQ_CASES(F, 0) AWQ_CASES(F, 1) AWQ_CASES(F, 2)                                                  \
+        }                                                                                                    \
+    } while (0)
+#define AWQ_CASES(F, E) AWQ_CASE_NT(F, E, 1) AWQ_CASE_NT(F, E, 2) AWQ_CASE_NT(F, E, 4) AWQ_CASE_NT(F, E, 8)
+#define AWQ_CASE_NT(F, E, NT)                                                                                \
+    case E * 100 + NT * 10 + 2: F(NT, 32, E); break;                                                         \
+    case E * 100 + NT * 10 + 1: F(NT, 16, E); break;                                                         \
+    case E * 100 + NT * 10 + 0: F(NT, 8, E); break;
+
+extern "C" cudaError_t loom__cu_awq_gemv(cudaStream_t s, const cu_awq_gemv_args *a, int sm_count)
+{
+    awq_params P;
+    int blocks, threads;
+    cudaError_t e = awq_geometry(a, sm_count, &P, &blocks, &threads);
+    if (e) return e;
+#define AWQ_LAUNCH(NT, CB, EPI) awq_gemv_kernel<NT, CB, EPI><<<blocks, threads, 0, s>>>(P)
+    AWQ_DISPATCH(AWQ_LAUNCH, awq_nt(a->T), P.cb, a->epi);
+#undef AWQ_LAUNCH
     return cudaGetLastError();
 }
+
+#ifdef LOOM_CU_HOST_TEST
+/* The same computation on the CPU, block by block (tests/cuda_host.cu). */
+cudaError_t loom__cu_awq_gemv_host(const cu_awq_gemv_args *a, int sm_count)
+{
+    awq_params P;
+    int blocks, threads;
+    cudaError_t e = awq_geometry(a, sm_count, &P, &blocks, &threads);
+    if (e) return e;
+    static float red[2 * AWQ_THREADS * CU_GEMV_MAX_T];
+#define AWQ_HOST(NT, CB, EPI)                                                                                \
+    for (int b = 0; b < blocks; b++) {                                                                       \
+        for (int t = 0; t < threads; t++) awq_gemv_sum<NT, CB, EPI>(P, b, t, threads, red);                  \
+        for (int t = 0; t < threads; t++) awq_gemv_out<NT, CB, EPI>(P, b, t, threads, red);                  \
+    }
+    AWQ_DISPATCH(AWQ_HOST, awq_nt(a->T), P.cb, a->epi);
+#undef AWQ_HOST
+    return cudaSuccess;
+}
+#endif

@@ -101,7 +101,7 @@ extern "C" cudaError_t loom__cu_rope(cudaStream_t s, const float *x, float *y, i
 
 /* ---- elementwise: 4 floats per thread where aligned --------------------------------------- */
 struct swiglu_f {
-    __device__ float operator()(float g, float u) const { return g / (1.0f + expf(-g)) * u; }
+    __device__ float operator()(float g, float u) const { return cu_silu_mul(g, u); }
 };
 struct add_f {
     __device__ float operator()(float a, float b) const { return a + b; }

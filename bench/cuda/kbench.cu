@@ -1,0 +1,302 @@
+// kbench.cu — the CUDA backend's decode GEMVs in isolation, against the
+// device-to-device copy bandwidth of the same run. For tuning on the GPU
+// machine; `loom bench model` is the end-to-end figure.
+//
+//   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Icore -Ibackends/cuda \
+//        -o kbench bench/cuda/kbench.cu backends/cuda/k_matmul.cu && ./kbench
+//
+// Each case: a random AWQ blob in the checkpoint's layout (or a random f16
+// matrix), repacked by the backend's own launcher, enough copies that one
+// rotation is > 4x the L2 cache (every call reads DRAM), 20 back-to-back calls
+// between events, median of 7. Bandwidth counts the bytes the kernel must read
+// (packed weight + scales/zeros, or the f16 matrix). Correctness: every output
+// of the first copy against a float64 reference on the host (NMSE), and two
+// runs compared bit for bit (the reductions are ordered).
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "cuda_impl.h"
+
+#define CHECK(x)                                                                                                     \
+    do {                                                                                                             \
+        cudaError_t e_ = (x);                                                                                        \
+        if (e_ != cudaSuccess) {                                                                                     \
+            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));                       \
+            exit(1);                                                                                                 \
+        }                                                                                                            \
+    } while (0)
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint32_t rnd() { rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17; return (uint32_t)(rng >> 11); }
+static float rndf() { return (float)(rnd() & 0xffffff) / 16777216.0f * 2.0f - 1.0f; }
+
+static double roofline_gbs()
+{
+    const size_t n = (size_t)1 << 30;
+    void *a, *b;
+    CHECK(cudaMalloc(&a, n));
+    CHECK(cudaMalloc(&b, n));
+    CHECK(cudaMemset(a, 1, n));
+    cudaEvent_t t0, t1;
+    CHECK(cudaEventCreate(&t0));
+    CHECK(cudaEventCreate(&t1));
+    CHECK(cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice));
+    std::vector<float> ms;
+    for (int i = 0; i < 11; i++) {
+        CHECK(cudaEventRecord(t0));
+        CHECK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice));
+        CHECK(cudaEventRecord(t1));
+        CHECK(cudaEventSynchronize(t1));
+        float m;
+        CHECK(cudaEventElapsedTime(&m, t0, t1));
+        ms.push_back(m);
+    }
+    std::sort(ms.begin(), ms.end());
+    cudaFree(a), cudaFree(b);
+    return 2.0 * n / (ms[ms.size() / 2] * 1e-3) / 1e9;
+}
+
+template <typename F> static double time_ms(F launch, int copies)
+{
+    cudaEvent_t t0, t1;
+    CHECK(cudaEventCreate(&t0));
+    CHECK(cudaEventCreate(&t1));
+    for (int i = 0; i < copies; i++) launch(i);
+    CHECK(cudaDeviceSynchronize());
+    std::vector<float> v;
+    const int calls = 20;
+    for (int r = 0; r < 7; r++) {
+        CHECK(cudaEventRecord(t0));
+        for (int i = 0; i < calls; i++) launch((r * calls + i) % copies);
+        CHECK(cudaEventRecord(t1));
+        CHECK(cudaEventSynchronize(t1));
+        float m;
+        CHECK(cudaEventElapsedTime(&m, t0, t1));
+        v.push_back(m / calls);
+    }
+    CHECK(cudaGetLastError());
+    std::sort(v.begin(), v.end());
+    cudaEventDestroy(t0), cudaEventDestroy(t1);
+    return v[v.size() / 2];
+}
+
+static double nmse(const std::vector<float> &y, const std::vector<double> &ref)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < y.size(); i++) {
+        double d = (double)y[i] - ref[i];
+        if (!std::isfinite(y[i])) return INFINITY;
+        num += d * d, den += ref[i] * ref[i];
+    }
+    return num / (den > 0 ? den : 1);
+}
+
+// ---- AWQ ---------------------------------------------------------------------------------------
+struct awq_host {
+    int K, N;
+    std::vector<uint32_t> qw, qz;
+    std::vector<uint16_t> sc;
+    std::vector<uint8_t> blob;
+    double w(int k, int n) const // dequantised, from the checkpoint layout
+    {
+        static const int inv[8] = {0, 4, 1, 5, 2, 6, 3, 7};
+        int c = n / 8, sh = 4 * inv[n % 8], g = k / 128, N8 = N / 8;
+        int q = (qw[(size_t)k * N8 + c] >> sh) & 15, z = (qz[(size_t)g * N8 + c] >> sh) & 15;
+        return (double)(q - z) * (double)__half2float(__ushort_as_half(sc[(size_t)g * N + n]));
+    }
+};
+
+static awq_host make_awq(int K, int N)
+{
+    awq_host h{K, N, {}, {}, {}, {}};
+    h.qw.resize((size_t)K * N / 8), h.qz.resize((size_t)K / 128 * N / 8), h.sc.resize((size_t)K / 128 * N);
+    for (auto &v : h.qw) v = rnd();
+    for (auto &v : h.qz) v = rnd();
+    for (auto &v : h.sc) v = __half_as_ushort(__float2half(0.002f + 0.01f * fabsf(rndf())));
+    size_t a = h.qw.size() * 4, b = h.qz.size() * 4, c = h.sc.size() * 2;
+    h.blob.resize(a + b + c);
+    memcpy(h.blob.data(), h.qw.data(), a), memcpy(h.blob.data() + a, h.qz.data(), b);
+    memcpy(h.blob.data() + a + b, h.sc.data(), c);
+    return h;
+}
+
+static cu_awq upload_awq(const awq_host &h)
+{
+    cu_awq w{CU_AWQ_MAGIC, h.K, h.N, nullptr, nullptr};
+    size_t bytes = loom__cu_awq_packed_bytes(h.K, h.N);
+    void *blob;
+    CHECK(cudaMalloc(&w.q, bytes));
+    w.meta = (uint32_t *)((char *)w.q + (size_t)h.K / 32 * h.N * 16);
+    CHECK(cudaMalloc(&blob, h.blob.size()));
+    CHECK(cudaMemcpy(blob, h.blob.data(), h.blob.size(), cudaMemcpyHostToDevice));
+    CHECK(loom__cu_awq_repack(0, blob, &w));
+    CHECK(cudaDeviceSynchronize());
+    cudaFree(blob);
+    return w;
+}
+
+static const char *epi_name(int e) { return e == CU_EPI_SWIGLU ? "gate+up+swiglu" : e == CU_EPI_ADD ? "+resid" : "plain"; }
+
+// One launch over n weights of the same K (epi as the backend fuses them).
+static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, int T, int sm, double roof)
+{
+    int n = (int)Ns.size();
+    std::vector<awq_host> hs;
+    size_t bytes = 0;
+    for (int N : Ns) hs.push_back(make_awq(K, N)), bytes += loom__cu_awq_packed_bytes(K, N);
+    int copies = (int)std::min<size_t>(64, std::max<size_t>(1, (size_t)(200u << 20) / bytes + 1));
+    std::vector<std::vector<cu_awq>> ws(copies);
+    for (int c = 0; c < copies; c++)
+        for (int i = 0; i < n; i++) ws[c].push_back(c == 0 ? upload_awq(hs[i]) : cu_awq{});
+    for (int c = 1; c < copies; c++) // copies of the repacked weights
+        for (int i = 0; i < n; i++) {
+            cu_awq w = ws[0][i];
+            size_t b = loom__cu_awq_packed_bytes(K, w.N);
+            CHECK(cudaMalloc(&w.q, b));
+            CHECK(cudaMemcpy(w.q, ws[0][i].q, b, cudaMemcpyDeviceToDevice));
+            w.meta = (uint32_t *)((char *)w.q + (size_t)K / 32 * w.N * 16);
+            ws[c][i] = w;
+        }
+    std::vector<float> xh((size_t)T * K);
+    for (auto &v : xh) v = rndf();
+    int Nout = epi == CU_EPI_SWIGLU ? Ns[0] : 0;
+    std::vector<float *> ys(n);
+    float *x, *r = nullptr;
+    CHECK(cudaMalloc(&x, xh.size() * 4));
+    CHECK(cudaMemcpy(x, xh.data(), xh.size() * 4, cudaMemcpyHostToDevice));
+    std::vector<float> rh;
+    if (epi == CU_EPI_ADD) {
+        rh.resize((size_t)T * Ns[0]);
+        for (auto &v : rh) v = rndf();
+        CHECK(cudaMalloc(&r, rh.size() * 4));
+        CHECK(cudaMemcpy(r, rh.data(), rh.size() * 4, cudaMemcpyHostToDevice));
+    }
+    for (int i = 0; i < n; i++) CHECK(cudaMalloc(&ys[i], (size_t)T * Ns[i] * 4));
+    auto args = [&](int c) {
+        cu_awq_gemv_args a{};
+        a.x = x, a.T = T, a.n = n, a.epi = epi, a.r = r;
+        for (int i = 0; i < n; i++) a.w[i] = &ws[c][i], a.bias[i] = nullptr, a.bdt[i] = 0, a.y[i] = ys[i];
+        return a;
+    };
+    // correctness on copy 0
+    for (int i = 0; i < n; i++) CHECK(cudaMemset(ys[i], 0xff, (size_t)T * Ns[i] * 4)); // NaN poison
+    cu_awq_gemv_args a0 = args(0);
+    CHECK(loom__cu_awq_gemv(0, &a0, sm));
+    CHECK(cudaDeviceSynchronize());
+    int nouts = epi == CU_EPI_SWIGLU ? 1 : n;
+    double worst = 0;
+    bool same = true;
+    for (int i = 0; i < nouts; i++) {
+        int N = Ns[i];
+        std::vector<float> y((size_t)T * N), y2((size_t)T * N);
+        CHECK(cudaMemcpy(y.data(), ys[i], y.size() * 4, cudaMemcpyDeviceToHost));
+        std::vector<double> ref((size_t)T * N);
+        int step = std::max(1, N / 512); // a sample of columns keeps the host reference quick
+        std::vector<float> ys_s;
+        std::vector<double> ref_s;
+        for (int t = 0; t < T; t++)
+            for (int col = 0; col < N; col += step) {
+                double s0 = 0, s1 = 0;
+                for (int k = 0; k < K; k++) {
+                    s0 += (double)xh[(size_t)t * K + k] * hs[i].w(k, col);
+                    if (epi == CU_EPI_SWIGLU) s1 += (double)xh[(size_t)t * K + k] * hs[1].w(k, col);
+                }
+                double v = epi == CU_EPI_SWIGLU ? s0 / (1 + exp(-s0)) * s1
+                         : epi == CU_EPI_ADD    ? s0 + rh[(size_t)t * N + col]
+                                                : s0;
+                ys_s.push_back(y[(size_t)t * N + col]), ref_s.push_back(v);
+            }
+        worst = std::max(worst, nmse(ys_s, ref_s));
+        CHECK(loom__cu_awq_gemv(0, &a0, sm));
+        CHECK(cudaMemcpy(y2.data(), ys[i], y2.size() * 4, cudaMemcpyDeviceToHost));
+        same = same && !memcmp(y.data(), y2.data(), y.size() * 4);
+    }
+    (void)Nout;
+    double ms = time_ms([&](int c) { cu_awq_gemv_args a = args(c); loom__cu_awq_gemv(0, &a, sm); }, copies);
+    double gbs = bytes / (ms * 1e-3) / 1e9;
+    char shape[64];
+    snprintf(shape, sizeof shape, "K=%d N=%d%s", K, Ns[0], n > 1 ? (n == 2 ? "x2" : "+..") : "");
+    printf("awq %-18s %-16s %-15s T=%d sm=%-6d %8.2f us %7.1f GB/s %5.3f  nmse %.1e %s\n", label, shape, epi_name(epi),
+           T, sm, ms * 1e3, gbs, gbs / roof, worst, same ? "det" : "NONDET");
+    for (int c = 0; c < copies; c++)
+        for (auto &w : ws[c]) cudaFree(w.q);
+    for (auto y : ys) cudaFree(y);
+    cudaFree(x), cudaFree(r);
+}
+
+// ---- dense f16 GEMV ----------------------------------------------------------------------------
+static void bench_dense(const char *label, int K, int N, int T, double roof)
+{
+    size_t bytes = (size_t)K * N * 2;
+    int copies = (int)std::max<size_t>(1, (size_t)(200u << 20) / bytes + 1);
+    std::vector<uint16_t> wh((size_t)K * N);
+    for (auto &v : wh) v = __half_as_ushort(__float2half(rndf() * 0.05f));
+    std::vector<float> xh((size_t)T * K);
+    for (auto &v : xh) v = rndf();
+    std::vector<void *> ws(copies);
+    for (int c = 0; c < copies; c++) {
+        CHECK(cudaMalloc(&ws[c], bytes));
+        CHECK(cudaMemcpy(ws[c], wh.data(), bytes, cudaMemcpyHostToDevice));
+    }
+    float *x, *y;
+    CHECK(cudaMalloc(&x, xh.size() * 4));
+    CHECK(cudaMalloc(&y, (size_t)T * N * 4));
+    CHECK(cudaMemcpy(x, xh.data(), xh.size() * 4, cudaMemcpyHostToDevice));
+    CHECK(cudaMemset(y, 0xff, (size_t)T * N * 4));
+    CHECK(loom__cu_gemv(0, x, ws[0], LOOM_F16, nullptr, 0, y, T, K, N));
+    std::vector<float> yh((size_t)T * N), ys;
+    std::vector<double> ref;
+    CHECK(cudaMemcpy(yh.data(), y, yh.size() * 4, cudaMemcpyDeviceToHost));
+    for (int t = 0; t < T; t++)
+        for (int n = 0; n < N; n += std::max(1, N / 512)) {
+            double s = 0;
+            for (int k = 0; k < K; k++)
+                s += (double)xh[(size_t)t * K + k] * __half2float(__ushort_as_half(wh[(size_t)n * K + k]));
+            ys.push_back(yh[(size_t)t * N + n]), ref.push_back(s);
+        }
+    double ms = time_ms([&](int c) { loom__cu_gemv(0, x, ws[c], LOOM_F16, nullptr, 0, y, T, K, N); }, copies);
+    double gbs = bytes / (ms * 1e-3) / 1e9;
+    printf("f16 %-18s K=%-5d N=%-8d %-15s T=%d %15s %8.2f us %7.1f GB/s %5.3f  nmse %.1e\n", label, K, N, "", T, "",
+           ms * 1e3, gbs, gbs / roof, nmse(ys, ref));
+    for (auto w : ws) cudaFree(w);
+    cudaFree(x), cudaFree(y);
+}
+
+int main(int argc, char **argv)
+{
+    int sm = 0;
+    CHECK(cudaDeviceGetAttribute(&sm, cudaDevAttrMultiProcessorCount, 0));
+    cudaDeviceProp p;
+    CHECK(cudaGetDeviceProperties(&p, 0));
+    double roof = roofline_gbs();
+    printf("%s, %d SMs, L2 %d MiB; roofline (D2D copy, read + write) %.1f GB/s\n", p.name, sm, p.l2CacheSize >> 20,
+           roof);
+    bool all = argc > 1 && !strcmp(argv[1], "--all");
+    // Qwen2.5-7B layer: q, k, v (one launch), o + residual, gate + up + swiglu, down + residual
+    int sms[3] = {sm, 1, 1 << 20}; // the backend's choice, then forced 32 and 8 columns per block
+    for (int v = 0; v < (all ? 3 : 1); v++) {
+        bench_awq("7b qkv", 3584, {3584, 512, 512}, CU_EPI_PLAIN, 1, sms[v], roof);
+        bench_awq("7b o", 3584, {3584}, CU_EPI_ADD, 1, sms[v], roof);
+        bench_awq("7b gate/up", 3584, {18944, 18944}, CU_EPI_SWIGLU, 1, sms[v], roof);
+        bench_awq("7b down", 18944, {3584}, CU_EPI_ADD, 1, sms[v], roof);
+    }
+    bench_awq("7b gate/up", 3584, {18944, 18944}, CU_EPI_SWIGLU, 4, sm, roof);
+    bench_awq("7b gate/up", 3584, {18944, 18944}, CU_EPI_SWIGLU, 8, sm, roof);
+    bench_awq("32b gate/up", 5120, {27648, 27648}, CU_EPI_SWIGLU, 1, sm, roof);
+    bench_awq("32b down", 27648, {5120}, CU_EPI_ADD, 1, sm, roof);
+    bench_awq("0.5b qkv", 896, {896, 128, 128}, CU_EPI_PLAIN, 1, sm, roof);
+    bench_awq("0.5b gate/up", 896, {4864, 4864}, CU_EPI_SWIGLU, 1, sm, roof);
+    bench_awq("0.5b down", 4864, {896}, CU_EPI_ADD, 1, sm, roof);
+    bench_dense("7b lm_head", 3584, 152064, 1, roof);
+    bench_dense("0.5b lm_head", 896, 151936, 1, roof);
+    bench_dense("7b f16 gate", 3584, 18944, 1, roof);
+    bench_dense("7b f16 down", 18944, 3584, 1, roof);
+    return 0;
+}
