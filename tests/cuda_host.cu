@@ -20,6 +20,7 @@
 
 extern "C" {
 #include "awq.h"
+#include "loom.h"
 }
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
@@ -109,8 +110,51 @@ static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns,
     failures += !ok;
 }
 
+// ---- dense GEMV ----------------------------------------------------------------------------------
+static void check_dense(int wdt, int64_t K, int64_t N, int T, int sm, bool misalign)
+{
+    std::vector<uint16_t> w16((size_t)(K * N));
+    std::vector<float> w32((size_t)(K * N)), x((size_t)(T * K) + 1), bias((size_t)N);
+    for (size_t i = 0; i < w32.size(); i++) {
+        float v = rndf() * 0.1f;
+        if (wdt == LOOM_F16) w16[i] = loom_f32_to_f16(v), w32[i] = loom_f16_to_f32(w16[i]);
+        else if (wdt == LOOM_BF16) w16[i] = loom_f32_to_bf16(v), w32[i] = loom_bf16_to_f32(w16[i]);
+        else w32[i] = v;
+    }
+    for (auto &v : x) v = rndf();
+    for (auto &v : bias) v = rndf();
+    const float *xp = x.data() + (misalign ? 1 : 0); // not 16-byte aligned: the scalar path
+    std::vector<float> y((size_t)(T * N), NAN);
+    const void *w = wdt == LOOM_F32 ? (const void *)w32.data() : (const void *)w16.data();
+    loom__cu_gemv_host(xp, w, wdt, bias.data(), LOOM_F32, y.data(), T, K, N, sm);
+    double num = 0, den = 0;
+    size_t bad = 0;
+    for (int t = 0; t < T; t++)
+        for (int64_t n = 0; n < N; n++) {
+            double ref = bias[(size_t)n];
+            for (int64_t k = 0; k < K; k++) ref += (double)xp[(size_t)(t * K + k)] * w32[(size_t)(n * K + k)];
+            float v = y[(size_t)(t * N + n)];
+            if (!std::isfinite(v)) bad++;
+            num += (v - ref) * (v - ref), den += ref * ref;
+        }
+    double e = num / den;
+    bool ok = bad == 0 && e < 1e-11;
+    printf("%s dense %-4s%-24s K=%-5lld N=%-5lld T=%-2d sm=%-7d nmse %.1e%s\n", ok ? "ok  " : "FAIL", loom_dtype_name((loom_dtype)wdt),
+           misalign ? " (unaligned x)" : "", (long long)K, (long long)N, T, sm, e, bad ? " (outputs not written)" : "");
+    failures += !ok;
+}
+
 int main()
 {
+    // dense: column counts per warp 4, 2, 1 (sm), f32/f16/bf16, K not a multiple of 8,
+    // unaligned x, more than CU_GEMV_MAX_T rows (chunks)
+    for (int sm : {1, 4, 1 << 20})
+        for (int wdt : {LOOM_F32, LOOM_F16, LOOM_BF16}) check_dense(wdt, 264, 75, 3, sm, false);
+    check_dense(LOOM_F16, 100, 40, 2, 1, false);
+    check_dense(LOOM_BF16, 256, 40, 1, 1, true);
+    check_dense(LOOM_F16, 512, 33, 11, 1, false);
+    check_dense(LOOM_F32, 64, 17, 8, 1 << 20, false);
+
     // sm counts that make the launcher pick 32, 16 and 8 columns per block
     for (int sm : {1, 12, 1 << 20}) {
         check("plain", CU_EPI_PLAIN, 256, {264}, 1, sm);

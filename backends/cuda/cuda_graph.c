@@ -301,7 +301,8 @@ static loom_status run_nodes(cu_dev *d, cu_prog *p, int32_t n_tokens)
         case LOOM_OP_MATMUL: {
             int64_t K = src[1]->shape[1], N = src[1]->shape[0];
             if (T <= CU_GEMV_MAX_T || src[1]->dtype == LOOM_F32)
-                e = loom__cu_gemv(s, tdata(src[0]), tdata(src[1]), src[1]->dtype, tdata(bias), bdt, y, T, K, N);
+                e = loom__cu_gemv(s, tdata(src[0]), tdata(src[1]), src[1]->dtype, tdata(bias), bdt, y, T, K, N,
+                                  d->sm_count);
             else
                 e = loom__cu_gemm(s, tdata(src[0]), tdata(src[1]), src[1]->dtype, tdata(bias), bdt, y, T, K, N);
             break;

@@ -49,7 +49,7 @@ cudaError_t loom__cu_awq_repack(cudaStream_t s, const void *blob, cu_awq *w);
 
 /* y[T,N] = x[T,K] · w[N,K]ᵀ + bias; any T (chunks of CU_GEMV_MAX_T rows). */
 cudaError_t loom__cu_gemv(cudaStream_t s, const float *x, const void *w, int wdt, const void *bias, int bdt, float *y,
-                          int T, int64_t K, int64_t N);
+                          int T, int64_t K, int64_t N, int sm_count);
 /* Tensor cores (mma.sync m16n8k16, f32 accumulate), w f16 or bf16, K % 8 == 0. */
 cudaError_t loom__cu_gemm(cudaStream_t s, const float *x, const void *w, int wdt, const void *bias, int bdt, float *y,
                           int T, int64_t K, int64_t N);

@@ -30,9 +30,9 @@ static __host__ __device__ __forceinline__ float cu_bits_f32(uint32_t u)
 
 static __host__ __device__ __forceinline__ float cu_f16_f32(unsigned short h) { return __half2float(__ushort_as_half(h)); }
 
-static __device__ __forceinline__ float cu_to_f32(float v) { return v; }
-static __device__ __forceinline__ float cu_to_f32(__half v) { return __half2float(v); }
-static __device__ __forceinline__ float cu_to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+static CU_HD float cu_to_f32(float v) { return v; }
+static CU_HD float cu_to_f32(__half v) { return __half2float(v); }
+static CU_HD float cu_to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
 
 /* Element i of a bias (or any small vector) stored as dtype dt. */
 static __host__ __device__ __forceinline__ float cu_load_dt(const void *p, int dt, int64_t i)
@@ -73,32 +73,32 @@ static __device__ __forceinline__ float cu_block_sum(float v, float *red)
 }
 
 /* 8 consecutive elements (16-byte aligned for 16-bit types, 32 for f32), widened. */
-static __device__ __forceinline__ void load8(const float *w, float f[8])
+static CU_HD void load8(const float *w, float f[8])
 {
-    float4 a = __ldg(reinterpret_cast<const float4 *>(w)), b = __ldg(reinterpret_cast<const float4 *>(w) + 1);
+    float4 a = CU_LDG(reinterpret_cast<const float4 *>(w)), b = CU_LDG(reinterpret_cast<const float4 *>(w) + 1);
     f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
 }
 
-static __device__ __forceinline__ void load8(const __half *w, float f[8])
+static CU_HD void load8(const __half *w, float f[8])
 {
-    uint4 u = __ldg(reinterpret_cast<const uint4 *>(w));
-    const __half2 *h = reinterpret_cast<const __half2 *>(&u);
-#pragma unroll
+    uint4 u = CU_LDG(reinterpret_cast<const uint4 *>(w));
+    const uint32_t v[4] = {u.x, u.y, u.z, u.w};
+    CU_UNROLL
     for (int i = 0; i < 4; i++) {
-        float2 v = __half22float2(h[i]);
-        f[2 * i] = v.x, f[2 * i + 1] = v.y;
+        __half2_raw raw; /* a register move on the device; no type punning on the host */
+        raw.x = (unsigned short)(v[i] & 0xffffu), raw.y = (unsigned short)(v[i] >> 16);
+        float2 p = __half22float2(__half2(raw));
+        f[2 * i] = p.x, f[2 * i + 1] = p.y;
     }
 }
 
-static __device__ __forceinline__ void load8(const __nv_bfloat16 *w, float f[8])
+/* bf16 is the top half of an f32: a shift or a mask, exact. */
+static CU_HD void load8(const __nv_bfloat16 *w, float f[8])
 {
-    uint4 u = __ldg(reinterpret_cast<const uint4 *>(w));
-    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        float2 v = __bfloat1622float2(h[i]);
-        f[2 * i] = v.x, f[2 * i + 1] = v.y;
-    }
+    uint4 u = CU_LDG(reinterpret_cast<const uint4 *>(w));
+    const uint32_t v[4] = {u.x, u.y, u.z, u.w};
+    CU_UNROLL
+    for (int i = 0; i < 4; i++) f[2 * i] = cu_bits_f32(v[i] << 16), f[2 * i + 1] = cu_bits_f32(v[i] & 0xffff0000u);
 }
 
 static inline bool cu_aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }

@@ -17,91 +17,175 @@
 #include "k_common.cuh"
 
 /* ====================================================================================
- * Dense GEMV: one warp per output column n, lanes stride over K, 8 elements
- * (16 bytes of f16/bf16, 32 of f32) per step.
+ * Dense GEMV (few rows): a warp computes R consecutive output columns, its lanes
+ * striding over K 8 elements (16 bytes of f16/bf16) at a time; the x chunk a
+ * lane loads serves all R columns, and R weight loads are in flight per step.
+ * Lane partial sums go to shared memory and are added in lane order
+ * (deterministic). Two __host__ __device__ phases, as the AWQ GEMV below, so
+ * tests/cuda_host.cu runs them on the CPU.
  * ==================================================================================== */
-template <typename WT, int NT, bool VEC>
-__global__ void __launch_bounds__(256) gemv_kernel(const float *__restrict__ x, const WT *__restrict__ w,
-                                                   const void *__restrict__ bias, int bdt, float *__restrict__ y, int T,
-                                                   int64_t K, int64_t N)
+#define GEMV_WARPS 8
+
+struct gemv_params {
+    const float *x;
+    const void  *w, *bias;
+    int          bdt, T, vec;
+    int64_t      K, N;
+    float       *y;
+};
+
+template <typename WT, int NT, int R>
+static CU_HD void gemv_sum(const gemv_params &P, int b, int tid, float *red)
 {
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int64_t n = (int64_t)blockIdx.x * 8 + warp;
-    if (n >= N) return;
-    const WT *wr = w + n * K;
-    float acc[NT];
-#pragma unroll
-    for (int t = 0; t < NT; t++) acc[t] = 0.0f;
-    if (VEC) {
-        int64_t K8 = K >> 3;
-#pragma unroll 2
-        for (int64_t c = lane; c < K8; c += 32) {
-            float wf[8];
-            load8(wr + c * 8, wf);
-#pragma unroll
+    const WT *w = (const WT *)P.w;
+    int warp = tid >> 5, lane = tid & 31, T = P.T;
+    int64_t n0 = ((int64_t)b * GEMV_WARPS + warp) * R, K = P.K;
+    float acc[R][NT];
+    CU_UNROLL
+    for (int r = 0; r < R; r++)
+        CU_UNROLL
+        for (int t = 0; t < NT; t++) acc[r][t] = 0.0f;
+    if (P.vec) {
+        for (int64_t c = lane; c < K / 8; c += 32) {
+            float wf[R][8];
+            CU_UNROLL
+            for (int r = 0; r < R; r++) {
+                int64_t n = n0 + r < P.N ? n0 + r : P.N - 1; /* past the end: a valid row, never stored */
+                load8(w + n * K + c * 8, wf[r]);
+            }
+            CU_UNROLL
             for (int t = 0; t < NT; t++) {
                 if (t < T) {
-                    const float4 *xp = reinterpret_cast<const float4 *>(x + (int64_t)t * K + c * 8);
-                    float4 a = __ldg(xp), b = __ldg(xp + 1);
-                    float s = acc[t];
-                    s = fmaf(a.x, wf[0], s), s = fmaf(a.y, wf[1], s), s = fmaf(a.z, wf[2], s), s = fmaf(a.w, wf[3], s);
-                    s = fmaf(b.x, wf[4], s), s = fmaf(b.y, wf[5], s), s = fmaf(b.z, wf[6], s), s = fmaf(b.w, wf[7], s);
-                    acc[t] = s;
+                    float xf[8];
+                    load8(P.x + (int64_t)t * K + c * 8, xf);
+                    CU_UNROLL
+                    for (int r = 0; r < R; r++) {
+                        float s = acc[r][t];
+                        CU_UNROLL
+                        for (int i = 0; i < 8; i++) s = fmaf(xf[i], wf[r][i], s);
+                        acc[r][t] = s;
+                    }
                 }
             }
         }
     } else {
-        for (int64_t k = lane; k < K; k += 32) {
-            float wv = cu_to_f32(wr[k]);
-#pragma unroll
-            for (int t = 0; t < NT; t++)
-                if (t < T) acc[t] = fmaf(x[(int64_t)t * K + k], wv, acc[t]);
-        }
+        for (int64_t k = lane; k < K; k += 32)
+            CU_UNROLL
+            for (int r = 0; r < R; r++) {
+                int64_t n = n0 + r < P.N ? n0 + r : P.N - 1;
+                float wv = cu_to_f32(w[n * K + k]);
+                CU_UNROLL
+                for (int t = 0; t < NT; t++)
+                    if (t < T) acc[r][t] = fmaf(P.x[(int64_t)t * K + k], wv, acc[r][t]);
+            }
     }
-#pragma unroll
-    for (int t = 0; t < NT; t++) acc[t] = cu_warp_sum(acc[t]);
-    if (lane == 0) {
-        float b = bias ? cu_load_dt(bias, bdt, n) : 0.0f;
-#pragma unroll
-        for (int t = 0; t < NT; t++)
-            if (t < T) y[(int64_t)t * N + n] = acc[t] + b;
+    CU_UNROLL
+    for (int r = 0; r < R; r++)
+        CU_UNROLL
+        for (int t = 0; t < NT; t++) red[((warp * R + r) * NT + t) * 32 + lane] = acc[r][t];
+}
+
+template <int NT, int R>
+static CU_HD void gemv_out(const gemv_params &P, int b, int tid, const float *red)
+{
+    for (int i = tid; i < GEMV_WARPS * R * NT; i += GEMV_WARPS * 32) {
+        int t = i % NT, wr = i / NT; /* wr = warp * R + r */
+        int64_t n = (int64_t)b * GEMV_WARPS * R + wr;
+        if (t >= P.T || n >= P.N) continue;
+        float s = 0.0f;
+        for (int l = 0; l < 32; l++) s += red[i * 32 + l];
+        P.y[(int64_t)t * P.N + n] = s + (P.bias ? cu_load_dt(P.bias, P.bdt, n) : 0.0f);
     }
 }
 
-template <typename WT>
-static cudaError_t gemv_typed(cudaStream_t s, const float *x, const WT *w, const void *bias, int bdt, float *y, int T,
-                              int64_t K, int64_t N)
+template <typename WT, int NT, int R>
+__global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(const gemv_params P)
 {
-    bool vec = K % 8 == 0 && cu_aligned16(x) && cu_aligned16(w);
-    unsigned grid = (unsigned)((N + 7) / 8);
+    __shared__ float red[GEMV_WARPS * R * NT * 32];
+    gemv_sum<WT, NT, R>(P, blockIdx.x, threadIdx.x, red);
+    __syncthreads();
+    gemv_out<NT, R>(P, blockIdx.x, threadIdx.x, red);
+}
+
+/* Columns per warp: 4 where that still gives every SM two blocks (large N:
+ * lm_head, MLP), fewer for small N so the grid still spreads. */
+static int gemv_r(int64_t N, int sm_count)
+{
+    int64_t per_block = GEMV_WARPS;
+    if ((N + 4 * per_block - 1) / (4 * per_block) >= 2 * (int64_t)sm_count) return 4;
+    if ((N + 2 * per_block - 1) / (2 * per_block) >= 2 * (int64_t)sm_count) return 2;
+    return 1;
+}
+
+/* Run F<WT, NT, R>(P, blocks) for each chunk of up to CU_GEMV_MAX_T rows. */
+template <typename WT, typename F>
+static cudaError_t gemv_chunks(const float *x, const void *w, const void *bias, int bdt, float *y, int T, int64_t K,
+                               int64_t N, int sm_count, F run)
+{
+    gemv_params P = {};
+    P.w = w, P.bias = bias, P.bdt = bdt, P.K = K, P.N = N;
+    P.vec = K % 8 == 0 && cu_aligned16(x) && cu_aligned16(w);
+    int R = gemv_r(N, sm_count);
+    unsigned blocks = (unsigned)((N + GEMV_WARPS * R - 1) / (GEMV_WARPS * R));
     for (int t0 = 0; t0 < T; t0 += CU_GEMV_MAX_T) {
-        int nt = T - t0 < CU_GEMV_MAX_T ? T - t0 : CU_GEMV_MAX_T;
-        const float *xc = x + (int64_t)t0 * K;
-        float *yc = y + (int64_t)t0 * N;
-#define GEMV_L(NT)                                                                                           \
-    (vec ? gemv_kernel<WT, NT, true><<<grid, 256, 0, s>>>(xc, w, bias, bdt, yc, nt, K, N)                    \
-         : gemv_kernel<WT, NT, false><<<grid, 256, 0, s>>>(xc, w, bias, bdt, yc, nt, K, N))
-        if (nt == 1) GEMV_L(1);
-        else if (nt == 2) GEMV_L(2);
-        else if (nt <= 4) GEMV_L(4);
-        else GEMV_L(8);
-#undef GEMV_L
-        cudaError_t e = cudaGetLastError();
+        P.T = T - t0 < CU_GEMV_MAX_T ? T - t0 : CU_GEMV_MAX_T;
+        P.x = x + (int64_t)t0 * K, P.y = y + (int64_t)t0 * N;
+        int nt = P.T == 1 ? 1 : P.T == 2 ? 2 : P.T <= 4 ? 4 : 8;
+#define GEMV_R(NT) (R == 4 ? run.template go<WT, NT, 4>(P, blocks) : R == 2 ? run.template go<WT, NT, 2>(P, blocks) \
+                                                                     : run.template go<WT, NT, 1>(P, blocks))
+        cudaError_t e = nt == 1 ? GEMV_R(1) : nt == 2 ? GEMV_R(2) : nt == 4 ? GEMV_R(4) : GEMV_R(8);
+#undef GEMV_R
         if (e != cudaSuccess) return e;
     }
     return cudaSuccess;
 }
 
-extern "C" cudaError_t loom__cu_gemv(cudaStream_t s, const float *x, const void *w, int wdt, const void *bias, int bdt,
-                                     float *y, int T, int64_t K, int64_t N)
+template <typename F>
+static cudaError_t gemv_typed(const float *x, const void *w, int wdt, const void *bias, int bdt, float *y, int T,
+                              int64_t K, int64_t N, int sm_count, F run)
 {
     switch (wdt) {
-    case LOOM_F32: return gemv_typed(s, x, (const float *)w, bias, bdt, y, T, K, N);
-    case LOOM_F16: return gemv_typed(s, x, (const __half *)w, bias, bdt, y, T, K, N);
-    case LOOM_BF16: return gemv_typed(s, x, (const __nv_bfloat16 *)w, bias, bdt, y, T, K, N);
+    case LOOM_F32: return gemv_chunks<float>(x, w, bias, bdt, y, T, K, N, sm_count, run);
+    case LOOM_F16: return gemv_chunks<__half>(x, w, bias, bdt, y, T, K, N, sm_count, run);
+    case LOOM_BF16: return gemv_chunks<__nv_bfloat16>(x, w, bias, bdt, y, T, K, N, sm_count, run);
     default: return cudaErrorInvalidValue;
     }
 }
+
+struct gemv_launch {
+    cudaStream_t s;
+    template <typename WT, int NT, int R> cudaError_t go(const gemv_params &P, unsigned blocks) const
+    {
+        gemv_kernel<WT, NT, R><<<blocks, GEMV_WARPS * 32, 0, s>>>(P);
+        return cudaGetLastError();
+    }
+};
+
+extern "C" cudaError_t loom__cu_gemv(cudaStream_t s, const float *x, const void *w, int wdt, const void *bias, int bdt,
+                                     float *y, int T, int64_t K, int64_t N, int sm_count)
+{
+    return gemv_typed(x, w, wdt, bias, bdt, y, T, K, N, sm_count, gemv_launch{s});
+}
+
+#ifdef LOOM_CU_HOST_TEST
+struct gemv_host {
+    template <typename WT, int NT, int R> cudaError_t go(const gemv_params &P, unsigned blocks) const
+    {
+        static float red[GEMV_WARPS * 4 * CU_GEMV_MAX_T * 32];
+        for (unsigned b = 0; b < blocks; b++) {
+            for (int t = 0; t < GEMV_WARPS * 32; t++) gemv_sum<WT, NT, R>(P, (int)b, t, red);
+            for (int t = 0; t < GEMV_WARPS * 32; t++) gemv_out<NT, R>(P, (int)b, t, red);
+        }
+        return cudaSuccess;
+    }
+};
+
+cudaError_t loom__cu_gemv_host(const float *x, const void *w, int wdt, const void *bias, int bdt, float *y, int T,
+                               int64_t K, int64_t N, int sm_count)
+{
+    return gemv_typed(x, w, wdt, bias, bdt, y, T, K, N, sm_count, gemv_host{});
+}
+#endif
 
 /* ====================================================================================
  * Tensor-core GEMM: block tile 64 (rows of x) x 128 (columns of y) x 32 (K),
@@ -280,7 +364,7 @@ extern "C" cudaError_t loom__cu_gemm(cudaStream_t s, const float *x, const void 
                                      float *y, int T, int64_t K, int64_t N)
 {
     if (K % 8 || !cu_aligned16(x) || !cu_aligned16(w) || (wdt != LOOM_F16 && wdt != LOOM_BF16))
-        return loom__cu_gemv(s, x, w, wdt, bias, bdt, y, T, K, N);
+        return loom__cu_gemv(s, x, w, wdt, bias, bdt, y, T, K, N, 1);
     dim3 grid((unsigned)((N + GM_BN - 1) / GM_BN), (unsigned)((T + GM_BM - 1) / GM_BM));
     if (wdt == LOOM_BF16)
         gemm_kernel<true, B_DENSE><<<grid, 128, 0, s>>>(x, w, nullptr, bias, bdt, y, T, (int)K, (int)N);

@@ -232,7 +232,7 @@ static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, in
 }
 
 // ---- dense f16 GEMV ----------------------------------------------------------------------------
-static void bench_dense(const char *label, int K, int N, int T, double roof)
+static void bench_dense(const char *label, int K, int N, int T, int sm, double roof)
 {
     size_t bytes = (size_t)K * N * 2;
     int copies = (int)std::max<size_t>(1, (size_t)(200u << 20) / bytes + 1);
@@ -250,7 +250,7 @@ static void bench_dense(const char *label, int K, int N, int T, double roof)
     CHECK(cudaMalloc(&y, (size_t)T * N * 4));
     CHECK(cudaMemcpy(x, xh.data(), xh.size() * 4, cudaMemcpyHostToDevice));
     CHECK(cudaMemset(y, 0xff, (size_t)T * N * 4));
-    CHECK(loom__cu_gemv(0, x, ws[0], LOOM_F16, nullptr, 0, y, T, K, N));
+    CHECK(loom__cu_gemv(0, x, ws[0], LOOM_F16, nullptr, 0, y, T, K, N, sm));
     std::vector<float> yh((size_t)T * N), ys;
     std::vector<double> ref;
     CHECK(cudaMemcpy(yh.data(), y, yh.size() * 4, cudaMemcpyDeviceToHost));
@@ -261,7 +261,7 @@ static void bench_dense(const char *label, int K, int N, int T, double roof)
                 s += (double)xh[(size_t)t * K + k] * __half2float(__ushort_as_half(wh[(size_t)n * K + k]));
             ys.push_back(yh[(size_t)t * N + n]), ref.push_back(s);
         }
-    double ms = time_ms([&](int c) { loom__cu_gemv(0, x, ws[c], LOOM_F16, nullptr, 0, y, T, K, N); }, copies);
+    double ms = time_ms([&](int c) { loom__cu_gemv(0, x, ws[c], LOOM_F16, nullptr, 0, y, T, K, N, sm); }, copies);
     double gbs = bytes / (ms * 1e-3) / 1e9;
     printf("f16 %-18s K=%-5d N=%-8d %-15s T=%d %15s %8.2f us %7.1f GB/s %5.3f  nmse %.1e\n", label, K, N, "", T, "",
            ms * 1e3, gbs, gbs / roof, nmse(ys, ref));
@@ -294,9 +294,10 @@ int main(int argc, char **argv)
     bench_awq("0.5b qkv", 896, {896, 128, 128}, CU_EPI_PLAIN, 1, sm, roof);
     bench_awq("0.5b gate/up", 896, {4864, 4864}, CU_EPI_SWIGLU, 1, sm, roof);
     bench_awq("0.5b down", 4864, {896}, CU_EPI_ADD, 1, sm, roof);
-    bench_dense("7b lm_head", 3584, 152064, 1, roof);
-    bench_dense("0.5b lm_head", 896, 151936, 1, roof);
-    bench_dense("7b f16 gate", 3584, 18944, 1, roof);
-    bench_dense("7b f16 down", 18944, 3584, 1, roof);
+    bench_dense("7b lm_head", 3584, 152064, 1, sm, roof);
+    bench_dense("0.5b lm_head", 896, 151936, 1, sm, roof);
+    bench_dense("7b f16 gate", 3584, 18944, 1, sm, roof);
+    bench_dense("7b f16 down", 18944, 3584, 1, sm, roof);
+    bench_dense("7b f16 q", 3584, 3584, 1, sm, roof);
     return 0;
 }
