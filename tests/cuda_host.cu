@@ -68,7 +68,7 @@ static double dot(const weight &h, const std::vector<float> &x, int t, int64_t n
 
 static int failures = 0;
 
-static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns, int T, int sm)
+static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns, int T, int sm, bool norm = false)
 {
     std::vector<weight> ws;
     for (int64_t N : Ns) ws.push_back(make_weight(K, N));
@@ -85,6 +85,13 @@ static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns,
         r.resize((size_t)(T * Ns[0]));
         for (auto &v : r) v = rndf();
         a.r = r.data();
+    }
+    std::vector<float> yn, g;
+    int counter = 0;
+    if (norm) {
+        yn.assign((size_t)(T * Ns[0]), NAN), g.resize((size_t)Ns[0]);
+        for (auto &v : g) v = rndf();
+        a.norm_w = g.data(), a.norm_wdt = LOOM_F32, a.norm_eps = 1e-6f, a.norm_y = yn.data(), a.counter = &counter;
     }
     if (loom__cu_awq_gemv_host(&a, sm)) {
         printf("FAIL %s: launcher refused valid arguments\n", what);
@@ -103,6 +110,23 @@ static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns,
                 if (!std::isfinite(y)) bad++;
                 num += (y - ref) * (y - ref), den += ref * ref;
             }
+    if (norm) { // rmsnorm of the residual sum, against the float64 sum
+        for (int t = 0; t < T; t++) {
+            std::vector<double> row((size_t)Ns[0]);
+            double ss = 0;
+            for (int64_t n = 0; n < Ns[0]; n++) {
+                row[(size_t)n] = dot(ws[0], x, t, n) + r[(size_t)(t * Ns[0] + n)];
+                ss += row[(size_t)n] * row[(size_t)n];
+            }
+            double inv = 1 / std::sqrt(ss / (double)Ns[0] + 1e-6);
+            for (int64_t n = 0; n < Ns[0]; n++) {
+                double ref = row[(size_t)n] * inv * g[(size_t)n];
+                float v = yn[(size_t)(t * Ns[0] + n)];
+                if (!std::isfinite(v)) bad++;
+                num += (v - ref) * (v - ref), den += ref * ref;
+            }
+        }
+    }
     double e = num / den;
     bool ok = bad == 0 && e < 1e-11;
     printf("%s %-34s K=%-5lld N=%-5lld x%zu T=%d sm=%-7d nmse %.1e%s\n", ok ? "ok  " : "FAIL", what, (long long)K,
@@ -161,6 +185,7 @@ int main()
         check("q, k, v in one launch", CU_EPI_PLAIN, 384, {136, 40, 40}, 3, sm);
         check("gate, up, swiglu", CU_EPI_SWIGLU, 512, {200, 200}, 2, sm);
         check("down + residual", CU_EPI_ADD, 1152, {72}, 5, sm);
+        check("o + residual + rmsnorm", CU_EPI_ADD, 256, {200}, 3, sm, true);
     }
     for (int T : {1, 2, 4, 6, 8}) check("plain, tokens", CU_EPI_PLAIN, 640, {96}, T, 1 << 20);
     check("one group (K = 128)", CU_EPI_PLAIN, 128, {64}, 8, 1);

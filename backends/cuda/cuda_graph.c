@@ -1,8 +1,9 @@
 /* cuda_graph.c — compile, execute and release programs of the CUDA backend.
  *
  * compile() checks every node, picks what each needs (RoPE frequency table on
- * the device, the AWQ weight's repacked descriptor, split counts for the
- * decode kernels) and sizes one scratch buffer for split-K partials.
+ * the device, the AWQ weight's repacked descriptor, split counts for decode
+ * attention), sizes one scratch buffer for attention's split partials, and
+ * plans the decode fusions (plan_gemv).
  *
  * execute() uploads the step's positions and slots (pinned host staging,
  * cudaMemcpyAsync) to a device buffer that is fixed for the program's
@@ -42,7 +43,8 @@ typedef struct cu_prog {
     int32_t         *h_step;     /* pinned staging of the same */
     cudaEvent_t      step_done;  /* the last upload from h_step has been read */
     bool             step_pending;
-    float           *scratch;    /* split-K partials (matmul_awq, gqa_attn) */
+    float           *scratch;    /* split-K partials (gqa_attn) */
+    int             *counters;   /* device [n_nodes]: fused GEMV + rmsnorm arrivals */
     size_t           scratch_floats;
     cudaGraphExec_t *graphs;     /* [graph_max_t + 1], by n_tokens */
     int32_t          n_graphs;
@@ -85,6 +87,7 @@ void loom__cu_release(void *dctx, void *progp)
     cudaFreeHost(p->h_step);
     if (p->step_done) cudaEventDestroy(p->step_done);
     cudaFree(p->scratch);
+    cudaFree(p->counters);
     cudaGetLastError();
     free(p);
 }
@@ -129,7 +132,7 @@ static void gemv_add(cu_awq_gemv_args *g, const loom_node *n, const cu_awq *w)
 /* Fused writes happen at the lead node, earlier than the nodes they replace:
  * a fused output must not share memory with x, which the lead still reads
  * (the arena may hand x's bytes to a tensor born after x's last reader). */
-static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan)
+static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, int *counters)
 {
     for (int32_t i = 0; i < n_nodes; i++) {
         const loom_node *a = &nodes[i];
@@ -149,13 +152,21 @@ static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan)
             i += 2;
             continue;
         }
-        /* matmul, then the residual add of its result */
+        /* matmul, then the residual add of its result (then the rmsnorm of that sum,
+         * by the block that finishes last: every read of x is over by then) */
         if (b && b->op == LOOM_OP_ADD && (b->src[0] == a->dst) != (b->src[1] == a->dst) && same_rows(a->dst, b->dst) &&
             private_to(nodes, n_nodes, a->dst) && !overlap(b->dst, x)) {
             const loom_tensor *r = b->src[0] == a->dst ? b->src[1] : b->src[0];
             if (!overlap(b->dst, r) || (r->buf == b->dst->buf && r->offset == b->dst->offset)) {
                 pl->gemv.epi = CU_EPI_ADD, pl->gemv.r = tdata(r), pl->gemv.y[0] = tdata(b->dst);
                 pl->fuse = FUSE_LEAD, plan[i + 1].fuse = FUSE_MEMBER;
+                if (c && c->op == LOOM_OP_RMSNORM && c->src[0] == b->dst && same_rows(b->dst, c->dst) &&
+                    !overlap(c->dst, b->dst) && !overlap(c->dst, r)) {
+                    pl->gemv.norm_w = tdata(c->src[1]), pl->gemv.norm_wdt = (int)c->src[1]->dtype;
+                    pl->gemv.norm_eps = c->p.eps, pl->gemv.norm_y = tdata(c->dst), pl->gemv.counter = counters + i;
+                    plan[i + 2].fuse = FUSE_MEMBER;
+                    i += 1;
+                }
                 i += 1;
                 continue;
             }
@@ -251,7 +262,15 @@ loom_status loom__cu_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
         default: break;
         }
     }
-    plan_gemv(nodes, n_nodes, p->plan);
+    /* one arrival counter per node for the fused GEMV + rmsnorm; each launch leaves it at zero */
+    if (n_nodes > 0) {
+        if ((st = loom__cu_malloc(d, (size_t)n_nodes * sizeof(int), (void **)&p->counters, "GEMV counters"))) goto fail;
+        if ((e = cudaMemset(p->counters, 0, (size_t)n_nodes * sizeof(int)))) {
+            st = loom__cu_fail(d, e, "clearing the GEMV counters");
+            goto fail;
+        }
+    }
+    plan_gemv(nodes, n_nodes, p->plan, p->counters);
     if (need && (st = loom__cu_malloc(d, need * sizeof(float), (void **)&p->scratch, "split-K scratch"))) goto fail;
     p->scratch_floats = need;
     if ((st = loom__cu_malloc(d, 2 * (size_t)p->max_t * sizeof(int32_t), (void **)&p->d_step, "the step buffer")))

@@ -57,7 +57,8 @@ cudaError_t loom__cu_gemm(cudaStream_t s, const float *x, const void *w, int wdt
  * in one launch, with the epilogue fused:
  *   CU_EPI_PLAIN   y[i] = x·w[i] + bias[i] for n weights sharing x (q, k, v)
  *   CU_EPI_SWIGLU  n == 2, w[0] gate, w[1] up (same N): y[0] = silu(gate) * up
- *   CU_EPI_ADD     n == 1: y[0] = x·w[0] + bias[0] + r (the residual add)
+ *   CU_EPI_ADD     n == 1: y[0] = x·w[0] + bias[0] + r (the residual add), and
+ *                  optionally the rmsnorm of that row that the next layer reads
  * Results do not depend on the launch geometry's timing: sums are added in a
  * fixed order. */
 enum { CU_EPI_PLAIN, CU_EPI_SWIGLU, CU_EPI_ADD };
@@ -70,6 +71,13 @@ typedef struct cu_awq_gemv_args {
     int           bdt[CU_GEMV_MAX_W];
     float        *y[CU_GEMV_MAX_W];
     const float  *r;                   /* CU_EPI_ADD: [T, N] */
+    /* CU_EPI_ADD, optional (norm_y non-NULL): norm_y = rmsnorm(y[0]) * norm_w as well,
+     * by the block that finishes last (counter: a device int, zero between launches) */
+    const void   *norm_w;
+    int           norm_wdt;
+    float         norm_eps;
+    float        *norm_y;
+    int          *counter;
 } cu_awq_gemv_args;
 cudaError_t loom__cu_awq_gemv(cudaStream_t s, const cu_awq_gemv_args *a, int sm_count);
 /* AWQ on the tensor cores: tiles dequantised into shared memory. */

@@ -11,9 +11,11 @@
 #define CU_HD __host__ __device__ __forceinline__
 #ifdef __CUDA_ARCH__
 #define CU_LDG(p) __ldg(p) /* read-only path */
+#define CU_LDCG(p) __ldcg(p) /* from L2: written by other blocks of this launch */
 #define CU_UNROLL _Pragma("unroll")
 #else
 #define CU_LDG(p) (*(p))
+#define CU_LDCG(p) (*(p))
 #define CU_UNROLL
 #endif
 
@@ -40,6 +42,12 @@ static __host__ __device__ __forceinline__ float cu_load_dt(const void *p, int d
     if (dt == LOOM_F16) return __half2float(((const __half *)p)[i]);
     if (dt == LOOM_BF16) return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
     return ((const float *)p)[i];
+}
+
+/* rmsnorm's 1 / sqrt(mean(x²) + eps), in double: one formula for the kernel and the fused GEMV */
+static __host__ __device__ __forceinline__ float cu_rms_inv(float ss, int64_t D, float eps)
+{
+    return (float)(1.0 / sqrt((double)ss / (double)D + (double)eps));
 }
 
 /* swiglu: silu(g) * u, the one formula of the elementwise kernel and the fused GEMV */

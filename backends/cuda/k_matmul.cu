@@ -490,8 +490,13 @@ struct awq_seg {
 };
 struct awq_params {
     const float *x, *r; /* r: the residual (ADD) */
-    int          T, K, nseg, cb;
+    int          T, K, nseg, cb, blocks;
     awq_seg      seg[CU_GEMV_MAX_W];
+    const void  *nw;    /* ADD + rmsnorm: weight, its dtype, eps, output, arrival counter */
+    int          nwdt;
+    float        eps;
+    float       *yn;
+    int         *counter;
 };
 #define AWQ_THREADS 256
 
@@ -624,13 +629,66 @@ CU_UNROLL
     }
 }
 
+/* ADD + rmsnorm, run by the block that finishes last, when every block's
+ * outputs are in memory: the rows of y (N wide) are normalised into yn.
+ * a: per-thread sums of squares; b: their sum in thread order, 1/rms per row;
+ * c: yn = y * inv * w. red holds T x nthreads floats, then T inverses. */
+static CU_HD void awq_norm_a(const awq_params &P, int tid, int nthreads, float *red)
+{
+    const awq_seg &sg = P.seg[0];
+    for (int t = 0; t < P.T; t++) {
+        float ss = 0.0f;
+        for (int n = tid; n < sg.N; n += nthreads) {
+            float v = CU_LDCG(sg.y + (int64_t)t * sg.N + n);
+            ss = fmaf(v, v, ss);
+        }
+        red[t * nthreads + tid] = ss;
+    }
+}
+
+static CU_HD void awq_norm_b(const awq_params &P, int tid, int nthreads, float *red)
+{
+    if (tid >= P.T) return;
+    float ss = 0.0f;
+    for (int i = 0; i < nthreads; i++) ss += red[tid * nthreads + i];
+    red[P.T * nthreads + tid] = cu_rms_inv(ss, P.seg[0].N, P.eps);
+}
+
+static CU_HD void awq_norm_c(const awq_params &P, int tid, int nthreads, const float *red)
+{
+    const awq_seg &sg = P.seg[0];
+    for (int t = 0; t < P.T; t++) {
+        float inv = red[P.T * nthreads + t];
+        for (int n = tid; n < sg.N; n += nthreads) {
+            int64_t at = (int64_t)t * sg.N + n;
+            P.yn[at] = CU_LDCG(sg.y + at) * inv * cu_load_dt(P.nw, P.nwdt, n);
+        }
+    }
+}
+
 template <int NT, int CB, int EPI>
 __global__ void __launch_bounds__(AWQ_THREADS) awq_gemv_kernel(const awq_params P)
 {
-    __shared__ float red[awq_outs<EPI>::n * AWQ_THREADS * NT];
+    __shared__ float red[awq_outs<EPI>::n * AWQ_THREADS * NT + CU_GEMV_MAX_T];
+    __shared__ bool last;
     awq_gemv_sum<NT, CB, EPI>(P, blockIdx.x, threadIdx.x, blockDim.x, red);
     __syncthreads();
     awq_gemv_out<NT, CB, EPI>(P, blockIdx.x, threadIdx.x, blockDim.x, red);
+    if (EPI != CU_EPI_ADD || !P.yn) return;
+    /* Each block publishes its outputs, then counts itself in; the last one in
+     * sees them all (fence, then the atomic), normalises, and re-arms the counter. */
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(P.counter, 1) == P.blocks - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    awq_norm_a(P, threadIdx.x, blockDim.x, red);
+    __syncthreads();
+    awq_norm_b(P, threadIdx.x, blockDim.x, red);
+    __syncthreads();
+    awq_norm_c(P, threadIdx.x, blockDim.x, red);
+    if (threadIdx.x == 0) *P.counter = 0;
 }
 
 /* Columns per block: the widest run (longest contiguous reads) that still
@@ -662,7 +720,9 @@ static cudaError_t awq_geometry(const cu_awq_gemv_args *a, int sm_count, awq_par
         P->seg[0].q2 = (const uint4 *)u->q, P->seg[0].meta2 = u->meta, P->seg[0].bias2 = a->bias[1];
         P->seg[0].bdt2 = a->bdt[1];
     }
-    P->nseg = nw, P->cb = cb;
+    if (a->norm_y && (a->epi != CU_EPI_ADD || !a->norm_w || !a->counter)) return cudaErrorInvalidValue;
+    P->nw = a->norm_w, P->nwdt = a->norm_wdt, P->eps = a->norm_eps, P->yn = a->norm_y, P->counter = a->counter;
+    P->nseg = nw, P->cb = cb, P->blocks = nb;
     int groups = P->K / LOOM_AWQ_GROUP, S = AWQ_THREADS / cb;
     if (S > groups) S = groups;
     *threads = (cb * S + 31) / 32 * 32; /* whole warps: the extra slices find no group */
@@ -705,7 +765,7 @@ cudaError_t loom__cu_awq_gemv_host(const cu_awq_gemv_args *a, int sm_count)
     int blocks, threads;
     cudaError_t e = awq_geometry(a, sm_count, &P, &blocks, &threads);
     if (e) return e;
-    static float red[2 * AWQ_THREADS * CU_GEMV_MAX_T];
+    static float red[2 * AWQ_THREADS * CU_GEMV_MAX_T + CU_GEMV_MAX_T];
 #define AWQ_HOST(NT, CB, EPI)                                                                                \
     for (int b = 0; b < blocks; b++) {                                                                       \
         for (int t = 0; t < threads; t++) awq_gemv_sum<NT, CB, EPI>(P, b, t, threads, red);                  \
@@ -713,6 +773,11 @@ cudaError_t loom__cu_awq_gemv_host(const cu_awq_gemv_args *a, int sm_count)
     }
     AWQ_DISPATCH(AWQ_HOST, awq_nt(a->T), P.cb, a->epi);
 #undef AWQ_HOST
+    if (P.yn) { /* the last block's part */
+        for (int t = 0; t < threads; t++) awq_norm_a(P, t, threads, red);
+        for (int t = 0; t < threads; t++) awq_norm_b(P, t, threads, red);
+        for (int t = 0; t < threads; t++) awq_norm_c(P, t, threads, red);
+    }
     return cudaSuccess;
 }
 #endif

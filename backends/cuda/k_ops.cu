@@ -48,7 +48,7 @@ __global__ void __launch_bounds__(256) rmsnorm_kernel(const float *__restrict__ 
     float ss = 0;
     for (int64_t d = threadIdx.x; d < D; d += blockDim.x) ss = fmaf(xr[d], xr[d], ss);
     ss = cu_block_sum(ss, red);
-    float inv = (float)(1.0 / sqrt((double)ss / (double)D + (double)eps));
+    float inv = cu_rms_inv(ss, D, eps);
     for (int64_t d = threadIdx.x; d < D; d += blockDim.x) yr[d] = xr[d] * inv * cu_to_f32(w[d]);
 }
 
