@@ -68,7 +68,8 @@ static double dot(const weight &h, const std::vector<float> &x, int t, int64_t n
 
 static int failures = 0;
 
-static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns, int T, int sm, bool norm = false)
+static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns, int T, int sm, bool norm = false,
+                  int rope_hd = 0)
 {
     std::vector<weight> ws;
     for (int64_t N : Ns) ws.push_back(make_weight(K, N));
@@ -93,6 +94,14 @@ static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns,
         for (auto &v : g) v = rndf();
         a.norm_w = g.data(), a.norm_wdt = LOOM_F32, a.norm_eps = 1e-6f, a.norm_y = yn.data(), a.counter = &counter;
     }
+    // RoPE on the first two outputs (q and k), at positions 5, 1000, 31999, ...
+    std::vector<double> freq((size_t)(rope_hd / 2));
+    std::vector<int32_t> pos((size_t)T);
+    for (size_t i = 0; i < freq.size(); i++) freq[i] = std::pow(1e6, -2.0 * (double)i / rope_hd);
+    for (int t = 0; t < T; t++) pos[(size_t)t] = t == 0 ? 5 : t == 1 ? 31999 : 1000 * t;
+    const double mscale = 1.25;
+    for (int i = 0; rope_hd && i < 2 && i < (int)Ns.size(); i++)
+        a.rope_freq[i] = freq.data(), a.rope_mscale[i] = mscale, a.rope_hd[i] = rope_hd, a.pos = pos.data();
     if (loom__cu_awq_gemv_host(&a, sm)) {
         printf("FAIL %s: launcher refused valid arguments\n", what);
         failures++;
@@ -104,6 +113,12 @@ static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns,
         for (int t = 0; t < T; t++)
             for (int64_t n = 0; n < Ns[i]; n++) {
                 double ref = dot(ws[i], x, t, n);
+                if (a.rope_freq[i]) {
+                    int64_t h2 = rope_hd / 2, j = n % rope_hd, pn = j < h2 ? n + h2 : n - h2;
+                    double ang = pos[(size_t)t] * freq[(size_t)(j % h2)], other = dot(ws[i], x, t, pn);
+                    ref = j < h2 ? (ref * std::cos(ang) - other * std::sin(ang)) * mscale
+                                 : (ref * std::cos(ang) + other * std::sin(ang)) * mscale;
+                }
                 if (epi == CU_EPI_SWIGLU) ref = ref / (1 + std::exp(-ref)) * dot(ws[1], x, t, n);
                 if (epi == CU_EPI_ADD) ref += r[(size_t)(t * Ns[0] + n)];
                 float y = ys[i][(size_t)(t * Ns[i] + n)];
@@ -186,6 +201,8 @@ int main()
         check("gate, up, swiglu", CU_EPI_SWIGLU, 512, {200, 200}, 2, sm);
         check("down + residual", CU_EPI_ADD, 1152, {72}, 5, sm);
         check("o + residual + rmsnorm", CU_EPI_ADD, 256, {200}, 3, sm, true);
+        check("q, k (RoPE), v in one launch", CU_EPI_PLAIN, 256, {256, 128, 128}, 2, sm, false, 64);
+        check("q (RoPE, head 128)", CU_EPI_PLAIN, 128, {384}, 3, sm, false, 128);
     }
     for (int T : {1, 2, 4, 6, 8}) check("plain, tokens", CU_EPI_PLAIN, 640, {96}, T, 1 << 20);
     check("one group (K = 128)", CU_EPI_PLAIN, 128, {64}, 8, 1);

@@ -132,7 +132,7 @@ static void gemv_add(cu_awq_gemv_args *g, const loom_node *n, const cu_awq *w)
 /* Fused writes happen at the lead node, earlier than the nodes they replace:
  * a fused output must not share memory with x, which the lead still reads
  * (the arena may hand x's bytes to a tensor born after x's last reader). */
-static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, int *counters)
+static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, int *counters, const int32_t *pos)
 {
     for (int32_t i = 0; i < n_nodes; i++) {
         const loom_node *a = &nodes[i];
@@ -171,11 +171,23 @@ static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, in
                 continue;
             }
         }
-        /* matmuls sharing x (q, k, v) */
+        /* matmuls sharing x (q, k, v), then the RoPE of any of their results */
         int32_t j = i + 1;
         while (j < n_nodes && j < i + CU_GEMV_MAX_W && is_awq(&nodes[j]) && nodes[j].src[0] == x &&
                same_rows(a->dst, nodes[j].dst) && !overlap(nodes[j].dst, x))
             gemv_add(&pl->gemv, &nodes[j], plan[j].awq), plan[j].fuse = FUSE_MEMBER, j++;
+        for (; j < n_nodes && nodes[j].op == LOOM_OP_ROPE; j++) {
+            const loom_node *rn = &nodes[j];
+            int w = 0;
+            while (w < pl->gemv.n && pl->gemv.y[w] != tdata(rn->src[0])) w++;
+            int32_t hd = rn->p.head_dim;
+            if (w == pl->gemv.n || pl->gemv.rope_freq[w] || hd % 32 || rn->src[0]->shape[1] % hd ||
+                !same_rows(rn->src[0], rn->dst) || !private_to(nodes, n_nodes, rn->src[0]) || overlap(rn->dst, x))
+                break;
+            pl->gemv.y[w] = tdata(rn->dst), pl->gemv.rope_freq[w] = plan[j].inv_freq;
+            pl->gemv.rope_mscale[w] = plan[j].mscale, pl->gemv.rope_hd[w] = hd, pl->gemv.pos = pos;
+            plan[j].fuse = FUSE_MEMBER;
+        }
         if (j > i + 1) pl->fuse = FUSE_LEAD;
         i = j - 1;
     }
@@ -262,15 +274,6 @@ loom_status loom__cu_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
         default: break;
         }
     }
-    /* one arrival counter per node for the fused GEMV + rmsnorm; each launch leaves it at zero */
-    if (n_nodes > 0) {
-        if ((st = loom__cu_malloc(d, (size_t)n_nodes * sizeof(int), (void **)&p->counters, "GEMV counters"))) goto fail;
-        if ((e = cudaMemset(p->counters, 0, (size_t)n_nodes * sizeof(int)))) {
-            st = loom__cu_fail(d, e, "clearing the GEMV counters");
-            goto fail;
-        }
-    }
-    plan_gemv(nodes, n_nodes, p->plan, p->counters);
     if (need && (st = loom__cu_malloc(d, need * sizeof(float), (void **)&p->scratch, "split-K scratch"))) goto fail;
     p->scratch_floats = need;
     if ((st = loom__cu_malloc(d, 2 * (size_t)p->max_t * sizeof(int32_t), (void **)&p->d_step, "the step buffer")))
@@ -280,6 +283,15 @@ loom_status loom__cu_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
         st = loom__cu_fail(d, e, "allocating the step staging");
         goto fail;
     }
+    /* one arrival counter per node for the fused GEMV + rmsnorm; each launch leaves it at zero */
+    if (n_nodes > 0) {
+        if ((st = loom__cu_malloc(d, (size_t)n_nodes * sizeof(int), (void **)&p->counters, "GEMV counters"))) goto fail;
+        if ((e = cudaMemset(p->counters, 0, (size_t)n_nodes * sizeof(int)))) {
+            st = loom__cu_fail(d, e, "clearing the GEMV counters");
+            goto fail;
+        }
+    }
+    plan_gemv(nodes, n_nodes, p->plan, p->counters, p->d_step);
     p->n_graphs = (d->graph_max_t < p->max_t ? d->graph_max_t : p->max_t) + 1;
     if (!(p->graphs = calloc((size_t)p->n_graphs, sizeof *p->graphs))) {
         st = CU_ERR(LOOM_ERR_NOMEM, "cuda: out of memory compiling");

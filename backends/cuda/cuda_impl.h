@@ -55,7 +55,8 @@ cudaError_t loom__cu_gemm(cudaStream_t s, const float *x, const void *w, int wdt
                           int T, int64_t K, int64_t N);
 /* AWQ decode GEMV (1 <= T <= CU_GEMV_MAX_T), one pass over the packed weights
  * in one launch, with the epilogue fused:
- *   CU_EPI_PLAIN   y[i] = x·w[i] + bias[i] for n weights sharing x (q, k, v)
+ *   CU_EPI_PLAIN   y[i] = x·w[i] + bias[i] for n weights sharing x (q, k, v), each
+ *                  optionally turned by RoPE
  *   CU_EPI_SWIGLU  n == 2, w[0] gate, w[1] up (same N): y[0] = silu(gate) * up
  *   CU_EPI_ADD     n == 1: y[0] = x·w[0] + bias[0] + r (the residual add), and
  *                  optionally the rmsnorm of that row that the next layer reads
@@ -78,6 +79,13 @@ typedef struct cu_awq_gemv_args {
     float         norm_eps;
     float        *norm_y;
     int          *counter;
+    /* CU_EPI_PLAIN, optional per weight: y[i] = rope(x·w[i] + bias[i]) (neox, head_dim
+     * rope_hd[i], a multiple of 32; inv_freq table rope_freq[i] on the device) at the
+     * step's positions pos (device, T entries) */
+    const double *rope_freq[CU_GEMV_MAX_W];
+    double        rope_mscale[CU_GEMV_MAX_W];
+    int           rope_hd[CU_GEMV_MAX_W];
+    const int32_t *pos;
 } cu_awq_gemv_args;
 cudaError_t loom__cu_awq_gemv(cudaStream_t s, const cu_awq_gemv_args *a, int sm_count);
 /* AWQ on the tensor cores: tiles dequantised into shared memory. */

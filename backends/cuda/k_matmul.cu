@@ -487,6 +487,9 @@ struct awq_seg {
     int             bdt, bdt2;
     float          *y;
     int             N, blk0;      /* columns; first block of this segment */
+    const double   *rope_freq;    /* PLAIN with RoPE: inv_freq [hd/2], or NULL */
+    double          rope_mscale;
+    int             rope_hd;
 };
 struct awq_params {
     const float *x, *r; /* r: the residual (ADD) */
@@ -497,6 +500,7 @@ struct awq_params {
     float        eps;
     float       *yn;
     int         *counter;
+    const int32_t *pos; /* RoPE: the step's positions */
 };
 #define AWQ_THREADS 256
 
@@ -568,6 +572,17 @@ static CU_HD const awq_seg &awq_segment(const awq_params &P, int b)
     return P.nseg > 2 && b >= P.seg[2].blk0 ? P.seg[2] : P.nseg > 1 && b >= P.seg[1].blk0 ? P.seg[1] : P.seg[0];
 }
 
+/* Column of thread column c in block b. With RoPE a block takes CB/2 columns
+ * from each half of one head, so both columns of every rotated pair end in
+ * the same block (hd % CB == 0). */
+template <int CB> static CU_HD int awq_column(const awq_seg &sg, int b, int c)
+{
+    int bl = b - sg.blk0;
+    if (!sg.rope_hd) return bl * CB + c;
+    int units = sg.rope_hd / CB, h = bl / units, u = bl % units;
+    return h * sg.rope_hd + u * (CB / 2) + c % (CB / 2) + (c / (CB / 2)) * (sg.rope_hd / 2);
+}
+
 template <int EPI> struct awq_outs {
     enum { n = EPI == CU_EPI_SWIGLU ? 2 : 1 }; /* weights per thread */
 };
@@ -579,7 +594,7 @@ static CU_HD void awq_gemv_sum(const awq_params &P, int b, int tid, int nthreads
     constexpr int NO = awq_outs<EPI>::n;
     const awq_seg &sg = awq_segment(P, b);
     const int S = nthreads / CB, c = tid % CB, sl = tid / CB, K = P.K, T = P.T, N = sg.N;
-    const int n = (b - sg.blk0) * CB + c, groups = K / LOOM_AWQ_GROUP;
+    const int n = awq_column<CB>(sg, b, c), groups = K / LOOM_AWQ_GROUP;
     float acc[NO][NT];
 CU_UNROLL
     for (int o = 0; o < NO; o++)
@@ -601,6 +616,14 @@ CU_UNROLL
         for (int t = 0; t < NT; t++) red[((o * S + sl) * NT + t) * CB + c] = acc[o][t];
 }
 
+/* Output o of column c, row t: its S slice sums added in slice order. */
+template <int NT, int CB> static CU_HD float awq_slices(const float *red, int o, int S, int t, int c)
+{
+    float s = 0.0f;
+    for (int j = 0; j < S; j++) s += red[((o * S + j) * NT + t) * CB + c];
+    return s;
+}
+
 /* Phase 2: the T x CB outputs of block b, each the sum of its S slices in order, then the epilogue. */
 template <int NT, int CB, int EPI>
 static CU_HD void awq_gemv_out(const awq_params &P, int b, int tid, int nthreads, const float *red)
@@ -609,17 +632,23 @@ static CU_HD void awq_gemv_out(const awq_params &P, int b, int tid, int nthreads
     const awq_seg &sg = awq_segment(P, b);
     const int S = nthreads / CB, N = sg.N;
     for (int i = tid; i < P.T * CB; i += nthreads) {
-        int t = i / CB, c = i % CB, n = (b - sg.blk0) * CB + c;
+        int t = i / CB, c = i % CB, n = awq_column<CB>(sg, b, c);
         if (n >= N) continue;
         float v[NO];
 CU_UNROLL
-        for (int o = 0; o < NO; o++) {
-            float s = 0.0f;
-            for (int j = 0; j < S; j++) s += red[((o * S + j) * NT + t) * CB + c];
-            v[o] = s;
-        }
+        for (int o = 0; o < NO; o++) v[o] = awq_slices<NT, CB>(red, o, S, t, c);
         v[0] += sg.bias ? cu_load_dt(sg.bias, sg.bdt, n) : 0.0f;
         int64_t at = (int64_t)t * N + n;
+        if (EPI == CU_EPI_PLAIN && sg.rope_hd) { /* neox pair (n, n ± hd/2), as rope_kernel turns it */
+            int h2 = sg.rope_hd / 2, first = c < CB / 2, pc = first ? c + CB / 2 : c - CB / 2;
+            int pn = first ? n + h2 : n - h2, fi = n % sg.rope_hd % h2;
+            float other = awq_slices<NT, CB>(red, 0, S, t, pc) + (sg.bias ? cu_load_dt(sg.bias, sg.bdt, pn) : 0.0f);
+            double sn, cs;
+            sincos((double)P.pos[t] * sg.rope_freq[fi], &sn, &cs);
+            float fc = (float)(cs * sg.rope_mscale), fs = (float)(sn * sg.rope_mscale);
+            sg.y[at] = first ? v[0] * fc - other * fs : v[0] * fc + other * fs;
+            continue;
+        }
         if (EPI == CU_EPI_SWIGLU)
             sg.y[at] = cu_silu_mul(v[0], v[NO - 1] + (sg.bias2 ? cu_load_dt(sg.bias2, sg.bdt2, n) : 0.0f));
         else if (EPI == CU_EPI_ADD)
@@ -712,6 +741,9 @@ static cudaError_t awq_geometry(const cu_awq_gemv_args *a, int sm_count, awq_par
         awq_seg &g = P->seg[i];
         g.q = (const uint4 *)w->q, g.meta = w->meta, g.bias = a->bias[i], g.bdt = a->bdt[i], g.y = a->y[i];
         g.N = (int)w->N, g.blk0 = nb;
+        g.rope_freq = a->rope_freq[i], g.rope_mscale = a->rope_mscale[i], g.rope_hd = a->rope_freq[i] ? a->rope_hd[i] : 0;
+        if (g.rope_hd && (a->epi != CU_EPI_PLAIN || !a->pos || g.rope_hd % cb || g.N % g.rope_hd))
+            return cudaErrorInvalidValue;
         nb += (int)((w->N + cb - 1) / cb);
     }
     if (a->epi == CU_EPI_SWIGLU) {
@@ -721,6 +753,7 @@ static cudaError_t awq_geometry(const cu_awq_gemv_args *a, int sm_count, awq_par
         P->seg[0].bdt2 = a->bdt[1];
     }
     if (a->norm_y && (a->epi != CU_EPI_ADD || !a->norm_w || !a->counter)) return cudaErrorInvalidValue;
+    P->pos = a->pos;
     P->nw = a->norm_w, P->nwdt = a->norm_wdt, P->eps = a->norm_eps, P->yn = a->norm_y, P->counter = a->counter;
     P->nseg = nw, P->cb = cb, P->blocks = nb;
     int groups = P->K / LOOM_AWQ_GROUP, S = AWQ_THREADS / cb;
