@@ -183,8 +183,52 @@ static void check_dense(int wdt, int64_t K, int64_t N, int T, int sm, bool misal
     failures += !ok;
 }
 
+// k and v stored into f16 / f32 caches by the q/k/v GEMV, as gqa_attn's store would
+static void check_cache(bool f16)
+{
+    const int K = 256, hd = 64, Hkv = 2, N = Hkv * hd, S = 2, C = 8, T = 3;
+    weight wk = make_weight(K, N), wv = make_weight(K, N);
+    std::vector<float> x((size_t)(T * K)), yk((size_t)(T * N)), yv((size_t)(T * N));
+    for (auto &v : x) v = rndf();
+    size_t cells = (size_t)S * Hkv * C * hd;
+    std::vector<float> kc32(cells, -7.0f), vc32(cells, -7.0f);
+    std::vector<uint16_t> kc16(cells, 0x7e00), vc16(cells, 0x7e00); // NaN: cells nobody may touch
+    int32_t pos[T] = {4, 2, 4}, seq[T] = {0, 1, 0}; // tokens 0 and 2 share a cell: token 2 wins
+    cu_awq_gemv_args a{};
+    a.x = x.data(), a.T = T, a.n = 2, a.epi = CU_EPI_PLAIN, a.pos = pos, a.seq = seq;
+    a.w[0] = &wk.w, a.w[1] = &wv.w, a.bias[0] = wk.bias.data(), a.bias[1] = wv.bias.data();
+    a.bdt[0] = a.bdt[1] = LOOM_F16, a.y[0] = yk.data(), a.y[1] = yv.data();
+    a.cache[0] = f16 ? (void *)kc16.data() : (void *)kc32.data(), a.cache[1] = f16 ? (void *)vc16.data() : (void *)vc32.data();
+    a.cache_f16 = f16, a.cache_hd = hd, a.cache_C = C;
+    bool ok = loom__cu_awq_gemv_host(&a, 1) == cudaSuccess;
+    size_t touched = 0;
+    for (size_t i = 0; i < cells; i++) { // expected owner of each cell
+        size_t d = i % hd, p = i / hd % C, h = i / hd / C % Hkv, sl = i / hd / C / Hkv;
+        int owner = -1;
+        for (int t = 0; t < T; t++)
+            if (seq[t] == (int)sl && pos[t] == (int)p) owner = t;
+        for (int kv = 0; kv < 2; kv++) {
+            const std::vector<float> &y = kv ? yv : yk;
+            float got = f16 ? loom_f16_to_f32((kv ? vc16 : kc16)[i]) : (kv ? vc32 : kc32)[i];
+            if (owner < 0) {
+                ok = ok && (f16 ? std::isnan(got) : got == -7.0f);
+                continue;
+            }
+            float want = y[(size_t)owner * N + h * hd + d];
+            if (f16) want = loom_f16_to_f32(loom_f32_to_f16(want));
+            ok = ok && got == want;
+            touched++;
+        }
+    }
+    ok = ok && touched == 2 * 2 * Hkv * hd; // two cells (token 2's and token 1's) per cache
+    printf("%s k, v into the %s KV cache (a later token wins a shared cell)\n", ok ? "ok  " : "FAIL", f16 ? "f16" : "f32");
+    failures += !ok;
+}
+
 int main()
 {
+    check_cache(true);
+    check_cache(false);
     // dense: column counts per warp 4, 2, 1 (sm), f32/f16/bf16, K not a multiple of 8,
     // unaligned x, more than CU_GEMV_MAX_T rows (chunks)
     for (int sm : {1, 4, 1 << 20})

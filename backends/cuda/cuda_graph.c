@@ -30,6 +30,7 @@ typedef struct cu_plan {
     double           mscale;   /* rope */
     const cu_awq    *awq;      /* matmul_awq: the repacked weight */
     int              fuse;     /* FUSE_* */
+    bool             kv_stored; /* gqa_attn: the lead GEMV stores k and v in decode steps */
     cu_awq_gemv_args gemv;     /* FUSE_LEAD, or a lone matmul_awq: everything but T */
 } cu_plan;
 
@@ -132,7 +133,7 @@ static void gemv_add(cu_awq_gemv_args *g, const loom_node *n, const cu_awq *w)
 /* Fused writes happen at the lead node, earlier than the nodes they replace:
  * a fused output must not share memory with x, which the lead still reads
  * (the arena may hand x's bytes to a tensor born after x's last reader). */
-static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, int *counters, const int32_t *pos)
+static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, int *counters)
 {
     for (int32_t i = 0; i < n_nodes; i++) {
         const loom_node *a = &nodes[i];
@@ -185,8 +186,21 @@ static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, in
                 !same_rows(rn->src[0], rn->dst) || !private_to(nodes, n_nodes, rn->src[0]) || overlap(rn->dst, x))
                 break;
             pl->gemv.y[w] = tdata(rn->dst), pl->gemv.rope_freq[w] = plan[j].inv_freq;
-            pl->gemv.rope_mscale[w] = plan[j].mscale, pl->gemv.rope_hd[w] = hd, pl->gemv.pos = pos;
+            pl->gemv.rope_mscale[w] = plan[j].mscale, pl->gemv.rope_hd[w] = hd;
             plan[j].fuse = FUSE_MEMBER;
+        }
+        /* ... and the store of k and v into the caches that gqa_attn would do first */
+        if (j < n_nodes && nodes[j].op == LOOM_OP_GQA_ATTN && nodes[j].src[3]->dtype == nodes[j].src[4]->dtype) {
+            const loom_node *at = &nodes[j];
+            int wk = 0, wv = 0;
+            while (wk < pl->gemv.n && pl->gemv.y[wk] != tdata(at->src[1])) wk++;
+            while (wv < pl->gemv.n && pl->gemv.y[wv] != tdata(at->src[2])) wv++;
+            if (wk < pl->gemv.n && wv < pl->gemv.n && wk != wv) {
+                pl->gemv.cache[wk] = tdata(at->src[3]), pl->gemv.cache[wv] = tdata(at->src[4]);
+                pl->gemv.cache_f16 = at->src[3]->dtype == LOOM_F16, pl->gemv.cache_hd = at->p.head_dim;
+                pl->gemv.cache_C = (int)at->src[3]->shape[2];
+                plan[j].kv_stored = true;
+            }
         }
         if (j > i + 1) pl->fuse = FUSE_LEAD;
         i = j - 1;
@@ -291,7 +305,7 @@ loom_status loom__cu_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
             goto fail;
         }
     }
-    plan_gemv(nodes, n_nodes, p->plan, p->counters, p->d_step);
+    plan_gemv(nodes, n_nodes, p->plan, p->counters);
     p->n_graphs = (d->graph_max_t < p->max_t ? d->graph_max_t : p->max_t) + 1;
     if (!(p->graphs = calloc((size_t)p->n_graphs, sizeof *p->graphs))) {
         st = CU_ERR(LOOM_ERR_NOMEM, "cuda: out of memory compiling");
@@ -341,7 +355,7 @@ static loom_status run_nodes(cu_dev *d, cu_prog *p, int32_t n_tokens)
         case LOOM_OP_MATMUL_AWQ:
             if (T <= CU_GEMV_MAX_T) {
                 cu_awq_gemv_args g = pl->gemv;
-                g.T = T;
+                g.T = T, g.pos = p->d_step, g.seq = p->d_step + T; /* the step buffer's layout */
                 e = loom__cu_awq_gemv(s, &g, d->sm_count);
             } else {
                 e = loom__cu_awq_gemm(s, tdata(src[0]), pl->awq, tdata(bias), bdt, y, T);
@@ -353,6 +367,7 @@ static loom_status run_nodes(cu_dev *d, cu_prog *p, int32_t n_tokens)
         case LOOM_OP_GQA_ATTN: {
             cu_attn_args a;
             attn_args(d, n, T, p, &a);
+            a.stored = pl->kv_stored && T <= CU_GEMV_MAX_T;
             if (a.splits > 1 && loom__cu_attn_part_floats(T, a.Hq, a.hd, a.splits) > p->scratch_floats)
                 return CU_ERR(LOOM_ERR_INTERNAL, "cuda: node %d (gqa_attn): split scratch too small", (int)i);
             e = loom__cu_gqa_attn(s, &a);

@@ -86,6 +86,12 @@ typedef struct cu_awq_gemv_args {
     double        rope_mscale[CU_GEMV_MAX_W];
     int           rope_hd[CU_GEMV_MAX_W];
     const int32_t *pos;
+    /* CU_EPI_PLAIN, optional per weight: also store y[i] in a KV cache [S, N/cache_hd, C,
+     * cache_hd] (f16 or f32) at (seq[t], pos[t]), as gqa_attn's store does (pos, seq:
+     * device, T entries each; a later token of the step with the same cell wins) */
+    void         *cache[CU_GEMV_MAX_W];
+    int           cache_f16, cache_hd, cache_C;
+    const int32_t *seq;
 } cu_awq_gemv_args;
 cudaError_t loom__cu_awq_gemv(cudaStream_t s, const cu_awq_gemv_args *a, int sm_count);
 /* AWQ on the tensor cores: tiles dequantised into shared memory. */
@@ -113,6 +119,7 @@ typedef struct cu_attn_args {
     int            T, S, C, Hq, Hkv, hd;
     float          scale;
     const int32_t *pos, *seq;     /* device, T entries each */
+    int            stored;        /* the step's k, v are in the caches already (the fused GEMV) */
     int            splits;        /* KV splits per (token tile, kv head); 1: no combine */
     float         *part;          /* splits * T * Hq * (hd + 2) floats when splits > 1 */
 } cu_attn_args;

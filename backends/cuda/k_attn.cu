@@ -222,10 +222,12 @@ template <typename CT, int HD>
 static cudaError_t attn_typed(cudaStream_t s, const cu_attn_args *a)
 {
     int G = a->Hq / a->Hkv, qt = tokens_per_block(G);
-    kv_store_kernel<CT><<<dim3(a->T, a->Hkv), HD, 0, s>>>(a->k, a->v, (CT *)a->kc, (CT *)a->vc, a->T, a->Hkv, HD, a->C,
-                                                          a->pos, a->seq);
-    cudaError_t e = cudaGetLastError();
-    if (e) return e;
+    cudaError_t e;
+    if (!a->stored) {
+        kv_store_kernel<CT><<<dim3(a->T, a->Hkv), HD, 0, s>>>(a->k, a->v, (CT *)a->kc, (CT *)a->vc, a->T, a->Hkv, HD,
+                                                              a->C, a->pos, a->seq);
+        if ((e = cudaGetLastError())) return e;
+    }
     dim3 grid(a->splits, a->Hkv, (a->T + qt - 1) / qt);
     attn_kernel<CT, HD><<<grid, NTH, attn_smem_bytes<HD>(), s>>>(*a, qt);
     if ((e = cudaGetLastError()) || a->splits == 1) return e;

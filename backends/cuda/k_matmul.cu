@@ -490,6 +490,7 @@ struct awq_seg {
     const double   *rope_freq;    /* PLAIN with RoPE: inv_freq [hd/2], or NULL */
     double          rope_mscale;
     int             rope_hd;
+    void           *cache;        /* PLAIN: the KV cache this output is also stored in, or NULL */
 };
 struct awq_params {
     const float *x, *r; /* r: the residual (ADD) */
@@ -500,8 +501,23 @@ struct awq_params {
     float        eps;
     float       *yn;
     int         *counter;
-    const int32_t *pos; /* RoPE: the step's positions */
+    const int32_t *pos, *seq; /* RoPE, cache store: the step's positions and sequence slots */
+    int          cache_f16, cache_hd, cache_C;
 };
+
+/* Store v as element (seq[t], head, pos[t], d) of a [S, N/hd, C, hd] cache,
+ * unless a later token of the step writes the same cell (it wins, as in
+ * gqa_attn's own store). */
+static CU_HD void awq_cache_store(const awq_params &P, const awq_seg &sg, int t, int n, float v)
+{
+    int sl = P.seq[t], p = P.pos[t];
+    for (int u = t + 1; u < P.T; u++)
+        if (P.seq[u] == sl && P.pos[u] == p) return;
+    int H = sg.N / P.cache_hd, h = n / P.cache_hd, d = n % P.cache_hd;
+    size_t at = (((size_t)sl * H + h) * P.cache_C + p) * P.cache_hd + d;
+    if (P.cache_f16) ((__half *)sg.cache)[at] = __float2half_rn(v);
+    else ((float *)sg.cache)[at] = v;
+}
 #define AWQ_THREADS 256
 
 static CU_HD uint32_t mask_nib(uint32_t w, uint32_t m)
@@ -647,8 +663,10 @@ CU_UNROLL
             sincos((double)P.pos[t] * sg.rope_freq[fi], &sn, &cs);
             float fc = (float)(cs * sg.rope_mscale), fs = (float)(sn * sg.rope_mscale);
             sg.y[at] = first ? v[0] * fc - other * fs : v[0] * fc + other * fs;
+            if (sg.cache) awq_cache_store(P, sg, t, n, sg.y[at]);
             continue;
         }
+        if (EPI == CU_EPI_PLAIN && sg.cache) awq_cache_store(P, sg, t, n, v[0]);
         if (EPI == CU_EPI_SWIGLU)
             sg.y[at] = cu_silu_mul(v[0], v[NO - 1] + (sg.bias2 ? cu_load_dt(sg.bias2, sg.bdt2, n) : 0.0f));
         else if (EPI == CU_EPI_ADD)
@@ -744,6 +762,10 @@ static cudaError_t awq_geometry(const cu_awq_gemv_args *a, int sm_count, awq_par
         g.rope_freq = a->rope_freq[i], g.rope_mscale = a->rope_mscale[i], g.rope_hd = a->rope_freq[i] ? a->rope_hd[i] : 0;
         if (g.rope_hd && (a->epi != CU_EPI_PLAIN || !a->pos || g.rope_hd % cb || g.N % g.rope_hd))
             return cudaErrorInvalidValue;
+        g.cache = a->cache[i];
+        if (g.cache && (a->epi != CU_EPI_PLAIN || !a->pos || !a->seq || a->cache_hd < 1 || g.N % a->cache_hd ||
+                        a->cache_C < 1))
+            return cudaErrorInvalidValue;
         nb += (int)((w->N + cb - 1) / cb);
     }
     if (a->epi == CU_EPI_SWIGLU) {
@@ -753,7 +775,7 @@ static cudaError_t awq_geometry(const cu_awq_gemv_args *a, int sm_count, awq_par
         P->seg[0].bdt2 = a->bdt[1];
     }
     if (a->norm_y && (a->epi != CU_EPI_ADD || !a->norm_w || !a->counter)) return cudaErrorInvalidValue;
-    P->pos = a->pos;
+    P->pos = a->pos, P->seq = a->seq, P->cache_f16 = a->cache_f16, P->cache_hd = a->cache_hd, P->cache_C = a->cache_C;
     P->nw = a->norm_w, P->nwdt = a->norm_wdt, P->eps = a->norm_eps, P->yn = a->norm_y, P->counter = a->counter;
     P->nseg = nw, P->cb = cb, P->blocks = nb;
     int groups = P->K / LOOM_AWQ_GROUP, S = AWQ_THREADS / cb;
