@@ -142,7 +142,7 @@ static cu_awq upload_awq(const awq_host &h)
     return w;
 }
 
-static const char *epi_name(int e) { return e == CU_EPI_SWIGLU ? "gate+up+swiglu" : e == CU_EPI_ADD ? "+resid" : "plain"; }
+static const char *epi_name(int e) { return e == CU_EPI_SWIGLU ? "gate+up+swiglu" : e == CU_EPI_ADD ? "+resid+norm" : "plain"; }
 
 // One launch over n weights of the same K (epi as the backend fuses them).
 static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, int T, int sm, double roof)
@@ -179,9 +179,21 @@ static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, in
         CHECK(cudaMemcpy(r, rh.data(), rh.size() * 4, cudaMemcpyHostToDevice));
     }
     for (int i = 0; i < n; i++) CHECK(cudaMalloc(&ys[i], (size_t)T * Ns[i] * 4));
+    // ADD cases also normalise (the fused o/down + residual + next rmsnorm of a decode step)
+    float *g = nullptr, *yn = nullptr;
+    int *counter = nullptr;
+    if (epi == CU_EPI_ADD) {
+        std::vector<float> gh(Ns[0], 1.0f);
+        CHECK(cudaMalloc(&g, gh.size() * 4));
+        CHECK(cudaMemcpy(g, gh.data(), gh.size() * 4, cudaMemcpyHostToDevice));
+        CHECK(cudaMalloc(&yn, (size_t)T * Ns[0] * 4));
+        CHECK(cudaMalloc(&counter, sizeof(int)));
+        CHECK(cudaMemset(counter, 0, sizeof(int)));
+    }
     auto args = [&](int c) {
         cu_awq_gemv_args a{};
         a.x = x, a.T = T, a.n = n, a.epi = epi, a.r = r;
+        a.norm_w = g, a.norm_wdt = LOOM_F32, a.norm_eps = 1e-6f, a.norm_y = yn, a.counter = counter;
         for (int i = 0; i < n; i++) a.w[i] = &ws[c][i], a.bias[i] = nullptr, a.bdt[i] = 0, a.y[i] = ys[i];
         return a;
     };
@@ -228,7 +240,7 @@ static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, in
     for (int c = 0; c < copies; c++)
         for (auto &w : ws[c]) cudaFree(w.q);
     for (auto y : ys) cudaFree(y);
-    cudaFree(x), cudaFree(r);
+    cudaFree(x), cudaFree(r), cudaFree(g), cudaFree(yn), cudaFree(counter);
 }
 
 // ---- dense f16 GEMV ----------------------------------------------------------------------------
