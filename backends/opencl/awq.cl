@@ -1,116 +1,89 @@
-/* awq.cl — matmul_awq: y[T,N] = x[T,K] · W + b, W the AWQ int4 blob as the
- * checkpoint stores it (no repacking needed):
- *   qweight uint [K][N/8]  nibble i of word (k, c) is column 8c + order[i]
- *   qzeros  uint [K/128][N/8], packed the same way
- *   scales  half [K/128][N]
- * Weights are dequantised in registers: per group g of 128 rows,
- *   y[t][n] += s[g][n] * (Σ_k x[t][k] q[k][n] - z[g][n] Σ_k x[t][k]),
- * exact in f32 apart from the sums. */
-#define AWQ_COL(i) ((i) < 4 ? 2 * (i) : 2 * ((i) - 4) + 1) /* loom_awq_order */
+/* awq.cl — matmul_awq: y[T,N] = x[T,K] · W + b, W an AWQ int4 weight in the
+ * layout weight_prepare repacks it to (ocl.c), at element (uint) offset wo:
+ *   q    uint4 [K/32][N]   the 16 bytes at (kb, n) hold column n for
+ *                          k = 32kb..32kb+31: word j, bits 4i..4i+3, k = 32kb + 8j + i
+ *   meta uint  [K/128][N]  bits 0..15 the f16 scale s of (group, n), 16..23 its zero z
+ * w[k][n] = (q - z) * s. A column's 128 weights of one group are four
+ * consecutive uint4 rows, and consecutive columns are consecutive 16-byte
+ * words: a warp of 32 columns reads 512 contiguous bytes per load.
+ * The GEMV (1..8 rows) is awq_gemv.cl, instantiated per row count. */
+#define AWQ_META(w, wo, K, N) ((w) + (wo) + (size_t)(K) * (N) / 8) /* meta follows K/32 * N uint4 */
 
-/* GEMV, 1..GEMV_MAXT rows. Work-group (AWQ_X words, AWQ_KS K-slices): each
- * work-item reads one packed word per row k of the groups of its slice (each
- * int4 weight is read once), keeps 8 columns x T rows of sums in registers;
- * the slices are then summed in local memory, one column per work-item.
- * global (ceil(N/8 / AWQ_X) * AWQ_X, AWQ_KS). */
-kernel __attribute__((reqd_work_group_size(AWQ_X, AWQ_KS, 1)))
-void awq_gemv(global float *y, ulong yo, global const float *x, ulong xo, global const uint *w, ulong wo,
-              global const uchar *bias, ulong bo, int bdt, int T, int K, int N)
+/* Tiled, for prefill (see the GT_* helpers in common.cl). Each GT_K step is
+ * one uint4 row kb of q: work-item tid dequantises GT_AWQ_W words (8 k each)
+ * of column n0 + tid % GT_N into Bs, (q - z) * s exactly as the reference
+ * does (a small integer times an f16 value is exact in f32). Like awq_gemv
+ * it takes up to three weights that read the same x, each in whole column
+ * tiles. global (Σ ceil(N_m / GT_N) * GT_NTH, ceil(T / GT_T)), work-groups
+ * of GT_NTH. */
+#define GT_AWQ_W (4 * GT_N / GT_NTH) /* words per work-item: 4 for both tile configurations */
+
+INL void gt_fetch_awq(uint *r, uint *m, global const uint *w, ulong wo, int K, int N, int n0, int k0, int tid)
 {
-    local float red[AWQ_KS][AWQ_X * 8];
-    int lx = get_local_id(0), ks = get_local_id(1), c = get_global_id(0), W8 = N / 8, G = K / 128;
-    bool live = c < W8;
-    global const uint *qw = w + wo, *qz = qw + (size_t)K * W8;
-    global const half *sc = (global const half *)(qz + (size_t)G * W8);
-    x += xo;
-    float out[GEMV_MAXT][8];
-    for (int t = 0; t < GEMV_MAXT; t++)
-        for (int i = 0; i < 8; i++) out[t][i] = 0.0f;
-    for (int g = ks; live && g < G; g += AWQ_KS) {
-        float acc[GEMV_MAXT][8], xs[GEMV_MAXT];
-        for (int t = 0; t < GEMV_MAXT; t++) {
-            xs[t] = 0.0f;
-            for (int i = 0; i < 8; i++) acc[t][i] = 0.0f;
-        }
-        for (int kk = 0; kk < 128; kk++) {
-            int k = g * 128 + kk;
-            uint q = qw[(size_t)k * W8 + c];
-            float qf[8];
-            for (int i = 0; i < 8; i++) qf[i] = (float)((q >> (4 * i)) & 15u);
-            for (int t = 0; t < GEMV_MAXT; t++) {
-                if (t < T) {
-                    float xv = x[(size_t)t * K + k];
-                    xs[t] += xv;
-                    for (int i = 0; i < 8; i++) acc[t][i] = fma(xv, qf[i], acc[t][i]);
-                }
-            }
-        }
-        uint z = qz[(size_t)g * W8 + c];
-        for (int i = 0; i < 8; i++) {
-            float s = vload_half((size_t)g * N + 8 * c + AWQ_COL(i), sc), zf = (float)((z >> (4 * i)) & 15u);
-            for (int t = 0; t < GEMV_MAXT; t++) out[t][i] = fma(s, acc[t][i] - zf * xs[t], out[t][i]);
-        }
+    int n = n0 + tid % GT_N, h = tid / GT_N;
+    if (n >= N) {
+#pragma unroll
+        for (int i = 0; i < GT_AWQ_W; i++) r[i] = 0u;
+        *m = 0u;
+        return;
     }
-    int lid = ks * AWQ_X + lx, n0 = get_group_id(0) * AWQ_X * 8;
-    for (int t = 0; t < T; t++) {
-        for (int i = 0; i < 8; i++) red[ks][lx * 8 + AWQ_COL(i)] = out[t][i];
-        barrier(CLK_LOCAL_MEM_FENCE);
-        for (int col = lid; col < AWQ_X * 8; col += AWQ_X * AWQ_KS) {
-            int n = n0 + col;
-            if (n < N) {
-                float s = 0.0f;
-                for (int j = 0; j < AWQ_KS; j++) s += red[j][col];
-                y[yo + (size_t)t * N + n] = s + ld_bias(bias, bo, bdt, n);
-            }
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
+    global const uint *q = w + wo + ((size_t)(k0 / 32) * N + n) * 4 + h * GT_AWQ_W;
+#pragma unroll
+    for (int i = 0; i < GT_AWQ_W; i++) r[i] = q[i];
+    *m = AWQ_META(w, wo, K, N)[(size_t)(k0 / 128) * N + n];
 }
 
-/* Tiled, for prefill: (GEMM_TS x GEMM_TS) output tiles; each K step of
- * GEMM_TK rows (inside one group) dequantises GEMM_TK x GEMM_TS weights into
- * local memory, one packed word per work-item. global (N/GEMM_TS.., T/GEMM_TS..)
- * in work-groups of (GEMM_TS/4, GEMM_TS/4). */
-kernel __attribute__((reqd_work_group_size(GEMM_TS / 4, GEMM_TS / 4, 1)))
-void awq_gemm(global float *y, ulong yo, global const float *x, ulong xo, global const uint *w, ulong wo,
-              global const uchar *bias, ulong bo, int bdt, int T, int K, int N)
+INL void gt_store_awq(local float *Bs, const uint *r, uint m, int tid)
 {
-    local float As[GEMM_TK * GEMM_LD], Bs[GEMM_TK * GEMM_LD];
-    int lx = get_local_id(0), ly = get_local_id(1), lid = ly * (GEMM_TS / 4) + lx;
-    int n0 = get_group_id(0) * GEMM_TS, t0 = get_group_id(1) * GEMM_TS, W8 = N / 8, G = K / 128;
-    global const uint *qw = w + wo, *qz = qw + (size_t)K * W8;
-    global const half *sc = (global const half *)(qz + (size_t)G * W8);
+    int c = tid % GT_N, h = tid / GT_N;
+    float s = f16_lo(m), z = (float)(m >> 16);
+#pragma unroll
+    for (int i = 0; i < GT_AWQ_W; i++)
+#pragma unroll
+        for (int b = 0; b < 8; b++)
+            Bs[(8 * (h * GT_AWQ_W + i) + b) * GT_LDB + c] = ((float)((r[i] >> (4 * b)) & 15u) - z) * s;
+}
+
+kernel __attribute__((reqd_work_group_size(GT_NTH, 1, 1)))
+void awq_gemm(global const float *x, ulong xo, int T, int K,
+              global float *y0, ulong yo0, global const uint *w0, ulong wo0, global const uchar *b0, ulong bo0,
+              int bdt0, int N0,
+              global float *y1, ulong yo1, global const uint *w1, ulong wo1, global const uchar *b1, ulong bo1,
+              int bdt1, int N1,
+              global float *y2, ulong yo2, global const uint *w2, ulong wo2, global const uchar *b2, ulong bo2,
+              int bdt2, int N2)
+{
+    local float4 As4[GT_K * GT_LDA / 4], Bs4[GT_K * GT_LDB / 4];
+    int tid = get_local_id(0), tx = tid % GT_TX, ty = tid / GT_TX;
+    /* up to three weights side by side, as in awq_gemv: column tile -> weight m, tile there */
+    int tile = get_group_id(0), t0 = get_group_id(1) * GT_T;
+    int c0 = (N0 + GT_N - 1) / GT_N, c1 = (N1 + GT_N - 1) / GT_N, m = tile < c0 ? 0 : tile < c0 + c1 ? 1 : 2;
+    int n0 = (tile - (m == 0 ? 0 : m == 1 ? c0 : c0 + c1)) * GT_N;
+    global float *y = m == 0 ? y0 : m == 1 ? y1 : y2;
+    global const uint *w = m == 0 ? w0 : m == 1 ? w1 : w2;
+    global const uchar *bias = m == 0 ? b0 : m == 1 ? b1 : b2;
+    ulong yo = m == 0 ? yo0 : m == 1 ? yo1 : yo2, wo = m == 0 ? wo0 : m == 1 ? wo1 : wo2,
+          bo = m == 0 ? bo0 : m == 1 ? bo1 : bo2;
+    int bdt = m == 0 ? bdt0 : m == 1 ? bdt1 : bdt2, N = m == 0 ? N0 : m == 1 ? N1 : N2;
     x += xo;
-    float acc[4][4];
-    for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
-    /* this work-item's word of each B tile: row kk, word cw (8 columns) */
-    const int WPR = GEMM_TS / 8;
-    int kk = lid / WPR, cw = lid % WPR, c = n0 / 8 + cw;
-    for (int k0 = 0; k0 < K; k0 += GEMM_TK) {
-        gemm_load_x(As, x, T, K, t0, k0, lid);
-        int g = k0 / 128;
-        if (c < W8) {
-            uint q = qw[(size_t)(k0 + kk) * W8 + c], z = qz[(size_t)g * W8 + c];
-            for (int i = 0; i < 8; i++) {
-                int col = 8 * cw + AWQ_COL(i);
-                float s = vload_half((size_t)g * N + n0 + col, sc);
-                Bs[kk * GEMM_LD + col] = ((float)((q >> (4 * i)) & 15u) - (float)((z >> (4 * i)) & 15u)) * s;
-            }
-        } else {
-            for (int i = 0; i < 8; i++) Bs[kk * GEMM_LD + 8 * cw + i] = 0.0f;
-        }
+    float acc[GT_TM][8], rx[GT_XPER];
+    uint rw[GT_AWQ_W], rm;
+#pragma unroll
+    for (int i = 0; i < GT_TM; i++)
+#pragma unroll
+        for (int j = 0; j < 8; j++) acc[i][j] = 0.0f;
+    gt_fetch_x(rx, x, T, K, t0, 0, tid);
+    gt_fetch_awq(rw, &rm, w, wo, K, N, n0, 0, tid);
+    for (int k0 = 0; k0 < K; k0 += GT_K) {
+        barrier(CLK_LOCAL_MEM_FENCE); /* the previous step is done with the tiles */
+        gt_store_x((local float *)As4, rx, tid);
+        gt_store_awq((local float *)Bs4, rw, rm, tid);
         barrier(CLK_LOCAL_MEM_FENCE);
-        gemm_tile_step(As, Bs, acc, lx, ly);
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    const int S = GEMM_TS / 4;
-    for (int i = 0; i < 4; i++) {
-        int t = t0 + ly + S * i;
-        if (t >= T) continue;
-        for (int j = 0; j < 4; j++) {
-            int n = n0 + lx + S * j;
-            if (n < N) y[yo + (size_t)t * N + n] = acc[i][j] + ld_bias(bias, bo, bdt, n);
+        if (k0 + GT_K < K) {
+            gt_fetch_x(rx, x, T, K, t0, k0 + GT_K, tid);
+            gt_fetch_awq(rw, &rm, w, wo, K, N, n0, k0 + GT_K, tid);
         }
+        gt_step(As4, Bs4, acc, tx, ty);
     }
+    gt_store_y(y, yo, acc, bias, bo, bdt, T, N, t0, n0, tx, ty);
 }

@@ -1,16 +1,21 @@
 /* common.cl — helpers shared by every kernel of the loom OpenCL backend.
  *
  * Built once per device as OpenCL C 1.2. The host prepends build-time
- * constants (-D): GEMM_TS (output tile edge of the tiled matmuls, 64 or 32),
- * GEMV_W (work-group of the dense GEMV), RED_W (rmsnorm work-group),
- * ATT_W (attention work-group), AWQ_X / AWQ_KS (AWQ GEMV work-group: words
- * of 8 columns x K slices). Every tensor is addressed as a buffer plus an
- * element offset (tensors share buffers at aligned offsets). f16 data is
- * read and written with vload_half / vstore_half_rte (core OpenCL 1.2), so
- * no cl_khr_fp16 is needed; all arithmetic is f32. */
-#define GEMM_TK (GEMM_TS / 2)   /* K depth of one tile step */
+ * constants (-D): GT_T, GT_N, GT_TM (the tiled matmuls' output tile, tokens
+ * x columns, and tokens per work-item: 64 x 128 by 8, or 32 x 64 by 4),
+ * GV_WG (work-group of the GEMV kernels), GEMV_W, GEMV_R (the unaligned dense
+ * GEMV), RED_W (rmsnorm work-group), ATT_W (attention work-group). Every tensor is addressed as a buffer plus
+ * an element offset (tensors share buffers at aligned offsets). f16 data is
+ * read and written with vload_half / vstore_half_rte or converted by bit
+ * operations (core OpenCL 1.2), so no cl_khr_fp16 is needed; all arithmetic
+ * is f32. */
 #define GEMV_MAXT 8             /* rows handled by the GEMV kernels */
 #define ATT_DPT 4               /* head dims per attention work-item: head_dim <= ATT_W * ATT_DPT */
+
+/* Helpers are static (a C99 plain `inline` that the compiler declines to
+ * inline is an unresolved external) and always inlined (the tile helpers take
+ * private arrays, which must stay in registers). */
+#define INL static inline __attribute__((always_inline))
 
 #define CAT2(a, b) a##_##b
 #define CAT(a, b) CAT2(a, b)
@@ -19,7 +24,7 @@
  * the host at sync / buffer_read): err[0] = code, err[1..3] = details. */
 #define LOOM_KERR_EMBED_ID 1
 
-inline void report(global int *err, int code, int a, int b, int c)
+INL void report(global int *err, int code, int a, int b, int c)
 {
     if (atomic_cmpxchg(err, 0, code) == 0) {
         err[1] = a;
@@ -29,7 +34,7 @@ inline void report(global int *err, int code, int a, int b, int c)
 }
 
 /* bias of a matmul: bdt 0 none, 1 f32, 2 f16, 3 bf16; bo is an element offset */
-inline float ld_bias(global const uchar *b, ulong bo, int bdt, int n)
+INL float ld_bias(global const uchar *b, ulong bo, int bdt, int n)
 {
     if (bdt == 1) return ((global const float *)b)[bo + n];
     if (bdt == 2) return vload_half(bo + n, (global const half *)b);
@@ -37,29 +42,101 @@ inline float ld_bias(global const uchar *b, ulong bo, int bdt, int n)
     return 0.0f;
 }
 
-/* One GEMM_TK step of a (GEMM_TS x GEMM_TS) output tile: each work-item owns
- * a 4x4 block of outputs strided by GEMM_TS/4 (conflict-free local reads,
- * coalesced writes). As[k][row], Bs[k][col] in local memory. */
-#define GEMM_LD (GEMM_TS + 1)
-inline void gemm_tile_step(local const float *As, local const float *Bs, float acc[4][4], int lx, int ly)
+/* f16 to f32 on bits, for data read as 16-byte words (vload_half would be
+ * one 2-byte load per element). Word u holds two halves, lo then hi. An
+ * arithmetic shift by 3 puts exponent and mantissa at f32 bits 13..27 with
+ * the sign at 31 (bits 28..30 masked off); the product with 2^112 rebias the
+ * exponent and is exact for normal and subnormal halves (f32 keeps
+ * denormals unless built with -cl-denorms-are-zero). Exponent 31 (inf, nan)
+ * lands in [2^16, 2^17), above the largest finite half: those get the all-ones
+ * f32 exponent instead. */
+INL float4 f16x4(uint a, uint b) /* lo(a), hi(a), lo(b), hi(b) */
 {
-    const int S = GEMM_TS / 4;
-    for (int kk = 0; kk < GEMM_TK; kk++) {
-        float a[4], b[4];
-        for (int i = 0; i < 4; i++) a[i] = As[kk * GEMM_LD + ly + S * i];
-        for (int j = 0; j < 4; j++) b[j] = Bs[kk * GEMM_LD + lx + S * j];
-        for (int i = 0; i < 4; i++)
-            for (int j = 0; j < 4; j++) acc[i][j] = fma(a[i], b[j], acc[i][j]);
+    uint4 m = as_uint4((int4)((int)(a << 16), (int)a, (int)(b << 16), (int)b) >> 3) & 0x8fffe000u;
+    float4 f = as_float4(m) * 0x1p112f;
+    return select(f, as_float4(m | 0x70000000u), isgreaterequal(fabs(f), (float4)(0x1p16f)));
+}
+
+INL float f16_lo(uint a) /* the half in bits 0..15 */
+{
+    uint m = (uint)((int)(a << 16) >> 3) & 0x8fffe000u;
+    float f = as_float(m) * 0x1p112f;
+    return fabs(f) >= 0x1p16f ? as_float(m | 0x70000000u) : f;
+}
+
+INL float4 bf16x4(uint a, uint b) { return as_float4((uint4)(a << 16, a & 0xffff0000u, b << 16, b & 0xffff0000u)); }
+
+/* ---- tiled matmul (prefill) ------------------------------------------------------
+ * y [T, N] in output tiles of GT_T tokens x GT_N columns, one work-group of
+ * GT_NTH = (GT_N / 8) * (GT_T / GT_TM) work-items each: work-item (tx, ty)
+ * owns tokens GT_TM ty .. GT_TM ty + GT_TM - 1 and columns 4tx..4tx+3 and
+ * GT_N/2 + 4tx..+3 (GT_TM x 8 sums in registers). Per k it reads GT_TM / 4 +
+ * 2 float4 from local memory for 8 GT_TM FMAs; a warp's B reads are 16
+ * consecutive float4 (conflict-free), its A reads one or two broadcast
+ * addresses. K goes by in steps of GT_K = 32 (one AWQ 32-row word, a quarter
+ * group): the x tile (As [k][token]) and the weight tile (Bs [k][column],
+ * dequantised once per step) pass through local memory; the next step's
+ * global loads are issued into registers before the current step's FMAs, so
+ * they are in flight meanwhile. */
+#define GT_K 32
+#define GT_TX (GT_N / 8)
+#define GT_NTH (GT_TX * (GT_T / GT_TM))
+#define GT_LDA (GT_T + 4)                /* row pitch of As, floats (float4 aligned) */
+#define GT_LDB (GT_N + 4)                /* row pitch of Bs */
+#define GT_XPER (GT_T * GT_K / GT_NTH)   /* x elements fetched per work-item per step */
+
+/* This work-item's share of the x tile (tokens t0.., k0..; zero outside): one
+ * k (tid % 32: consecutive work-items on consecutive k), rows tid / 32 + i *
+ * GT_RSTEP. */
+#define GT_RSTEP (GT_NTH / GT_K)
+INL void gt_fetch_x(float *r, global const float *x, int T, int K, int t0, int k0, int tid)
+{
+    int t = t0 + tid / GT_K, k = k0 + tid % GT_K;
+    global const float *p = x + (size_t)t * K + k;
+#pragma unroll
+    for (int i = 0; i < GT_XPER; i++) r[i] = (t + GT_RSTEP * i < T && k < K) ? p[(size_t)GT_RSTEP * i * K] : 0.0f;
+}
+
+INL void gt_store_x(local float *As, const float *r, int tid)
+{
+    local float *p = As + (tid % GT_K) * GT_LDA + tid / GT_K;
+#pragma unroll
+    for (int i = 0; i < GT_XPER; i++) p[GT_RSTEP * i] = r[i];
+}
+
+/* One GT_K step: acc[i][j] += Σ_k As[k][GT_TM ty + i] * Bs[k][column j]. */
+INL void gt_step(local const float4 *As4, local const float4 *Bs4, float acc[GT_TM][8], int tx, int ty)
+{
+#pragma unroll 2
+    for (int kk = 0; kk < GT_K; kk++) {
+        float av[GT_TM];
+#pragma unroll
+        for (int i = 0; i < GT_TM / 4; i++) {
+            float4 a = As4[kk * (GT_LDA / 4) + (GT_TM / 4) * ty + i];
+            av[4 * i] = a.x, av[4 * i + 1] = a.y, av[4 * i + 2] = a.z, av[4 * i + 3] = a.w;
+        }
+        float4 b0 = Bs4[kk * (GT_LDB / 4) + tx], b1 = Bs4[kk * (GT_LDB / 4) + GT_TX + tx];
+        float bv[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+        for (int i = 0; i < GT_TM; i++)
+#pragma unroll
+            for (int j = 0; j < 8; j++) acc[i][j] = fma(av[i], bv[j], acc[i][j]);
     }
 }
 
-/* A tile of x [T, K] rows t0.., columns k0.. into As (zero outside). */
-inline void gemm_load_x(local float *As, global const float *x, int T, int K, int t0, int k0, int lid)
+INL void gt_store_y(global float *y, ulong yo, const float acc[GT_TM][8], global const uchar *bias, ulong bo, int bdt,
+                    int T, int N, int t0, int n0, int tx, int ty)
 {
-    const int NT = (GEMM_TS / 4) * (GEMM_TS / 4);
-    for (int e = lid; e < GEMM_TS * GEMM_TK; e += NT) {
-        int r = e / GEMM_TK, kk = e % GEMM_TK, t = t0 + r, k = k0 + kk;
-        As[kk * GEMM_LD + r] = (t < T && k < K) ? x[(size_t)t * K + k] : 0.0f;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        int n = n0 + (j < 4 ? 4 * tx + j : GT_N / 2 + 4 * tx + j - 4);
+        if (n >= N) continue;
+        float b = ld_bias(bias, bo, bdt, n);
+#pragma unroll
+        for (int i = 0; i < GT_TM; i++) {
+            int t = t0 + GT_TM * ty + i;
+            if (t < T) y[yo + (size_t)t * N + n] = acc[i][j] + b;
+        }
     }
 }
 
@@ -82,12 +159,14 @@ kernel void add(global float *y, ulong yo, global const float *a, ulong ao, glob
 /* rope (neox): pair (i, i + hd/2) of head h of token t rotates by the angle
  * whose cos, sin (times the YaRN magnitude) the host computed in double for
  * this step: cs[(t * hd/2 + i) * 2 + {0, 1}]. One work-item per pair:
- * global (T * H * hd/2..). */
+ * global (n..). Pairs n1..n-1 belong to a second tensor (y2, x2, H2 heads)
+ * with the same positions and table: q and k in one launch (n1 = n: one). */
 kernel void rope(global float *y, ulong yo, global const float *x, ulong xo, global const float *cs, ulong cso, int H,
-                 int hd, ulong n)
+                 int hd, ulong n, global float *y2, ulong y2o, global const float *x2, ulong x2o, int H2, ulong n1)
 {
     size_t g = get_global_id(0);
     if (g >= n) return;
+    if (g >= n1) g -= n1, y = y2, yo = y2o, x = x2, xo = x2o, H = H2;
     int h2 = hd / 2, i = g % h2;
     size_t r = g / h2, t = r / H, o = r * hd + i; /* r = t * H + h */
     float c = cs[cso + (t * h2 + i) * 2], s = cs[cso + (t * h2 + i) * 2 + 1];
@@ -95,3 +174,26 @@ kernel void rope(global float *y, ulong yo, global const float *x, ulong xo, glo
     y[yo + o] = a * c - b * s;
     y[yo + o + h2] = b * c + a * s;
 }
+
+/* gqa_attn with partitions (typed.cl attn): per (head, token) the partitions'
+ * outputs o_p (relative to their max m_p, with sums l_p) joined:
+ * y = Σ_p o_p e^(m_p - M) / Σ_p l_p e^(m_p - M), M = max_p m_p, partitions in
+ * order. part [T][Hq][P][hd + 2]. global (ATT_W * Hq, T), work-groups of ATT_W. */
+kernel void attn_merge(global float *y, ulong yo, global const float *part, int Hq, int hd, int P)
+{
+    int lid = get_local_id(0), h = get_group_id(0), t = get_group_id(1), W = get_local_size(0);
+    global const float *pp = part + ((size_t)t * Hq + h) * P * (hd + 2);
+    float M = -INFINITY, L = 0.0f;
+    for (int p = 0; p < P; p++) M = fmax(M, pp[p * (hd + 2) + hd]);
+    for (int p = 0; p < P; p++) L += pp[p * (hd + 2) + hd + 1] * exp(pp[p * (hd + 2) + hd] - M);
+    float inv = 1.0f / L;
+    for (int d = lid; d < hd; d += W) {
+        float o = 0.0f;
+        for (int p = 0; p < P; p++) {
+            float mp = pp[p * (hd + 2) + hd];
+            if (mp > -INFINITY) o = fma(pp[p * (hd + 2) + d], exp(mp - M), o);
+        }
+        y[yo + ((size_t)t * Hq + h) * hd + d] = o * inv;
+    }
+}
+

@@ -247,6 +247,15 @@ static loom_status open_dev(ocl_dev *d)
     OCL_CHECK(clGetDeviceInfo(d->device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof maxalloc, &maxalloc, NULL), d->label);
     d->local_mem = (size_t)lmem;
     d->max_alloc = (size_t)maxalloc;
+    d->max_item[0] = d->max_item[1] = d->max_item[2] = d->max_wg;
+    clGetDeviceInfo(d->device, CL_DEVICE_MAX_WORK_ITEM_SIZES, sizeof d->max_item, d->max_item, NULL);
+    cl_uint cus = 1;
+    clGetDeviceInfo(d->device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cus, &cus, NULL);
+    /* LOOM_OPENCL_CUS=N: size the GEMV and attention work split for N compute
+     * units (to run a GPU's geometry on a CPU device, in tests) */
+    const char *ov = getenv("LOOM_OPENCL_CUS");
+    long v = ov && *ov ? strtol(ov, NULL, 10) : 0;
+    d->cus = v > 0 && v <= 65536 ? (int32_t)v : cus > 0 ? (int32_t)cus : 1;
     cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)d->platform, 0};
     d->ctx = clCreateContext(props, 1, &d->device, NULL, NULL, &rc);
     if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clCreateContext", d->label);
@@ -343,14 +352,23 @@ static loom_status ocl_buffer_write(void *dctx, loom_buffer *b, size_t off, cons
     return LOOM_OK;
 }
 
-/* Blocking, after the queued work; then any error a kernel reported. */
+/* Blocking, after the queued work; then any error a kernel reported. The
+ * data and the error word come back in one wait: the data read is queued
+ * without blocking, the error word's read after it blocks, and the queue is
+ * in order, so both are done when it returns. */
 static loom_status ocl_buffer_read(void *dctx, loom_buffer *b, size_t off, void *dst, size_t size)
 {
     ocl_dev *d = dctx;
     loom_status st = check_range(b, off, size, "read");
     if (st) return st;
-    if (size) OCL_CHECK(clEnqueueReadBuffer(d->queue, b->mem, CL_TRUE, off, size, dst, 0, NULL, NULL), "(device to host)");
-    return loom__ocl_check_kernel_error(d);
+    if (size) OCL_CHECK(clEnqueueReadBuffer(d->queue, b->mem, CL_FALSE, off, size, dst, 0, NULL, NULL), "(device to host)");
+    cl_int e[4];
+    cl_int rc = clEnqueueReadBuffer(d->queue, d->err, CL_TRUE, 0, sizeof e, e, 0, NULL, NULL);
+    if (rc != CL_SUCCESS) {
+        clFinish(d->queue); /* dst must not be written after we return */
+        return loom__ocl_fail(rc, "clEnqueueReadBuffer", "(the error word)");
+    }
+    return loom__ocl_kernel_error(d, e);
 }
 
 static loom_status ocl_sync(void *dctx)
@@ -360,36 +378,104 @@ static loom_status ocl_sync(void *dctx)
     return loom__ocl_check_kernel_error(d);
 }
 
-/* ---- weights: one buffer each, in the checkpoint's layout ---------------------
- * (the AWQ kernels read the packed blob as it is: nothing to repack). One
+/* ---- weights: one buffer each ---------------------------------------------------
+ * Dense weights keep the checkpoint's layout. An AWQ weight {K, N} is repacked
+ * once, on the host, into the layout its kernels read (awq.cl), the same as
+ * the CUDA backend's:
+ *   q    uint4 [K/32][N]   the 16 bytes at (kb, n): column n, k = 32kb..32kb+31;
+ *                          word j, bits 4i..4i+3 hold k = 32kb + 8j + i
+ *   meta uint  [K/128][N]  bits 0..15 the f16 scale of (group, n), 16..23 its zero
+ * so that consecutive work-items (columns) read consecutive 16-byte words. One
  * buffer per weight keeps every allocation under the device's
  * CL_DEVICE_MAX_MEM_ALLOC_SIZE, which a single pool of all weights would not. */
+static bool awq_shape_ok(const loom_tensor *t)
+{
+    return t->ndim == 2 && t->shape[0] > 0 && t->shape[1] > 0 && t->shape[0] % LOOM_AWQ_GROUP == 0 &&
+           t->shape[1] % 8 == 0 && t->shape[0] <= (1 << 24) && t->shape[1] <= (1 << 24);
+}
+
+/* Device bytes of a weight (0: bad dtype or shape); for AWQ the repacked size. */
 static size_t weight_bytes(const loom_tensor *t)
 {
     static const size_t es[LOOM_DTYPE_COUNT] = {4, 2, 2, 4, 0};
     if ((unsigned)t->dtype >= LOOM_DTYPE_COUNT || t->ndim < 1 || t->ndim > LOOM_MAX_DIMS) return 0;
-    if (t->dtype == LOOM_Q4_AWQ)
-        return t->ndim == 2 && t->shape[0] > 0 && t->shape[1] > 0 && t->shape[0] % LOOM_AWQ_GROUP == 0 &&
-                       t->shape[1] % 8 == 0 && t->shape[0] <= (1 << 24) && t->shape[1] <= (1 << 24)
-                   ? loom_awq_nbytes(t->shape[0], t->shape[1])
-                   : 0;
+    if (t->dtype == LOOM_Q4_AWQ) {
+        if (!awq_shape_ok(t)) return 0;
+        size_t K = (size_t)t->shape[0], N = (size_t)t->shape[1], n;
+        /* K, N <= 2^24: K * N < 2^48 fits; the sum is checked for 32-bit size_t */
+        if (__builtin_mul_overflow(K / 32 * N, (size_t)16, &n) || __builtin_add_overflow(n, K / 128 * N * 4, &n)) return 0;
+        return n;
+    }
     size_t n = es[t->dtype];
     for (int i = 0; i < t->ndim; i++)
         if (t->shape[i] < 1 || __builtin_mul_overflow(n, (size_t)t->shape[i], &n)) return 0;
     return n;
 }
 
+/* Transpose an 8x8 matrix of nibbles held in 8 words (row r = word r, column c
+ * = bits 4c..4c+3): three rounds of block swaps (4x4, 2x2, 1x1 blocks). */
+static void nibble_transpose8(uint32_t a[8])
+{
+    for (int r = 0; r < 4; r++) {
+        uint32_t t = ((a[r] >> 16) ^ a[r + 4]) & 0x0000ffffu;
+        a[r] ^= t << 16, a[r + 4] ^= t;
+    }
+    for (int r = 0; r < 8; r += (r & 1) ? 3 : 1) { /* 0, 1, 4, 5 */
+        uint32_t t = ((a[r] >> 8) ^ a[r + 2]) & 0x00ff00ffu;
+        a[r] ^= t << 8, a[r + 2] ^= t;
+    }
+    for (int r = 0; r < 8; r += 2) {
+        uint32_t t = ((a[r] >> 4) ^ a[r + 1]) & 0x0f0f0f0fu;
+        a[r] ^= t << 4, a[r + 1] ^= t;
+    }
+}
+
+/* The checkpoint blob (loom_backend.h) to the device layout above. Eight
+ * packed words of one word-column c and rows k..k+7 are an 8x8 nibble matrix
+ * (row: k, column: nibble slot); its transpose holds, per slot i, the eight k
+ * of column 8c + loom_awq_order[i]: one 32-bit word of the output. */
+static void awq_repack(int64_t K, int64_t N, const void *blob, uint32_t *out)
+{
+    const uint32_t *qw = blob, *qz = qw + K * N / 8;
+    const uint16_t *sc = (const uint16_t *)(qz + K / LOOM_AWQ_GROUP * N / 8);
+    uint32_t *meta = out + K / 32 * N * 4;
+    int64_t N8 = N / 8;
+    for (int64_t k = 0; k < K; k += 8) {
+        int64_t kb = k / 32, j = (k % 32) / 8;
+        uint32_t *row = out + kb * N * 4 + j; /* word j of (kb, n) is row[4n] */
+        for (int64_t c = 0; c < N8; c++) {
+            uint32_t a[8];
+            for (int r = 0; r < 8; r++) a[r] = qw[(k + r) * N8 + c];
+            nibble_transpose8(a);
+            for (int i = 0; i < 8; i++) row[4 * (8 * c + loom_awq_order[i])] = a[i];
+        }
+    }
+    for (int64_t g = 0; g < K / LOOM_AWQ_GROUP; g++)
+        for (int64_t c = 0; c < N8; c++) {
+            uint32_t z = qz[g * N8 + c];
+            for (int i = 0; i < 8; i++) {
+                int64_t n = 8 * c + loom_awq_order[i];
+                meta[g * N + n] = (uint32_t)sc[g * N + n] | ((z >> (4 * i)) & 15u) << 16;
+            }
+        }
+}
+
 static loom_status ocl_weight_prepare(void *dctx, loom_tensor *t, const void *data)
 {
     size_t n = weight_bytes(t);
     if (!n) return OCL_FAIL(LOOM_ERR_INVALID, "weight '%s': bad dtype or shape", t->name ? t->name : "?");
+    void *packed = NULL;
+    if (t->dtype == LOOM_Q4_AWQ) {
+        if (!(packed = malloc(n)))
+            return OCL_FAIL(LOOM_ERR_NOMEM, "weight '%s': out of host memory repacking %zu bytes", t->name ? t->name : "?", n);
+        awq_repack(t->shape[0], t->shape[1], data, packed);
+        data = packed;
+    }
     loom_buffer *b;
     loom_status st = new_buffer(dctx, n, &b);
+    if (!st && (st = ocl_buffer_write(dctx, b, 0, data, n))) ocl_buffer_free(dctx, b);
+    free(packed);
     if (st) return st;
-    if ((st = ocl_buffer_write(dctx, b, 0, data, n))) {
-        ocl_buffer_free(dctx, b);
-        return st;
-    }
     t->buf = b;
     t->offset = 0;
     t->extra = NULL;

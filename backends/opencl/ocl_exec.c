@@ -6,10 +6,13 @@
  * Kernels per op (see the .cl files):
  *   embed      embed_<dt>: one work-item per output element
  *   rmsnorm    rmsnorm_<dt>: one work-group per row
- *   matmul     matmul_gemv_<dt> for <= 8 rows, matmul_gemm_<dt> (local-memory tiles) above
- *   matmul_awq awq_gemv for <= 8 rows, awq_gemm (dequantised tiles) above
+ *   matmul     matmul_gemv_<dt>_<NT> for <= 8 rows (matmul_gemv_any_<dt> when K or an
+ *              offset is not 16-byte aligned), matmul_gemm_<dt> (local-memory tiles) above
+ *   matmul_awq awq_gemv_<NT> for <= 8 rows, awq_gemm (dequantised tiles) above;
+ *              consecutive ones reading the same x run as one launch (fuse_nodes)
  *   rope       rope, with cos/sin computed on the host in double per step
- *   gqa_attn   kv_store_<dt> (the step's k, v into the cache), then attn_<dt>
+ *   gqa_attn   kv_store_<dt> (the step's k, v into the cache), then attn_<dt>, for a few
+ *              rows split over cache partitions and joined by attn_merge
  *   swiglu/add swiglu, add */
 #include <stdarg.h>
 #include <stdio.h>
@@ -20,6 +23,7 @@
 #include "ocl_impl.h"
 
 #define GEMV_MAXT 8 /* as in common.cl */
+#define KMAX 5      /* kernels per node */
 #define ATT_DPT 4
 
 typedef struct rope_tab {
@@ -29,10 +33,22 @@ typedef struct rope_tab {
     loom_op_params p; /* what it was made from (tables are shared by equal params) */
 } rope_tab;
 
+/* how a matmul node runs 1..8 rows */
+enum { GV_FAST, /* k[0..3]: the GEMV for NT = 1, 2, 4, 8 rows */
+       GV_ANY,  /* k[0]: matmul_gemv_any (dense, unaligned) */
+       GV_GEMM  /* the tiled kernel k[4] (AWQ with x not 16-byte aligned) */ };
+
 typedef struct knode {
     loom_node *n;
-    cl_kernel  k[2]; /* matmul: gemv, gemm; gqa_attn: kv_store, attn; otherwise k[0] */
-    int32_t    tab;  /* rope: its table */
+    cl_kernel  k[KMAX]; /* matmul: k[0..3] GEMVs, k[4] gemm; gqa_attn: kv_store, attn; otherwise k[0] */
+    int32_t    tab;     /* rope: its table */
+    int32_t    gv;      /* matmul: GV_* */
+    int32_t    slices;  /* matmul_awq GEMV: K slices per work-group (work-group dimension 1) ... */
+    int32_t    gcols;   /* ... and columns (of the weights it runs: fuse_nodes) */
+    int32_t    gtiles;  /* matmul_awq GEMM: column tiles (of the weights it runs) */
+    int32_t    parts;   /* gqa_attn: most cache partitions for <= GEMV_MAXT rows */
+    int32_t    fuse;    /* the next `fuse` nodes run in this node's launch (see fuse_nodes) */
+    int32_t    fused;   /* this node runs in an earlier node's launch */
 } knode;
 
 typedef struct ocl_prog {
@@ -46,6 +62,10 @@ typedef struct ocl_prog {
     int32_t          h2_max;
     cl_mem           rope;       /* float [n_tabs][max_t][h2_max][2] */
     float           *rope_host;
+    int32_t         *step_host;  /* [2 * max_t]: what the step buffer is written from */
+    cl_event         up_ev[2];   /* the last uploads from step_host, rope_host */
+    cl_mem           att_part;   /* attention partials [T][Hq][P][hd + 2] (the largest node's) */
+    size_t           att_floats;
     struct ocl_prog *prev, *next;
 } ocl_prog;
 
@@ -148,12 +168,19 @@ void loom__ocl_release(ocl_dev *d, void *pv)
     if (!p) return;
     OCL_UNLINK(d->progs, p);
     for (int32_t i = 0; p->kn && i < p->n; i++)
-        for (int j = 0; j < 2; j++)
+        for (int j = 0; j < KMAX; j++)
             if (p->kn[i].k[j]) clReleaseKernel(p->kn[i].k[j]);
     for (int32_t i = 0; i < p->n_tabs; i++) free(p->tabs[i].inv_freq);
+    for (int j = 0; j < 2; j++)
+        if (p->up_ev[j]) {
+            clWaitForEvents(1, &p->up_ev[j]);
+            clReleaseEvent(p->up_ev[j]);
+        }
     if (p->step) clReleaseMemObject(p->step);
+    if (p->att_part) clReleaseMemObject(p->att_part);
     if (p->rope) clReleaseMemObject(p->rope);
     free(p->rope_host);
+    free(p->step_host);
     free(p->tabs);
     free(p->kn);
     free(p);
@@ -202,13 +229,49 @@ static loom_status check_placed(const loom_node *n, int32_t i)
     for (int s = -1; s < n->n_src; s++) {
         const loom_tensor *t = s < 0 ? n->dst : n->src[s];
         if (!t) continue;
-        size_t es = t->dtype == LOOM_Q4_AWQ ? 4 : esize(t->dtype);
+        size_t es = t->dtype == LOOM_Q4_AWQ ? 16 : esize(t->dtype); /* AWQ: uint4 words (weight_prepare: 0) */
         if (!t->buf) return OCL_FAIL(LOOM_ERR_INVALID, "node %d (%s): tensor '%s' has no buffer", (int)i, loom_op_str(n->op), t->name ? t->name : "?");
         if (t->offset % es)
             return OCL_FAIL(LOOM_ERR_UNSUPPORTED, "node %d (%s): tensor '%s' sits at byte offset %zu, not a multiple of %zu",
                             (int)i, loom_op_str(n->op), t->name ? t->name : "?", t->offset, es);
     }
     return LOOM_OK;
+}
+
+/* K slices of the AWQ GEMV (awq_gemv.cl): the fewest (a power of two, at most
+ * 32 and the number of groups, at least 8 columns per work-group) that give
+ * N * S >= 384 work-items per compute unit. Each work-item keeps one or two
+ * groups in flight (64..128 bytes), so that is 24..48 KiB of loads in flight
+ * per compute unit, what a GPU needs to cover its memory latency, in one
+ * wave of work-groups (more would leave a tail: about 3 work-groups of 256
+ * fit on a unit by registers). Qwen2.5-7B on 132 units, work-groups of 256:
+ * (K, N) = (3584, 3584) S = 16: 224 work-groups of 16 columns, 1..2 groups
+ * per work-item; (3584, 18944) S = 4: 296 of 64, 7 groups each; (18944, 3584)
+ * S = 16: 224 of 16, 9..10 groups each; q, k, v fused (3584, 4608) S = 16:
+ * 288; gate, up fused (3584, 37888) S = 2: 296 of 128, 14 groups each. */
+static int awq_slices(const ocl_dev *d, int K, int N)
+{
+    int G = K / LOOM_AWQ_GROUP, S = 1, wg = d->cfg.gv_wg;
+    int64_t target = (int64_t)d->cus * 384;
+    while (S * 2 <= G && S * 2 <= 32 && wg / (S * 2) >= 8 && (size_t)(S * 2) <= d->max_item[1] &&
+           (int64_t)N * S < target)
+        S *= 2;
+    return S;
+}
+
+static int bias_dt(const loom_tensor *b)
+{
+    return !b ? 0 : b->dtype == LOOM_F32 ? 1 : b->dtype == LOOM_F16 ? 2 : 3;
+}
+
+/* Weight slot m (0..2) of an awq_gemv kernel: node n's output, weight, bias
+ * and N, or nothing (N = 0) for n NULL. */
+static cl_int bind_awq_matrix(ocl_dev *d, cl_kernel k, int m, const loom_node *n)
+{
+    if (!n) return set_args(k, 4 + 8 * m, "mlmlmlii", d->dummy, (cl_ulong)0, d->dummy, (cl_ulong)0, d->dummy, (cl_ulong)0, 0, 0);
+    const loom_tensor *y = n->dst, *w = n->src[1], *b = n->n_src > 2 ? n->src[2] : NULL;
+    return set_args(k, 4 + 8 * m, "mlmlmlii", MEM(y), OFF(y), MEM(w), OFF(w), b ? MEM(b) : d->dummy,
+                    (cl_ulong)(b ? OFF(b) : 0), bias_dt(b), (int)y->shape[1]);
 }
 
 static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
@@ -226,26 +289,46 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
         break;
     case LOOM_OP_RMSNORM:
         if ((st = kernel(d, "rmsnorm", dt_sfx(s[1]->dtype), &k->k[0]))) return st;
-        rc = set_args(k->k[0], 0, "mlmlmlif", MEM(y), OFF(y), MEM(s[0]), OFF(s[0]), MEM(s[1]), OFF(s[1]),
-                      (int)y->shape[1], (double)n->p.eps);
+        rc = set_args(k->k[0], 0, "mlmlmlifmlmli", MEM(y), OFF(y), MEM(s[0]), OFF(s[0]), MEM(s[1]), OFF(s[1]),
+                      (int)y->shape[1], (double)n->p.eps, d->dummy, (cl_ulong)0, d->dummy, (cl_ulong)0, 0);
         break;
     case LOOM_OP_MATMUL:
     case LOOM_OP_MATMUL_AWQ: {
         bool awq = n->op == LOOM_OP_MATMUL_AWQ;
         const loom_tensor *b = n->n_src > 2 ? s[2] : NULL;
-        int bdt = !b ? 0 : b->dtype == LOOM_F32 ? 1 : b->dtype == LOOM_F16 ? 2 : 3;
+        int bdt = bias_dt(b);
         int K = (int)s[0]->shape[1], N = (int)y->shape[1];
+        /* the fast GEMVs read x rows and weight rows as 16-byte words */
+        int ce = awq ? 4 : s[1]->dtype == LOOM_F32 ? 4 : 8;
+        bool al = s[0]->offset % 16 == 0 && K % ce == 0 && s[1]->offset % 16 == 0;
+        k->gv = al ? GV_FAST : awq ? GV_GEMM : GV_ANY;
         if (awq) {
-            if ((st = kernel(d, "awq_gemv", NULL, &k->k[0])) || (st = kernel(d, "awq_gemm", NULL, &k->k[1]))) return st;
-        } else {
-            if ((st = kernel(d, "matmul_gemv", dt_sfx(s[1]->dtype), &k->k[0])) ||
-                (st = kernel(d, "matmul_gemm", dt_sfx(s[1]->dtype), &k->k[1])))
-                return st;
+            k->slices = awq_slices(d, K, N);
+            k->gcols = N;
+            k->gtiles = (N + d->cfg.gt_n - 1) / d->cfg.gt_n;
+            if ((st = kernel(d, "awq_gemm", NULL, &k->k[4]))) return st;
+        } else if ((st = kernel(d, "matmul_gemm", dt_sfx(s[1]->dtype), &k->k[4]))) {
+            return st;
         }
-        for (int j = 0; j < 2 && rc == CL_SUCCESS; j++)
+        for (int j = 0; j < 4 && k->gv != GV_GEMM; j++) {
+            char base[48];
+            if (k->gv == GV_ANY) snprintf(base, sizeof base, "matmul_gemv_any");
+            else if (awq) snprintf(base, sizeof base, "awq_gemv_%d", 1 << j);
+            else snprintf(base, sizeof base, "matmul_gemv_%s_%d", dt_sfx(s[1]->dtype), 1 << j);
+            if ((st = kernel(d, base, k->gv == GV_ANY ? dt_sfx(s[1]->dtype) : NULL, &k->k[j]))) return st;
+            if (k->gv == GV_ANY) break;
+        }
+        for (int j = 0; j < KMAX && rc == CL_SUCCESS; j++) {
+            if (!k->k[j]) continue;
+            if (awq) { /* awq_gemv, awq_gemm: x, rows, K, then up to three weights (awq_gemv.cl) */
+                rc = set_args(k->k[j], 0, "mlii", MEM(s[0]), OFF(s[0]), 1, K);
+                for (int m = 0; m < 3 && rc == CL_SUCCESS; m++) rc = bind_awq_matrix(d, k->k[j], m, m ? NULL : n);
+                continue;
+            }
             rc = set_args(k->k[j], 0, "mlmlmlmli", MEM(y), OFF(y), MEM(s[0]), OFF(s[0]), MEM(s[1]), OFF(s[1]),
                           b ? MEM(b) : d->dummy, (cl_ulong)(b ? OFF(b) : 0), bdt);
-        for (int j = 0; j < 2 && rc == CL_SUCCESS; j++) rc = set_args(k->k[j], 10, "ii", K, N); /* 9: rows, per step */
+            if (rc == CL_SUCCESS) rc = set_args(k->k[j], 10, "ii", K, N); /* 9: rows, per step */
+        }
         break;
     }
     case LOOM_OP_ROPE:
@@ -253,13 +336,22 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
         if ((st = kernel(d, "rope", NULL, &k->k[0]))) return st;
         rc = set_args(k->k[0], 0, "mlml", MEM(y), OFF(y), MEM(s[0]), OFF(s[0]));
         if (rc == CL_SUCCESS) rc = set_args(k->k[0], 6, "ii", (int)n->p.n_head, (int)n->p.head_dim); /* 4, 5: table; 8: n */
+        if (rc == CL_SUCCESS) /* 9..13: a second tensor (fuse_nodes); 14: n1, per step */
+            rc = set_args(k->k[0], 9, "mlmli", MEM(y), OFF(y), MEM(s[0]), OFF(s[0]), (int)n->p.n_head);
         break;
     case LOOM_OP_GQA_ATTN: {
         const char *sfx = dt_sfx(s[3]->dtype);
         const loom_op_params *pp = &n->p;
         float scale = pp->attn_scale > 0 ? pp->attn_scale : (float)(1.0 / sqrt((double)pp->head_dim));
-        if ((st = kernel(d, "kv_store", sfx, &k->k[0])) || (st = kernel(d, "attn", sfx, &k->k[1]))) return st;
+        if ((st = kernel(d, "kv_store", sfx, &k->k[0])) || (st = kernel(d, "attn", sfx, &k->k[1])) ||
+            (st = kernel(d, "attn_merge", NULL, &k->k[2])))
+            return st;
         int C = (int)s[3]->shape[2], S = (int)s[3]->shape[0];
+        /* decode: partitions enough for about 4 work-groups per compute unit */
+        int64_t want = ((int64_t)d->cus * 4 + pp->n_head - 1) / pp->n_head, most = (C + d->cfg.att_w - 1) / d->cfg.att_w;
+        k->parts = (int32_t)(want < most ? want : most);
+        size_t floats = (size_t)GEMV_MAXT * (size_t)pp->n_head * (size_t)k->parts * (size_t)(pp->head_dim + 2);
+        if (k->parts > 1 && floats > p->att_floats) p->att_floats = floats;
         rc = set_args(k->k[0], 0, "mlmlmlml", MEM(s[1]), OFF(s[1]), MEM(s[2]), OFF(s[2]), MEM(s[3]), OFF(s[3]),
                       MEM(s[4]), OFF(s[4]));
         if (rc == CL_SUCCESS) rc = set_args(k->k[0], 11, "iiii", (int)pp->n_head_kv, C, (int)pp->head_dim, S);
@@ -268,7 +360,10 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
                           MEM(s[4]), OFF(s[4]));
         if (rc == CL_SUCCESS)
             rc = set_args(k->k[1], 10, "iiiif", (int)pp->n_head, (int)pp->n_head_kv, C, (int)pp->head_dim, (double)scale);
-        p->uses_step = true; /* 8: step buffer, 9: seq offset (both kernels); kv_store 10: rows */
+        if (rc == CL_SUCCESS) rc = set_args(k->k[1], 16, "m", d->dummy); /* until the partials exist */
+        if (rc == CL_SUCCESS)
+            rc = set_args(k->k[2], 0, "mlmii", MEM(y), OFF(y), d->dummy, (int)pp->n_head, (int)pp->head_dim);
+        p->uses_step = true; /* 8: step buffer, 9: seq offset (both kernels); kv_store 10: rows; attn 15: PL; merge 5: P */
         break;
     }
     case LOOM_OP_SWIGLU:
@@ -283,6 +378,89 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
         char what[192];
         snprintf(what, sizeof what, "binding the arguments of node %d (%s)", (int)idx, name);
         return loom__ocl_fail(rc, "clSetKernelArg", what);
+    }
+    return LOOM_OK;
+}
+
+static bool same_place(const loom_tensor *a, const loom_tensor *b)
+{
+    return a && b && a->buf == b->buf && a->offset == b->offset;
+}
+
+static size_t tensor_bytes(const loom_tensor *t)
+{
+    size_t n = t->dtype == LOOM_Q4_AWQ ? 1 : esize(t->dtype);
+    for (int i = 0; i < t->ndim; i++) n *= (size_t)t->shape[i];
+    return t->dtype == LOOM_Q4_AWQ ? n / 2 : n;
+}
+
+/* Whether two tensors share bytes (the planner reuses dead tensors' memory). */
+static bool overlaps(const loom_tensor *a, const loom_tensor *b)
+{
+    return a && b && a->buf == b->buf && a->offset < b->offset + tensor_bytes(b) && b->offset < a->offset + tensor_bytes(a);
+}
+
+/* rows of a node's output in a step: all, or the step's tokens */
+static bool same_rows(const loom_node *a, const loom_node *b)
+{
+    return (a->dst->flags & LOOM_TENSOR_DYNAMIC) == (b->dst->flags & LOOM_TENSOR_DYNAMIC) &&
+           a->dst->shape[0] == b->dst->shape[0];
+}
+
+/* Launches saved by running a few consecutive nodes as one (each output is
+ * still written, so nothing outside the program can tell):
+ *   matmul_awq x2 or x3 reading the same x (q, k, v; gate, up): one awq_gemv
+ *     or awq_gemm over their columns side by side (awq_gemv.cl; for prefill
+ *     this also keeps the small k, v from running on a few compute units)
+ *   add then rmsnorm of its sum (the residual and the next norm): one rmsnorm
+ *   rope then rope with the same table and rows (q, k): one rope
+ * A decode step of a Qwen2 layer goes from 16 launches to 10 (11 when the
+ * attention is split). */
+static loom_status fuse_nodes(ocl_dev *d, ocl_prog *p)
+{
+    for (int32_t i = 0; i + 1 < p->n; i++) {
+        knode *k = &p->kn[i], *k1 = &p->kn[i + 1];
+        const loom_node *a = k->n, *b = k1->n;
+        cl_int rc = CL_SUCCESS;
+        if (a->op == LOOM_OP_MATMUL_AWQ && k->gv == GV_FAST) {
+            int32_t m = 1, ncols = (int32_t)a->dst->shape[1], tiles = k->gtiles;
+            for (; m < 3 && i + m < p->n; m++) {
+                const knode *kj = &p->kn[i + m];
+                const loom_node *c = kj->n;
+                if (c->op != LOOM_OP_MATMUL_AWQ || kj->gv != GV_FAST || !same_place(c->src[0], a->src[0]) ||
+                    c->src[0]->shape[1] != a->src[0]->shape[1] || !same_rows(a, c) || overlaps(c->dst, a->src[0]))
+                    break;
+                for (int j = 0; j < KMAX && rc == CL_SUCCESS; j++) rc = bind_awq_matrix(d, k->k[j], m, c);
+                ncols += (int32_t)c->dst->shape[1];
+                tiles += kj->gtiles;
+            }
+            if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clSetKernelArg", "binding fused matmul_awq nodes");
+            if (m > 1) {
+                k->fuse = m - 1;
+                k->slices = awq_slices(d, (int)a->src[0]->shape[1], ncols);
+                k->gcols = ncols;
+                k->gtiles = tiles;
+                for (int j = 1; j < m; j++) p->kn[i + j].fused = 1;
+                i += m - 1;
+            }
+        } else if (a->op == LOOM_OP_ADD && b->op == LOOM_OP_RMSNORM && same_place(b->src[0], a->dst) && same_rows(a, b)) {
+            /* the rmsnorm reads the add's sources and writes the sum (its x) too */
+            rc = set_args(k1->k[0], 2, "ml", MEM(a->src[0]), OFF(a->src[0]));
+            if (rc == CL_SUCCESS)
+                rc = set_args(k1->k[0], 8, "mlmli", MEM(a->src[1]), OFF(a->src[1]), MEM(a->dst), OFF(a->dst), 1);
+            if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clSetKernelArg", "binding a fused add + rmsnorm");
+            k->fuse = -1; /* this add runs in the next node's launch */
+            i++;
+        } else if (a->op == LOOM_OP_ROPE && b->op == LOOM_OP_ROPE && k->tab == k1->tab && same_rows(a, b) &&
+                   !overlaps(b->dst, a->src[0]) && !overlaps(b->src[0], a->dst) && !overlaps(a->dst, b->dst)) {
+            /* (the two run at once: neither may write what the other reads) */
+            rc = set_args(k->k[0], 9, "mlmli", MEM(b->dst), OFF(b->dst), MEM(b->src[0]), OFF(b->src[0]),
+                          (int)b->p.n_head);
+            if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clSetKernelArg", "binding fused rope nodes");
+            k->fuse = 1;
+            k1->fused = 1;
+            i++;
+        }
     }
     return LOOM_OK;
 }
@@ -321,7 +499,13 @@ loom_status loom__ocl_compile(ocl_dev *d, loom_node *nodes, int32_t n_nodes, voi
         if (n->dst->shape[0] > p->max_t) p->max_t = (int32_t)n->dst->shape[0];
         st = bind_node(d, p, &p->kn[i], i);
     }
-    if (!st && p->uses_step) st = create_buffer(d, (size_t)p->max_t * 2 * sizeof(cl_int), &p->step, "step positions and slots");
+    if (!st) st = fuse_nodes(d, p);
+    if (!st && p->uses_step) {
+        st = create_buffer(d, (size_t)p->max_t * 2 * sizeof(cl_int), &p->step, "step positions and slots");
+        if (!st && !(p->step_host = calloc((size_t)p->max_t * 2, sizeof(int32_t))))
+            st = OCL_FAIL(LOOM_ERR_NOMEM, "out of memory compiling");
+    }
+    if (!st && p->att_floats) st = create_buffer(d, p->att_floats * sizeof(float), &p->att_part, "attention partials");
     if (!st && p->n_tabs) {
         size_t floats = (size_t)p->n_tabs * (size_t)p->max_t * (size_t)p->h2_max * 2;
         if (!(p->rope_host = malloc(floats * sizeof(float)))) st = OCL_FAIL(LOOM_ERR_NOMEM, "out of memory compiling");
@@ -331,8 +515,11 @@ loom_status loom__ocl_compile(ocl_dev *d, loom_node *nodes, int32_t n_nodes, voi
     for (int32_t i = 0; i < n_nodes && !st; i++) {
         knode *k = &p->kn[i];
         cl_int rc = CL_SUCCESS;
-        if (k->n->op == LOOM_OP_GQA_ATTN)
+        if (k->n->op == LOOM_OP_GQA_ATTN) {
             for (int j = 0; j < 2 && rc == CL_SUCCESS; j++) rc = set_args(k->k[j], 8, "mi", p->step, (int)p->max_t);
+            if (rc == CL_SUCCESS && k->parts > 1) rc = set_args(k->k[1], 16, "m", p->att_part);
+            if (rc == CL_SUCCESS && k->parts > 1) rc = set_args(k->k[2], 2, "m", p->att_part);
+        }
         else if (k->n->op == LOOM_OP_ROPE)
             rc = set_args(k->k[0], 4, "ml", p->rope, /* the tables are rows of one buffer */
                           (cl_ulong)k->tab * (cl_ulong)p->max_t * (cl_ulong)p->h2_max * 2);
@@ -372,17 +559,29 @@ static loom_status enqueue(ocl_dev *d, cl_kernel k, cl_uint dims, const size_t *
 }
 
 /* The step's positions and slots, and each RoPE table's cos/sin rows (in
- * double, as the CPU backend does), uploaded into the program's buffers. */
+ * double, as the CPU backend does), uploaded into the program's buffers.
+ * The writes do not block (the host would otherwise wait for the queue to
+ * drain before enqueueing the step's kernels): they copy from the program's
+ * own host arrays, which are rewritten only after the previous step's
+ * upload has completed (up_ev). */
 static loom_status upload_step(ocl_dev *d, ocl_prog *p, const loom_step *step, int32_t T)
 {
     if ((p->uses_step || p->n_tabs) && (!step->pos || (p->uses_step && !step->seq)))
         return OCL_FAIL(LOOM_ERR_INVALID, "rope and gqa_attn need the step's positions (and slots)");
+    if (!p->uses_step && !p->n_tabs) return LOOM_OK;
+    for (int j = 0; j < 2; j++) {
+        if (!p->up_ev[j]) continue;
+        cl_int rc = clWaitForEvents(1, &p->up_ev[j]);
+        clReleaseEvent(p->up_ev[j]);
+        p->up_ev[j] = NULL;
+        if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clWaitForEvents", "(the previous step's upload)");
+    }
     if (p->uses_step) {
-        OCL_CHECK(clEnqueueWriteBuffer(d->queue, p->step, CL_TRUE, 0, (size_t)T * 4, step->pos, 0, NULL, NULL),
-                  "(step positions)");
-        OCL_CHECK(clEnqueueWriteBuffer(d->queue, p->step, CL_TRUE, (size_t)p->max_t * 4, (size_t)T * 4, step->seq, 0,
-                                       NULL, NULL),
-                  "(step slots)");
+        memcpy(p->step_host, step->pos, (size_t)T * 4);
+        memcpy(p->step_host + p->max_t, step->seq, (size_t)T * 4);
+        OCL_CHECK(clEnqueueWriteBuffer(d->queue, p->step, CL_FALSE, 0, (size_t)p->max_t * 4 + (size_t)T * 4,
+                                       p->step_host, 0, NULL, &p->up_ev[0]),
+                  "(step positions and slots)");
     }
     if (p->n_tabs) {
         size_t per = (size_t)p->max_t * (size_t)p->h2_max * 2;
@@ -397,18 +596,18 @@ static loom_status upload_step(ocl_dev *d, ocl_prog *p, const loom_step *step, i
                 }
         }
         size_t bytes = ((size_t)(p->n_tabs - 1) * per + (size_t)T * p->h2_max * 2) * sizeof(float);
-        OCL_CHECK(clEnqueueWriteBuffer(d->queue, p->rope, CL_TRUE, 0, bytes, p->rope_host, 0, NULL, NULL),
+        OCL_CHECK(clEnqueueWriteBuffer(d->queue, p->rope, CL_FALSE, 0, bytes, p->rope_host, 0, NULL, &p->up_ev[1]),
                   "(RoPE tables)");
     }
     return LOOM_OK;
 }
 
-static loom_status run_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx, int32_t T)
+static loom_status run_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx, int32_t T, const loom_step *step)
 {
     const loom_node *n = k->n;
     const ocl_cfg *c = &d->cfg;
     const char *op = loom_op_str(n->op);
-    size_t g[2], l[2];
+    size_t g[3], l[3];
     cl_int rc = CL_SUCCESS;
     int64_t cols = n->dst->shape[1];
     switch (n->op) {
@@ -420,25 +619,36 @@ static loom_status run_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx, int3
         return enqueue(d, k->k[0], 1, g, l, idx, op);
     case LOOM_OP_MATMUL:
     case LOOM_OP_MATMUL_AWQ: {
-        bool gemv = T <= GEMV_MAXT;
-        cl_kernel kk = k->k[gemv ? 0 : 1];
-        if ((rc = set_args(kk, 9, "i", (int)T)) != CL_SUCCESS) break;
+        bool gemv = T <= GEMV_MAXT && k->gv != GV_GEMM;
+        int j = k->gv == GV_ANY ? 0 : T <= 1 ? 0 : T <= 2 ? 1 : T <= 4 ? 2 : 3; /* NT = 1, 2, 4, 8 */
+        cl_kernel kk = k->k[gemv ? j : 4];
+        bool awq = n->op == LOOM_OP_MATMUL_AWQ;
+        if ((rc = set_args(kk, awq ? 2 : 9, "i", (int)T)) != CL_SUCCESS) break;
         if (!gemv) {
-            size_t ts = (size_t)c->gemm_ts, wi = ts / 4;
-            g[0] = (((size_t)cols + ts - 1) / ts) * wi, g[1] = (((size_t)T + ts - 1) / ts) * wi, l[0] = l[1] = wi;
+            size_t nth = (size_t)(c->gt_n / 8) * (size_t)(c->gt_t / c->gt_tm);
+            size_t tiles = awq ? (size_t)k->gtiles : ((size_t)cols + c->gt_n - 1) / c->gt_n;
+            g[0] = tiles * nth, g[1] = ((size_t)T + c->gt_t - 1) / c->gt_t;
+            l[0] = nth, l[1] = 1;
             return enqueue(d, kk, 2, g, l, idx, op);
         }
-        if (n->op == LOOM_OP_MATMUL) {
+        if (k->gv == GV_ANY) {
             g[0] = (((size_t)cols + c->gemv_r - 1) / c->gemv_r) * (size_t)c->gemv_w, l[0] = (size_t)c->gemv_w;
             return enqueue(d, kk, 1, g, l, idx, op);
         }
-        g[0] = round_up((size_t)cols / 8, (size_t)c->awq_x), g[1] = (size_t)c->awq_ks;
-        l[0] = (size_t)c->awq_x, l[1] = (size_t)c->awq_ks;
+        if (n->op == LOOM_OP_MATMUL) { /* 32 work-items per column */
+            size_t r = (size_t)c->gv_wg / 32;
+            g[0] = (((size_t)cols + r - 1) / r) * (size_t)c->gv_wg, l[0] = (size_t)c->gv_wg;
+            return enqueue(d, kk, 1, g, l, idx, op);
+        }
+        l[0] = (size_t)(c->gv_wg / k->slices), l[1] = (size_t)k->slices; /* columns x K slices */
+        g[0] = round_up((size_t)k->gcols, l[0]), g[1] = l[1];
         return enqueue(d, kk, 2, g, l, idx, op);
     }
     case LOOM_OP_ROPE: {
-        size_t total = (size_t)T * (size_t)n->p.n_head * (size_t)(n->p.head_dim / 2);
+        size_t n1 = (size_t)T * (size_t)n->p.n_head * (size_t)(n->p.head_dim / 2), total = n1;
+        if (k->fuse) total += (size_t)T * (size_t)k[1].n->p.n_head * (size_t)(n->p.head_dim / 2); /* k's pairs */
         if ((rc = set_args(k->k[0], 8, "l", (cl_ulong)total)) != CL_SUCCESS) break;
+        if ((rc = set_args(k->k[0], 14, "l", (cl_ulong)n1)) != CL_SUCCESS) break;
         g[0] = round_up(total, (size_t)c->ew_w), l[0] = (size_t)c->ew_w;
         return enqueue(d, k->k[0], 1, g, l, idx, op);
     }
@@ -448,8 +658,25 @@ static loom_status run_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx, int3
         l[0] = (size_t)c->ew_w, l[1] = 1;
         loom_status st = enqueue(d, k->k[0], 2, g, l, idx, op);
         if (st) return st;
-        g[0] = (size_t)c->att_w * (size_t)n->p.n_head, g[1] = (size_t)T, l[0] = (size_t)c->att_w, l[1] = 1;
-        return enqueue(d, k->k[1], 2, g, l, idx, op);
+        /* partitions of PL positions (a multiple of the work-group): for a few
+         * rows enough of them for about 4 work-groups per compute unit */
+        int32_t L = 1, P = 1, W = c->att_w, H = n->p.n_head;
+        for (int32_t t = 0; t < T; t++)
+            if (step->pos[t] + 1 > L) L = step->pos[t] + 1;
+        if (T <= GEMV_MAXT && k->parts > 1) {
+            int32_t want = (d->cus * 4 + H * T - 1) / (H * T), chunks = (L + W - 1) / W;
+            P = want < k->parts ? want : k->parts;
+            if (P > chunks) P = chunks;
+            if (P < 1) P = 1;
+        }
+        int32_t PL = ((L + P - 1) / P + W - 1) / W * W;
+        P = (L + PL - 1) / PL;
+        if ((rc = set_args(k->k[1], 15, "i", (int)PL)) != CL_SUCCESS) break;
+        g[0] = (size_t)W * (size_t)H, g[1] = (size_t)T, g[2] = (size_t)P, l[0] = (size_t)W, l[1] = l[2] = 1;
+        if ((st = enqueue(d, k->k[1], 3, g, l, idx, op)) || P == 1) return st;
+        if ((rc = set_args(k->k[2], 5, "i", (int)P)) != CL_SUCCESS) break;
+        g[0] = (size_t)W * (size_t)H, g[1] = (size_t)T, l[0] = (size_t)W, l[1] = 1;
+        return enqueue(d, k->k[2], 2, g, l, idx, op);
     }
     case LOOM_OP_SWIGLU:
     case LOOM_OP_ADD: {
@@ -477,7 +704,14 @@ loom_status loom__ocl_execute(ocl_dev *d, void *pv, const loom_step *step)
         const loom_tensor *y = p->kn[i].n->dst;
         int32_t T = (y->flags & LOOM_TENSOR_DYNAMIC) ? step->n_tokens : (int32_t)y->shape[0];
         double t0 = d->profile ? now_ms() : 0;
-        st = run_node(d, p, &p->kn[i], i, T);
+        const knode *k = &p->kn[i];
+        /* skip what runs in another node's launch (fuse_nodes) */
+        if (k->fuse < 0 || k->fused) continue;
+        st = run_node(d, p, &p->kn[i], i, T, step);
+        /* hand the queued kernels to the device now and then: a driver may hold
+         * them until a flush or a wait, leaving the device idle while the host
+         * enqueues the rest of the step */
+        if (!st && i % 16 == 1) clFlush(d->queue);
         if (d->profile && !st) { /* LOOM_OPENCL_PROFILE=1: wait for each node and log its time */
             clFinish(d->queue);
             OCL_LOG(LOOM_LOG_INFO, "node %d (%s '%s', %d rows): %.3f ms", (int)i, loom_op_str(p->kn[i].n->op),
@@ -491,6 +725,12 @@ loom_status loom__ocl_check_kernel_error(ocl_dev *d)
 {
     cl_int e[4];
     OCL_CHECK(clEnqueueReadBuffer(d->queue, d->err, CL_TRUE, 0, sizeof e, e, 0, NULL, NULL), "(the error word)");
+    return loom__ocl_kernel_error(d, e);
+}
+
+/* e: the error word as read back; a reported error is cleared on the device. */
+loom_status loom__ocl_kernel_error(ocl_dev *d, const cl_int e[4])
+{
     if (!e[0]) return LOOM_OK;
     cl_int zeros[4] = {0};
     OCL_CHECK(clEnqueueWriteBuffer(d->queue, d->err, CL_TRUE, 0, sizeof zeros, zeros, 0, NULL, NULL), "(the error word)");

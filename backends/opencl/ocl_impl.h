@@ -32,13 +32,14 @@ loom_status loom__ocl_fail(cl_int err, const char *call, const char *what);
 
 /* Build-time configuration of the kernels, chosen from device limits. */
 typedef struct ocl_cfg {
-    int gemm_ts;   /* output tile edge of the tiled matmuls (64 or 32) */
-    int gemv_w;    /* dense GEMV work-group */
-    int gemv_r;    /* dense GEMV output columns per work-group */
+    int gt_t;      /* tiled matmul output tile: tokens ... */
+    int gt_n;      /* ... x columns ... */
+    int gt_tm;     /* ... and tokens per work-item (64 x 128 by 8: 128 work-items; 32 x 64 by 4: 64) */
+    int gv_wg;     /* GEMV work-group (AWQ: columns x K slices; dense: 32 per column) */
+    int gemv_w;    /* unaligned dense GEMV work-group */
+    int gemv_r;    /* unaligned dense GEMV output columns per work-group */
     int red_w;     /* rmsnorm work-group */
     int att_w;     /* attention work-group; head_dim <= 4 * att_w */
-    int awq_x;     /* AWQ GEMV work-group: words (8 columns each) ... */
-    int awq_ks;    /* ... times K slices */
     int ew_w;      /* elementwise work-group */
 } ocl_cfg;
 
@@ -60,6 +61,8 @@ typedef struct ocl_dev {
     cl_mem           dummy;    /* bound where a kernel's optional buffer is absent */
     ocl_cfg          cfg;
     size_t           max_wg, local_mem, max_alloc;
+    size_t           max_item[3]; /* CL_DEVICE_MAX_WORK_ITEM_SIZES */
+    int32_t          cus;      /* compute units (LOOM_OPENCL_CUS overrides): sizes the GEMV split */
     int32_t          index;    /* opencl:N */
     char             label[96];
     loom_buffer     *buffers;
@@ -90,7 +93,8 @@ bool        loom__ocl_supports(ocl_dev *d, const loom_node *n);
 loom_status loom__ocl_compile(ocl_dev *d, loom_node *nodes, int32_t n_nodes, void **prog);
 loom_status loom__ocl_execute(ocl_dev *d, void *prog, const loom_step *step);
 void        loom__ocl_release(ocl_dev *d, void *prog);
-loom_status loom__ocl_check_kernel_error(ocl_dev *d);
+loom_status loom__ocl_check_kernel_error(ocl_dev *d);              /* reads the error word (blocking) */
+loom_status loom__ocl_kernel_error(ocl_dev *d, const cl_int e[4]); /* the error word as read */
 
 #define OCL_LINK(head, x)   ((x)->prev = NULL, (x)->next = (head), (head) ? (head)->prev = (x) : 0, (head) = (x))
 #define OCL_UNLINK(head, x) ((x)->prev ? ((x)->prev->next = (x)->next) : ((head) = (x)->next), \

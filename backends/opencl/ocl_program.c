@@ -44,50 +44,73 @@ void loom__ocl_pick_cfg(ocl_dev *d)
 {
     ocl_cfg *c = &d->cfg;
     size_t wg = d->max_wg;
-    /* 64x64 tiles need 256 work-items and 2 * 32 * 65 floats of local memory */
-    c->gemm_ts = wg >= 256 && d->local_mem >= 2 * 32 * 65 * 4 + 1024 ? 64 : 32;
+    /* 64 x 128 tiles by 8 x 8 per work-item: 128 work-items and 32 x (68 + 132)
+     * floats (25.6 KiB) of local memory; else 32 x 64 by 4 x 8: 64 work-items,
+     * 13.3 KiB */
+    bool big = wg >= 128 && d->local_mem >= 32 * (68 + 132) * 4 + 1024;
+    c->gt_t = big ? 64 : 32;
+    c->gt_n = big ? 128 : 64;
+    c->gt_tm = big ? 8 : 4;
+    c->gv_wg = pow2_floor(wg, 256);
     c->gemv_w = pow2_floor(wg, 64);
     c->gemv_r = 4;
     c->red_w = pow2_floor(wg, 256);
     c->att_w = pow2_floor(wg, 64);
-    c->awq_x = 32;
-    c->awq_ks = pow2_floor(wg / 32, 8);
     c->ew_w = pow2_floor(wg, 64);
 }
 
 static void build_options(const ocl_dev *d, char *out, size_t len)
 {
     const ocl_cfg *c = &d->cfg;
-    snprintf(out, len, "-cl-std=CL1.2 -DGEMM_TS=%d -DGEMV_W=%d -DGEMV_R=%d -DRED_W=%d -DATT_W=%d -DAWQ_X=%d -DAWQ_KS=%d",
-             c->gemm_ts, c->gemv_w, c->gemv_r, c->red_w, c->att_w, c->awq_x, c->awq_ks);
+    snprintf(out, len,
+             "-cl-std=CL1.2 -DGT_T=%d -DGT_N=%d -DGT_TM=%d -DGV_WG=%d -DGEMV_W=%d -DGEMV_R=%d -DRED_W=%d -DATT_W=%d",
+             c->gt_t, c->gt_n, c->gt_tm, c->gv_wg, c->gemv_w, c->gemv_r, c->red_w, c->att_w);
 }
 
-/* ---- source -------------------------------------------------------------------- */
+/* ---- source --------------------------------------------------------------------
+ * common.cl, awq.cl, awq_gemv.cl once per GEMV row count, then per storage
+ * dtype: its prologue, typed.cl and gemv.cl once per row count. */
 static const char *const typed_prologue[3] = {
     "#define SFX f32\n#define ET float\n#define LD(p, i) ((p)[i])\n"
-    "#define LD4(p, i) vload4(0, (p) + (i))\n#define ST(p, i, v) ((p)[i] = (v))\n",
+    "#define LD4(p, i) vload4(0, (p) + (i))\n#define ST(p, i, v) ((p)[i] = (v))\n#define CE 4\n",
     /* f16 and bf16 storage is ushort: pointer arithmetic never needs the half type */
     "#define SFX f16\n#define ET ushort\n#define LD(p, i) vload_half(0, (global const half *)((p) + (i)))\n"
     "#define LD4(p, i) vload_half4(0, (global const half *)((p) + (i)))\n"
-    "#define ST(p, i, v) vstore_half_rte((v), 0, (global half *)((p) + (i)))\n",
+    "#define ST(p, i, v) vstore_half_rte((v), 0, (global half *)((p) + (i)))\n#define CE 8\n#define CVT4 f16x4\n",
     "#define SFX bf16\n#define ET ushort\n#define LD(p, i) as_float((uint)(p)[i] << 16)\n"
-    "#define LD4(p, i) as_float4(convert_uint4(vload4(0, (p) + (i))) << 16)\n",
+    "#define LD4(p, i) as_float4(convert_uint4(vload4(0, (p) + (i))) << 16)\n#define CE 8\n#define CVT4 bf16x4\n",
 };
-static const char typed_epilogue[] = "#undef SFX\n#undef ET\n#undef LD\n#undef LD4\n#undef ST\n";
+static const char typed_epilogue[] = "#undef SFX\n#undef ET\n#undef LD\n#undef LD4\n#undef ST\n#undef CE\n#undef CVT4\n"
+                                     "#undef KN\n";
+static const char *const nt_prologue[4] = {"#define NT 1\n", "#define NT 2\n", "#define NT 4\n", "#define NT 8\n"};
+static const char nt_epilogue[] = "#undef NT\n";
 
 static char *program_source(void)
 {
-    size_t n = strlen(ocl_src_common) + strlen(ocl_src_awq) + 1;
-    for (int i = 0; i < 3; i++) n += strlen(typed_prologue[i]) + strlen(ocl_src_typed) + strlen(typed_epilogue);
+    size_t nt = 0;
+    for (int j = 0; j < 4; j++) nt += strlen(nt_prologue[j]) + strlen(nt_epilogue);
+    size_t n = strlen(ocl_src_common) + strlen(ocl_src_awq) + nt + 4 * strlen(ocl_src_awq_gemv) + 1;
+    for (int i = 0; i < 3; i++)
+        n += strlen(typed_prologue[i]) + strlen(ocl_src_typed) + nt + 4 * strlen(ocl_src_gemv) + strlen(typed_epilogue);
     char *s = malloc(n);
     if (!s) return NULL;
     char *p = s;
 #define PUT(str) (memcpy(p, (str), strlen(str)), p += strlen(str))
     PUT(ocl_src_common);
     PUT(ocl_src_awq);
+    for (int j = 0; j < 4; j++) {
+        PUT(nt_prologue[j]);
+        PUT(ocl_src_awq_gemv);
+        PUT(nt_epilogue);
+    }
     for (int i = 0; i < 3; i++) {
         PUT(typed_prologue[i]);
         PUT(ocl_src_typed);
+        for (int j = 0; j < 4; j++) {
+            PUT(nt_prologue[j]);
+            PUT(ocl_src_gemv);
+            PUT(nt_epilogue);
+        }
         PUT(typed_epilogue);
     }
 #undef PUT
@@ -235,7 +258,7 @@ loom_status loom__ocl_build(ocl_dev *d)
     if (d->max_wg < 64)
         return OCL_FAIL(LOOM_ERR_UNSUPPORTED, "device %s allows work-groups of %zu; loom's kernels need 64", d->label,
                         d->max_wg);
-    if (d->local_mem < 20 * 1024) /* the largest user: a 64x64 GEMM tile pair (16.6 KiB) or 32x32 and the GEMV (8 KiB) */
+    if (d->local_mem < 20 * 1024) /* users: the GEMM tiles (25.6 KiB, or 13.3 on a small device), the GEMVs (8 KiB) */
         return OCL_FAIL(LOOM_ERR_UNSUPPORTED, "device %s has %zu bytes of local memory; loom's kernels need 20 KiB",
                         d->label, d->local_mem);
     char opts[256], dir[1024], path[1100];

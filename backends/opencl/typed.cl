@@ -4,7 +4,9 @@
  *   ET       the element type in memory (float, half, ushort)
  *   LD(p,i)  element i as float;  LD4(p,i) elements i..i+3 as float4
  *   ST(p,i,v) store v at element i (caches only; absent for bf16)
- * and undefining them afterwards. */
+ *   CE       elements per 16 bytes (4 or 8); CVT4(a, b) the four 16-bit
+ *            elements of words a, b as float4 (f16, bf16 only)
+ * and undefining them afterwards; gemv.cl follows it once per row count. */
 #define KN(name) CAT(name, SFX)
 
 /* embed: y[t][d] = table[ids[t]][d]. global (D.., T). An id outside the
@@ -23,16 +25,29 @@ kernel void KN(embed)(global float *y, ulong yo, global const ET *tab, ulong to,
     y[yo + (size_t)t * D + d] = LD(tab, to + (size_t)id * D + d);
 }
 
-/* rmsnorm: y = x / sqrt(mean(x²) + eps) * w. One work-group of RED_W per row. */
+/* rmsnorm: y = x / sqrt(mean(x²) + eps) * w. One work-group of RED_W per row.
+ * With sum set, the residual add before it runs here too: x = a + b is
+ * written to sum [T, D] and normalised (one launch instead of two). */
 kernel __attribute__((reqd_work_group_size(RED_W, 1, 1)))
 void KN(rmsnorm)(global float *y, ulong yo, global const float *x, ulong xo, global const ET *w, ulong wo, int D,
-                 float eps)
+                 float eps, global const float *b, ulong bo, global float *sum, ulong so, int add)
 {
     local float red[RED_W];
     int lid = get_local_id(0), t = get_group_id(0);
     global const float *xr = x + xo + (size_t)t * D;
     float s = 0.0f;
-    for (int d = lid; d < D; d += RED_W) s = fma(xr[d], xr[d], s);
+    if (add) {
+        global const float *br = b + bo + (size_t)t * D;
+        global float *sr = sum + so + (size_t)t * D;
+        for (int d = lid; d < D; d += RED_W) {
+            float v = xr[d] + br[d];
+            sr[d] = v;
+            s = fma(v, v, s);
+        }
+        xr = sr; /* read back below by the work-item that wrote it */
+    } else {
+        for (int d = lid; d < D; d += RED_W) s = fma(xr[d], xr[d], s);
+    }
     red[lid] = s;
     barrier(CLK_LOCAL_MEM_FENCE);
     for (int k = RED_W / 2; k > 0; k >>= 1) {
@@ -43,14 +58,15 @@ void KN(rmsnorm)(global float *y, ulong yo, global const float *x, ulong xo, glo
     for (int d = lid; d < D; d += RED_W) y[yo + (size_t)t * D + d] = xr[d] * inv * LD(w, wo + d);
 }
 
-/* matmul GEMV (1..GEMV_MAXT rows): y[t][n] = Σ_k x[t][k] w[n][k] + b[n].
+/* matmul GEMV (1..GEMV_MAXT rows) for any K and element-aligned offsets (the
+ * fast one, gemv.cl, needs 16-byte alignment): y[t][n] = Σ_k x[t][k] w[n][k] + b[n].
  * One work-group of GEMV_W per GEMV_R consecutive output columns: the
  * work-items stride over K four at a time, each weight element is read once
  * for all rows, then a tree reduction in local memory.
  * global (ceil(N / GEMV_R) * GEMV_W). */
 kernel __attribute__((reqd_work_group_size(GEMV_W, 1, 1)))
-void KN(matmul_gemv)(global float *y, ulong yo, global const float *x, ulong xo, global const ET *w, ulong wo,
-                     global const uchar *bias, ulong bo, int bdt, int T, int K, int N)
+void KN(matmul_gemv_any)(global float *y, ulong yo, global const float *x, ulong xo, global const ET *w, ulong wo,
+                         global const uchar *bias, ulong bo, int bdt, int T, int K, int N)
 {
     local float red[GEMV_MAXT * GEMV_R][GEMV_W];
     int lid = get_local_id(0), n0 = get_group_id(0) * GEMV_R;
@@ -92,41 +108,53 @@ void KN(matmul_gemv)(global float *y, ulong yo, global const float *x, ulong xo,
     }
 }
 
-/* matmul tiled (prefill): (GEMM_TS x GEMM_TS) output tiles in work-groups of
- * (GEMM_TS/4)², GEMM_TK-deep steps through local memory; w [N, K] is loaded
- * with consecutive work-items on consecutive k (coalesced) and stored
- * transposed. global (N.., T..) rounded to GEMM_TS/4 per GEMM_TS. */
-kernel __attribute__((reqd_work_group_size(GEMM_TS / 4, GEMM_TS / 4, 1)))
+/* matmul tiled (prefill), see the GT_* helpers in common.cl: w [N, K] is
+ * fetched with consecutive work-items on consecutive k (coalesced) and stored
+ * transposed, Bs [k][column]. global (ceil(N / GT_N) * GT_NTH, ceil(T / GT_T)). */
+#define GT_WPER (GT_N * GT_K / GT_NTH) /* weight elements fetched per work-item per step */
+
+INL void KN(gt_fetch_w)(float *r, global const ET *w, ulong wo, int K, int N, int n0, int k0, int tid)
+{
+    int n = n0 + tid / GT_K, k = k0 + tid % GT_K;
+    global const ET *p = w + wo + (size_t)n * K + k;
+#pragma unroll
+    for (int i = 0; i < GT_WPER; i++) r[i] = (n + GT_RSTEP * i < N && k < K) ? LD(p, (size_t)GT_RSTEP * i * K) : 0.0f;
+}
+
+INL void KN(gt_store_w)(local float *Bs, const float *r, int tid)
+{
+    local float *p = Bs + (tid % GT_K) * GT_LDB + tid / GT_K;
+#pragma unroll
+    for (int i = 0; i < GT_WPER; i++) p[GT_RSTEP * i] = r[i];
+}
+
+kernel __attribute__((reqd_work_group_size(GT_NTH, 1, 1)))
 void KN(matmul_gemm)(global float *y, ulong yo, global const float *x, ulong xo, global const ET *w, ulong wo,
                      global const uchar *bias, ulong bo, int bdt, int T, int K, int N)
 {
-    local float As[GEMM_TK * GEMM_LD], Bs[GEMM_TK * GEMM_LD];
-    const int NT = (GEMM_TS / 4) * (GEMM_TS / 4), S = GEMM_TS / 4;
-    int lx = get_local_id(0), ly = get_local_id(1), lid = ly * S + lx;
-    int n0 = get_group_id(0) * GEMM_TS, t0 = get_group_id(1) * GEMM_TS;
+    local float4 As4[GT_K * GT_LDA / 4], Bs4[GT_K * GT_LDB / 4];
+    int tid = get_local_id(0), tx = tid % GT_TX, ty = tid / GT_TX;
+    int n0 = get_group_id(0) * GT_N, t0 = get_group_id(1) * GT_T;
     x += xo;
-    w += wo;
-    float acc[4][4];
-    for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
-    for (int k0 = 0; k0 < K; k0 += GEMM_TK) {
-        gemm_load_x(As, x, T, K, t0, k0, lid);
-        for (int e = lid; e < GEMM_TS * GEMM_TK; e += NT) {
-            int c = e / GEMM_TK, kk = e % GEMM_TK, n = n0 + c, k = k0 + kk;
-            Bs[kk * GEMM_LD + c] = (n < N && k < K) ? LD(w, (size_t)n * K + k) : 0.0f;
-        }
+    float acc[GT_TM][8], rx[GT_XPER], rw[GT_WPER];
+#pragma unroll
+    for (int i = 0; i < GT_TM; i++)
+#pragma unroll
+        for (int j = 0; j < 8; j++) acc[i][j] = 0.0f;
+    gt_fetch_x(rx, x, T, K, t0, 0, tid);
+    KN(gt_fetch_w)(rw, w, wo, K, N, n0, 0, tid);
+    for (int k0 = 0; k0 < K; k0 += GT_K) {
+        barrier(CLK_LOCAL_MEM_FENCE); /* the previous step is done with the tiles */
+        gt_store_x((local float *)As4, rx, tid);
+        KN(gt_store_w)((local float *)Bs4, rw, tid);
         barrier(CLK_LOCAL_MEM_FENCE);
-        gemm_tile_step(As, Bs, acc, lx, ly);
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    for (int i = 0; i < 4; i++) {
-        int t = t0 + ly + S * i;
-        if (t >= T) continue;
-        for (int j = 0; j < 4; j++) {
-            int n = n0 + lx + S * j;
-            if (n < N) y[yo + (size_t)t * N + n] = acc[i][j] + ld_bias(bias, bo, bdt, n);
+        if (k0 + GT_K < K) { /* the next step's loads, in flight during this step's FMAs */
+            gt_fetch_x(rx, x, T, K, t0, k0 + GT_K, tid);
+            KN(gt_fetch_w)(rw, w, wo, K, N, n0, k0 + GT_K, tid);
         }
+        gt_step(As4, Bs4, acc, tx, ty);
     }
+    gt_store_y(y, yo, acc, bias, bo, bdt, T, N, t0, n0, tx, ty);
 }
 
 #ifdef ST
@@ -148,33 +176,50 @@ kernel void KN(kv_store)(global const float *k, ulong ko, global const float *v,
     }
 }
 
-/* gqa_attn, part 2: one work-group of ATT_W per (query head, token). The
- * cache positions 0..pos[t] of slot seq[t] go by in chunks of ATT_W: each
- * work-item scores one position (q·k · scale), the chunk's max and sum are
- * reduced in local memory, and the running output (ATT_DPT head dims per
- * work-item) is rescaled: the online softmax. global (ATT_W * Hq, T). */
+/* gqa_attn, part 2: one work-group of ATT_W per (query head, token,
+ * partition). Partition p takes cache positions p * PL .. p * PL + PL - 1
+ * (PL a multiple of ATT_W) of 0..pos[t] of slot seq[t]; they go by in chunks
+ * of ATT_W: each work-item scores one position (q·k · scale), the chunk's
+ * max and sum are reduced in local memory, and the running output (ATT_DPT
+ * head dims per work-item) is rescaled: the online softmax. With one
+ * partition the result goes to y; with P > 1 (decode: a few heads and tokens
+ * would leave most of a GPU idle) each partition writes its unnormalised
+ * output, max and sum to part [T][Hq][P][hd + 2] and attn_merge (common.cl)
+ * joins them. global (ATT_W * Hq, T, P). */
 kernel __attribute__((reqd_work_group_size(ATT_W, 1, 1)))
 void KN(attn)(global float *y, ulong yo, global const float *q, ulong qo, global const ET *kc, ulong kco,
               global const ET *vc, ulong vco, global const int *ps, int seq_off, int Hq, int Hkv, int C, int hd,
-              float scale)
+              float scale, int PL, global float *part)
 {
     local float qs[ATT_W * ATT_DPT], pr[ATT_W], red[ATT_W];
-    int lid = get_local_id(0), h = get_group_id(0), t = get_group_id(1);
+    int lid = get_local_id(0), h = get_group_id(0), t = get_group_id(1), pi = get_group_id(2), P = get_num_groups(2);
     int L = ps[t] + 1, s = ps[seq_off + t], hk = h / (Hq / Hkv);
+    int c_beg = pi * PL, c_end = min(L, c_beg + PL);
+    global float *po = part + (((size_t)t * Hq + h) * P + pi) * (hd + 2);
+    if (c_beg >= c_end) { /* nothing of this token here (the whole work-group) */
+        if (lid == 0) po[hd] = -INFINITY, po[hd + 1] = 0.0f;
+        return;
+    }
     for (int d = lid; d < hd; d += ATT_W) qs[d] = q[qo + ((size_t)t * Hq + h) * hd + d];
     barrier(CLK_LOCAL_MEM_FENCE);
     size_t base = ((size_t)s * Hkv + hk) * C * hd;
     global const ET *kb = kc + kco + base, *vb = vc + vco + base;
     float m = -INFINITY, l = 0.0f, acc[ATT_DPT];
     for (int i = 0; i < ATT_DPT; i++) acc[i] = 0.0f;
-    for (int c0 = 0; c0 < L; c0 += ATT_W) {
+    for (int c0 = c_beg; c0 < c_end; c0 += ATT_W) {
         int j = c0 + lid;
         float sc = -INFINITY;
-        if (j < L) {
+        if (j < c_end) {
             global const ET *kr = kb + (size_t)j * hd;
-            float4 a4 = (float4)(0.0f);
+            float4 a4 = (float4)(0.0f), b4 = (float4)(0.0f);
             int d = 0;
+            for (; d + 8 <= hd; d += 8) { /* two loads in flight per step */
+                float4 k0 = LD4(kr, d), k1 = LD4(kr, d + 4);
+                a4 = fma(vload4(0, qs + d), k0, a4);
+                b4 = fma(vload4(0, qs + d + 4), k1, b4);
+            }
             for (; d + 4 <= hd; d += 4) a4 = fma(vload4(0, qs + d), LD4(kr, d), a4);
+            a4 += b4;
             float a = (a4.x + a4.y) + (a4.z + a4.w);
             for (; d < hd; d++) a = fma(qs[d], LD(kr, d), a);
             sc = a * scale;
@@ -186,7 +231,7 @@ void KN(attn)(global float *y, ulong yo, global const float *q, ulong qo, global
             barrier(CLK_LOCAL_MEM_FENCE);
         }
         float mn = fmax(m, red[0]); /* finite: position c0 is always valid */
-        float p = j < L ? exp(sc - mn) : 0.0f;
+        float p = j < c_end ? exp(sc - mn) : 0.0f;
         barrier(CLK_LOCAL_MEM_FENCE);
         pr[lid] = p;
         red[lid] = p;
@@ -197,25 +242,40 @@ void KN(attn)(global float *y, ulong yo, global const float *q, ulong qo, global
         }
         float alpha = exp(m - mn); /* 0 on the first chunk */
         l = l * alpha + red[0];
-        int n = min(ATT_W, L - c0);
+        int n = min(ATT_W, c_end - c0);
         for (int i = 0; i < ATT_DPT; i++) {
             int d = lid + ATT_W * i;
             if (d < hd) {
                 float a = acc[i] * alpha;
                 global const ET *vr = vb + (size_t)c0 * hd + d;
-                for (int jj = 0; jj < n; jj++) a = fma(pr[jj], LD(vr, (size_t)jj * hd), a);
+                int jj = 0;
+                for (; jj + 4 <= n; jj += 4) { /* four loads in flight per step */
+                    float v0 = LD(vr, (size_t)jj * hd), v1 = LD(vr, (size_t)(jj + 1) * hd),
+                          v2 = LD(vr, (size_t)(jj + 2) * hd), v3 = LD(vr, (size_t)(jj + 3) * hd);
+                    a = fma(pr[jj], v0, a);
+                    a = fma(pr[jj + 1], v1, a);
+                    a = fma(pr[jj + 2], v2, a);
+                    a = fma(pr[jj + 3], v3, a);
+                }
+                for (; jj < n; jj++) a = fma(pr[jj], LD(vr, (size_t)jj * hd), a);
                 acc[i] = a;
             }
         }
         m = mn;
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-    float inv = 1.0f / l;
+    if (P == 1) {
+        float inv = 1.0f / l;
+        for (int i = 0; i < ATT_DPT; i++) {
+            int d = lid + ATT_W * i;
+            if (d < hd) y[yo + ((size_t)t * Hq + h) * hd + d] = acc[i] * inv;
+        }
+        return;
+    }
     for (int i = 0; i < ATT_DPT; i++) {
         int d = lid + ATT_W * i;
-        if (d < hd) y[yo + ((size_t)t * Hq + h) * hd + d] = acc[i] * inv;
+        if (d < hd) po[d] = acc[i];
     }
+    if (lid == 0) po[hd] = m, po[hd + 1] = l;
 }
 #endif
-
-#undef KN
