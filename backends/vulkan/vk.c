@@ -8,7 +8,14 @@
  * weight_prepare. On a device whose device-local memory is host-visible,
  * coherent and cached (integrated GPUs, lavapipe) buffers are mapped once
  * and transfers are memcpy; otherwise they go through one persistent
- * host-visible staging buffer (LOOM_VK_STAGING=1 forces that path). */
+ * host-visible staging buffer (LOOM_VK_STAGING=1 forces that path), except
+ * small buffers, mapped in device-local host-visible memory (the BAR window
+ * of a discrete GPU) when the device has such a type. AWQ
+ * weights are repacked on the host before upload (layout in vk_impl.h).
+ *
+ * LOOM_VK_NO_SUBGROUP=1 and LOOM_VK_SCALAR_GEMV=1 force the shaders' other
+ * paths (no subgroup arithmetic; scalar GEMV loads), so tests can cover them
+ * on a device that would never take them. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +30,7 @@ const loom_host_i *loom__vk_host(void) { return host; }
 #define STAGING_BYTES ((size_t)64 << 20)
 #define CHUNK_BYTES   ((size_t)256 << 20)
 #define WEIGHT_ALIGN  256
+#define BAR_BYTES     ((size_t)256 << 10) /* buffers up to this size go to device-local host-visible memory */
 
 const char *loom__vk_result_name(VkResult r)
 {
@@ -346,7 +354,12 @@ loom_status loom__vk_alloc(vk_dev *d, size_t size, bool host_side, loom_buffer *
     }
     VkMemoryRequirements req;
     vkGetBufferMemoryRequirements(d->dev, b->buf, &req);
-    uint32_t mt = host_side ? d->mt_host : d->mt_device;
+    /* a small buffer (the step buffer, the token-id pool) in the BAR window
+     * when there is one: the GPU reads it from its own memory, and the host
+     * writes it with a memcpy instead of a staged copy, a submission and a
+     * wait per step */
+    bool bar = d->mt_bar >= 0 && size <= BAR_BYTES && (req.memoryTypeBits & (1u << d->mt_bar));
+    uint32_t mt = bar ? (uint32_t)d->mt_bar : host_side ? d->mt_host : d->mt_device;
     if (!(req.memoryTypeBits & (1u << mt))) {
         int alt = find_type(&d->memp, req.memoryTypeBits,
                             host_side ? VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT : 0);
@@ -360,6 +373,11 @@ loom_status loom__vk_alloc(vk_dev *d, size_t size, bool host_side, loom_buffer *
     VkMemoryAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .allocationSize = req.size,
                                .memoryTypeIndex = mt};
     r = vkAllocateMemory(d->dev, &ai, NULL, &b->mem);
+    if (r != VK_SUCCESS && bar && (req.memoryTypeBits & (1u << (host_side ? d->mt_host : d->mt_device)))) {
+        bar = false; /* the window is full: where the buffer would have gone without it */
+        ai.memoryTypeIndex = mt = host_side ? d->mt_host : d->mt_device;
+        r = vkAllocateMemory(d->dev, &ai, NULL, &b->mem);
+    }
     if (r != VK_SUCCESS) {
         vkDestroyBuffer(d->dev, b->buf, NULL);
         free(b);
@@ -375,7 +393,7 @@ loom_status loom__vk_alloc(vk_dev *d, size_t size, bool host_side, loom_buffer *
         return loom__vk_fail(r, "vkBindBufferMemory");
     }
     VkMemoryPropertyFlags fl = d->memp.memoryTypes[mt].propertyFlags;
-    if ((host_side || d->mt_mappable) && (fl & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT) &&
+    if ((host_side || bar || d->mt_mappable) && (fl & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT) &&
         (fl & VK_MEMORY_PROPERTY_HOST_COHERENT_BIT)) {
         if ((r = vkMapMemory(d->dev, b->mem, 0, VK_WHOLE_SIZE, 0, &b->map)) != VK_SUCCESS) {
             vkFreeMemory(d->dev, b->mem, NULL);
@@ -503,7 +521,8 @@ static const struct { const uint32_t *code; size_t size; } spv[VK_SH_COUNT] = {
 #define S(id, name) [id] = {vk_spv_##name, sizeof vk_spv_##name}
     S(VK_SH_ELTWISE, eltwise), S(VK_SH_EMBED, embed), S(VK_SH_RMSNORM, rmsnorm), S(VK_SH_RMSNORM_SG, rmsnorm_sg),
     S(VK_SH_ROPE, rope), S(VK_SH_KV_STORE, kv_store), S(VK_SH_ATTN, attn), S(VK_SH_GEMV, gemv),
-    S(VK_SH_GEMV_SG, gemv_sg), S(VK_SH_GEMV_AWQ, gemv_awq), S(VK_SH_GEMM, gemm), S(VK_SH_GEMM_AWQ, gemm_awq),
+    S(VK_SH_GEMV_SG, gemv_sg), S(VK_SH_GEMV_VEC, gemv_vec), S(VK_SH_GEMV_VEC_SG, gemv_vec_sg),
+    S(VK_SH_GEMV_AWQ, gemv_awq), S(VK_SH_GEMM, gemm), S(VK_SH_GEMM_AWQ, gemm_awq),
 #undef S
 };
 
@@ -523,6 +542,11 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
     if (f.max_alloc && f.max_alloc < d->max_range) d->max_range = f.max_alloc;
     d->align = f.p.limits.minStorageBufferOffsetAlignment ? f.p.limits.minStorageBufferOffsetAlignment : 4;
     d->subgroup = subgroup_arith(&f) && !getenv("LOOM_VK_NO_SUBGROUP");
+    d->sg_size = f.sg.subgroupSize ? f.sg.subgroupSize : 1;
+    d->wg_max = f.p.limits.maxComputeWorkGroupInvocations;
+    d->wg_max_y = f.p.limits.maxComputeWorkGroupSize[1];
+    d->shared_max = f.p.limits.maxComputeSharedMemorySize;
+    d->scalar_gemv = getenv("LOOM_VK_SCALAR_GEMV") && !strcmp(getenv("LOOM_VK_SCALAR_GEMV"), "1");
 
     uint32_t nq = 0;
     VkQueueFamilyProperties qf[32];
@@ -557,6 +581,7 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
     d->mt_mappable = uma >= 0 && !force_staging;
     d->mt_device = (uint32_t)(d->mt_mappable ? uma : local >= 0 ? local : 0);
     d->mt_host = (uint32_t)(hostm >= 0 ? hostm : 0);
+    d->mt_bar = d->mt_mappable ? -1 : find_type(&d->memp, ~0u, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | hv);
     loom_status st = LOOM_OK;
     if (hostm < 0) st = VK_ERR(LOOM_ERR_UNSUPPORTED, "device %d has no host-visible coherent memory", (int)dev);
 
@@ -601,28 +626,31 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
         return st;
     }
     host->log(LOOM_LOG_DEBUG,
-              "vulkan:%d: %s; queue family %u; buffers in memory type %u (%s), staging type %u; subgroup "
-              "arithmetic %s (size %u); f16/bf16 as packed u32 (no 16-bit storage needed); max storage range %llu, "
-              "offset alignment %llu; validation %s",
+              "vulkan:%d: %s; queue family %u; buffers in memory type %u (%s), staging type %u, small buffers %d; "
+              "subgroup arithmetic %s (size %u); f16/bf16 as packed u32 (no 16-bit storage needed); max storage range "
+              "%llu, offset alignment %llu; validation %s",
               (int)dev, d->props.deviceName, d->qfam, d->mt_device, d->mt_mappable ? "mapped, memcpy transfers"
                                                                                    : "device-local, staged transfers",
-              d->mt_host, d->subgroup ? "used" : "not used", f.sg.subgroupSize, (unsigned long long)d->max_range,
-              (unsigned long long)d->align, c->messenger ? "on" : "off");
+              d->mt_host, (int)d->mt_bar, d->subgroup ? "used" : "not used", f.sg.subgroupSize,
+              (unsigned long long)d->max_range, (unsigned long long)d->align, c->messenger ? "on" : "off");
     *dctx = d;
     return LOOM_OK;
 }
 
 /* Pipelines are made once per (shader, specialisation) and kept until the
  * device closes, so every program of the device shares them. */
-loom_status loom__vk_pipeline(vk_dev *d, vk_shader sh, uint32_t spec0, uint32_t spec1, VkPipeline *out)
+loom_status loom__vk_pipeline4(vk_dev *d, vk_shader sh, uint32_t s0, uint32_t s1, uint32_t s2, uint32_t s3,
+                               VkPipeline *out)
 {
+    const uint32_t spec[4] = {s0, s1, s2, s3};
     for (vk_pipe *p = d->pipes; p; p = p->next)
-        if (p->sh == sh && p->spec[0] == spec0 && p->spec[1] == spec1) return *out = p->pipe, LOOM_OK;
+        if (p->sh == sh && !memcmp(p->spec, spec, sizeof spec)) return *out = p->pipe, LOOM_OK;
     vk_pipe *p = calloc(1, sizeof *p);
     if (!p) return VK_ERR(LOOM_ERR_NOMEM, "out of memory");
-    p->sh = sh, p->spec[0] = spec0, p->spec[1] = spec1;
-    VkSpecializationMapEntry me[2] = {{0, 0, 4}, {1, 4, 4}};
-    VkSpecializationInfo si = {.mapEntryCount = 2, .pMapEntries = me, .dataSize = 8, .pData = p->spec};
+    p->sh = sh;
+    memcpy(p->spec, spec, sizeof spec);
+    VkSpecializationMapEntry me[4] = {{0, 0, 4}, {1, 4, 4}, {2, 8, 4}, {3, 12, 4}};
+    VkSpecializationInfo si = {.mapEntryCount = 4, .pMapEntries = me, .dataSize = sizeof p->spec, .pData = p->spec};
     VkComputePipelineCreateInfo ci = {
         .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
         .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO, .stage = VK_SHADER_STAGE_COMPUTE_BIT,
@@ -666,10 +694,57 @@ static loom_status vk_buffer_read(void *dctx, loom_buffer *b, size_t off, void *
 /* ---- weights: suballocated from chunks ---------------------------------------------- */
 static size_t weight_bytes(const loom_tensor *t)
 {
-    if (t->dtype == LOOM_Q4_AWQ) return t->ndim == 2 ? loom_awq_nbytes(t->shape[0], t->shape[1]) : 0;
+    if (t->dtype == LOOM_Q4_AWQ) return t->ndim == 2 ? loom__vk_awq_bytes(t->shape[0], t->shape[1]) : 0;
     size_t n = t->dtype == LOOM_F16 || t->dtype == LOOM_BF16 ? 2 : 4;
     for (int32_t i = 0; i < t->ndim; i++) n *= (size_t)t->shape[i];
     return n;
+}
+
+/* Transpose an 8 x 8 matrix of nibbles held as 8 words (word r, nibble s)
+ * in place, by swapping 4x4, 2x2 and 1x1 blocks: after it, word s nibble r
+ * holds what word r nibble s held. */
+static void nibble_transpose8(uint32_t a[8])
+{
+    for (int r = 0; r < 4; r++) {
+        uint32_t t = ((a[r] >> 16) ^ a[r + 4]) & 0x0000ffffu;
+        a[r + 4] ^= t, a[r] ^= t << 16;
+    }
+    static const int r2[4] = {0, 1, 4, 5};
+    for (int i = 0; i < 4; i++) {
+        int r = r2[i];
+        uint32_t t = ((a[r] >> 8) ^ a[r + 2]) & 0x00ff00ffu;
+        a[r + 2] ^= t, a[r] ^= t << 8;
+    }
+    for (int r = 0; r < 8; r += 2) {
+        uint32_t t = ((a[r] >> 4) ^ a[r + 1]) & 0x0f0f0f0fu;
+        a[r + 1] ^= t, a[r] ^= t << 4;
+    }
+}
+
+/* The checkpoint's AWQ blob (loom_backend.h: qweight u32 [K][N/8], nibble i
+ * of word (k, c) is column 8c + loom_awq_order[i]; qzeros u32 [K/128][N/8]
+ * packed the same; scales f16 [K/128][N]) into the layout of vk_impl.h.
+ * Eight rows of one packed word column are an 8 x 8 nibble matrix (k by
+ * slot); its transpose is, per slot, the word of 8 consecutive k. */
+static void awq_repack(int64_t K, int64_t N, const void *blob, void *dst)
+{
+    static const int slot_of[8] = {0, 4, 1, 5, 2, 6, 3, 7}; /* column offset -> nibble: slot_of[order[i]] == i */
+    const uint8_t *b = blob;
+    const uint32_t *qw = (const uint32_t *)b, *qz = (const uint32_t *)(b + K * N / 2);
+    const uint16_t *sc = (const uint16_t *)(b + K * N / 2 + K / LOOM_AWQ_GROUP * N / 2);
+    uint32_t *q = dst, *meta = (uint32_t *)((uint8_t *)dst + loom__vk_awq_q_bytes(K, N));
+    int64_t N8 = N / 8;
+    for (int64_t kb = 0; kb < K / 32; kb++)
+        for (int j = 0; j < 4; j++) /* 8 source rows at a time: 8 sequential streams */
+            for (int64_t c = 0; c < N8; c++) {
+                uint32_t a[8];
+                for (int r = 0; r < 8; r++) a[r] = qw[(kb * 32 + j * 8 + r) * N8 + c];
+                nibble_transpose8(a);
+                for (int i = 0; i < 8; i++) q[((kb * N + 8 * c + loom_awq_order[i]) * 4) + j] = a[i];
+            }
+    for (int64_t g = 0; g < K / LOOM_AWQ_GROUP; g++)
+        for (int64_t n = 0; n < N; n++)
+            meta[g * N + n] = sc[g * N + n] | ((qz[g * N8 + n / 8] >> (4 * slot_of[n % 8])) & 15u) << 16;
 }
 
 static loom_status vk_weight_prepare(void *dctx, loom_tensor *t, const void *data)
@@ -687,7 +762,21 @@ static loom_status vk_weight_prepare(void *dctx, loom_tensor *t, const void *dat
         if (n < CHUNK_BYTES) d->chunk = c; /* an oversized tensor gets its own */
         off = 0;
     }
-    loom_status st = transfer(d, c, off, (void *)data, n, true);
+    loom_status st = LOOM_OK;
+    if (t->dtype == LOOM_Q4_AWQ && c->map) { /* mapped: repack in place */
+        if (!(st = loom__vk_wait(d))) awq_repack(t->shape[0], t->shape[1], data, (uint8_t *)c->map + off);
+    } else if (t->dtype == LOOM_Q4_AWQ) {
+        void *tmp = malloc(n);
+        if (!tmp) {
+            st = VK_ERR(LOOM_ERR_NOMEM, "out of host memory repacking '%s' (%zu bytes)", t->name ? t->name : "?", n);
+        } else {
+            awq_repack(t->shape[0], t->shape[1], data, tmp);
+            st = transfer(d, c, off, tmp, n, true);
+            free(tmp);
+        }
+    } else {
+        st = transfer(d, c, off, (void *)data, n, true);
+    }
     if (st) {
         if (!c->n_weights) loom__vk_free(d, c);
         return st;

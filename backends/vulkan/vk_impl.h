@@ -31,13 +31,31 @@ loom_status loom__vk_fail(VkResult r, const char *what);
 /* ---- shaders ------------------------------------------------------------------ */
 typedef enum {
     VK_SH_ELTWISE, VK_SH_EMBED, VK_SH_RMSNORM, VK_SH_RMSNORM_SG, VK_SH_ROPE, VK_SH_KV_STORE, VK_SH_ATTN,
-    VK_SH_GEMV, VK_SH_GEMV_SG, VK_SH_GEMV_AWQ, VK_SH_GEMM, VK_SH_GEMM_AWQ, VK_SH_COUNT
+    VK_SH_GEMV, VK_SH_GEMV_SG, VK_SH_GEMV_VEC, VK_SH_GEMV_VEC_SG, VK_SH_GEMV_AWQ, VK_SH_GEMM, VK_SH_GEMM_AWQ,
+    VK_SH_COUNT
 } vk_shader;
 
 #define VK_BINDINGS   8 /* 0..5 tensors, 6 unused, 7 the step buffer */
 #define VK_STEP_BIND  7
 #define VK_PC_WORDS   24
-#define VK_GEMV_MAX_T 8 /* matmul: GEMV up to this many tokens (in blocks of 4), tiled GEMM above */
+#define VK_GEMV_MAX_T 8 /* matmul: GEMV up to this many tokens (variants for 1, 2, 3-4, 5-8), tiled GEMM above */
+
+/* ---- AWQ in device memory --------------------------------------------------------
+ * weight_prepare repacks the checkpoint's qweight/qzeros/scales once, on the
+ * host, into the layout the CUDA backend uses too:
+ *   q    uvec4 [K/32][N]   the 16 bytes at (kb, n) are column n's 32 nibbles
+ *                          for k = 32kb .. 32kb+31: 32-bit word j, bits
+ *                          4i..4i+3 hold k = 32kb + 8j + i
+ *   meta u32   [K/128][N]  bits 0..15 the f16 scale of (group, n), 16..23
+ *                          its zero point
+ * so the GEMV invocation that owns column n reads a whole group as four
+ * 16-byte loads plus one word, and a subgroup of consecutive columns reads
+ * 512 contiguous bytes per load. */
+static inline size_t loom__vk_awq_q_bytes(int64_t K, int64_t N) { return (size_t)(K / 32) * (size_t)N * 16; }
+static inline size_t loom__vk_awq_bytes(int64_t K, int64_t N)
+{
+    return loom__vk_awq_q_bytes(K, N) + (size_t)(K / LOOM_AWQ_GROUP) * (size_t)N * 4;
+}
 
 /* ---- memory ----------------------------------------------------------------------
  * A loom_buffer is one VkBuffer over its own VkDeviceMemory: the host asks for
@@ -58,7 +76,7 @@ struct loom_buffer {
 
 typedef struct vk_pipe {
     vk_shader       sh;
-    uint32_t        spec[2];
+    uint32_t        spec[4];
     VkPipeline      pipe;
     struct vk_pipe *next;
 } vk_pipe;
@@ -76,9 +94,15 @@ typedef struct vk_dev {
     VkQueue                          queue;
     uint32_t                         qfam;
     bool                             subgroup;    /* subgroup arithmetic in compute: *_sg shaders */
+    uint32_t                         sg_size;     /* default subgroup size (sizes GEMV work-groups) */
+    uint32_t                         wg_max;      /* maxComputeWorkGroupInvocations */
+    uint32_t                         wg_max_y;    /* maxComputeWorkGroupSize[1] */
+    uint32_t                         shared_max;  /* maxComputeSharedMemorySize */
+    bool                             scalar_gemv; /* LOOM_VK_SCALAR_GEMV=1: the scalar fallbacks (tests them) */
     uint32_t                         mt_device;   /* memory type for buffers */
     bool                             mt_mappable; /* ... that is also host-visible + coherent */
     uint32_t                         mt_host;     /* host-visible coherent type (staging, step buffers) */
+    int32_t                          mt_bar;      /* device-local host-visible coherent type for small buffers, or -1 */
     VkDeviceSize                     max_range;   /* maxStorageBufferRange */
     VkDeviceSize                     align;       /* minStorageBufferOffsetAlignment */
     VkCommandPool                    cmd_pool;
@@ -103,7 +127,10 @@ void        loom__vk_free(vk_dev *d, loom_buffer *b);
 loom_status loom__vk_wait(vk_dev *d);             /* wait for the last submission; report device-side errors */
 loom_status loom__vk_check_validation(vk_dev *d); /* a validation error since last time is a failure */
 loom_status loom__vk_submit(vk_dev *d, VkCommandBuffer cb, struct vk_prog *p);
-loom_status loom__vk_pipeline(vk_dev *d, vk_shader sh, uint32_t spec0, uint32_t spec1, VkPipeline *out);
+/* the pipeline of shader sh with specialisation constants 0..3 (ids a shader does not declare are ignored) */
+loom_status loom__vk_pipeline4(vk_dev *d, vk_shader sh, uint32_t s0, uint32_t s1, uint32_t s2, uint32_t s3,
+                               VkPipeline *out);
+#define loom__vk_pipeline(d, sh, s0, s1, out) loom__vk_pipeline4((d), (sh), (s0), (s1), 0, 0, (out))
 
 /* vk_prog.c */
 loom_status loom__vk_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void **prog);

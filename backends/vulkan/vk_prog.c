@@ -5,8 +5,11 @@
  * (made once, here) binding each tensor at its own range, and push
  * constants. A weight larger than maxStorageBufferRange (lavapipe: 128 MiB,
  * e.g. a 151936-row embedding or lm_head) is cut into row pieces, one
- * dispatch each. matmul has two alternatives per piece, GEMV (<= 4 tokens)
- * and tiled GEMM, and the recording picks one by the token count.
+ * dispatch each. matmul and matmul_awq have alternatives per piece: GEMV
+ * variants specialised for 1, 2, 3-4 and 5-8 tokens (the 16-byte-load
+ * shaders; the scalar gemv.comp covers 1-8 when a row or offset is not whole
+ * 16 bytes) and a tiled GEMM above 8, made only for what the graph's token
+ * count can reach; the recording picks one by the step's token count.
  *
  * Step state: each program owns a small host-visible "step buffer" that the
  * shaders read (binding 7): n_tokens, an error-flag word, pos[maxT],
@@ -87,9 +90,9 @@ static bool is_float_dt(loom_dtype dt) { return dt == LOOM_F32 || dt == LOOM_F16
 
 static uint32_t dt_code(loom_dtype dt) { return dt == LOOM_F16 ? 1u : dt == LOOM_BF16 ? 2u : 0u; }
 
-static size_t nbytes(const loom_tensor *t)
+static size_t nbytes(const loom_tensor *t) /* in device memory */
 {
-    if (t->dtype == LOOM_Q4_AWQ) return loom_awq_nbytes(t->shape[0], t->shape[1]);
+    if (t->dtype == LOOM_Q4_AWQ) return loom__vk_awq_bytes(t->shape[0], t->shape[1]);
     size_t n = dt_size(t->dtype);
     for (int32_t i = 0; i < t->ndim; i++) n *= (size_t)t->shape[i];
     return n;
@@ -133,7 +136,7 @@ bool loom__vk_supports(void *dctx, const loom_node *n)
             return false;
         int64_t K = s[1]->shape[0], N = s[1]->shape[1];
         if (K != s[0]->shape[1] || N != cols || K % LOOM_AWQ_GROUP || N % 8 || K < LOOM_AWQ_GROUP) return false;
-        if (!fits(d, (size_t)(K * N / 2)) || !fits(d, (size_t)(K / 128 * N * 2))) return false;
+        if (!fits(d, loom__vk_awq_q_bytes(K, N)) || !fits(d, (size_t)(K / LOOM_AWQ_GROUP * N * 4))) return false;
         return !s[2] || (is_float_dt(s[2]->dtype) && s[2]->ndim == 1 && s[2]->shape[0] == cols);
     }
     case LOOM_OP_ROPE:
@@ -200,6 +203,64 @@ static uint32_t fbits(float f)
     return u;
 }
 
+/* Bytes from lo of tensor t start on 16 bytes: a vec4/uvec4 view of its
+ * binding (bind() then pushes an offset that is a whole number of 16 bytes). */
+static bool at16(const loom_tensor *t, size_t lo) { return (t->offset + lo) % 16 == 0; }
+
+/* matmul (GEMV or GEMM) on rows n0 .. n0+np of w: 0 x, 1 w, 2 bias, 3 y. */
+static loom_status bind_matmul(vk_prog *p, vk_disp *x, const loom_node *n, int64_t n0, int64_t np)
+{
+    const loom_tensor *y = n->dst, *const *s = (const loom_tensor *const *)n->src;
+    int64_t T = y->shape[0], K = s[0]->shape[1], N = y->shape[1];
+    size_t es = dt_size(s[1]->dtype), rowb = (size_t)K * es;
+    loom_status st;
+    if ((st = bind(p, x, 0, s[0], 0, (size_t)T * (size_t)K * 4, 4, false)) ||
+        (st = bind(p, x, 1, s[1], (size_t)n0 * rowb, (size_t)np * rowb, es, false)) ||
+        (s[2] && (st = bind(p, x, 2, s[2], 0, nbytes(s[2]), dt_size(s[2]->dtype), false))) ||
+        (st = bind(p, x, 3, y, 0, (size_t)T * (size_t)N * 4, 4, true)))
+        return st;
+    x->pc[7] = (uint32_t)K, x->pc[8] = (uint32_t)np, x->pc[9] = (uint32_t)N, x->pc[10] = (uint32_t)n0;
+    x->pc[11] = s[2] != NULL;
+    return LOOM_OK;
+}
+
+/* Dense GEMV: rows per work-group, two per subgroup of the device's default
+ * size (128 invocations: 8 rows with subgroups of 32), so lm_head (152064
+ * rows) is ~19000 work-groups and a 3584-row layer ~450; without subgroup
+ * arithmetic a 64-invocation work-group takes 4 rows, 2 at a time. */
+static uint32_t gemv_rows(const vk_dev *d)
+{
+    if (!d->subgroup) return 4;
+    uint32_t teams = d->sg_size >= 128 ? 1 : 128 / d->sg_size;
+    return 2 * (teams > 16 ? 16 : teams);
+}
+
+/* AWQ GEMV geometry: a work-group is 32 columns x S slices of the K groups,
+ * each slice gps consecutive groups. S is the smallest count that gives about
+ * AWQ_THREADS invocations (a large GPU full: 132 SMs x ~750, each with 64 to
+ * 128 bytes in flight), at most one slice per group, and within the device's
+ * limits (32 S invocations, S x nt x 32 floats of shared memory) and within
+ * 2048 / nt invocations, so the nt-token variants' registers (4 nt partial
+ * sums per invocation) still fit a whole work-group on one multiprocessor;
+ * then as even as the group count allows. 7B at 1 token: K=3584 N=3584 or
+ * 512 -> 28 slices of 1 group; K=3584 N=18944 -> 6 x 5; K=18944 N=3584 -> 25 x 6. */
+#define AWQ_THREADS 98304
+static void awq_split(const vk_dev *d, int64_t K, int64_t N, uint32_t nt, uint32_t *slices, uint32_t *gps)
+{
+    int64_t G = K / LOOM_AWQ_GROUP, smax = 64 / nt;
+    if (smax > 32) smax = 32;
+    if (smax > d->wg_max / 32) smax = d->wg_max / 32;
+    if (smax > d->wg_max_y) smax = d->wg_max_y;
+    if (smax > d->shared_max / (32 * 4 * nt)) smax = d->shared_max / (32 * 4 * nt);
+    if (smax > G) smax = G;
+    if (smax < 1) smax = 1;
+    int64_t sl = (AWQ_THREADS + N - 1) / N;
+    sl = sl < 1 ? 1 : sl > smax ? smax : sl;
+    int64_t g = (G + sl - 1) / sl;
+    *gps = (uint32_t)g;
+    *slices = (uint32_t)((G + g - 1) / g);
+}
+
 #define TRY(e) do { if ((st = (e))) return st; } while (0)
 #define NEWD(pipe, mode, gx) do { if (!(x = new_disp(p, n, (pipe), (mode), (gx)))) return VK_ERR(LOOM_ERR_NOMEM, "out of memory"); } while (0)
 
@@ -238,59 +299,63 @@ static loom_status lower(vk_prog *p, const loom_node *n)
         return LOOM_OK;
     case LOOM_OP_MATMUL: {
         int64_t K = s[0]->shape[1], N = cols;
-        size_t es = dt_size(s[1]->dtype), rowb = (size_t)K * es;
+        size_t es = dt_size(s[1]->dtype), rowb = (size_t)K * es, epc = 16 / es;
         int64_t per = (int64_t)(room / rowb) / 64 * 64;
-        uint32_t wdt = dt_code(s[1]->dtype), bdt = s[2] ? dt_code(s[2]->dtype) : 0;
-        VkPipeline gemv, gemm;
-        TRY(loom__vk_pipeline(d, d->subgroup ? VK_SH_GEMV_SG : VK_SH_GEMV, wdt, bdt, &gemv));
-        TRY(loom__vk_pipeline(d, VK_SH_GEMM, wdt, bdt, &gemm));
+        uint32_t wdt = dt_code(s[1]->dtype), bdt = s[2] ? dt_code(s[2]->dtype) : 0, rw = gemv_rows(d);
         for (int64_t n0 = 0; n0 < N; n0 += per) {
             int64_t np = n0 + per < N ? per : N - n0;
-            for (int alt = 0; alt < 2; alt++) {
-                if (alt == 0) {
-                    NEWD(gemv, G_FLAT, (uint32_t)((np + 7) / 8));
-                    x->max_t = VK_GEMV_MAX_T;
-                } else {
-                    NEWD(gemm, G_ROWS_Y32, (uint32_t)((np + 63) / 64));
-                    x->min_t = VK_GEMV_MAX_T + 1;
-                }
-                TRY(bind(p, x, 0, s[0], 0, (size_t)T * rowb / es * 4, 4, false));
-                TRY(bind(p, x, 1, s[1], (size_t)n0 * rowb, (size_t)np * rowb, es, false));
-                if (s[2]) TRY(bind(p, x, 2, s[2], 0, nbytes(s[2]), dt_size(s[2]->dtype), false));
-                TRY(bind(p, x, 3, y, 0, ybytes, 4, true));
-                x->pc[7] = (uint32_t)K, x->pc[8] = (uint32_t)np, x->pc[9] = (uint32_t)N, x->pc[10] = (uint32_t)n0;
-                x->pc[11] = s[2] != NULL;
+            /* GEMV: variants for 1, 2, 3-4 and 5-8 tokens with 16-byte loads when rows and offsets are
+             * whole chunks, else the scalar one for all; GEMM above VK_GEMV_MAX_T tokens */
+            bool vec = !d->scalar_gemv && K % (int64_t)epc == 0 && at16(s[0], 0) && at16(s[1], (size_t)n0 * rowb);
+            for (uint32_t nt = 1; nt <= VK_GEMV_MAX_T && nt / 2 < T; nt *= 2) {
+                if (vec)
+                    TRY(loom__vk_pipeline4(d, d->subgroup ? VK_SH_GEMV_VEC_SG : VK_SH_GEMV_VEC, wdt, bdt, nt, rw,
+                                           &pipe));
+                else
+                    TRY(loom__vk_pipeline(d, d->subgroup ? VK_SH_GEMV_SG : VK_SH_GEMV, wdt, bdt, &pipe));
+                NEWD(pipe, G_FLAT, (uint32_t)(vec ? (np + rw - 1) / rw : (np + 7) / 8));
+                x->min_t = nt == 1 || !vec ? 1 : (int32_t)nt / 2 + 1;
+                x->max_t = vec ? (int32_t)nt : VK_GEMV_MAX_T;
+                TRY(bind_matmul(p, x, n, n0, np));
+                if (!vec) break;
+            }
+            if (T > VK_GEMV_MAX_T) {
+                TRY(loom__vk_pipeline(d, VK_SH_GEMM, wdt, bdt, &pipe));
+                NEWD(pipe, G_ROWS_Y32, (uint32_t)((np + 63) / 64));
+                x->min_t = VK_GEMV_MAX_T + 1;
+                TRY(bind_matmul(p, x, n, n0, np));
             }
         }
         return LOOM_OK;
     }
     case LOOM_OP_MATMUL_AWQ: {
         int64_t K = s[1]->shape[0], N = s[1]->shape[1], G = K / LOOM_AWQ_GROUP;
-        size_t qb = (size_t)(K * N / 2), zb = (size_t)(G * N / 2), sb = (size_t)(G * N * 2);
-        uint32_t bdt = s[2] ? dt_code(s[2]->dtype) : 0;
-        VkPipeline gemv, gemm;
-        TRY(loom__vk_pipeline(d, VK_SH_GEMV_AWQ, 0, bdt, &gemv));
-        TRY(loom__vk_pipeline(d, VK_SH_GEMM_AWQ, 0, bdt, &gemm));
-        size_t xbytes = (size_t)T * (size_t)K * 4;
-        /* GEMV: 0 x, 1 qweight, 2 qzeros, 3 scales, 4 bias, 5 y */
-        NEWD(gemv, G_FLAT, (uint32_t)((N / 8 + 31) / 32));
-        x->max_t = VK_GEMV_MAX_T;
-        TRY(bind(p, x, 0, s[0], 0, xbytes, 4, false));
-        TRY(bind(p, x, 1, s[1], 0, qb, 4, false));
-        TRY(bind(p, x, 2, s[1], qb, zb, 4, false));
-        TRY(bind(p, x, 3, s[1], qb + zb, sb, 2, false));
-        if (s[2]) TRY(bind(p, x, 4, s[2], 0, nbytes(s[2]), dt_size(s[2]->dtype), false));
-        TRY(bind(p, x, 5, y, 0, ybytes, 4, true));
-        x->pc[7] = (uint32_t)K, x->pc[8] = (uint32_t)N, x->pc[9] = s[2] != NULL;
-        /* GEMM: 0 x, 1 qweight, 2 bias, 3 y, 4 qzeros, 5 scales */
-        NEWD(gemm, G_ROWS_Y32, (uint32_t)((N + 63) / 64));
+        size_t qb = loom__vk_awq_q_bytes(K, N), mb = (size_t)(G * N * 4), xbytes = (size_t)T * (size_t)K * 4;
+        uint32_t bdt = s[2] ? dt_code(s[2]->dtype) : 0, slices, gps;
+        /* GEMV variants for 1, 2, 3-4 and 5-8 tokens: 0 x, 1 q, 2 meta, 4 bias, 5 y */
+        for (uint32_t nt = 1; nt <= VK_GEMV_MAX_T && nt / 2 < T; nt *= 2) {
+            uint32_t xvec = !d->scalar_gemv && at16(s[0], 0);
+            awq_split(d, K, N, nt, &slices, &gps);
+            TRY(loom__vk_pipeline4(d, VK_SH_GEMV_AWQ, nt, bdt, slices, xvec, &pipe));
+            NEWD(pipe, G_FLAT, (uint32_t)((N + 31) / 32));
+            x->min_t = nt == 1 ? 1 : (int32_t)nt / 2 + 1, x->max_t = (int32_t)nt;
+            TRY(bind(p, x, 0, s[0], 0, xbytes, 4, false));
+            TRY(bind(p, x, 1, s[1], 0, qb, 16, false));
+            TRY(bind(p, x, 2, s[1], qb, mb, 4, false));
+            if (s[2]) TRY(bind(p, x, 4, s[2], 0, nbytes(s[2]), dt_size(s[2]->dtype), false));
+            TRY(bind(p, x, 5, y, 0, ybytes, 4, true));
+            x->pc[7] = (uint32_t)K, x->pc[8] = (uint32_t)N, x->pc[9] = s[2] != NULL, x->pc[10] = gps;
+        }
+        if (T <= VK_GEMV_MAX_T) return LOOM_OK;
+        /* GEMM: 0 x, 1 q (as words), 2 bias, 3 y, 4 meta */
+        TRY(loom__vk_pipeline(d, VK_SH_GEMM_AWQ, 0, bdt, &pipe));
+        NEWD(pipe, G_ROWS_Y32, (uint32_t)((N + 63) / 64));
         x->min_t = VK_GEMV_MAX_T + 1;
         TRY(bind(p, x, 0, s[0], 0, xbytes, 4, false));
         TRY(bind(p, x, 1, s[1], 0, qb, 4, false));
         if (s[2]) TRY(bind(p, x, 2, s[2], 0, nbytes(s[2]), dt_size(s[2]->dtype), false));
         TRY(bind(p, x, 3, y, 0, ybytes, 4, true));
-        TRY(bind(p, x, 4, s[1], qb, zb, 4, false));
-        TRY(bind(p, x, 5, s[1], qb + zb, sb, 2, false));
+        TRY(bind(p, x, 4, s[1], qb, mb, 4, false));
         x->pc[7] = (uint32_t)K, x->pc[8] = (uint32_t)N, x->pc[9] = (uint32_t)N, x->pc[10] = 0, x->pc[11] = s[2] != NULL;
         return LOOM_OK;
     }

@@ -4,7 +4,8 @@
  * invocations owns 2 tokens x 4 outputs (strided, so shared reads do not
  * conflict). Dense (w[N,K], WDT f32/f16/bf16): bindings 0 x, 1 w, 2 bias,
  * 3 y. AWQ (-DAWQ): the tile of w is dequantised into shared memory from
- * qweight/qzeros/scales: 0 x, 1 qweight, 2 bias, 3 y, 4 qzeros, 5 scales.
+ * the backend's layout (vk_impl.h; q read as words): 0 x, 1 q, 2 bias, 3 y,
+ * 4 meta.
  * p[7] K, p[8] N of this piece, p[9] row stride of y, p[10] first column of
  * the piece in y (and b), p[11] has bias. Grid: (ceil(N/64), ceil(T/32)). */
 #include "common.glsl"
@@ -19,9 +20,7 @@ layout(std430, binding = 1) readonly buffer W { uint w[]; };
 layout(std430, binding = 2) readonly buffer Bi { uint bias[]; };
 layout(std430, binding = 3) writeonly buffer Y { float y[]; };
 #ifdef AWQ
-layout(std430, binding = 4) readonly buffer QZ { uint qz[]; };
-layout(std430, binding = 5) readonly buffer SC { uint sc[]; };
-const uint order[8] = uint[8](0u, 2u, 4u, 6u, 1u, 3u, 5u, 7u);
+layout(std430, binding = 4) readonly buffer MT { uint meta[]; };
 #endif
 shared float xs[BK][BM];
 shared float ws[BK][BN + 1u];
@@ -39,17 +38,14 @@ void main()
             xs[k][m] = (m0 + m < T && k0 + k < K) ? x[OFF(0) + (m0 + m) * K + k0 + k] : 0.0;
         }
 #ifdef AWQ
-        if (tid < 128u) { /* 16 rows x 8 packed words */
-            uint kr = tid / 8u, cw = tid % 8u, NW = N / 8u, c = n0 / 8u + cw, k = k0 + kr, g = k / 128u;
-            if (c < NW) {
-                uint wd = w[OFF(1) + k * NW + c], zw = qz[OFF(4) + g * NW + c], sb = OFF(5) + g * N + c * 8u;
-                for (uint i = 0u; i < 8u; i++) {
-                    uint col = order[i];
-                    float s = unpackHalf2x16(sc[(sb + col) >> 1] >> (((sb + col) & 1u) * 16u)).x;
-                    ws[kr][cw * 8u + col] = float(int((wd >> (4u * i)) & 15u) - int((zw >> (4u * i)) & 15u)) * s;
-                }
+        if (tid < 128u) { /* 64 columns x 16 k: per column two words of 8 k (half of its uvec4) */
+            uint cl = tid >> 1, h = tid & 1u, n = n0 + cl, k = k0 + h * 8u;
+            if (n < N) {
+                uint wd = w[OFF(1) + ((k >> 5) * N + n) * 4u + ((k >> 3) & 3u)], m = meta[OFF(4) + (k >> 7) * N + n];
+                float s = unpackHalf2x16(m & 0xffffu).x, z = float(m >> 16);
+                for (uint i = 0u; i < 8u; i++) ws[h * 8u + i][cl] = (float((wd >> (4u * i)) & 15u) - z) * s;
             } else {
-                for (uint i = 0u; i < 8u; i++) ws[kr][cw * 8u + i] = 0.0;
+                for (uint i = 0u; i < 8u; i++) ws[h * 8u + i][cl] = 0.0;
             }
         }
 #else

@@ -1,5 +1,7 @@
 #version 450
 /* matmul for few tokens (T <= 8, in blocks of 4): y[t, n] = sum_k x[t, k] w[n, k] + b[n].
+ * The scalar fallback of gemv_vec.comp, for a weight whose rows or offsets are
+ * not whole 16-byte chunks (odd K, unaligned pieces).
  * One workgroup (64 invocations) per 8 output rows n; invocations split K, each keeps 8x4
  * partial sums, reduced across the workgroup (subgroupAdd when available).
  * p[7] K, p[8] N of this piece, p[9] row stride of y, p[10] first column of
