@@ -20,7 +20,7 @@ loom=/tmp/build/tools/loom
 $loom check ops --backend cuda > "$out/check_ops.txt" 2>&1; echo "check ops: exit $? $(tail -1 "$out/check_ops.txt")"
 grep FAIL "$out/check_ops.txt" | head
 for m in tests/data/golden/*/; do
-  $loom check model --backend cuda -m "$m" > "$out/check_model_$(basename "$m").txt" 2>&1
+  $loom check model --backends cpu,cuda -m "$m" > "$out/check_model_$(basename "$m").txt" 2>&1
   echo "check model $(basename "$m"): exit $? $(grep -iE "nmse|greedy" "$out/check_model_$(basename "$m").txt" | tr '\n' ' ' | cut -c1-200)"
 done
 m05=/tmp/q05awq m7=/tmp/q7awq
