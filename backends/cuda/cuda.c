@@ -3,7 +3,9 @@
  * device), weights (uploaded once; AWQ repacked on the device), sync.
  * compile / execute / release live in cuda_graph.c.
  *
- * Environment: LOOM_CUDA_GRAPHS=0 turns CUDA graph capture off (every step is
+ * Environment: LOOM_CUDA_FUSE=0 runs every node of a decode step as its own
+ * launch (no fused GEMV epilogues; for isolating a fusion problem).
+ * LOOM_CUDA_GRAPHS=0 turns CUDA graph capture off (every step is
  * launched kernel by kernel); LOOM_CUDA_GRAPH_MAX_TOKENS (default 16) is the
  * largest step that is captured and replayed. */
 #include <dlfcn.h>

@@ -135,6 +135,8 @@ static void gemv_add(cu_awq_gemv_args *g, const loom_node *n, const cu_awq *w)
  * (the arena may hand x's bytes to a tensor born after x's last reader). */
 static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, int *counters)
 {
+    const char *env = getenv("LOOM_CUDA_FUSE"); /* 0: every node on its own (to isolate a fusion bug) */
+    bool fuse = !env || strcmp(env, "0");
     for (int32_t i = 0; i < n_nodes; i++) {
         const loom_node *a = &nodes[i];
         if (!is_awq(a)) continue;
@@ -142,6 +144,7 @@ static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, in
         const loom_tensor *x = a->src[0];
         pl->gemv = (cu_awq_gemv_args){.x = tdata(x), .epi = CU_EPI_PLAIN};
         gemv_add(&pl->gemv, a, pl->awq);
+        if (!fuse) continue;
         const loom_node *b = i + 1 < n_nodes ? &nodes[i + 1] : NULL, *c = i + 2 < n_nodes ? &nodes[i + 2] : NULL;
         /* gate, up, swiglu */
         if (b && c && is_awq(b) && b->src[0] == x && b->src[1]->shape[1] == a->src[1]->shape[1] &&
