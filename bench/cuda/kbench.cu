@@ -23,6 +23,7 @@
 #include <cuda_runtime.h>
 
 #include "cuda_impl.h"
+#include "roofline.cuh"
 
 #define CHECK(x)                                                                                                     \
     do {                                                                                                             \
@@ -36,32 +37,6 @@
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static uint32_t rnd() { rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17; return (uint32_t)(rng >> 11); }
 static float rndf() { return (float)(rnd() & 0xffffff) / 16777216.0f * 2.0f - 1.0f; }
-
-static double roofline_gbs()
-{
-    const size_t n = (size_t)1 << 30;
-    void *a, *b;
-    CHECK(cudaMalloc(&a, n));
-    CHECK(cudaMalloc(&b, n));
-    CHECK(cudaMemset(a, 1, n));
-    cudaEvent_t t0, t1;
-    CHECK(cudaEventCreate(&t0));
-    CHECK(cudaEventCreate(&t1));
-    CHECK(cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice));
-    std::vector<float> ms;
-    for (int i = 0; i < 11; i++) {
-        CHECK(cudaEventRecord(t0));
-        CHECK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice));
-        CHECK(cudaEventRecord(t1));
-        CHECK(cudaEventSynchronize(t1));
-        float m;
-        CHECK(cudaEventElapsedTime(&m, t0, t1));
-        ms.push_back(m);
-    }
-    std::sort(ms.begin(), ms.end());
-    cudaFree(a), cudaFree(b);
-    return 2.0 * n / (ms[ms.size() / 2] * 1e-3) / 1e9;
-}
 
 template <typename F> static double time_ms(F launch, int copies)
 {
@@ -288,6 +263,7 @@ int main(int argc, char **argv)
     cudaDeviceProp p;
     CHECK(cudaGetDeviceProperties(&p, 0));
     double roof = roofline_gbs();
+    if (roof <= 0) return 1;
     printf("%s, %d SMs, L2 %d MiB; roofline (D2D copy, read + write) %.1f GB/s\n", p.name, sm, p.l2CacheSize >> 20,
            roof);
     bool all = argc > 1 && !strcmp(argv[1], "--all");
