@@ -283,6 +283,8 @@ static loom_status ocl_device_open(void *bctx, int32_t dev, void **dctx)
     d->index = dev;
     const char *prof = getenv("LOOM_OPENCL_PROFILE");
     d->profile = prof && !strcmp(prof, "1");
+    const char *fuse = getenv("LOOM_OPENCL_FUSE");
+    d->fuse = !fuse || strcmp(fuse, "0");
     char name[64] = "";
     loom__ocl_dev_string(d->device, CL_DEVICE_NAME, name, sizeof name);
     snprintf(d->label, sizeof d->label, "(opencl:%d, %s)", (int)dev, name);

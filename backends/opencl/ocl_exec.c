@@ -499,7 +499,7 @@ loom_status loom__ocl_compile(ocl_dev *d, loom_node *nodes, int32_t n_nodes, voi
         if (n->dst->shape[0] > p->max_t) p->max_t = (int32_t)n->dst->shape[0];
         st = bind_node(d, p, &p->kn[i], i);
     }
-    if (!st) st = fuse_nodes(d, p);
+    if (!st && d->fuse) st = fuse_nodes(d, p);
     if (!st && p->uses_step) {
         st = create_buffer(d, (size_t)p->max_t * 2 * sizeof(cl_int), &p->step, "step positions and slots");
         if (!st && !(p->step_host = calloc((size_t)p->max_t * 2, sizeof(int32_t))))
@@ -550,6 +550,7 @@ static loom_status enqueue(ocl_dev *d, cl_kernel k, cl_uint dims, const size_t *
                            int32_t idx, const char *op)
 {
     cl_int rc = clEnqueueNDRangeKernel(d->queue, k, dims, NULL, global, local, 0, NULL, NULL);
+    d->launches++;
     if (rc != CL_SUCCESS) {
         char what[192];
         snprintf(what, sizeof what, "running node %d (%s) %s", (int)idx, op, d->label);
@@ -700,6 +701,7 @@ loom_status loom__ocl_execute(ocl_dev *d, void *pv, const loom_step *step)
     if (step->n_tokens > p->max_t)
         return OCL_FAIL(LOOM_ERR_INVALID, "step of %d tokens, the program holds %d", (int)step->n_tokens, (int)p->max_t);
     loom_status st = upload_step(d, p, step, step->n_tokens);
+    d->launches = 0;
     for (int32_t i = 0; i < p->n && !st; i++) {
         const loom_tensor *y = p->kn[i].n->dst;
         int32_t T = (y->flags & LOOM_TENSOR_DYNAMIC) ? step->n_tokens : (int32_t)y->shape[0];
@@ -718,6 +720,7 @@ loom_status loom__ocl_execute(ocl_dev *d, void *pv, const loom_step *step)
                     y->name ? y->name : "?", (int)T, now_ms() - t0);
         }
     }
+    if (!st) OCL_LOG(LOOM_LOG_DEBUG, "step of %d tokens: %d launches for %d nodes", (int)step->n_tokens, (int)d->launches, (int)p->n);
     return st;
 }
 

@@ -69,6 +69,8 @@ typedef struct ocl_dev {
     struct ocl_prog *progs;
     size_t           bytes;    /* in live buffers */
     bool             profile;  /* LOOM_OPENCL_PROFILE=1: time every node (waits after each) */
+    bool             fuse;     /* LOOM_OPENCL_FUSE=0 clears it: every node its own launches (to bisect) */
+    int32_t          launches; /* kernels enqueued by the running execute() (logged at debug level) */
 } ocl_dev;
 
 /* One entry of the flat device list (all devices of all platforms). */
