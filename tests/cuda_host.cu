@@ -1,4 +1,4 @@
-// cuda_host.cu — the CUDA backend's decode GEMV, run on the CPU.
+// cuda_host.cu — the CUDA backend's decode GEMV and prefill GEMM, run on the CPU.
 //
 // The AWQ repack and the fused AWQ GEMV are written as __host__ __device__
 // phases of (block, thread) (backends/cuda/k_matmul.cu); this test builds
@@ -7,11 +7,15 @@
 // reduction and epilogues are checked in CI, where no GPU is. It checks each
 // output against a float64 sum over the checkpoint blob decoded by the core's
 // own AWQ reader (core/awq.c), for every epilogue, several token counts, odd
-// column counts and all three block widths. What only a GPU can show
+// column counts and all three block widths. The tensor-core GEMM (k_gemm.cu)
+// runs the same way: its loaders, fragment addressing and epilogue are the
+// kernel's own, ldmatrix and mma are emulated below from the PTX ISA's
+// fragment layouts, shared memory starts as NaN. What only a GPU can show
 // (timing, the memory model, the real launch) is `loom check ops --backend
 // cuda` and bench/cuda/kbench.cu on the device.
 #define LOOM_CU_HOST_TEST 1
 #include "../backends/cuda/k_matmul.cu"
+#include "../backends/cuda/k_gemm.cu"
 
 #include <cmath>
 #include <cstdio>
@@ -225,6 +229,141 @@ static void check_cache(bool f16)
     failures += !ok;
 }
 
+
+// ---- tensor-core GEMM (prefill) ------------------------------------------------------------------
+// ldmatrix .x4: lane l receives, of each 8x8 matrix j, row l / 4, elements 2 (l % 4) and +1; the
+// address of row r of matrix j is the one lane 8j + r gives.
+static void host_ldsm4(const uint16_t *base, int (*row)(int, int, int), int r0, int kk, uint32_t out[32][4])
+{
+    for (int l = 0; l < 32; l++)
+        for (int j = 0; j < 4; j++) {
+            const uint16_t *p = base + row(8 * j + l / 4, r0, kk) + 2 * (l % 4);
+            out[l][j] = p[0] | (uint32_t)p[1] << 16;
+        }
+}
+
+static double host_half(uint32_t reg, int e, bool bf)
+{
+    uint16_t h = (uint16_t)(reg >> 16 * e);
+    return bf ? loom_bf16_to_f32(h) : loom_f16_to_f32(h);
+}
+
+// mma.sync m16n8k16 (row.col, f32 accumulators): lane l = 4g + tg holds A[g][2tg..] in a0,
+// A[g+8][2tg..] a1, A[g][2tg+8..] a2, A[g+8][2tg+8..] a3; B[2tg..][g] in b0, B[2tg+8..][g] b1;
+// C[g][2tg..] in c0, c1 and C[g+8][2tg..] in c2, c3.
+static void host_mma(float c[32][4], const uint32_t a[32][4], const uint32_t b[32][2], bool bf)
+{
+    double A[16][16], B[16][8];
+    for (int l = 0; l < 32; l++)
+        for (int e = 0; e < 2; e++) {
+            int g = l / 4, k = 2 * (l % 4) + e;
+            A[g][k] = host_half(a[l][0], e, bf), A[g + 8][k] = host_half(a[l][1], e, bf);
+            A[g][k + 8] = host_half(a[l][2], e, bf), A[g + 8][k + 8] = host_half(a[l][3], e, bf);
+            B[k][g] = host_half(b[l][0], e, bf), B[k + 8][g] = host_half(b[l][1], e, bf);
+        }
+    for (int l = 0; l < 32; l++)
+        for (int e = 0; e < 4; e++) {
+            int row = l / 4 + (e >= 2 ? 8 : 0), col = 2 * (l % 4) + (e & 1);
+            double v = c[l][e];
+            for (int k = 0; k < 16; k++) v += A[row][k] * B[k][col];
+            c[l][e] = (float)v;
+        }
+}
+
+// The CPU twin of gm_mma_stage: the same fragment addresses and register assignment.
+template <int BM, int SRC> static void host_mma_stage(const uint16_t *st, int warp, float (*acc)[BM / 32][4][4])
+{
+    typedef gm_shape<BM, SRC> S;
+    const bool bf = SRC == GM_BF16;
+    const int wm = gm_warp_m<BM>(warp), wn = gm_warp_n(warp);
+    for (int kk = 0; kk < GM_BK; kk += 16) {
+        static uint32_t a[S::MT][32][4], al[S::MT][32][4], r[32][4], b[4][32][2];
+        for (int mt = 0; mt < S::MT; mt++) {
+            host_ldsm4(st, gm_a_row, wm + mt * 16, kk, a[mt]);
+            if (bf) host_ldsm4(st + BM * GM_LDS, gm_a_row, wm + mt * 16, kk, al[mt]);
+        }
+        for (int p = 0; p < 2; p++) {
+            host_ldsm4(st + S::B_OFF, gm_b_row, wn + p * 16, kk, r);
+            for (int l = 0; l < 32; l++)
+                b[2 * p][l][0] = r[l][0], b[2 * p][l][1] = r[l][1], b[2 * p + 1][l][0] = r[l][2], b[2 * p + 1][l][1] = r[l][3];
+        }
+        for (int mt = 0; mt < S::MT; mt++)
+            for (int nt = 0; nt < 4; nt++) {
+                float c[32][4];
+                for (int l = 0; l < 32; l++)
+                    for (int e = 0; e < 4; e++) c[l][e] = acc[l][mt][nt][e];
+                host_mma(c, a[mt], b[nt], bf);
+                if (bf) host_mma(c, al[mt], b[nt], true);
+                for (int l = 0; l < 32; l++)
+                    for (int e = 0; e < 4; e++) acc[l][mt][nt][e] = c[l][e];
+            }
+    }
+}
+
+// The grid of gemm_kernel, block by block: every thread's load + store of a k-tile, then every
+// warp's MMAs, then every lane's epilogue.
+template <int BM, int SRC> static void host_gemm(const gm_params &P)
+{
+    typedef gm_shape<BM, SRC> S;
+    std::vector<uint16_t> smem((size_t)S::STAGE, 0xffff); // NaN as f16 and bf16: unwritten data shows
+    std::vector<float> acc((size_t)8 * 32 * (BM / 32) * 16);
+    auto warp_acc = [&](int w) { return reinterpret_cast<float (*)[BM / 32][4][4]>(&acc[(size_t)w * 32 * (BM / 32) * 16]); };
+    for (int bx = 0; bx < (P.T + BM - 1) / BM; bx++)
+        for (int by = 0; by < (P.N + GM_BN - 1) / GM_BN; by++) {
+            std::fill(acc.begin(), acc.end(), 0.0f);
+            for (int k0 = 0; k0 < P.K; k0 += GM_BK) {
+                for (int tid = 0; tid < GM_THREADS; tid++) {
+                    gm_regs<BM> r;
+                    gm_load<BM, SRC>(P, bx * BM, by * GM_BN, k0, tid, r);
+                    gm_store<BM, SRC>(r, tid, smem.data());
+                }
+                for (int w = 0; w < 8; w++) host_mma_stage<BM, SRC>(smem.data(), w, warp_acc(w));
+            }
+            for (int w = 0; w < 8; w++)
+                for (int l = 0; l < 32; l++) gm_epilogue<BM>(P, bx * BM, by * GM_BN, w, l, warp_acc(w)[l]);
+        }
+}
+
+// wdt: LOOM_F16 / LOOM_BF16 dense, or LOOM_Q4_AWQ; sm picks the launcher's row tile
+static void check_gemm(int wdt, int64_t K, int64_t N, int T, int sm)
+{
+    bool awq = wdt == LOOM_Q4_AWQ;
+    weight aw = awq ? make_weight(K, N) : weight{};
+    std::vector<uint16_t> w16(awq ? 0 : (size_t)(K * N)), bias16((size_t)N);
+    std::vector<float> x((size_t)(T * K)), y((size_t)(T * N), NAN);
+    for (auto &v : w16) v = wdt == LOOM_F16 ? loom_f32_to_f16(rndf() * 0.1f) : loom_f32_to_bf16(rndf() * 0.1f);
+    for (auto &v : x) v = rndf();
+    for (auto &v : bias16) v = loom_f32_to_f16(rndf());
+    gm_params P = {x.data(), awq ? aw.w.q : (const void *)w16.data(), awq ? aw.w.meta : nullptr, awq ? (const void *)aw.bias.data() : bias16.data(),
+                   LOOM_F16, T, (int)K, (int)N, y.data()};
+    int bm = gm_rows(T, (int)N, sm);
+    if (awq) bm == 128 ? host_gemm<128, GM_AWQ>(P) : host_gemm<64, GM_AWQ>(P);
+    else if (wdt == LOOM_F16) bm == 128 ? host_gemm<128, GM_F16>(P) : host_gemm<64, GM_F16>(P);
+    else bm == 128 ? host_gemm<128, GM_BF16>(P) : host_gemm<64, GM_BF16>(P);
+    double num = 0, den = 0;
+    size_t bad = 0;
+    for (int t = 0; t < T; t++)
+        for (int64_t n = 0; n < N; n++) {
+            double ref;
+            if (awq) ref = dot(aw, x, t, n);
+            else {
+                ref = loom_f16_to_f32(bias16[(size_t)n]);
+                for (int64_t k = 0; k < K; k++)
+                    ref += (double)x[(size_t)(t * K + k)] *
+                           (wdt == LOOM_F16 ? loom_f16_to_f32(w16[(size_t)(n * K + k)]) : loom_bf16_to_f32(w16[(size_t)(n * K + k)]));
+            }
+            float v = y[(size_t)(t * N + n)];
+            if (!std::isfinite(v)) bad++;
+            num += (v - ref) * (v - ref), den += ref * ref;
+        }
+    double e = num / den;
+    // x rounded to f16 (and AWQ weights to f16 once): ~1e-7; bf16 splits x into hi + lo: ~1e-11
+    bool ok = bad == 0 && e < (wdt == LOOM_BF16 ? 1e-10 : 1e-6);
+    printf("%s gemm %-6s K=%-5lld N=%-5lld T=%-4d rows/block %-3d nmse %.1e%s\n", ok ? "ok  " : "FAIL",
+           loom_dtype_name((loom_dtype)wdt), (long long)K, (long long)N, T, bm, e, bad ? " (outputs not written)" : "");
+    failures += !ok;
+}
+
 int main()
 {
     check_cache(true);
@@ -250,6 +389,14 @@ int main()
     }
     for (int T : {1, 2, 4, 6, 8}) check("plain, tokens", CU_EPI_PLAIN, 640, {96}, T, 1 << 20);
     check("one group (K = 128)", CU_EPI_PLAIN, 128, {64}, 8, 1);
+    // prefill GEMM: both row tiles, partial row / column / k tiles, odd N (scalar stores), 3 AWQ groups
+    for (int sm : {1, 1 << 20}) {
+        check_gemm(LOOM_Q4_AWQ, 256, 200, 40, sm);
+        check_gemm(LOOM_F16, 264, 75, 17, sm);
+        check_gemm(LOOM_BF16, 128, 130, 70, sm);
+    }
+    check_gemm(LOOM_Q4_AWQ, 384, 136, 130, 1);
+    check_gemm(LOOM_F16, 40, 256, 9, 1 << 20);
     // invalid arguments are refused, not run
     weight w = make_weight(128, 8);
     cu_awq_gemv_args bad{};

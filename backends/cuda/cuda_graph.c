@@ -352,7 +352,8 @@ static loom_status run_nodes(cu_dev *d, cu_prog *p, int32_t n_tokens)
                 e = loom__cu_gemv(s, tdata(src[0]), tdata(src[1]), src[1]->dtype, tdata(bias), bdt, y, T, K, N,
                                   d->sm_count);
             else
-                e = loom__cu_gemm(s, tdata(src[0]), tdata(src[1]), src[1]->dtype, tdata(bias), bdt, y, T, K, N);
+                e = loom__cu_gemm(s, tdata(src[0]), tdata(src[1]), src[1]->dtype, tdata(bias), bdt, y, T, K, N,
+                                  d->sm_count);
             break;
         }
         case LOOM_OP_MATMUL_AWQ:
@@ -361,7 +362,7 @@ static loom_status run_nodes(cu_dev *d, cu_prog *p, int32_t n_tokens)
                 g.T = T, g.pos = p->d_step, g.seq = p->d_step + T; /* the step buffer's layout */
                 e = loom__cu_awq_gemv(s, &g, d->sm_count);
             } else {
-                e = loom__cu_awq_gemm(s, tdata(src[0]), pl->awq, tdata(bias), bdt, y, T);
+                e = loom__cu_awq_gemm(s, tdata(src[0]), pl->awq, tdata(bias), bdt, y, T, d->sm_count);
             }
             break;
         case LOOM_OP_ROPE:

@@ -6,8 +6,8 @@
  *   cuda_graph.c compile (per-node plans, scratch), execute (step upload,
  *                CUDA graph capture and replay), release
  *   k_ops.cu     embed, rmsnorm, rope, swiglu, add
- *   k_matmul.cu  dense GEMV, mma.sync GEMM (f16/bf16 dense and AWQ), AWQ
- *                repack and GEMV
+ *   k_matmul.cu  dense GEMV, AWQ repack and GEMV
+ *   k_gemm.cu    tensor-core GEMM for prefill (f16/bf16 dense and AWQ)
  *   k_attn.cu    KV cache store, grouped-query attention, split combine
  *
  * Every launcher enqueues on the stream it is given and returns the launch's
@@ -50,9 +50,12 @@ cudaError_t loom__cu_awq_repack(cudaStream_t s, const void *blob, cu_awq *w);
 /* y[T,N] = x[T,K] · w[N,K]ᵀ + bias; any T (chunks of CU_GEMV_MAX_T rows). */
 cudaError_t loom__cu_gemv(cudaStream_t s, const float *x, const void *w, int wdt, const void *bias, int bdt, float *y,
                           int T, int64_t K, int64_t N, int sm_count);
-/* Tensor cores (mma.sync m16n8k16, f32 accumulate), w f16 or bf16, K % 8 == 0. */
+/* Tensor cores (k_gemm.cu: mma.sync m16n8k16, f32 accumulate), w f16 or bf16, K % 8 == 0
+ * (otherwise the GEMV). */
 cudaError_t loom__cu_gemm(cudaStream_t s, const float *x, const void *w, int wdt, const void *bias, int bdt, float *y,
-                          int T, int64_t K, int64_t N);
+                          int T, int64_t K, int64_t N, int sm_count);
+/* Once per device, before the first loom__cu_gemm / loom__cu_awq_gemm: shared-memory limits. */
+cudaError_t loom__cu_gemm_init(void);
 /* AWQ decode GEMV (1 <= T <= CU_GEMV_MAX_T), one pass over the packed weights
  * in one launch, with the epilogue fused:
  *   CU_EPI_PLAIN   y[i] = x·w[i] + bias[i] for n weights sharing x (q, k, v), each
@@ -96,7 +99,7 @@ typedef struct cu_awq_gemv_args {
 cudaError_t loom__cu_awq_gemv(cudaStream_t s, const cu_awq_gemv_args *a, int sm_count);
 /* AWQ on the tensor cores: tiles dequantised into shared memory. */
 cudaError_t loom__cu_awq_gemm(cudaStream_t s, const float *x, const cu_awq *w, const void *bias, int bdt, float *y,
-                              int T);
+                              int T, int sm_count);
 
 /* ---- small ops ---------------------------------------------------------------------- */
 /* Out-of-range ids write NaN rows and set err[0] = 1, err[1] = token, err[2] = id. */

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# On the GPU machine: build loom (release, CUDA), check it, and time the decode
-# pieces: kbench (each fused GEMV vs the copy roofline), `loom check ops` and
+# On the GPU machine: build loom (release, CUDA), check it, and time the
+# pieces: kbench (each fused GEMV vs the copy roofline, each prefill GEMM vs
+# cuBLAS), `loom check ops` and
 # `loom check model` on CUDA, then `loom bench model` on synthetic 0.5B and 7B
 # AWQ checkpoints, with an nsys kernel summary of the 7B decode when nsys is
 # there. Logs under $1. Carry .deps. Usage: bash bench/cuda/device-tune.sh $OUT
@@ -13,7 +14,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.g
 (meson setup /tmp/build --buildtype=release -Dtests=disabled -Dvulkan=disabled -Dopencl=disabled > "$out/setup.log" 2>&1 &&
  ninja -C /tmp/build > "$out/build.log" 2>&1) || { tail -30 "$out/setup.log" "$out/build.log"; exit 1; } &
 nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Icore -Ibackends/cuda -o /tmp/kbench \
-  bench/cuda/kbench.cu backends/cuda/k_matmul.cu 2>&1 | grep -v deprecated
+  bench/cuda/kbench.cu backends/cuda/k_matmul.cu backends/cuda/k_gemm.cu -lcublas 2>&1 | grep -v deprecated
 wait
 /tmp/kbench ${KBENCH_ARGS:-} | tee "$out/kbench.txt"
 loom=/tmp/build/tools/loom

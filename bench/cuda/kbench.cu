@@ -1,9 +1,13 @@
-// kbench.cu — the CUDA backend's decode GEMVs in isolation, against the
-// device-to-device copy bandwidth of the same run. For tuning on the GPU
-// machine; `loom bench model` is the end-to-end figure.
+// kbench.cu — the CUDA backend's matmul kernels in isolation: the decode GEMVs
+// against the device-to-device copy bandwidth of the same run, and the prefill
+// GEMMs against cuBLAS's dense f16 tensor-core rate for the same shapes, also
+// measured in the run. For tuning on the GPU machine; `loom bench model` is the
+// end-to-end figure.
 //
-//   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Icore -Ibackends/cuda \
-//        -o kbench bench/cuda/kbench.cu backends/cuda/k_matmul.cu && ./kbench
+//   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Icore -Ibackends/cuda -o kbench \
+//        bench/cuda/kbench.cu backends/cuda/k_matmul.cu backends/cuda/k_gemm.cu -lcublas && ./kbench
+//   ./kbench --all      also the GEMV with forced block widths
+//   ./kbench --gemm     the prefill GEMMs only
 //
 // Each case: a random AWQ blob in the checkpoint's layout (or a random f16
 // matrix), repacked by the backend's own launcher, enough copies that one
@@ -19,6 +23,7 @@
 #include <cstring>
 #include <vector>
 
+#include <cublas_v2.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -256,6 +261,92 @@ static void bench_dense(const char *label, int K, int N, int T, int sm, double r
     cudaFree(x), cudaFree(y);
 }
 
+
+// ---- prefill GEMM vs cuBLAS ----------------------------------------------------------------------
+struct gemm_time {
+    double cublas_ms, dense_ms, awq_ms;
+};
+
+// y[T,N] = x[T,K] · W[N,K]ᵀ: cuBLAS with f16 x and W (f32 accumulate; f16 and f32 output, the
+// faster counts), loom's kernel with f16 W and with the AWQ W, both from f32 x as the backend runs.
+static gemm_time bench_gemm(const char *label, cublasHandle_t cb, int K, int N, int T, int sm)
+{
+    std::vector<uint16_t> wh((size_t)K * N), xh16((size_t)T * K);
+    std::vector<float> xh((size_t)T * K);
+    for (auto &v : wh) v = __half_as_ushort(__float2half(rndf() * 0.05f));
+    for (size_t i = 0; i < xh.size(); i++) xh[i] = rndf(), xh16[i] = __half_as_ushort(__float2half(xh[i]));
+    awq_host ah = make_awq(K, N);
+    cu_awq aw = upload_awq(ah);
+    void *w, *x16, *y16;
+    float *x, *y;
+    CHECK(cudaMalloc(&w, wh.size() * 2));
+    CHECK(cudaMalloc(&x16, xh16.size() * 2));
+    CHECK(cudaMalloc(&x, xh.size() * 4));
+    CHECK(cudaMalloc(&y, (size_t)T * N * 4));
+    CHECK(cudaMalloc(&y16, (size_t)T * N * 2));
+    CHECK(cudaMemcpy(w, wh.data(), wh.size() * 2, cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(x16, xh16.data(), xh16.size() * 2, cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(x, xh.data(), xh.size() * 4, cudaMemcpyHostToDevice));
+    const float one = 1.0f, zero = 0.0f;
+    auto cublas = [&](bool f32out) {
+        cublasStatus_t st = cublasGemmEx(cb, CUBLAS_OP_T, CUBLAS_OP_N, N, T, K, &one, w, CUDA_R_16F, K, x16, CUDA_R_16F, K,
+                                         &zero, f32out ? (void *)y : y16, f32out ? CUDA_R_32F : CUDA_R_16F, N,
+                                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        if (st != CUBLAS_STATUS_SUCCESS) fprintf(stderr, "cublasGemmEx: status %d\n", (int)st), exit(1);
+    };
+    // correctness: a sample of columns of every row against float64
+    auto check = [&](bool awq) {
+        CHECK(cudaMemset(y, 0xff, (size_t)T * N * 4));
+        CHECK(awq ? loom__cu_awq_gemm(0, x, &aw, nullptr, 0, y, T, sm)
+                  : loom__cu_gemm(0, x, w, LOOM_F16, nullptr, 0, y, T, K, N, sm));
+        std::vector<float> yh((size_t)T * N), ys;
+        std::vector<double> ref;
+        CHECK(cudaMemcpy(yh.data(), y, yh.size() * 4, cudaMemcpyDeviceToHost));
+        for (int t = 0; t < T; t += std::max(1, T / 16))
+            for (int n = 0; n < N; n += std::max(1, N / 256)) {
+                double s = 0;
+                for (int k = 0; k < K; k++)
+                    s += (double)xh[(size_t)t * K + k] *
+                         (awq ? ah.w(k, n) : (double)__half2float(__ushort_as_half(wh[(size_t)n * K + k])));
+                ys.push_back(yh[(size_t)t * N + n]), ref.push_back(s);
+            }
+        return nmse(ys, ref);
+    };
+    double e_dense = check(false), e_awq = check(true);
+    gemm_time r;
+    r.cublas_ms = std::min(time_ms([&](int) { cublas(false); }, 1), time_ms([&](int) { cublas(true); }, 1));
+    r.dense_ms = time_ms([&](int) { loom__cu_gemm(0, x, w, LOOM_F16, nullptr, 0, y, T, K, N, sm); }, 1);
+    r.awq_ms = time_ms([&](int) { loom__cu_awq_gemm(0, x, &aw, nullptr, 0, y, T, sm); }, 1);
+    double tf = 2.0 * T * K * N / 1e12;
+    printf("gemm %-14s T=%-4d K=%-5d N=%-6d cuBLAS f16 %6.1f TF/s | loom f16 %6.1f TF/s %5.3f nmse %.1e | "
+           "loom AWQ %6.1f TF/s %5.3f nmse %.1e\n",
+           label, T, K, N, tf / (r.cublas_ms * 1e-3), tf / (r.dense_ms * 1e-3), r.cublas_ms / r.dense_ms, e_dense,
+           tf / (r.awq_ms * 1e-3), r.cublas_ms / r.awq_ms, e_awq);
+    cudaFree(w), cudaFree(x16), cudaFree(y16), cudaFree(x), cudaFree(y), cudaFree(aw.q);
+    return r;
+}
+
+// The matmuls of one Qwen2.5-7B layer at a 512-token prompt, weighted by time as the issue asks:
+// loom's rate over the same shapes / cuBLAS's.
+static void bench_gemms(int sm)
+{
+    cublasHandle_t cb;
+    if (cublasCreate(&cb) != CUBLAS_STATUS_SUCCESS) fprintf(stderr, "cublasCreate failed\n"), exit(1);
+    struct { const char *label; int K, N, times; } layer[] = {
+        {"7b q / o", 3584, 3584, 2}, {"7b k / v", 3584, 512, 2}, {"7b gate / up", 3584, 18944, 2}, {"7b down", 18944, 3584, 1}};
+    for (int T : {512, 128}) {
+        double c = 0, d = 0, a = 0;
+        for (auto &l : layer) {
+            gemm_time r = bench_gemm(l.label, cb, l.K, l.N, T, sm);
+            c += l.times * r.cublas_ms, d += l.times * r.dense_ms, a += l.times * r.awq_ms;
+        }
+        printf("gemm 7b layer T=%d: loom f16 at %.3f of cuBLAS's rate, loom AWQ at %.3f (issue 4: >= 0.40)\n", T, c / d, c / a);
+    }
+    bench_gemm("7b lm_head", cb, 3584, 152064, 512, sm);
+    bench_gemm("0.5b gate", cb, 896, 4864, 512, sm);
+    cublasDestroy(cb);
+}
+
 int main(int argc, char **argv)
 {
     int sm = 0;
@@ -266,7 +357,9 @@ int main(int argc, char **argv)
     if (roof <= 0) return 1;
     printf("%s, %d SMs, L2 %d MiB; roofline (D2D copy, read + write) %.1f GB/s\n", p.name, sm, p.l2CacheSize >> 20,
            roof);
+    CHECK(loom__cu_gemm_init());
     bool all = argc > 1 && !strcmp(argv[1], "--all");
+    if (argc > 1 && !strcmp(argv[1], "--gemm")) return bench_gemms(sm), 0;
     // Qwen2.5-7B layer: q, k, v (one launch), o + residual, gate + up + swiglu, down + residual
     int sms[3] = {sm, 1, 1 << 20}; // the backend's choice, then forced 32 and 8 columns per block
     for (int v = 0; v < (all ? 3 : 1); v++) {
@@ -287,5 +380,6 @@ int main(int argc, char **argv)
     bench_dense("7b f16 gate", 3584, 18944, 1, sm, roof);
     bench_dense("7b f16 down", 18944, 3584, 1, sm, roof);
     bench_dense("7b f16 q", 3584, 3584, 1, sm, roof);
+    bench_gemms(sm);
     return 0;
 }
