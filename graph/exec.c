@@ -414,18 +414,18 @@ void loom_exec_destroy(loom_exec *e)
     free(e);
 }
 
-static loom_status check_tid(const loom_exec *e, loom_tid t, size_t nbytes, const char *what)
+static loom_status check_tid(const loom_exec *e, loom_tid t, size_t offset, size_t nbytes, const char *what)
 {
     if (t < 0 || t >= e->g->nt) return loom_error(LOOM_ERR_INVALID, "%s: tensor id %d is not in this graph", what, t);
-    if (nbytes > e->g->t[t].nbytes)
-        return loom_error(LOOM_ERR_INVALID, "%s '%s': %zu bytes given, the tensor holds %zu", what,
-                          e->g->t[t].desc.name, nbytes, e->g->t[t].nbytes);
+    if (offset > e->g->t[t].nbytes || nbytes > e->g->t[t].nbytes - offset)
+        return loom_error(LOOM_ERR_INVALID, "%s '%s': bytes %zu..%zu asked for, the tensor holds %zu", what,
+                          e->g->t[t].desc.name, offset, offset + nbytes, e->g->t[t].nbytes);
     return LOOM_OK;
 }
 
 loom_status loom_exec_write(loom_exec *e, loom_tid t, const void *src, size_t nbytes)
 {
-    loom_status st = check_tid(e, t, nbytes, "write");
+    loom_status st = check_tid(e, t, 0, nbytes, "write");
     if (st) return st;
     const gtensor *gt = &e->g->t[t];
     if (gt->kind == GT_WEIGHT)
@@ -441,7 +441,12 @@ loom_status loom_exec_write(loom_exec *e, loom_tid t, const void *src, size_t nb
 
 loom_status loom_exec_read(loom_exec *e, loom_tid t, void *dst, size_t nbytes)
 {
-    loom_status st = check_tid(e, t, nbytes, "read");
+    return loom_exec_read_at(e, t, 0, dst, nbytes);
+}
+
+loom_status loom_exec_read_at(loom_exec *e, loom_tid t, size_t offset, void *dst, size_t nbytes)
+{
+    loom_status st = check_tid(e, t, offset, nbytes, "read");
     if (st) return st;
     const gtensor *gt = &e->g->t[t];
     int32_t d = e->home[t];
@@ -449,7 +454,7 @@ loom_status loom_exec_read(loom_exec *e, loom_tid t, void *dst, size_t nbytes)
         if (HAS(e, t, k) && gt->kind == GT_INPUT) d = k;
     if (d < 0) return loom_error(LOOM_ERR_INVALID, "read: '%s' has no readable copy on any device", gt->desc.name);
     const loom_tensor *in = INST(e, t, d);
-    return e->d[d].i->buffer_read(e->d[d].ctx, in->buf, in->offset, dst, nbytes);
+    return e->d[d].i->buffer_read(e->d[d].ctx, in->buf, in->offset + offset, dst, nbytes);
 }
 
 static loom_status run_copy(loom_exec *e, const copy_op *c, int32_t rows)

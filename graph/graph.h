@@ -91,6 +91,8 @@ void        loom_exec_destroy(loom_exec *e); /* accepts NULL; the graph must out
  * states) read; nbytes may cover a prefix (the rows of this step). */
 loom_status loom_exec_write(loom_exec *e, loom_tid t, const void *src, size_t nbytes);
 loom_status loom_exec_read (loom_exec *e, loom_tid t, void *dst, size_t nbytes);
+/* Bytes offset .. offset + nbytes only (e.g. the last row of the logits). */
+loom_status loom_exec_read_at(loom_exec *e, loom_tid t, size_t offset, void *dst, size_t nbytes);
 loom_status loom_exec_run  (loom_exec *e, const loom_step *step);
 /* Wait until every device has finished the work queued so far. */
 loom_status loom_exec_sync (loom_exec *e);

@@ -44,6 +44,9 @@ static void run(net *n, const char *spec, int32_t rows, float *out, int *copies,
     ck_assert_int_eq(loom_exec_write(e, n->x, x_in, (size_t)rows * D * 4), LOOM_OK);
     ck_assert_int_eq(loom_exec_run(e, &step), LOOM_OK);
     ck_assert_int_eq(loom_exec_read(e, n->out, out, (size_t)rows * N * 4), LOOM_OK);
+    float last[N]; /* one row alone, from where it sits */
+    ck_assert_int_eq(loom_exec_read_at(e, n->out, (size_t)(rows - 1) * N * 4, last, sizeof last), LOOM_OK);
+    ck_assert_mem_eq(last, out + (size_t)(rows - 1) * N, sizeof last);
     *copies = loom_exec_n_copies(e);
     snprintf(first_dev, 32, "%s", loom_device_label(loom_exec_node_device(e, 0)));
     ck_assert_str_eq(loom_device_label(loom_exec_node_device(e, 1)), "cpu:0"); /* matmul falls back */
@@ -112,6 +115,8 @@ START_TEST(bad_steps)
     ck_assert_int_eq(loom_exec_write(e, n.x, big, sizeof big), LOOM_ERR_INVALID); /* larger than the tensor */
     ck_assert_int_eq(loom_exec_write(e, 1, big, 4), LOOM_ERR_INVALID);            /* a weight */
     ck_assert_int_eq(loom_exec_read(e, 999, big, 4), LOOM_ERR_INVALID);
+    ck_assert_int_eq(loom_exec_read_at(e, n.out, (size_t)T * N * 4 - 4, big, 8), LOOM_ERR_INVALID); /* past the end */
+    ck_assert_int_eq(loom_exec_read_at(e, n.out, SIZE_MAX - 2, big, 4), LOOM_ERR_INVALID);           /* no wrap-around */
     size_t unshared, arena = loom_exec_arena_bytes(e, 0, &unshared);
     ck_assert_uint_gt(arena, 0);
     ck_assert_uint_lt(arena, unshared); /* four activations, at most two alive at once */

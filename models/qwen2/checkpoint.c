@@ -119,7 +119,7 @@ const loom_qwen2_config *loom_qwen2_model_config(const loom_qwen2_model *m) { re
 loom_exec *loom_qwen2_model_exec(const loom_qwen2_model *m) { return m->e; }
 const loom_graph *loom_qwen2_model_graph(const loom_qwen2_model *m) { return m->qg.g; }
 
-loom_status loom_qwen2_model_step(loom_qwen2_model *m, const int32_t *ids, const loom_step *step, float *logits)
+static loom_status model_run(loom_qwen2_model *m, const int32_t *ids, const loom_step *step)
 {
     const loom_qwen2_config *c = &m->ck->cfg;
     for (int32_t t = 0; t < step->n_tokens; t++)
@@ -131,7 +131,21 @@ loom_status loom_qwen2_model_step(loom_qwen2_model *m, const int32_t *ids, const
         return loom_error(LOOM_ERR_INVALID, "%d tokens in one step; the model was loaded for at most %d", step->n_tokens,
                           loom_graph_max_tokens(m->qg.g));
     if ((st = loom_exec_write(m->e, m->qg.ids, ids, (size_t)step->n_tokens * sizeof *ids))) return st;
-    if ((st = loom_exec_run(m->e, step))) return st;
-    if (!logits) return LOOM_OK;
-    return loom_exec_read(m->e, m->qg.logits, logits, (size_t)step->n_tokens * (size_t)c->vocab * sizeof *logits);
+    return loom_exec_run(m->e, step);
+}
+
+loom_status loom_qwen2_model_step(loom_qwen2_model *m, const int32_t *ids, const loom_step *step, float *logits)
+{
+    size_t row = (size_t)m->ck->cfg.vocab * sizeof *logits;
+    loom_status st = model_run(m, ids, step);
+    if (st || !logits) return st;
+    return loom_exec_read(m->e, m->qg.logits, logits, (size_t)step->n_tokens * row);
+}
+
+loom_status loom_qwen2_model_step_last(loom_qwen2_model *m, const int32_t *ids, const loom_step *step, float *logits)
+{
+    size_t row = (size_t)m->ck->cfg.vocab * sizeof *logits;
+    loom_status st = model_run(m, ids, step);
+    if (st || !logits) return st;
+    return loom_exec_read_at(m->e, m->qg.logits, (size_t)(step->n_tokens - 1) * row, logits, row);
 }

@@ -37,5 +37,8 @@ int32_t     loom_qwen2_model_max_tokens(const loom_qwen2_model *m); /* tokens pe
 int32_t     loom_qwen2_model_n_ctx(const loom_qwen2_model *m);      /* positions per slot */
 /* One step: ids[step->n_tokens] in, logits [n_tokens][vocab] out (NULL: none). */
 loom_status loom_qwen2_model_step(loom_qwen2_model *m, const int32_t *ids, const loom_step *step, float *logits);
+/* The same, reading back only the last token's logits [vocab] (what sampling needs: a
+ * 512-token prompt of a 152K vocabulary would otherwise copy 311 MB to the host). */
+loom_status loom_qwen2_model_step_last(loom_qwen2_model *m, const int32_t *ids, const loom_step *step, float *logits);
 
 #endif

@@ -199,7 +199,7 @@ loom_status loom_generate(loom_qwen2_model *m, const loom_tokenizer *tok, const 
     int32_t total = n_prompt + p->max_new;
     int32_t *hist = malloc((size_t)total * sizeof *hist), *pos = malloc((size_t)chunk * sizeof *pos);
     int32_t *seq = malloc((size_t)chunk * sizeof *seq);
-    float *logits = malloc((size_t)chunk * (size_t)c->vocab * sizeof *logits);
+    float *logits = malloc((size_t)c->vocab * sizeof *logits); /* the last token's only */
     loom_sampler *smp = NULL;
     pending q = {0};
     loom_tok_stream ts;
@@ -211,15 +211,13 @@ loom_status loom_generate(loom_qwen2_model *m, const loom_tokenizer *tok, const 
     memcpy(hist, prompt, (size_t)n_prompt * sizeof *hist);
     for (int32_t i = 0; i < chunk; i++) seq[i] = p->slot;
 
-    /* prefill in chunks of the graph's token capacity; logits of the last only matter */
+    /* prefill in chunks of the graph's token capacity; logits of the last token only matter */
     double t0 = now_s();
     for (int32_t done = 0; done < n_prompt && !st;) {
         int32_t n = n_prompt - done < chunk ? n_prompt - done : chunk;
         for (int32_t i = 0; i < n; i++) pos[i] = done + i;
         loom_step step = {n, pos, seq};
-        st = loom_qwen2_model_step(m, prompt + done, &step, logits);
-        if (!st && done + n == n_prompt)
-            memmove(logits, logits + (size_t)(n - 1) * c->vocab, (size_t)c->vocab * sizeof *logits);
+        st = loom_qwen2_model_step_last(m, prompt + done, &step, done + n == n_prompt ? logits : NULL);
         done += n;
     }
     stats->n_prompt = n_prompt;
@@ -255,7 +253,7 @@ loom_status loom_generate(loom_qwen2_model *m, const loom_tokenizer *tok, const 
         if (g + 1 == p->max_new) break;
         pos[0] = n_hist - 1;
         loom_step step = {1, pos, seq};
-        if ((st = loom_qwen2_model_step(m, &id, &step, logits))) break;
+        if ((st = loom_qwen2_model_step_last(m, &id, &step, logits))) break;
     }
     if (!st && tok && fn && stats->stop != LOOM_STOP_STRING && stats->stop != LOOM_STOP_CALLBACK) {
         char tail[8]; /* what a cut-off UTF-8 sequence or held-back prefix left */
