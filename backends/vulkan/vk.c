@@ -523,6 +523,7 @@ static const struct { const uint32_t *code; size_t size; } spv[VK_SH_COUNT] = {
     S(VK_SH_ROPE, rope), S(VK_SH_KV_STORE, kv_store), S(VK_SH_ATTN, attn), S(VK_SH_GEMV, gemv),
     S(VK_SH_GEMV_SG, gemv_sg), S(VK_SH_GEMV_VEC, gemv_vec), S(VK_SH_GEMV_VEC_SG, gemv_vec_sg),
     S(VK_SH_GEMV_AWQ, gemv_awq), S(VK_SH_GEMM, gemm), S(VK_SH_GEMM_AWQ, gemm_awq),
+    S(VK_SH_GEMV_AWQ_FUSED, gemv_awq_fused),
 #undef S
 };
 
@@ -547,6 +548,13 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
     d->wg_max_y = f.p.limits.maxComputeWorkGroupSize[1];
     d->shared_max = f.p.limits.maxComputeSharedMemorySize;
     d->scalar_gemv = getenv("LOOM_VK_SCALAR_GEMV") && !strcmp(getenv("LOOM_VK_SCALAR_GEMV"), "1");
+    /* the fused decode shader binds 15 tensors; a device with fewer bindings runs every node on its own */
+    d->n_bind = f.p.limits.maxPerStageDescriptorStorageBuffers >= VK_BINDINGS &&
+                        f.p.limits.maxDescriptorSetStorageBuffers >= VK_BINDINGS
+                    ? VK_BINDINGS
+                    : 8;
+    const char *fuse_env = getenv("LOOM_VK_FUSE");
+    d->fuse = d->n_bind == VK_BINDINGS && !(fuse_env && !strcmp(fuse_env, "0"));
 
     uint32_t nq = 0;
     VkQueueFamilyProperties qf[32];
@@ -607,11 +615,11 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
             st = loom__vk_fail(r, "vkCreateShaderModule");
     }
     VkDescriptorSetLayoutBinding bind[VK_BINDINGS];
-    for (uint32_t i = 0; i < VK_BINDINGS; i++)
+    for (uint32_t i = 0; i < d->n_bind; i++)
         bind[i] = (VkDescriptorSetLayoutBinding){.binding = i, .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
                                                  .descriptorCount = 1, .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT};
     VkDescriptorSetLayoutCreateInfo dli = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
-                                           .bindingCount = VK_BINDINGS, .pBindings = bind};
+                                           .bindingCount = d->n_bind, .pBindings = bind};
     if (!st && (r = vkCreateDescriptorSetLayout(d->dev, &dli, NULL, &d->dsl)) != VK_SUCCESS)
         st = loom__vk_fail(r, "vkCreateDescriptorSetLayout");
     VkPushConstantRange pcr = {.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .size = VK_PC_WORDS * 4};
@@ -628,11 +636,13 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
     host->log(LOOM_LOG_DEBUG,
               "vulkan:%d: %s; queue family %u; buffers in memory type %u (%s), staging type %u, small buffers %d; "
               "subgroup arithmetic %s (size %u); f16/bf16 as packed u32 (no 16-bit storage needed); max storage range "
-              "%llu, offset alignment %llu; validation %s",
+              "%llu, offset alignment %llu; decode fusion %s; validation %s",
               (int)dev, d->props.deviceName, d->qfam, d->mt_device, d->mt_mappable ? "mapped, memcpy transfers"
                                                                                    : "device-local, staged transfers",
               d->mt_host, (int)d->mt_bar, d->subgroup ? "used" : "not used", f.sg.subgroupSize,
-              (unsigned long long)d->max_range, (unsigned long long)d->align, c->messenger ? "on" : "off");
+              (unsigned long long)d->max_range, (unsigned long long)d->align,
+              d->fuse ? "on" : d->n_bind < VK_BINDINGS ? "off (fewer than 16 storage bindings)" : "off (LOOM_VK_FUSE=0)",
+              c->messenger ? "on" : "off");
     *dctx = d;
     return LOOM_OK;
 }

@@ -32,12 +32,13 @@ loom_status loom__vk_fail(VkResult r, const char *what);
 typedef enum {
     VK_SH_ELTWISE, VK_SH_EMBED, VK_SH_RMSNORM, VK_SH_RMSNORM_SG, VK_SH_ROPE, VK_SH_KV_STORE, VK_SH_ATTN,
     VK_SH_GEMV, VK_SH_GEMV_SG, VK_SH_GEMV_VEC, VK_SH_GEMV_VEC_SG, VK_SH_GEMV_AWQ, VK_SH_GEMM, VK_SH_GEMM_AWQ,
+    VK_SH_GEMV_AWQ_FUSED,
     VK_SH_COUNT
 } vk_shader;
 
-#define VK_BINDINGS   8 /* 0..5 tensors, 6 unused, 7 the step buffer */
+#define VK_BINDINGS   16 /* 0..6 and 8..15 tensors, 7 the step buffer (8 bindings when the device allows no more) */
 #define VK_STEP_BIND  7
-#define VK_PC_WORDS   24
+#define VK_PC_WORDS   32 /* 128 bytes: the least maxPushConstantsSize */
 #define VK_GEMV_MAX_T 8 /* matmul: GEMV up to this many tokens (variants for 1, 2, 3-4, 5-8), tiled GEMM above */
 
 /* ---- AWQ in device memory --------------------------------------------------------
@@ -99,6 +100,8 @@ typedef struct vk_dev {
     uint32_t                         wg_max_y;    /* maxComputeWorkGroupSize[1] */
     uint32_t                         shared_max;  /* maxComputeSharedMemorySize */
     bool                             scalar_gemv; /* LOOM_VK_SCALAR_GEMV=1: the scalar fallbacks (tests them) */
+    uint32_t                         n_bind;      /* bindings in the set layout: VK_BINDINGS, or 8 */
+    bool                             fuse;        /* decode fusion (needs 16 bindings; LOOM_VK_FUSE=0 turns it off) */
     uint32_t                         mt_device;   /* memory type for buffers */
     bool                             mt_mappable; /* ... that is also host-visible + coherent */
     uint32_t                         mt_host;     /* host-visible coherent type (staging, step buffers) */

@@ -53,7 +53,7 @@ typedef struct {
     int32_t                min_t, max_t; /* used when min_t <= rows <= max_t */
     bool                   dyn;
     int64_t                rows;         /* when not dynamic */
-    vk_access              acc[6];
+    vk_access              acc[VK_BINDINGS + 2];
     int                    n_acc;
 } vk_disp;
 
@@ -63,6 +63,26 @@ typedef struct {
     double        *inv_freq;
     double         mscale;
 } vk_rope;
+
+/* Decode fusion (steps of <= VK_GEMV_MAX_T tokens): a run of nodes around
+ * AWQ GEMVs that one gemv_awq_fused dispatch computes. The lead node (the
+ * first GEMV) carries the fused dispatches; the lead's and the members' own
+ * dispatches are kept only for larger steps. Intermediates a fusion leaves
+ * unwritten are read by no other node and are not LOOM_TENSOR_OUTPUT. */
+enum { F_NONE, F_LEAD, F_MEMBER, F_KV /* gqa_attn whose k, v store the lead does */ };
+enum { M_QKV = 1, M_SWIGLU = 2, M_ADD = 3 }; /* as in gemv_awq.comp */
+
+typedef struct {
+    int                   mode, nw;
+    const loom_node      *mm[3];   /* the GEMVs, sharing x */
+    const loom_node      *norm;    /* folded rmsnorm, or NULL */
+    const loom_tensor    *x;       /* what the dispatch reads: the rmsnorm's input when norm */
+    const loom_tensor    *y[3];    /* result of weight w (after its RoPE); M_SWIGLU, M_ADD: y[0] */
+    bool                  ywrite[3];
+    const loom_op_params *rope[3]; /* RoPE folded into weight w (0, 1) */
+    const loom_node      *attn;    /* M_QKV: k (w 1), v (w 2) stored into its caches */
+    const loom_tensor    *r;       /* M_ADD: the residual */
+} vk_fuse;
 
 typedef struct vk_prog {
     vk_dev          *d;
@@ -79,6 +99,7 @@ typedef struct vk_prog {
     int32_t          n_rope;
     const loom_tensor *attn_cache[64]; /* first kv caches, for execute's bounds check */
     int32_t          n_attn;
+    uint8_t         *role;     /* [n_nodes] F_*: the node's part in a decode fusion */
     VkCommandBuffer *cmd;      /* [max_t + 1], recorded on first use */
     struct vk_prog  *prev, *next;
 } vk_prog;
@@ -175,7 +196,7 @@ static vk_disp *new_disp(vk_prog *p, const loom_node *n, VkPipeline pipe, grid_m
     x->pipe = pipe, x->mode = mode, x->gx = gx, x->min_t = 1, x->max_t = 1 << 30;
     x->dyn = n->dst->flags & LOOM_TENSOR_DYNAMIC;
     x->rows = n->dst->shape[0];
-    for (int i = 0; i < VK_BINDINGS; i++) /* unused bindings: the step buffer */
+    for (int i = 0; i < (int)p->d->n_bind; i++) /* unused bindings: the step buffer */
         x->info[i] = (VkDescriptorBufferInfo){p->step->buf, 0, VK_WHOLE_SIZE};
     return x;
 }
@@ -245,13 +266,14 @@ static uint32_t gemv_rows(const vk_dev *d)
  * then as even as the group count allows. 7B at 1 token: K=3584 N=3584 or
  * 512 -> 28 slices of 1 group; K=3584 N=18944 -> 6 x 5; K=18944 N=3584 -> 25 x 6. */
 #define AWQ_THREADS 98304
-static void awq_split(const vk_dev *d, int64_t K, int64_t N, uint32_t nt, uint32_t *slices, uint32_t *gps)
+static void awq_split(const vk_dev *d, int64_t K, int64_t N, uint32_t nt, bool fused, uint32_t *slices, uint32_t *gps)
 {
     int64_t G = K / LOOM_AWQ_GROUP, smax = 64 / nt;
     if (smax > 32) smax = 32;
     if (smax > d->wg_max / 32) smax = d->wg_max / 32;
     if (smax > d->wg_max_y) smax = d->wg_max_y;
-    if (smax > d->shared_max / (32 * 4 * nt)) smax = d->shared_max / (32 * 4 * nt);
+    if (smax > d->shared_max / (32 * 4 * nt) - (fused ? 3 : 0)) /* fused: 3 more [nt][32] arrays */
+        smax = (int64_t)(d->shared_max / (32 * 4 * nt)) - (fused ? 3 : 0);
     if (smax > G) smax = G;
     if (smax < 1) smax = 1;
     int64_t sl = (AWQ_THREADS + N - 1) / N;
@@ -261,8 +283,190 @@ static void awq_split(const vk_dev *d, int64_t K, int64_t N, uint32_t nt, uint32
     *slices = (uint32_t)((G + g - 1) / g);
 }
 
+/* ---- decode fusion: plan ---------------------------------------------------------- */
+static bool overlap(const loom_tensor *a, const loom_tensor *b)
+{
+    return a->buf == b->buf && a->offset < b->offset + nbytes(b) && b->offset < a->offset + nbytes(a);
+}
+
+static int uses(const vk_prog *p, const loom_tensor *t)
+{
+    int u = 0;
+    for (int32_t i = 0; i < p->n_nodes; i++)
+        for (int k = 0; k < p->nodes[i].n_src && k < LOOM_MAX_SRC; k++) u += p->nodes[i].src[k] == t;
+    return u;
+}
+
+/* t is read by exactly k nodes and by nobody after the program: a fusion may leave it unwritten */
+static bool private_k(const vk_prog *p, const loom_tensor *t, int k)
+{
+    return !(t->flags & LOOM_TENSOR_OUTPUT) && uses(p, t) == k;
+}
+
+static bool same_rows(const loom_tensor *a, const loom_tensor *b)
+{
+    return a->shape[0] == b->shape[0] && (a->flags & LOOM_TENSOR_DYNAMIC) == (b->flags & LOOM_TENSOR_DYNAMIC);
+}
+
+static const loom_tensor *bias_of(const loom_node *n) { return n->n_src > 2 ? n->src[2] : NULL; }
+
+/* another GEMV on x that can join the lead a: same K, a bias of the same dtype (or none) */
+static bool awq_whole(const vk_prog *p, const loom_node *n) /* q and meta fit one binding */
+{
+    return n->op == LOOM_OP_MATMUL_AWQ && fits(p->d, loom__vk_awq_bytes(n->src[1]->shape[0], n->src[1]->shape[1]));
+}
+
+static bool joins(const vk_prog *p, const loom_node *a, const loom_node *b, const loom_tensor *x, const loom_tensor *rd)
+{
+    const loom_tensor *ba = bias_of(a), *bb = bias_of(b);
+    return awq_whole(p, b) && b->src[0] == x && same_rows(a->dst, b->dst) && !overlap(b->dst, rd) &&
+           (!ba || !bb || ba->dtype == bb->dtype);
+}
+
+/* The fusion led by GEMV node i, whose dispatch reads rd (x, or the input of
+ * the rmsnorm that makes x); the index of its last node, or -1. Fused writes
+ * happen at the lead, before the nodes they replace ran: an output must not
+ * share memory with rd (the arena may hand x's bytes to a later tensor). */
+static int32_t plan_one(vk_prog *p, int32_t i, const loom_tensor *rd, vk_fuse *fo)
+{
+    loom_node *nd = p->nodes;
+    int32_t nn = p->n_nodes;
+    const loom_node *a = &nd[i], *b = i + 1 < nn ? &nd[i + 1] : NULL, *c = i + 2 < nn ? &nd[i + 2] : NULL;
+    const loom_tensor *x = a->src[0];
+    vk_fuse f = {.mm = {a}, .nw = 1, .x = x, .y = {a->dst}, .ywrite = {true, true, true}};
+    int32_t last;
+    if (b && c && joins(p, a, b, x, rd) && b->src[1]->shape[1] == a->src[1]->shape[1] && c->op == LOOM_OP_SWIGLU &&
+        c->src[0] == a->dst && c->src[1] == b->dst && same_rows(a->dst, c->dst) && private_k(p, a->dst, 1) &&
+        private_k(p, b->dst, 1) && !overlap(c->dst, rd)) { /* gate, up, swiglu */
+        f.mode = M_SWIGLU, f.nw = 2, f.mm[1] = b, f.y[0] = c->dst, last = i + 2;
+    } else if (b && b->op == LOOM_OP_ADD && (b->src[0] == a->dst) != (b->src[1] == a->dst) &&
+               same_rows(a->dst, b->dst) && private_k(p, a->dst, 1) && !overlap(b->dst, rd)) { /* matmul + residual */
+        const loom_tensor *r = b->src[0] == a->dst ? b->src[1] : b->src[0];
+        if (overlap(b->dst, r) && !(r->buf == b->dst->buf && r->offset == b->dst->offset)) return -1;
+        f.mode = M_ADD, f.r = r, f.y[0] = b->dst, last = i + 1;
+    } else { /* q, k, v on one x, their RoPE, then the k, v store of gqa_attn */
+        int32_t j = i + 1;
+        f.mode = M_QKV;
+        if (overlap(a->dst, rd)) return -1;
+        while (j < nn && f.nw < 3 && joins(p, a, &nd[j], x, rd)) f.mm[f.nw] = &nd[j], f.y[f.nw++] = nd[j].dst, j++;
+        for (; j < nn && nd[j].op == LOOM_OP_ROPE; j++) {
+            const loom_node *rn = &nd[j];
+            int w = 0, hd = rn->p.head_dim;
+            while (w < f.nw && f.y[w] != rn->src[0]) w++;
+            if (w >= 2 || w >= f.nw || f.rope[w] || hd % 32 || rn->src[0]->shape[1] % hd ||
+                !same_rows(rn->src[0], rn->dst) || !private_k(p, rn->src[0], 1) || overlap(rn->dst, rd))
+                break;
+            f.y[w] = rn->dst, f.rope[w] = &rn->p;
+        }
+        if (f.nw == 1 && !f.rope[0]) return -1;
+        last = j - 1;
+        const loom_node *at = j < nn ? &nd[j] : NULL;
+        if (at && at->op == LOOM_OP_GQA_ATTN && f.nw == 3 && at->src[1] == f.y[1] && at->src[2] == f.y[2] &&
+            f.y[1] != f.y[2] && at->p.head_dim % 2 == 0 && at->src[3]->dtype == at->src[4]->dtype &&
+            f.y[1]->shape[1] == (int64_t)at->p.n_head_kv * at->p.head_dim && f.y[2]->shape[1] == f.y[1]->shape[1] &&
+            (!f.rope[1] || f.rope[1]->head_dim == at->p.head_dim) && f.y[1]->shape[1] % 32 == 0) {
+            f.attn = at;
+            f.ywrite[1] = !private_k(p, f.y[1], 1), f.ywrite[2] = !private_k(p, f.y[2], 1);
+        }
+    }
+    *fo = f;
+    return last;
+}
+
+static void plan_fusion(vk_prog *p, vk_fuse *fz)
+{
+    loom_node *nd = p->nodes;
+    for (int32_t i = 0; i < p->n_nodes; i++) {
+        if (!awq_whole(p, &nd[i])) continue;
+        const loom_tensor *x = nd[i].src[0];
+        const loom_node *rm = i > 0 ? &nd[i - 1] : NULL;
+        vk_fuse f;
+        int32_t last = -1;
+        /* the rmsnorm that makes x, when all of x's readers are in this fusion */
+        if (rm && rm->op == LOOM_OP_RMSNORM && rm->dst == x && same_rows(rm->src[0], x) && p->role[i - 1] == F_NONE) {
+            last = plan_one(p, i, rm->src[0], &f);
+            if (last >= 0 && f.mode != M_ADD && private_k(p, x, f.nw))
+                f.norm = rm, f.x = rm->src[0], p->role[i - 1] = F_MEMBER;
+            else
+                last = -1;
+        }
+        if (last < 0 && (last = plan_one(p, i, x, &f)) < 0) continue;
+        p->role[i] = F_LEAD;
+        for (int32_t k = i + 1; k <= last; k++) p->role[k] = F_MEMBER;
+        if (f.attn) p->role[f.attn - nd] = F_KV;
+        fz[i] = f;
+        i = last;
+    }
+}
+
 #define TRY(e) do { if ((st = (e))) return st; } while (0)
 #define NEWD(pipe, mode, gx) do { if (!(x = new_disp(p, n, (pipe), (mode), (gx)))) return VK_ERR(LOOM_ERR_NOMEM, "out of memory"); } while (0)
+
+static uint32_t rope_base(const vk_prog *p, const loom_op_params *rp)
+{
+    for (int32_t i = 0; i < p->n_rope; i++)
+        if (!memcmp(&p->ropes[i].p, rp, sizeof *rp)) return p->ropes[i].base;
+    return 0;
+}
+
+/* The fused dispatches of lead node n (gemv_awq.comp, FUSED), one per token-count variant. */
+static loom_status lower_fused(vk_prog *p, const loom_node *n, const vk_fuse *f)
+{
+    vk_dev *d = p->d;
+    int64_t T = n->dst->shape[0], K = f->mm[0]->src[1]->shape[0], Nw[3] = {0, 0, 0};
+    uint32_t W[3] = {0, 0, 0}, wgs = 0, bdt = 0, flags = 0, slices, gps;
+    for (int w = 0; w < f->nw; w++) {
+        Nw[w] = f->mm[w]->src[1]->shape[1];
+        W[w] = (uint32_t)((Nw[w] + 31) / 32);
+        if (bias_of(f->mm[w])) bdt = dt_code(bias_of(f->mm[w])->dtype), flags |= 1u << w;
+        if (f->ywrite[w] || f->mode != M_QKV) flags |= 1u << (3 + w);
+        if (w < 2 && f->rope[w]) flags |= 1u << (6 + w);
+    }
+    wgs = f->mode == M_QKV ? W[0] + W[1] + W[2] : f->mode == M_SWIGLU ? (uint32_t)((Nw[0] + 15) / 16) : W[0];
+    if (f->attn) flags |= 256u;
+    uint32_t ndt = f->norm ? dt_code(f->norm->src[1]->dtype) : 0;
+    uint32_t cdt = f->attn && f->attn->src[3]->dtype == LOOM_F16 ? 1u : 0u;
+    uint32_t xvec = !d->scalar_gemv && at16(f->x, 0);
+    uint32_t fl = xvec | (uint32_t)f->mode << 1 | (f->norm ? 8u : 0u) | ndt << 4 | cdt << 6;
+    loom_status st;
+    VkPipeline pipe;
+    vk_disp *x;
+    for (uint32_t nt = 1; nt <= VK_GEMV_MAX_T && nt / 2 < T; nt *= 2) {
+        awq_split(d, K, (int64_t)wgs * 32, nt, true, &slices, &gps);
+        TRY(loom__vk_pipeline4(d, VK_SH_GEMV_AWQ_FUSED, nt, bdt, slices, fl, &pipe));
+        NEWD(pipe, G_FLAT, wgs);
+        x->min_t = nt == 1 ? 1 : (int32_t)nt / 2 + 1, x->max_t = (int32_t)nt;
+        TRY(bind(p, x, 0, f->x, 0, (size_t)T * (size_t)K * 4, 4, false));
+        for (int w = 0; w < f->nw; w++) {
+            const loom_tensor *wt = f->mm[w]->src[1], *b = bias_of(f->mm[w]);
+            TRY(bind(p, x, 1 + w, wt, 0, loom__vk_awq_bytes(K, Nw[w]), 16, false));
+            if (b) TRY(bind(p, x, 4 + w, b, 0, nbytes(b), dt_size(b->dtype), false));
+            if (flags & 1u << (3 + w) && (f->mode == M_QKV || w == 0))
+                TRY(bind(p, x, 9 + w, f->y[w], 0, (size_t)T * (size_t)Nw[w] * 4, 4, true));
+        }
+        if (f->norm) TRY(bind(p, x, 8, f->norm->src[1], 0, nbytes(f->norm->src[1]), dt_size(f->norm->src[1]->dtype), false));
+        if (f->r) TRY(bind(p, x, 14, f->r, 0, (size_t)T * (size_t)Nw[0] * 4, 4, false));
+        if (f->attn) {
+            const loom_tensor *kc = f->attn->src[3], *vc = f->attn->src[4];
+            size_t es = dt_size(kc->dtype);
+            TRY(bind(p, x, 12, kc, 0, nbytes(kc), es, true));
+            TRY(bind(p, x, 13, vc, 0, nbytes(vc), es, true));
+            if (cdt && ((x->pc[13] | x->pc[14]) & 1))
+                return VK_ERR(LOOM_ERR_UNSUPPORTED, "gqa_attn: f16 cache not 4-byte aligned");
+        }
+        x->pc[17] = (uint32_t)K;
+        for (int w = 0; w < 3; w++) x->pc[18 + w] = (uint32_t)Nw[w];
+        x->pc[21] = W[0], x->pc[22] = W[1], x->pc[23] = gps, x->pc[24] = flags;
+        x->pc[25] = f->norm ? fbits(f->norm->p.eps) : 0;
+        x->pc[26] = f->rope[0] ? (uint32_t)f->rope[0]->head_dim : f->rope[1] ? (uint32_t)f->rope[1]->head_dim
+                    : f->attn ? (uint32_t)f->attn->p.head_dim : 0;
+        for (int w = 0; w < 2; w++)
+            if (f->rope[w] && !(x->pc[27 + w] = rope_base(p, f->rope[w]))) return VK_ERR(LOOM_ERR_INTERNAL, "rope table missing");
+        if (f->attn) x->pc[29] = (uint32_t)f->attn->src[3]->shape[2], x->pc[30] = p->seq_base;
+        if (f->rope[0] || f->rope[1] || f->attn) x->acc[x->n_acc++] = (vk_access){p->step->buf, 0, p->step->size, false};
+    }
+    return LOOM_OK;
+}
 
 static loom_status lower(vk_prog *p, const loom_node *n)
 {
@@ -335,7 +539,7 @@ static loom_status lower(vk_prog *p, const loom_node *n)
         /* GEMV variants for 1, 2, 3-4 and 5-8 tokens: 0 x, 1 q, 2 meta, 4 bias, 5 y */
         for (uint32_t nt = 1; nt <= VK_GEMV_MAX_T && nt / 2 < T; nt *= 2) {
             uint32_t xvec = !d->scalar_gemv && at16(s[0], 0);
-            awq_split(d, K, N, nt, &slices, &gps);
+            awq_split(d, K, N, nt, false, &slices, &gps);
             TRY(loom__vk_pipeline4(d, VK_SH_GEMV_AWQ, nt, bdt, slices, xvec, &pipe));
             NEWD(pipe, G_FLAT, (uint32_t)((N + 31) / 32));
             x->min_t = nt == 1 ? 1 : (int32_t)nt / 2 + 1, x->max_t = (int32_t)nt;
@@ -431,6 +635,7 @@ void loom__vk_release(void *dctx, void *pv)
     if (p->step) loom__vk_free(d, p->step);
     for (int32_t i = 0; i < p->n_rope; i++) free(p->ropes[i].inv_freq);
     free(p->ropes);
+    free(p->role);
     free(p->disp);
     free(p);
 }
@@ -484,11 +689,30 @@ loom_status loom__vk_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
     if (!st && !p->step->map) st = VK_ERR(LOOM_ERR_BACKEND, "step buffer is not host-visible");
     if (!st) memset(p->step->map, 0, words * 4);
     if (!st && !(p->cmd = calloc((size_t)p->max_t + 1, sizeof *p->cmd))) st = VK_ERR(LOOM_ERR_NOMEM, "out of memory");
-    for (int32_t i = 0; i < n_nodes && !st; i++) st = lower(p, &nodes[i]);
+    vk_fuse *fz = NULL;
+    if (!st && (!(p->role = calloc((size_t)n_nodes, 1)) || !(fz = calloc((size_t)n_nodes, sizeof *fz))))
+        st = VK_ERR(LOOM_ERR_NOMEM, "out of memory");
+    if (!st && d->fuse) plan_fusion(p, fz);
+    for (int32_t i = 0; i < n_nodes && !st; i++) {
+        int32_t first = p->n_disp;
+        if ((st = lower(p, &nodes[i]))) break;
+        if (p->role[i] == F_NONE) continue;
+        /* a fused node's own dispatches (for F_KV: the k, v store) only run in larger steps */
+        int32_t end = p->role[i] == F_KV ? first + 1 : p->n_disp, keep = first;
+        for (int32_t k = first; k < p->n_disp; k++) {
+            vk_disp *x = &p->disp[k];
+            if (k < end && x->min_t <= VK_GEMV_MAX_T) x->min_t = VK_GEMV_MAX_T + 1;
+            if (x->min_t <= x->max_t && (x->dyn || (x->rows >= x->min_t && x->rows <= x->max_t)))
+                p->disp[keep++] = *x;
+        }
+        p->n_disp = keep;
+        if (p->role[i] == F_LEAD) st = lower_fused(p, &nodes[i], &fz[i]);
+    }
+    free(fz);
 
     /* descriptor sets: one per dispatch, written once */
     if (!st && p->n_disp) {
-        VkDescriptorPoolSize ps = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, (uint32_t)p->n_disp * VK_BINDINGS};
+        VkDescriptorPoolSize ps = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, (uint32_t)p->n_disp * d->n_bind};
         VkDescriptorPoolCreateInfo pci = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
                                           .maxSets = (uint32_t)p->n_disp, .poolSizeCount = 1, .pPoolSizes = &ps};
         VkResult r = vkCreateDescriptorPool(d->dev, &pci, NULL, &p->dpool);
@@ -503,7 +727,7 @@ loom_status loom__vk_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
                 break;
             }
             VkWriteDescriptorSet w = {.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, .dstSet = x->set,
-                                      .dstBinding = 0, .descriptorCount = VK_BINDINGS,
+                                      .dstBinding = 0, .descriptorCount = d->n_bind,
                                       .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .pBufferInfo = x->info};
             vkUpdateDescriptorSets(d->dev, 1, &w, 0, NULL);
         }
@@ -513,7 +737,10 @@ loom_status loom__vk_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
         loom__vk_release(d, p);
         return st;
     }
-    VK_LOG(LOOM_LOG_DEBUG, "compiled %d nodes into %d dispatches", (int)n_nodes, (int)p->n_disp);
+    int n_lead = 0;
+    for (int32_t i = 0; i < n_nodes; i++) n_lead += p->role[i] == F_LEAD;
+    VK_LOG(LOOM_LOG_DEBUG, "compiled %d nodes into %d dispatches (%d decode fusions)", (int)n_nodes, (int)p->n_disp,
+           n_lead);
     *out = p;
     return LOOM_OK;
 }
@@ -541,8 +768,8 @@ static loom_status record(vk_prog *p, int32_t n, VkCommandBuffer *out)
     VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
                           .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT,
                           .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT};
-    vk_access *pending = malloc((size_t)(p->n_disp + 1) * 6 * sizeof *pending);
-    int n_pend = 0, n_barriers = 0;
+    vk_access *pending = malloc((size_t)(p->n_disp + 1) * (VK_BINDINGS + 2) * sizeof *pending);
+    int n_pend = 0, n_barriers = 0, n_rec = 0;
     VkPipeline bound = VK_NULL_HANDLE;
     for (int32_t i = 0; pending && i < p->n_disp; i++) {
         vk_disp *x = &p->disp[i];
@@ -578,6 +805,7 @@ static loom_status record(vk_prog *p, int32_t n, VkCommandBuffer *out)
         vkCmdBindDescriptorSets(cb, VK_PIPELINE_BIND_POINT_COMPUTE, d->layout, 0, 1, &x->set, 0, NULL);
         vkCmdPushConstants(cb, d->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof pc, pc);
         vkCmdDispatch(cb, gx, gy, 1);
+        n_rec++;
     }
     free(pending);
     if (!pending) {
@@ -597,8 +825,8 @@ static loom_status record(vk_prog *p, int32_t n, VkCommandBuffer *out)
         vkFreeCommandBuffers(d->dev, d->cmd_pool, 1, &cb);
         return loom__vk_fail(r, "vkEndCommandBuffer");
     }
-    VK_LOG(LOOM_LOG_DEBUG, "recorded the command buffer for %d tokens: %d dispatches, %d barriers", (int)n,
-           (int)p->n_disp, n_barriers);
+    VK_LOG(LOOM_LOG_DEBUG, "recorded the command buffer for %d tokens: %d dispatches (of %d compiled), %d barriers",
+           (int)n, n_rec, (int)p->n_disp, n_barriers);
     *out = cb;
     return LOOM_OK;
 }

@@ -4,10 +4,11 @@
  * program's step buffer. Push constants: p[0] = rows of this step (T),
  * p[1..6] = element offset of binding 0..5 inside its bound range (in the
  * binding's element size: words for f32/u32, halves for f16/bf16), p[7..]
- * op-specific. Floats travel as their bits. */
+ * op-specific. Floats travel as their bits. The fused decode shader binds
+ * 0..6 and 8..15 (offsets in p[1 + binding]) and keeps its own words from p[17]. */
 #extension GL_GOOGLE_include_directive : enable
 
-layout(push_constant, std430) uniform PC { uint p[24]; } pc;
+layout(push_constant, std430) uniform PC { uint p[32]; } pc;
 
 /* step: [0] n_tokens, [1] error flags, [4..] pos[maxT], seq[maxT], rope tables */
 layout(std430, binding = 7) buffer Step { uint w[]; } step;

@@ -24,19 +24,97 @@
  * does not depend on timing.
  *
  * Bindings: 0 x (f32, vec4 view when XVEC), 1 q, 2 meta, 4 bias, 5 y.
- * p[7] K, p[8] N, p[9] has bias, p[10] groups per slice (gps). */
+ * p[7] K, p[8] N, p[9] has bias, p[10] groups per slice (gps).
+ *
+ * With FUSED (gemv_awq_fused, decode steps of <= 8 tokens; planned in
+ * vk_prog.c) the same loop computes up to three weights sharing x, with the
+ * nodes around them folded in (FL, a specialisation, picks what):
+ *   NORM    x is the input of an rmsnorm: every work-group sums x^2 itself
+ *           (no cross-group sync), the loop reads x * norm_w, and the sums
+ *           are scaled by 1 / rms at the end;
+ *   M_QKV   weights 0..2 in consecutive work-group ranges (W0, W1, rest);
+ *           with RoPE on a weight, lanes 0..15 own columns i and lanes
+ *           16..31 columns i + hd/2 of one head, so the epilogue rotates the
+ *           pair through shared memory; k and v may go straight into the KV
+ *           cache at (seq[t], head, pos[t]) (then gqa_attn skips its store);
+ *   M_SWIGLU lanes 0..15 compute gate, 16..31 up of the same 16 columns,
+ *           lane i writes silu(gate) * up;
+ *   M_ADD   y = x w + r (the residual add after o_proj or down_proj).
+ * Bindings: 0 x, 1..3 the AWQ weights (q then meta, as one range), 4..6
+ * biases, 8 norm weight, 9..11 outputs of weight 0..2, 12 k cache, 13 v
+ * cache, 14 r. Words from p[17]: see the P_* names below. */
 #include "common.glsl"
 #extension GL_EXT_control_flow_attributes : enable
 layout(local_size_x = 32, local_size_y_id = 2) in;
 layout(constant_id = 0) const uint NT = 1;
 layout(constant_id = 1) const uint BDT = 0;
+#ifndef FUSED
 layout(constant_id = 3) const uint XVEC = 1; /* 0: x does not start on 16 bytes: float loads */
-layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
-layout(std430, binding = 0) readonly buffer X1 { float x1[]; };
 layout(std430, binding = 1) readonly buffer Q { uvec4 q[]; };
 layout(std430, binding = 2) readonly buffer M { uint meta[]; };
 layout(std430, binding = 4) readonly buffer Bi { uint bias[]; };
 layout(std430, binding = 5) writeonly buffer Y { float y[]; };
+#else
+layout(constant_id = 3) const uint FL = 1; /* bit 0 XVEC, 1..2 mode, 3 NORM, 4..5 norm weight dtype, 6 f16 cache */
+const uint XVEC = FL & 1u, MODE = (FL >> 1) & 3u, NORM = (FL >> 3) & 1u, NDT = (FL >> 4) & 3u, CDT = (FL >> 6) & 1u;
+#define M_QKV 1u
+#define M_SWIGLU 2u
+#define M_ADD 3u
+#define P_K 17
+#define P_N0 18     /* columns of weight 0, 1, 2 */
+#define P_W0 21     /* M_QKV: work-groups of weight 0, 1 */
+#define P_GPS 23
+#define P_FLAGS 24  /* bits 0..2 bias of w, 3..5 write y of w, 6..7 rope on w 0..1, 8 k, v into the caches */
+#define P_EPS 25
+#define P_HD 26
+#define P_TAB0 27   /* step-buffer word of the cos/sin table of weight 0, 1 */
+#define P_C 29      /* cache positions */
+#define P_SEQ 30    /* step-buffer word of seq[0] */
+layout(std430, binding = 1) readonly buffer Q0 { uvec4 q0[]; };
+layout(std430, binding = 1) readonly buffer M0 { uint m0[]; };
+layout(std430, binding = 2) readonly buffer Q1 { uvec4 q1[]; };
+layout(std430, binding = 2) readonly buffer M1 { uint m1[]; };
+layout(std430, binding = 3) readonly buffer Q2 { uvec4 q2[]; };
+layout(std430, binding = 3) readonly buffer M2 { uint m2[]; };
+layout(std430, binding = 4) readonly buffer B0 { uint b0[]; };
+layout(std430, binding = 5) readonly buffer B1 { uint b1[]; };
+layout(std430, binding = 6) readonly buffer B2 { uint b2[]; };
+layout(std430, binding = 8) readonly buffer NW { uint nw[]; };
+layout(std430, binding = 9) writeonly buffer Y0 { float y0[]; };
+layout(std430, binding = 10) writeonly buffer Y1 { float y1[]; };
+layout(std430, binding = 11) writeonly buffer Y2 { float y2[]; };
+layout(std430, binding = 12) writeonly buffer KC { uint kc[]; };
+layout(std430, binding = 13) writeonly buffer VC { uint vc[]; };
+layout(std430, binding = 14) readonly buffer R { float r[]; };
+shared float nred[NT * 32u], fo[NT * 32u], fo2[NT * 32u];
+
+/* weight w's loads (w is uniform per work-group except in M_SWIGLU) */
+uvec4 qload(uint w, uint i)
+{
+    if (w == 0u) return q0[i];
+    if (w == 1u) return q1[i];
+    return q2[i];
+}
+uint mload(uint w, uint i)
+{
+    if (w == 0u) return m0[i];
+    if (w == 1u) return m1[i];
+    return m2[i];
+}
+float bload(uint w, uint n)
+{
+    if (w == 0u) return LOADT(BDT, b0, OFF(4) + n);
+    if (w == 1u) return LOADT(BDT, b1, OFF(5) + n);
+    return LOADT(BDT, b2, OFF(6) + n);
+}
+vec4 nwload(uint k4)
+{
+    uint i = OFF(8) + 4u * k4;
+    return vec4(LOADT(NDT, nw, i), LOADT(NDT, nw, i + 1u), LOADT(NDT, nw, i + 2u), LOADT(NDT, nw, i + 3u));
+}
+#endif
+layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
+layout(std430, binding = 0) readonly buffer X1 { float x1[]; };
 shared float red[gl_WorkGroupSize.y * NT * 32u]; /* [slice][token][column] */
 
 /* x[t, 4 k4 .. 4 k4 + 3]: row r4 = x row of t in vec4 (XVEC) or its first float */
@@ -53,9 +131,62 @@ const vec4 UNSCALE = vec4(1.0, 1.0 / 16.0, 1.0 / 256.0, 1.0 / 4096.0);
 void main()
 {
     uint lx = gl_LocalInvocationID.x, s = gl_LocalInvocationID.y, S = gl_WorkGroupSize.y;
+#ifndef FUSED
     uint K = pc.p[7], N = pc.p[8], gps = pc.p[10], G = K / 128u, T = ROWS;
     uint n = flat_group() * 32u + lx, nc = min(n, N - 1u); /* columns past N load column N-1, write nothing */
     uint qo = OFF(1) + nc, mo = OFF(2) + nc;
+#define QLOAD(i) q[i]
+#define MLOAD(i) meta[i]
+#define XN(t, k4, nv) xload(xr[t], k4)
+#else
+    uint K = pc.p[P_K], gps = pc.p[P_GPS], G = K / 128u, T = ROWS, fl = pc.p[P_FLAGS];
+    uint wg = flat_group(), w = 0u, rope = 0u, n;
+    if (MODE == M_QKV) {
+        uint W0 = pc.p[P_W0], W1 = pc.p[P_W0 + 1];
+        w = wg < W0 ? 0u : wg < W0 + W1 ? 1u : 2u;
+        wg -= w == 0u ? 0u : w == 1u ? W0 : W0 + W1;
+        rope = w < 2u ? (fl >> (6u + w)) & 1u : 0u;
+    } else if (MODE == M_SWIGLU) {
+        w = lx >> 4;
+    }
+    uint N = pc.p[P_N0 + w], hd = pc.p[P_HD], h2 = hd / 2u;
+    if (rope != 0u) { /* 16 pairs (i, i + hd/2) of one head */
+        uint j = wg * 16u + (lx & 15u);
+        n = j / h2 * hd + j % h2 + (lx >= 16u ? h2 : 0u);
+    } else if (MODE == M_SWIGLU) {
+        n = wg * 16u + (lx & 15u);
+    } else {
+        n = wg * 32u + lx;
+    }
+    uint nc = min(n, N - 1u);
+    uint qo = OFF(1u + w) + nc, mo = OFF(1u + w) * 4u + K / 32u * N * 4u + nc; /* meta follows q in the range */
+#define QLOAD(i) qload(w, i)
+#define MLOAD(i) mload(w, i)
+#define XN(t, k4, nv) (xload(xr[t], k4) * (nv))
+    float inv[NT];
+    if (NORM != 0u) { /* sum of x^2 per token over the whole row, in a fixed order */
+        uint li = s * 32u + lx, WGN = 32u * S;
+        [[unroll]] for (uint t = 0u; t < NT; t++) {
+            uint xo = OFF(0) + min(t, T - 1u) * K;
+            float part = 0.0;
+            for (uint k = li; k < K; k += WGN) part = fma(x1[xo + k], x1[xo + k], part);
+            red[(s * NT + t) * 32u + lx] = part;
+        }
+        barrier();
+        if (s == 0u)
+            [[unroll]] for (uint t = 0u; t < NT; t++) {
+                float v = 0.0;
+                for (uint i = 0u; i < S; i++) v += red[(i * NT + t) * 32u + lx];
+                nred[t * 32u + lx] = v;
+            }
+        barrier();
+        [[unroll]] for (uint t = 0u; t < NT; t++) {
+            float v = 0.0;
+            for (uint l = 0u; l < 32u; l++) v += nred[t * 32u + l];
+            inv[t] = 1.0 / sqrt(v / float(K) + PF(P_EPS));
+        }
+    }
+#endif
     uint xr[NT];
     [[unroll]] for (uint t = 0u; t < NT; t++) {
         xr[t] = OFF(0) + min(t, T - 1u) * K;
@@ -67,13 +198,13 @@ void main()
     uint g0 = s * gps, g1 = min(g0 + gps, G);
     if (g0 < g1) {
         uvec4 a[4], b[4] = uvec4[4](uvec4(0u), uvec4(0u), uvec4(0u), uvec4(0u));
-        [[unroll]] for (uint j = 0u; j < 4u; j++) a[j] = q[qo + (g0 * 4u + j) * N];
-        uint am = meta[mo + g0 * N];
+        [[unroll]] for (uint j = 0u; j < 4u; j++) a[j] = QLOAD(qo + (g0 * 4u + j) * N);
+        uint am = MLOAD(mo + g0 * N);
         for (uint g = g0; g < g1; g++) {
             uint bm = 0u;
             if (g + 1u < g1) { /* the next group, before this one's arithmetic (uniform per slice) */
-                [[unroll]] for (uint j = 0u; j < 4u; j++) b[j] = q[qo + (g * 4u + 4u + j) * N];
-                bm = meta[mo + (g + 1u) * N];
+                [[unroll]] for (uint j = 0u; j < 4u; j++) b[j] = QLOAD(qo + (g * 4u + 4u + j) * N);
+                bm = MLOAD(mo + (g + 1u) * N);
             }
 
             float zf = float(am >> 16);
@@ -82,12 +213,16 @@ void main()
             [[unroll]] for (uint t = 0u; t < NT; t++) p[t] = vec4(0.0);
             [[unroll]] for (uint j = 0u; j < 4u; j++) {
                 [[unroll]] for (uint e = 0u; e < 4u; e++) {
-                    uint w = a[j][e], k4 = g * 32u + j * 8u + e * 2u; /* k / 4 */
-                    vec4 lo = uintBitsToFloat((uvec4(w) & NIB) | 0x4B000000u) - zv;         /* k .. k+3 */
-                    vec4 hi = uintBitsToFloat((uvec4(w >> 16) & NIB) | 0x4B000000u) - zv; /* k+4 .. k+7 */
+                    uint qw = a[j][e], k4 = g * 32u + j * 8u + e * 2u; /* k / 4 */
+                    vec4 lo = uintBitsToFloat((uvec4(qw) & NIB) | 0x4B000000u) - zv;         /* k .. k+3 */
+                    vec4 hi = uintBitsToFloat((uvec4(qw >> 16) & NIB) | 0x4B000000u) - zv; /* k+4 .. k+7 */
+                    vec4 na = vec4(1.0), nb = vec4(1.0);
+#ifdef FUSED
+                    if (NORM != 0u) na = nwload(k4), nb = nwload(k4 + 1u);
+#endif
                     [[unroll]] for (uint t = 0u; t < NT; t++) {
-                        p[t] = fma(xload(xr[t], k4), lo, p[t]);
-                        p[t] = fma(xload(xr[t], k4 + 1u), hi, p[t]);
+                        p[t] = fma(XN(t, k4, na), lo, p[t]);
+                        p[t] = fma(XN(t, k4 + 1u, nb), hi, p[t]);
                     }
                 }
             }
@@ -100,6 +235,7 @@ void main()
 
     [[unroll]] for (uint t = 0u; t < NT; t++) red[(s * NT + t) * 32u + lx] = acc[t];
     barrier();
+#ifndef FUSED
     for (uint t = s; t < NT; t += S) {
         float v = 0.0;
         for (uint i = 0u; i < S; i++) v += red[(i * NT + t) * 32u + lx];
@@ -108,4 +244,53 @@ void main()
             y[OFF(5) + t * N + n] = v;
         }
     }
+#else
+    for (uint t = s; t < NT; t += S) {
+        float v = 0.0;
+        for (uint i = 0u; i < S; i++) v += red[(i * NT + t) * 32u + lx];
+        if (NORM != 0u) v *= inv[t];
+        if (((fl >> w) & 1u) != 0u && n < N) v += bload(w, n);
+        fo[t * 32u + lx] = v;
+    }
+    barrier();
+    for (uint t = s; t < NT; t += S) { /* the partner lane's value: rope pair, or up for gate */
+        float v = fo[t * 32u + lx], u = fo[t * 32u + (lx ^ 16u)];
+        if (rope != 0u) {
+            uint i = n % hd - (lx >= 16u ? h2 : 0u), tab = pc.p[P_TAB0 + w] + (t * h2 + i) * 2u;
+            float c = uintBitsToFloat(step.w[tab]), sn = uintBitsToFloat(step.w[tab + 1u]);
+            v = lx < 16u ? v * c - u * sn : v * c + u * sn;
+        }
+        fo2[t * 32u + lx] = v;
+        if (t >= T || n >= N) continue;
+        if (MODE == M_ADD) {
+            y0[OFF(9) + t * N + n] = v + r[OFF(14) + t * N + n];
+        } else if (MODE == M_SWIGLU) {
+            if (lx < 16u) y0[OFF(9) + t * N + n] = v / (1.0 + exp(-v)) * u;
+        } else if (((fl >> (3u + w)) & 1u) != 0u) {
+            if (w == 0u) y0[OFF(9) + t * N + n] = v;
+            else if (w == 1u) y1[OFF(10) + t * N + n] = v;
+            else y2[OFF(11) + t * N + n] = v;
+        }
+    }
+    if (MODE == M_QKV) { /* k, v into the caches: an even lane packs its column and the next; tokens in order */
+        barrier();
+        if ((fl & 256u) != 0u && w >= 1u && s == 0u && (lx & 1u) == 0u && n + 1u < N) {
+            uint hk = n / hd, d = n % hd, Hkv = N / hd;
+            for (uint t = 0u; t < T && t < NT; t++) {
+                uint pos = step.w[4u + t], sq = step.w[pc.p[P_SEQ] + t];
+                uint dst = ((sq * Hkv + hk) * pc.p[P_C] + pos) * hd + d; /* element, even */
+                float e0 = fo2[t * 32u + lx], e1 = fo2[t * 32u + lx + 1u];
+                if (CDT == 1u) {
+                    uint pk = packHalf2x16(vec2(e0, e1));
+                    if (w == 1u) kc[(OFF(12) + dst) >> 1] = pk;
+                    else vc[(OFF(13) + dst) >> 1] = pk;
+                } else if (w == 1u) {
+                    kc[OFF(12) + dst] = floatBitsToUint(e0), kc[OFF(12) + dst + 1u] = floatBitsToUint(e1);
+                } else {
+                    vc[OFF(13) + dst] = floatBitsToUint(e0), vc[OFF(13) + dst + 1u] = floatBitsToUint(e1);
+                }
+            }
+        }
+    }
+#endif
 }
