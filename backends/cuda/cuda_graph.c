@@ -45,7 +45,7 @@ typedef struct cu_prog {
     cudaEvent_t      step_done;  /* the last upload from h_step has been read */
     bool             step_pending;
     float           *scratch;    /* split-K partials (gqa_attn) */
-    int             *counters;   /* device [n_nodes]: fused GEMV + rmsnorm arrivals */
+    int             *counters;   /* device: [n_nodes] fused GEMV + rmsnorm arrivals, then split attention's */
     size_t           scratch_floats;
     cudaGraphExec_t *graphs;     /* [graph_max_t + 1], by n_tokens */
     int32_t          n_graphs;
@@ -63,7 +63,8 @@ static int attn_args(const cu_dev *d, const loom_node *n, int T, const cu_prog *
         .cache_f16 = s[3]->dtype == LOOM_F16, .y = tdata(n->dst), .T = T, .S = (int)s[3]->shape[0],
         .C = (int)s[3]->shape[2], .Hq = n->p.n_head, .Hkv = n->p.n_head_kv, .hd = n->p.head_dim,
         .scale = n->p.attn_scale > 0 ? n->p.attn_scale : (float)(1.0 / sqrt((double)n->p.head_dim)),
-        .pos = p ? p->d_step : NULL, .seq = p ? p->d_step + T : NULL, .splits = 1, .part = p ? p->scratch : NULL};
+        .pos = p ? p->d_step : NULL, .seq = p ? p->d_step + T : NULL, .splits = 1, .part = p ? p->scratch : NULL,
+        .counters = p && p->counters ? p->counters + p->n_nodes : NULL};
     a->splits = loom__cu_attn_splits(a, d->sm_count);
     return a->splits;
 }
@@ -230,7 +231,7 @@ loom_status loom__cu_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
         goto fail;
     }
     p->max_t = 1;
-    size_t need = 0;
+    size_t need = 0, attn_counters = 0;
     for (int32_t i = 0; i < n_nodes; i++) {
         loom_node *n = &nodes[i];
         cu_plan *pl = &p->plan[i];
@@ -286,6 +287,7 @@ loom_status loom__cu_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
                 size_t f = loom__cu_attn_part_floats(t, a.Hq, a.hd, splits);
                 if (f > need) need = f;
             }
+            if ((size_t)CU_ATTN_COUNTERS(n->p.n_head_kv) > attn_counters) attn_counters = CU_ATTN_COUNTERS(n->p.n_head_kv);
             p->needs_pos = true;
             break;
         default: break;
@@ -300,11 +302,13 @@ loom_status loom__cu_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
         st = loom__cu_fail(d, e, "allocating the step staging");
         goto fail;
     }
-    /* one arrival counter per node for the fused GEMV + rmsnorm; each launch leaves it at zero */
-    if (n_nodes > 0) {
-        if ((st = loom__cu_malloc(d, (size_t)n_nodes * sizeof(int), (void **)&p->counters, "GEMV counters"))) goto fail;
-        if ((e = cudaMemset(p->counters, 0, (size_t)n_nodes * sizeof(int)))) {
-            st = loom__cu_fail(d, e, "clearing the GEMV counters");
+    /* arrival counters, each launch leaves them at zero: one per node for the fused GEMV + rmsnorm,
+     * then the split attention's (shared by its nodes: they run one after another) */
+    size_t n_counters = (size_t)n_nodes + attn_counters;
+    if (n_counters > 0) {
+        if ((st = loom__cu_malloc(d, n_counters * sizeof(int), (void **)&p->counters, "arrival counters"))) goto fail;
+        if ((e = cudaMemset(p->counters, 0, n_counters * sizeof(int)))) {
+            st = loom__cu_fail(d, e, "clearing the arrival counters");
             goto fail;
         }
     }

@@ -123,12 +123,14 @@ typedef struct cu_attn_args {
     float          scale;
     const int32_t *pos, *seq;     /* device, T entries each */
     int            stored;        /* the step's k, v are in the caches already (the fused GEMV) */
-    int            splits;        /* KV splits per (token tile, kv head); 1: no combine */
+    int            splits;        /* KV splits per (token tile, kv head); 1: no merge */
     float         *part;          /* splits * T * Hq * (hd + 2) floats when splits > 1 */
+    int           *counters;      /* splits > 1: CU_ATTN_COUNTERS(Hkv) ints, zero; left zero */
 } cu_attn_args;
 
 #define CU_ATTN_ROWS 32 /* query rows (tokens x heads of one group) per block */
 #define CU_ATTN_MAX_SPLITS 64
+#define CU_ATTN_COUNTERS(Hkv) ((Hkv) * CU_GEMV_MAX_T) /* splits happen for <= CU_GEMV_MAX_T tokens */
 int         loom__cu_attn_supported(int hd, int group);
 /* Raise the kernels' dynamic shared memory limit once (not capturable). */
 cudaError_t loom__cu_attn_init(void);

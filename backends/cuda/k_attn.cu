@@ -13,10 +13,11 @@
  *    its own position and keeps an online softmax per row (running max,
  *    running sum, rescaled accumulators).
  *    Decode (few tokens) splits the positions across blocks (flash-decoding):
- *    each split writes its normalised partial output with its max and sum,
- *    and 3. combine merges them. The split length follows the step's real
- *    length (read on the device), so a replayed CUDA graph stays right as
- *    the context grows. */
+ *    each split writes its normalised partial output with its max and sum;
+ *    3. the last split block of a (token tile, kv head) to finish (a fence and
+ *    an arrival counter) merges them, so no separate combine launch. The
+ *    split length follows the step's real length (read on the device), so a
+ *    replayed CUDA graph stays right as the context grows. */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <math.h>
@@ -45,12 +46,46 @@ __global__ void kv_store_kernel(const float *__restrict__ k, const float *__rest
     for (int d = threadIdx.x; d < hd; d += blockDim.x) put(kc + off + d, kr[d]), put(vc + off + d, vr[d]);
 }
 
+/* ---- 3. merge of the splits (by the last block): weights exp(m_s - M) * l_s --------------------- */
+/* w: shared, ROWS * CU_ATTN_MAX_SPLITS + ROWS floats. Sums run in a fixed order (deterministic). */
+template <int HD>
+static __device__ void attn_merge(const cu_attn_args &a, int t0, int t1, int hk, float *w)
+{
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, G = a.Hq / a.Hkv, R = (t1 - t0) * G;
+    size_t stride = (size_t)a.T * a.Hq * (HD + 2), qw = (size_t)a.Hq * HD;
+    float *den = w + ROWS * CU_ATTN_MAX_SPLITS;
+    for (int r = warp; r < R; r += NTH / 32) { /* a warp per row, a lane per split */
+        const float *p0 = a.part + ((size_t)(t0 + r / G) * a.Hq + hk * G + r % G) * (HD + 2);
+        float M = -INFINITY, sum = 0.0f;
+        for (int s = lane; s < a.splits; s += 32)
+            if (__ldcg(p0 + s * stride + HD + 1) > 0.0f) M = fmaxf(M, __ldcg(p0 + s * stride + HD));
+        M = cu_warp_max(M);
+        for (int s = lane; s < a.splits; s += 32) {
+            float l = __ldcg(p0 + s * stride + HD + 1), ws = l > 0.0f ? expf(__ldcg(p0 + s * stride + HD) - M) * l : 0.0f;
+            w[r * CU_ATTN_MAX_SPLITS + s] = ws, sum += ws;
+        }
+        sum = cu_warp_sum(sum);
+        if (lane == 0) den[r] = sum;
+    }
+    __syncthreads();
+    for (int i = tid; i < R * HD; i += NTH) {
+        int r = i / HD, d = i - r * HD, tok = t0 + r / G, h = hk * G + r % G;
+        const float *p0 = a.part + ((size_t)tok * a.Hq + h) * (HD + 2) + d;
+        float num = 0.0f;
+#pragma unroll 8
+        for (int s = 0; s < a.splits; s++) num = fmaf(w[r * CU_ATTN_MAX_SPLITS + s], __ldcg(p0 + s * stride), num);
+        a.y[(size_t)tok * qw + (size_t)h * HD + d] = num / den[r];
+    }
+}
+
 /* ---- 2. attention ----------------------------------------------------------------------- */
 template <int HD>
 static constexpr size_t attn_smem_bytes()
 {
     return ((size_t)ROWS * (HD + 4) + 2 * (size_t)TP * (HD + 4) + (size_t)ROWS * TP + 3 * ROWS) * sizeof(float);
 }
+/* the merge reuses the tiles' space for its weights */
+static_assert(attn_smem_bytes<64>() >= ((size_t)ROWS * CU_ATTN_MAX_SPLITS + ROWS) * sizeof(float), "merge weights");
 
 template <typename CT, int HD>
 __global__ void __launch_bounds__(NTH) attn_kernel(const cu_attn_args a, int qt)
@@ -152,31 +187,20 @@ __global__ void __launch_bounds__(NTH) attn_kernel(const cu_attn_args a, int qt)
         __syncthreads();
         ta = tb;
     }
-}
-
-/* ---- 3. combine the splits: weights exp(m_s - M) * l_s ------------------------------------ */
-__global__ void attn_combine_kernel(const float *__restrict__ part, float *__restrict__ y, int T, int Hq, int hd,
-                                    int splits)
-{
-    int tok = blockIdx.x, h = blockIdx.y;
-    size_t stride = (size_t)T * Hq * (hd + 2);
-    const float *p0 = part + ((size_t)tok * Hq + h) * (hd + 2);
-    float M = -INFINITY;
-    for (int s = 0; s < splits; s++)
-        if (p0[s * stride + hd + 1] > 0.0f) M = fmaxf(M, p0[s * stride + hd]);
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float num = 0.0f, den = 0.0f;
-        for (int s = 0; s < splits; s++) {
-            const float *ps = p0 + s * stride;
-            float l = ps[hd + 1];
-            if (l > 0.0f) {
-                float w = expf(ps[hd] - M) * l;
-                num = fmaf(w, ps[d], num);
-                den += w;
-            }
-        }
-        y[((size_t)tok * Hq + h) * hd + d] = num / den;
+    if (a.splits == 1) return;
+    /* publish this block's partials, then count it in; the last of the splits merges */
+    __shared__ int last;
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+        int *c = a.counters + blockIdx.z * a.Hkv + hk;
+        last = atomicAdd(c, 1) == a.splits - 1;
+        if (last) *c = 0; /* ready for the next launch (graph replays) */
     }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    attn_merge<HD>(a, t0, t1, hk, sm);
 }
 
 /* ---- launchers ---------------------------------------------------------------------------- */
@@ -230,15 +254,13 @@ static cudaError_t attn_typed(cudaStream_t s, const cu_attn_args *a)
     }
     dim3 grid(a->splits, a->Hkv, (a->T + qt - 1) / qt);
     attn_kernel<CT, HD><<<grid, NTH, attn_smem_bytes<HD>(), s>>>(*a, qt);
-    if ((e = cudaGetLastError()) || a->splits == 1) return e;
-    attn_combine_kernel<<<dim3(a->T, a->Hq), HD, 0, s>>>(a->part, a->y, a->T, a->Hq, HD, a->splits);
     return cudaGetLastError();
 }
 
 extern "C" cudaError_t loom__cu_gqa_attn(cudaStream_t s, const cu_attn_args *a)
 {
     if (!loom__cu_attn_supported(a->hd, a->Hq / a->Hkv) || a->Hq % a->Hkv) return cudaErrorInvalidValue;
-    if (a->splits > 1 && !a->part) return cudaErrorInvalidValue;
+    if (a->splits > 1 && (!a->part || !a->counters || a->splits > CU_ATTN_MAX_SPLITS)) return cudaErrorInvalidValue;
     if (a->hd == 64) return a->cache_f16 ? attn_typed<__half, 64>(s, a) : attn_typed<float, 64>(s, a);
     return a->cache_f16 ? attn_typed<__half, 128>(s, a) : attn_typed<float, 128>(s, a);
 }
