@@ -3,7 +3,9 @@
 # model` for synthetic Qwen2.5 checkpoints on the CUDA backend (graphs on and
 # off). Logs under $1 (default /tmp/out). Run from the repository root with
 # .deps carried (see scripts/device-env.sh):
-#   bash bench/cuda/device-bench.sh $OUT
+#   bash bench/cuda/device-bench.sh $OUT        0.5B AWQ + bf16, 7B AWQ (~6 min)
+#   bash bench/cuda/device-bench.sh $OUT big    7B bf16 (the AWQ-vs-16-bit ratio), 7B AWQ at
+#                                                32K context, 32B AWQ (~9 min, ~40 GB of disk)
 set -uo pipefail
 out=${1:-/tmp/out}
 mkdir -p "$out"
@@ -25,7 +27,24 @@ bench() { # model, label
   $loom bench model -m $1 --backend cuda --prompt 512 --gen 2 | grep prompt
   $loom bench model -m $1 --backend cuda --prompt 512 --gen 64 --ctx 2048 | grep -E "decode|traffic"
 }
+synth() { ( time $loom synth --preset "$@" ) 2>&1 | grep -E "real|error"; }
+if [ "${2:-}" = big ]; then
+  synth qwen2.5-7b --awq --out $m7
+  synth qwen2.5-7b --out /tmp/q7bf16
+  for m in $m7 /tmp/q7bf16; do
+    echo "== $m: decode after a 128-token prompt"
+    $loom bench model -m $m --backend cuda --prompt 128 --gen 64 | grep -E "decode|traffic"
+  done
+  rm -rf /tmp/q7bf16
+  echo "== 7B AWQ, decode after 32768 positions"
+  $loom bench model -m $m7 --backend cuda --prompt 512 --gen 32 --ctx 32768 | grep -E "decode|traffic"
+  synth qwen2.5-32b --awq --out /tmp/q32awq
+  echo "== 32B AWQ"
+  $loom bench model -m /tmp/q32awq --backend cuda --prompt 128 --gen 64 | grep -E "decode|traffic"
+  $loom bench model -m /tmp/q32awq --backend cuda --prompt 512 --gen 2 | grep prompt
+  exit 0
+fi
 bench $m05 "qwen2.5-0.5b AWQ"
 bench $m05f "qwen2.5-0.5b bf16"
-( time $loom synth --preset qwen2.5-7b --awq --out $m7 ) 2>&1 | grep real
+synth qwen2.5-7b --awq --out $m7
 bench $m7 "qwen2.5-7b AWQ"
