@@ -7,7 +7,10 @@
  * launch (no fused GEMV epilogues; for isolating a fusion problem).
  * LOOM_CUDA_GRAPHS=0 turns CUDA graph capture off (every step is
  * launched kernel by kernel); LOOM_CUDA_GRAPH_MAX_TOKENS (default 16) is the
- * largest step that is captured and replayed. */
+ * largest step that is captured and replayed. LOOM_CUDA_PDL=0 launches the
+ * decode GEMVs and attention plainly instead of as programmatic dependents
+ * (sm_90+: each may start, and pull its weights into L2, while the kernel
+ * before it finishes). */
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -155,6 +158,8 @@ static loom_status cu_device_open(void *bctx, int32_t dev, void **dctx)
     if (d->sm_count < 1) d->sm_count = 1;
     const char *g = getenv("LOOM_CUDA_GRAPHS");
     d->graphs = !(g && !strcmp(g, "0"));
+    const char *pdl = getenv("LOOM_CUDA_PDL");
+    d->pdl = attr(cudaDevAttrComputeCapabilityMajor, dev) >= 9 && !(pdl && !strcmp(pdl, "0"));
     d->graph_max_t = 16;
     const char *gm = getenv("LOOM_CUDA_GRAPH_MAX_TOKENS");
     if (gm && *gm) {
@@ -182,8 +187,8 @@ static loom_status cu_device_open(void *bctx, int32_t dev, void **dctx)
         st = loom__cu_fail(d, e, "cannot set up the kernels");
         goto fail;
     }
-    CU_LOG(LOOM_LOG_DEBUG, "cuda:%d: opened, %d SMs, graphs %s (steps of <= %d tokens)", dev, d->sm_count,
-           d->graphs ? "on" : "off", d->graph_max_t);
+    CU_LOG(LOOM_LOG_DEBUG, "cuda:%d: opened, %d SMs, graphs %s (steps of <= %d tokens), programmatic dependent launch %s",
+           dev, d->sm_count, d->graphs ? "on" : "off", d->graph_max_t, d->pdl ? "on" : "off");
     *dctx = d;
     return LOOM_OK;
 fail:

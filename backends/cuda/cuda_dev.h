@@ -27,6 +27,7 @@ typedef struct cu_dev {
     int                 sm_count;
     int                *d_err;      /* device [4]: error flag, token, id (embed) */
     bool                graphs;     /* LOOM_CUDA_GRAPHS != 0 */
+    bool                pdl;        /* decode kernels as programmatic dependents: sm_90+, LOOM_CUDA_PDL != 0 */
     int                 graph_max_t;/* capture graphs for steps of at most this many tokens */
     size_t              bytes;      /* in live buffers */
     struct loom_buffer *buffers;    /* freed by device_close */

@@ -364,6 +364,7 @@ static loom_status run_nodes(cu_dev *d, cu_prog *p, int32_t n_tokens)
             if (T <= CU_GEMV_MAX_T) {
                 cu_awq_gemv_args g = pl->gemv;
                 g.T = T, g.pos = p->d_step, g.seq = p->d_step + T; /* the step buffer's layout */
+                g.pdl = d->pdl;
                 e = loom__cu_awq_gemv(s, &g, d->sm_count);
             } else {
                 e = loom__cu_awq_gemm(s, tdata(src[0]), pl->awq, tdata(bias), bdt, y, T, d->sm_count);
@@ -376,6 +377,7 @@ static loom_status run_nodes(cu_dev *d, cu_prog *p, int32_t n_tokens)
             cu_attn_args a;
             attn_args(d, n, T, p, &a);
             a.stored = pl->kv_stored && T <= CU_GEMV_MAX_T;
+            a.pdl = d->pdl && T <= CU_GEMV_MAX_T;
             if (a.splits > 1 && loom__cu_attn_part_floats(T, a.Hq, a.hd, a.splits) > p->scratch_floats)
                 return CU_ERR(LOOM_ERR_INTERNAL, "cuda: node %d (gqa_attn): split scratch too small", (int)i);
             e = loom__cu_gqa_attn(s, &a);

@@ -95,6 +95,7 @@ typedef struct cu_awq_gemv_args {
     void         *cache[CU_GEMV_MAX_W];
     int           cache_f16, cache_hd, cache_C;
     const int32_t *seq;
+    int           pdl;                 /* launch as a programmatic dependent (k_common.cuh) */
 } cu_awq_gemv_args;
 cudaError_t loom__cu_awq_gemv(cudaStream_t s, const cu_awq_gemv_args *a, int sm_count);
 /* AWQ on the tensor cores: tiles dequantised into shared memory. */
@@ -126,6 +127,7 @@ typedef struct cu_attn_args {
     int            splits;        /* KV splits per (token tile, kv head); 1: no merge */
     float         *part;          /* splits * T * Hq * (hd + 2) floats when splits > 1 */
     int           *counters;      /* splits > 1: CU_ATTN_COUNTERS(Hkv) ints, zero; left zero */
+    int            pdl;           /* with stored: launch as a programmatic dependent */
 } cu_attn_args;
 
 #define CU_ATTN_ROWS 32 /* query rows (tokens x heads of one group) per block */

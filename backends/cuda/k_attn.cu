@@ -98,6 +98,8 @@ __global__ void __launch_bounds__(NTH) attn_kernel(const cu_attn_args a, int qt)
     int G = a.Hq / a.Hkv, split = blockIdx.x, hk = blockIdx.y;
     int t0 = blockIdx.z * qt, t1 = min(t0 + qt, a.T);
     size_t qw = (size_t)a.Hq * HD;
+    cu_pdl_trigger();
+    cu_pdl_wait(); /* q and this step's k, v come from the kernel before */
 
     for (int ta = t0; ta < t1;) {
         int sl = a.seq[ta], tb = ta + 1, kmax = a.pos[ta] + 1;
@@ -253,8 +255,7 @@ static cudaError_t attn_typed(cudaStream_t s, const cu_attn_args *a)
         if ((e = cudaGetLastError())) return e;
     }
     dim3 grid(a->splits, a->Hkv, (a->T + qt - 1) / qt);
-    attn_kernel<CT, HD><<<grid, NTH, attn_smem_bytes<HD>(), s>>>(*a, qt);
-    return cudaGetLastError();
+    return cu_launch(attn_kernel<CT, HD>, grid, dim3(NTH), attn_smem_bytes<HD>(), s, a->pdl, *a, qt);
 }
 
 extern "C" cudaError_t loom__cu_gqa_attn(cudaStream_t s, const cu_attn_args *a)

@@ -111,4 +111,41 @@ static CU_HD void load8(const __nv_bfloat16 *w, float f[8])
 
 static inline bool cu_aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
+/* Programmatic dependent launch (sm_90; no-ops below). A kernel launched by cu_launch with
+ * pdl set may start while the stream's previous kernel is still running, once every block of
+ * that one has called cu_pdl_trigger (or exited); before cu_pdl_wait returns (the previous
+ * kernel complete, its writes visible) it may touch nothing but constants such as weights.
+ * That hides the launch and the ramp of each small decode kernel behind its predecessor. */
+static __device__ __forceinline__ void cu_pdl_trigger(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+static __device__ __forceinline__ void cu_pdl_wait(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+static __device__ __forceinline__ void cu_prefetch_l2(const void *p)
+{
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
+template <typename... P, typename... A>
+static cudaError_t cu_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, bool pdl,
+                             A &&...args)
+{
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t c = {};
+    c.gridDim = grid, c.blockDim = block, c.dynamicSmemBytes = smem, c.stream = s;
+    c.attrs = at, c.numAttrs = pdl ? 1 : 0;
+    return cudaLaunchKernelEx(&c, kernel, static_cast<A &&>(args)...);
+}
+
 #endif

@@ -514,11 +514,28 @@ static CU_HD void awq_norm_c(const awq_params &P, int tid, int nthreads, const f
     }
 }
 
+/* Before the previous kernel's results may be read (cu_pdl_wait): pull this thread's weights
+ * (constants) into L2, so the loads after the wait find them there. */
+template <int CB, int EPI> static __device__ void awq_prefetch(const awq_params &P)
+{
+    const awq_seg &sg = awq_segment(P, blockIdx.x);
+    const int S = blockDim.x / CB, c = threadIdx.x % CB, n = awq_column<CB>(sg, blockIdx.x, c);
+    if (n >= sg.N) return;
+    for (int gi = threadIdx.x / CB; gi < P.K / LOOM_AWQ_GROUP; gi += S)
+        for (int j = 0; j < 4; j++) {
+            cu_prefetch_l2(sg.q + (int64_t)(gi * 4 + j) * sg.N + n);
+            if (EPI == CU_EPI_SWIGLU) cu_prefetch_l2(sg.q2 + (int64_t)(gi * 4 + j) * sg.N + n);
+        }
+}
+
 template <int NT, int CB, int EPI>
 __global__ void __launch_bounds__(AWQ_THREADS) awq_gemv_kernel(const awq_params P)
 {
     __shared__ float red[awq_outs<EPI>::n * AWQ_THREADS * NT + CU_GEMV_MAX_T];
     __shared__ bool last;
+    cu_pdl_trigger();
+    awq_prefetch<CB, EPI>(P);
+    cu_pdl_wait();
     awq_gemv_sum<NT, CB, EPI>(P, blockIdx.x, threadIdx.x, blockDim.x, red);
     __syncthreads();
     awq_gemv_out<NT, CB, EPI>(P, blockIdx.x, threadIdx.x, blockDim.x, red);
@@ -607,10 +624,10 @@ extern "C" cudaError_t loom__cu_awq_gemv(cudaStream_t s, const cu_awq_gemv_args 
     int blocks, threads;
     cudaError_t e = awq_geometry(a, sm_count, &P, &blocks, &threads);
     if (e) return e;
-#define AWQ_LAUNCH(NT, CB, EPI) awq_gemv_kernel<NT, CB, EPI><<<blocks, threads, 0, s>>>(P)
+#define AWQ_LAUNCH(NT, CB, EPI) e = cu_launch(awq_gemv_kernel<NT, CB, EPI>, dim3(blocks), dim3(threads), 0, s, a->pdl, P)
     AWQ_DISPATCH(AWQ_LAUNCH, awq_nt(a->T), P.cb, a->epi);
 #undef AWQ_LAUNCH
-    return cudaGetLastError();
+    return e;
 }
 
 #ifdef LOOM_CU_HOST_TEST

@@ -38,6 +38,8 @@ for m in $m05 $m7; do
   echo "== $m"
   $loom bench model -m $m --backend cuda --prompt 128 --gen 128 | grep -E "decode|traffic|prompt"
   LOOM_CUDA_GRAPHS=0 $loom bench model -m $m --backend cuda --prompt 128 --gen 64 | grep decode | sed 's/^ */  no CUDA graph: /'
+  LOOM_CUDA_PDL=0 $loom bench model -m $m --backend cuda --prompt 128 --gen 64 | grep decode | sed 's/^ */  no PDL: /'
+  LOOM_CUDA_FUSE=0 $loom bench model -m $m --backend cuda --prompt 128 --gen 64 | grep decode | sed 's/^ */  no fusion: /'
 done
 if command -v nsys > /dev/null; then
   nsys profile -o /tmp/prof --force-overwrite true $loom bench model -m $m7 --backend cuda --prompt 128 --gen 64 > /dev/null 2>&1
