@@ -100,6 +100,29 @@ loom_tid loom_graph_weight(loom_graph *g, const char *name, loom_dtype dt, int32
     return t;
 }
 
+loom_tid loom_graph_weight_lazy(loom_graph *g, const char *name, loom_dtype dt, int32_t ndim, const int64_t *shape,
+                                const loom_weight_loader *ld)
+{
+    if (!g->status && (!ld || !ld->load || !ld->unload)) return fail(g, LOOM_ERR_INVALID, "weight '%s' has no loader", name ? name : "?");
+    loom_tid t = add_tensor(g, name, GT_WEIGHT, dt, ndim, shape, LOOM_TENSOR_WEIGHT);
+    if (t != LOOM_TID_NONE) g->t[t].loader = *ld;
+    return t;
+}
+
+loom_status weight_get(const loom_graph *g, loom_tid t, const void **data)
+{
+    const gtensor *gt = &g->t[t];
+    if (gt->data) return *data = gt->data, LOOM_OK;
+    *data = gt->loader.load(gt->loader.ud, gt->desc.name, gt->desc.dtype, gt->desc.ndim, gt->desc.shape);
+    return *data ? LOOM_OK : loom_error(LOOM_ERR_FORMAT, "weight '%s': %s", gt->desc.name, loom_last_error());
+}
+
+void weight_put(const loom_graph *g, loom_tid t, const void *data)
+{
+    const gtensor *gt = &g->t[t];
+    if (!gt->data && data) gt->loader.unload(gt->loader.ud, data);
+}
+
 loom_tid loom_graph_state(loom_graph *g, const char *name, loom_dtype dt, int32_t ndim, const int64_t *shape)
 {
     return add_tensor(g, name, GT_STATE, dt, ndim, shape, LOOM_TENSOR_STATE);

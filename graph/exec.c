@@ -270,18 +270,22 @@ static loom_status allocate(loom_exec *e)
             case GT_INPUT: in->buf = ds->io; break;
             case GT_ACT: in->buf = ds->arena; break;
             case GT_STATE: in->buf = ds->states; break;
-            case GT_WEIGHT:
+            case GT_WEIGHT: {
+                const void *data;
+                if ((st = weight_get(g, t, &data))) return st;
                 if (ds->i->weight_prepare) {
-                    st = ds->i->weight_prepare(ds->ctx, in, gt->data);
+                    st = ds->i->weight_prepare(ds->ctx, in, data);
                     if (!st) e->prepared[(size_t)t * e->nd + d] = 1;
                 } else {
                     in->buf = ds->weights;
-                    st = ds->i->buffer_write(ds->ctx, in->buf, in->offset, gt->data, gt->nbytes);
+                    st = ds->i->buffer_write(ds->ctx, in->buf, in->offset, data, gt->nbytes);
                 }
+                weight_put(g, t, data);
                 if (st)
                     return loom_error(st, "%s: cannot upload weight '%s' (%zu bytes): %s", loom_device_label(ds->dev),
                                       gt->desc.name, gt->nbytes, loom_last_error());
                 break;
+            }
             }
         }
         if (ds->states_size) { /* a fresh KV cache holds zeros, not garbage */

@@ -47,6 +47,19 @@ loom_tid loom_graph_input (loom_graph *g, const char *name, loom_dtype dt, int32
 loom_tid loom_graph_weight(loom_graph *g, const char *name, loom_dtype dt, int32_t ndim, const int64_t *shape, const void *data);
 loom_tid loom_graph_state (loom_graph *g, const char *name, loom_dtype dt, int32_t ndim, const int64_t *shape); /* zero-filled at compile */
 
+/* A weight made only when a device (or the reference) needs it: load returns its
+ * bytes (or NULL after loom_error), unload takes them back as soon as that device
+ * has its own copy. For weights converted from the checkpoint's form (AWQ: three
+ * tensors joined into one), so a model never holds more than one converted
+ * weight at a time. The loader is copied; ud must outlive compile. */
+typedef struct loom_weight_loader {
+    const void *(*load)  (void *ud, const char *name, loom_dtype dt, int32_t ndim, const int64_t *shape);
+    void        (*unload)(void *ud, const void *data);
+    void         *ud;
+} loom_weight_loader;
+loom_tid loom_graph_weight_lazy(loom_graph *g, const char *name, loom_dtype dt, int32_t ndim, const int64_t *shape,
+                                const loom_weight_loader *ld);
+
 /* One op node. src holds max_src ids (LOOM_TID_NONE for an absent optional
  * source). Validates dtypes and shapes and infers the output's shape. */
 loom_tid loom_graph_op(loom_graph *g, loom_op op, const loom_tid *src, int32_t n_src, const loom_op_params *p, const char *name);

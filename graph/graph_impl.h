@@ -9,11 +9,16 @@ typedef enum { GT_INPUT, GT_WEIGHT, GT_STATE, GT_ACT } gt_kind;
 typedef struct gtensor {
     loom_tensor desc;     /* name (owned), dtype, shape, flags; buf/offset unused here */
     gt_kind     kind;
-    const void *data;     /* weights: borrowed host bytes */
+    const void *data;     /* weights: borrowed host bytes; NULL: made by loader */
+    loom_weight_loader loader;
     size_t      nbytes;   /* whole tensor */
     int32_t     producer; /* node index, or -1 for leaves */
     bool        output;
 } gtensor;
+
+/* A weight's bytes: borrowed, or loaded (weight_put gives them back). */
+loom_status weight_get(const loom_graph *g, loom_tid t, const void **data);
+void        weight_put(const loom_graph *g, loom_tid t, const void *data);
 
 typedef struct gnode {
     loom_op        op;

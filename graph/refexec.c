@@ -7,7 +7,7 @@
 
 struct loom_ref_exec {
     const loom_graph *g;
-    void            **data;  /* [nt]: host bytes of each tensor (weights borrowed) */
+    void            **data;  /* [nt]: host bytes of each tensor (weights borrowed or loaded) */
     double           *out;   /* scratch: one node's output in double */
     size_t            out_n;
 };
@@ -17,6 +17,7 @@ void loom_ref_exec_destroy(loom_ref_exec *r)
     if (!r) return;
     for (int32_t t = 0; t < r->g->nt && r->data; t++)
         if (r->g->t[t].kind != GT_WEIGHT) free(r->data[t]);
+        else weight_put(r->g, t, r->data[t]);
     free(r->data), free(r->out), free(r);
 }
 
@@ -32,8 +33,14 @@ loom_status loom_ref_exec_create(const loom_graph *g, loom_ref_exec **out)
     r->g = g;
     for (int32_t t = 0; t < g->nt; t++) {
         const gtensor *gt = &g->t[t];
-        if (gt->kind == GT_WEIGHT) {
-            r->data[t] = (void *)gt->data;
+        if (gt->kind == GT_WEIGHT) { /* held for the reference's lifetime */
+            const void *w;
+            loom_status st = weight_get(g, t, &w);
+            if (st) {
+                loom_ref_exec_destroy(r);
+                return st;
+            }
+            r->data[t] = (void *)w;
             continue;
         }
         if (!(r->data[t] = calloc(1, gt->nbytes))) { /* states start zeroed, like a device's */

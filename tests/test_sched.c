@@ -5,6 +5,7 @@
 #include "check_main.h"
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "graph.h"
 
@@ -16,14 +17,37 @@ typedef struct {
     loom_tid    x, out;
 } net;
 
-/* x -> rmsnorm -> matmul(+bias) -> swiglu(h, h) -> add(h, h) */
-static net build(void)
+/* w_mat made on demand: a copy per load, counted */
+static int loads, unloads;
+static bool fail_load;
+static const void *load_w(void *ud, const char *name, loom_dtype dt, int32_t ndim, const int64_t *shape)
+{
+    ck_assert_ptr_eq(ud, w_mat);
+    ck_assert_str_eq(name, "w_mat");
+    ck_assert(dt == LOOM_F32 && ndim == 2 && shape[0] == N && shape[1] == D);
+    if (fail_load) return loom_error(LOOM_ERR_IO, "disk on fire"), NULL;
+    float *w = malloc(sizeof w_mat);
+    memcpy(w, w_mat, sizeof w_mat);
+    loads++;
+    return w;
+}
+static void unload_w(void *ud, const void *data)
+{
+    (void)ud;
+    free((void *)data);
+    unloads++;
+}
+
+/* x -> rmsnorm -> matmul(+bias) -> swiglu(h, h) -> add(h, h); lazy: w_mat through the loader */
+static net build_with(bool lazy)
 {
     net n;
     n.g = loom_graph_create(T);
     n.x = loom_graph_input(n.g, "x", LOOM_F32, 2, (int64_t[]){T, D}, true);
     loom_tid wn = loom_graph_weight(n.g, "w_norm", LOOM_F32, 1, (int64_t[]){D}, w_norm);
-    loom_tid wm = loom_graph_weight(n.g, "w_mat", LOOM_F32, 2, (int64_t[]){N, D}, w_mat);
+    loom_weight_loader ld = {load_w, unload_w, w_mat};
+    loom_tid wm = lazy ? loom_graph_weight_lazy(n.g, "w_mat", LOOM_F32, 2, (int64_t[]){N, D}, &ld)
+                       : loom_graph_weight(n.g, "w_mat", LOOM_F32, 2, (int64_t[]){N, D}, w_mat);
     loom_tid b = loom_graph_weight(n.g, "bias", LOOM_F32, 1, (int64_t[]){N}, bias);
     loom_tid h = loom_rmsnorm(n.g, n.x, wn, 1e-6f);
     h = loom_matmul(n.g, h, wm, b);
@@ -32,6 +56,7 @@ static net build(void)
     ck_assert_int_eq(loom_graph_output(n.g, n.out), LOOM_OK);
     return n;
 }
+static net build(void) { return build_with(false); }
 
 static void run(net *n, const char *spec, int32_t rows, float *out, int *copies, char first_dev[32])
 {
@@ -78,6 +103,45 @@ START_TEST(fallback_matches_cpu)
             if (!(fabsf(a[i] - b[i]) <= 1e-5f * (1 + fabsf(b[i])))) ck_abort_msg("element %d: %g vs %g", i, a[i], b[i]);
     }
     loom_graph_destroy(n.g);
+    loom_registry_shutdown();
+}
+END_TEST
+
+/* A lazy weight gives the same results; every load is given back; a failed load is the
+ * compile's error, naming the weight. */
+START_TEST(lazy_weight)
+{
+    for (int i = 0; i < D; i++) w_norm[i] = 1.0f;
+    for (int i = 0; i < N * D; i++) w_mat[i] = (float)(i % 7) - 3.0f;
+    for (int i = 0; i < N; i++) bias[i] = 0.25f;
+    for (int i = 0; i < T * D; i++) x_in[i] = (float)(i % 5) - 2.0f;
+    loom_registry_shutdown();
+    net e = build(), l = build_with(true);
+    float a[T * N], b[T * N];
+    int c;
+    char dev[32];
+    loads = unloads = 0;
+    run(&e, "cpu", T, a, &c, dev);
+    ck_assert_int_eq(loads, 0);
+    run(&l, "cpu", T, b, &c, dev);
+    ck_assert_int_eq(loads, 1);
+    ck_assert_int_eq(unloads, 1);
+    ck_assert_mem_eq(a, b, sizeof a);
+    loom_device **devs;
+    int nd;
+    ck_assert_int_eq(loom_select("cpu", &devs, &nd), LOOM_OK);
+    loom_exec *x;
+    fail_load = true;
+    ck_assert_int_eq(loom_graph_compile(l.g, devs, nd, 0, &x), LOOM_ERR_FORMAT);
+    fail_load = false;
+    ck_assert_ptr_nonnull(strstr(loom_last_error(), "w_mat"));
+    ck_assert_ptr_nonnull(strstr(loom_last_error(), "disk on fire"));
+    ck_assert_int_eq(loads, unloads);
+    loom_devices_close(devs, nd);
+    loom_tid none = loom_graph_weight_lazy(l.g, "w2", LOOM_F32, 1, (int64_t[]){4}, NULL);
+    ck_assert_int_eq(none, LOOM_TID_NONE);
+    loom_graph_destroy(e.g);
+    loom_graph_destroy(l.g);
     loom_registry_shutdown();
 }
 END_TEST
@@ -132,6 +196,7 @@ int main(void)
     TCase *tc = tcase_create("sched");
     tcase_add_test(tc, fallback_matches_cpu);
     tcase_add_test(tc, no_fallback_is_an_error);
+    tcase_add_test(tc, lazy_weight);
     tcase_add_test(tc, bad_steps);
     suite_add_tcase(s, tc);
     return loom_test_run(s);

@@ -181,7 +181,8 @@ int loom_cmd_check_model(int argc, char **argv)
 
     double t0 = now_s();
     fprintf(stderr, "loom check model: float64 reference, %d prompt tokens + %ld greedy...\n", T, n_gen);
-    if (loom_qwen2_build(c, T, 1, ctx, LOOM_F16, loom_qwen2_ckpt_weight, ck, &rg) || loom_ref_exec_create(rg.g, &ref))
+    loom_weight_loader awq = loom_qwen2_ckpt_loader(ck);
+    if (loom_qwen2_build(c, T, 1, ctx, LOOM_F16, loom_qwen2_ckpt_weight, ck, &awq, &rg) || loom_ref_exec_create(rg.g, &ref))
         goto fail;
     stepper rs = {ref, &rg, NULL};
     if (run_model(&rs, prompt, T, (int32_t)n_gen, V, &ro)) goto fail;

@@ -65,7 +65,7 @@ int loom_cmd_graph_dump(int argc, char **argv)
     loom_qwen2_graph qg = {0};
     loom_exec *e = NULL;
     if (cli_select("graph-dump", backend, &devs, &n_devs)) return 2;
-    if (loom_qwen2_build(&c, (int32_t)tokens, 1, (int32_t)ctx, LOOM_F16, dummy_weight, &w, &qg) ||
+    if (loom_qwen2_build(&c, (int32_t)tokens, 1, (int32_t)ctx, LOOM_F16, dummy_weight, &w, NULL, &qg) ||
         loom_graph_compile(qg.g, devs, n_devs, 0, &e)) {
         fprintf(stderr, "loom graph-dump: %s\n", loom_last_error());
         goto out;

@@ -166,7 +166,7 @@ int loom_cmd_info(int argc, char **argv)
     double kv = 2.0 * c->n_layers * c->n_head_kv * c->head_dim * 2.0 * (double)ctx; /* k and v, f16 */
     loom_qwen2_graph qg;
     double act = 0;
-    if (!loom_qwen2_build(c, (int32_t)batch, 1, (int32_t)ctx, LOOM_F16, no_data, NULL, &qg)) {
+    if (!loom_qwen2_build(c, (int32_t)batch, 1, (int32_t)ctx, LOOM_F16, no_data, NULL, NULL, &qg)) {
         act = (double)loom_graph_arena_estimate(qg.g);
         loom_graph_destroy(qg.g);
     }

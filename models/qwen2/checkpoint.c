@@ -9,8 +9,6 @@
 struct loom_qwen2_ckpt {
     loom_qwen2_config cfg;
     loom_st          *st;
-    void            **blobs; /* joined AWQ weights, alive until loom_qwen2_ckpt_drop_staging */
-    int32_t           n_blobs;
 };
 
 loom_status loom_qwen2_ckpt_open(const char *dir, loom_qwen2_ckpt **out)
@@ -28,18 +26,9 @@ loom_status loom_qwen2_ckpt_open(const char *dir, loom_qwen2_ckpt **out)
     return LOOM_OK;
 }
 
-void loom_qwen2_ckpt_drop_staging(loom_qwen2_ckpt *m)
-{
-    for (int32_t i = 0; i < m->n_blobs; i++) free(m->blobs[i]);
-    free(m->blobs);
-    m->blobs = NULL;
-    m->n_blobs = 0;
-}
-
 void loom_qwen2_ckpt_close(loom_qwen2_ckpt *m)
 {
     if (!m) return;
-    loom_qwen2_ckpt_drop_staging(m);
     loom_st_close(m->st);
     free(m);
 }
@@ -47,33 +36,47 @@ void loom_qwen2_ckpt_close(loom_qwen2_ckpt *m)
 const loom_qwen2_config *loom_qwen2_ckpt_config(const loom_qwen2_ckpt *m) { return &m->cfg; }
 const loom_st *loom_qwen2_ckpt_tensors(const loom_qwen2_ckpt *m) { return m->st; }
 
-/* An AWQ linear layer {K, N}: the three published tensors, checked, joined. */
-static const void *awq_weight(loom_qwen2_ckpt *m, const char *prefix, int64_t K, int64_t N)
+/* An AWQ linear layer {K, N}: its three published tensors, checked. */
+static loom_status awq_parts(loom_qwen2_ckpt *m, const char *prefix, int64_t K, int64_t N, const loom_st_tensor *p[3])
 {
     char name[160];
-    const loom_st_tensor *qw, *qz, *sc;
+    loom_status st;
     snprintf(name, sizeof name, "%s.qweight", prefix);
-    if (loom_st_get(m->st, name, LOOM_I32, 2, (int64_t[]){K, N / 8}, &qw)) return NULL;
+    if ((st = loom_st_get(m->st, name, LOOM_I32, 2, (int64_t[]){K, N / 8}, &p[0]))) return st;
     snprintf(name, sizeof name, "%s.qzeros", prefix);
-    if (loom_st_get(m->st, name, LOOM_I32, 2, (int64_t[]){K / LOOM_AWQ_GROUP, N / 8}, &qz)) return NULL;
+    if ((st = loom_st_get(m->st, name, LOOM_I32, 2, (int64_t[]){K / LOOM_AWQ_GROUP, N / 8}, &p[1]))) return st;
     snprintf(name, sizeof name, "%s.scales", prefix);
-    if (loom_st_get(m->st, name, LOOM_F16, 2, (int64_t[]){K / LOOM_AWQ_GROUP, N}, &sc)) return NULL;
-    void **b = realloc(m->blobs, (size_t)(m->n_blobs + 1) * sizeof *b);
-    if (!b) return loom_error(LOOM_ERR_NOMEM, "out of memory"), NULL;
-    m->blobs = b;
-    if (!(b[m->n_blobs] = malloc(loom_awq_nbytes(K, N))))
-        return loom_error(LOOM_ERR_NOMEM, "out of memory: %zu bytes for %s", loom_awq_nbytes(K, N), prefix), NULL;
-    loom_awq_join(K, N, qw->data, qz->data, sc->data, b[m->n_blobs]);
-    return b[m->n_blobs++];
+    return loom_st_get(m->st, name, LOOM_F16, 2, (int64_t[]){K / LOOM_AWQ_GROUP, N}, &p[2]);
 }
 
+/* Dense weights are the mapped file's bytes; AWQ layers are checked now and
+ * joined into loom's one-blob form only when a device takes them (awq_load). */
 const void *loom_qwen2_ckpt_weight(void *ud, const char *name, loom_dtype dt, int32_t ndim, const int64_t *shape)
 {
     loom_qwen2_ckpt *m = ud;
-    if (dt == LOOM_Q4_AWQ) return awq_weight(m, name, shape[0], shape[1]);
-    const loom_st_tensor *t;
+    const loom_st_tensor *t, *p[3];
+    if (dt == LOOM_Q4_AWQ) return awq_parts(m, name, shape[0], shape[1], p) ? NULL : LOOM_QWEN2_LATER;
     return loom_st_get(m->st, name, dt, ndim, shape, &t) ? NULL : t->data;
 }
+
+static const void *awq_load(void *ud, const char *prefix, loom_dtype dt, int32_t ndim, const int64_t *shape)
+{
+    const loom_st_tensor *p[3];
+    if (dt != LOOM_Q4_AWQ || ndim != 2 || awq_parts(ud, prefix, shape[0], shape[1], p)) return NULL;
+    size_t n = loom_awq_nbytes(shape[0], shape[1]);
+    void *blob = malloc(n);
+    if (!blob) return loom_error(LOOM_ERR_NOMEM, "out of memory: %zu bytes for %s", n, prefix), NULL;
+    loom_awq_join(shape[0], shape[1], p[0]->data, p[1]->data, p[2]->data, blob);
+    return blob;
+}
+
+static void awq_unload(void *ud, const void *blob)
+{
+    (void)ud;
+    free((void *)blob);
+}
+
+loom_weight_loader loom_qwen2_ckpt_loader(loom_qwen2_ckpt *m) { return (loom_weight_loader){awq_load, awq_unload, m}; }
 
 struct loom_qwen2_model {
     loom_qwen2_ckpt *ck;
@@ -98,9 +101,10 @@ loom_status loom_qwen2_model_load(const char *dir, loom_device *const *devs, int
     loom_qwen2_model *m = calloc(1, sizeof *m);
     if (!m) return loom_error(LOOM_ERR_NOMEM, "out of memory");
     loom_status st = loom_qwen2_ckpt_open(dir, &m->ck);
-    if (!st) st = loom_qwen2_build(&m->ck->cfg, max_tokens, n_slots, n_ctx, LOOM_F16, loom_qwen2_ckpt_weight, m->ck, &m->qg);
+    loom_weight_loader awq = m->ck ? loom_qwen2_ckpt_loader(m->ck) : (loom_weight_loader){0};
+    if (!st)
+        st = loom_qwen2_build(&m->ck->cfg, max_tokens, n_slots, n_ctx, LOOM_F16, loom_qwen2_ckpt_weight, m->ck, &awq, &m->qg);
     if (!st) st = loom_graph_compile(m->qg.g, devs, n_devs, 0, &m->e);
-    if (m->ck) loom_qwen2_ckpt_drop_staging(m->ck); /* devices hold their own copies now */
     if (st) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", loom_last_error());

@@ -11,10 +11,10 @@ loom_status              loom_qwen2_ckpt_open(const char *dir, loom_qwen2_ckpt *
 void                     loom_qwen2_ckpt_close(loom_qwen2_ckpt *m); /* accepts NULL */
 const loom_qwen2_config *loom_qwen2_ckpt_config(const loom_qwen2_ckpt *m);
 const loom_st           *loom_qwen2_ckpt_tensors(const loom_qwen2_ckpt *m);
-/* The weight provider for loom_qwen2_build (ud = the checkpoint). */
+/* The weight provider for loom_qwen2_build (ud = the checkpoint), and the
+ * loader of the AWQ layers it defers (joined per device, freed after upload). */
 const void              *loom_qwen2_ckpt_weight(void *ud, const char *name, loom_dtype dt, int32_t ndim, const int64_t *shape);
-/* Free the joined AWQ blobs once the graph is compiled. */
-void                     loom_qwen2_ckpt_drop_staging(loom_qwen2_ckpt *m);
+loom_weight_loader       loom_qwen2_ckpt_loader(loom_qwen2_ckpt *m);
 
 /* Write a checkpoint folder with c's exact shapes and random weights, in the
  * publisher's layout (config.json, model.safetensors; AWQ when c->awq). */

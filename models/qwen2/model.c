@@ -53,6 +53,7 @@ typedef struct {
     loom_graph              *g;
     loom_qwen2_weight_fn     fn;
     void                    *ud;
+    const loom_weight_loader *later;
 } builder;
 
 static loom_tid weight(builder *b, loom_dtype dt, int32_t ndim, const int64_t *shape, const char *fmt, int il)
@@ -63,6 +64,9 @@ static loom_tid weight(builder *b, loom_dtype dt, int32_t ndim, const int64_t *s
     const void *data = b->fn(b->ud, name, dt, ndim, shape);
     if (!data) /* the provider said why: make it the graph's error */
         return loom_graph_fail(b->g, LOOM_ERR_FORMAT, "%s", loom_last_error());
+    if (data == LOOM_QWEN2_LATER)
+        return b->later ? loom_graph_weight_lazy(b->g, name, dt, ndim, shape, b->later)
+                        : loom_graph_fail(b->g, LOOM_ERR_INTERNAL, "weight '%s' deferred, but no loader was given", name);
     return loom_graph_weight(b->g, name, dt, ndim, shape, data);
 }
 
@@ -87,7 +91,8 @@ static loom_tid linear(builder *b, loom_tid x, int64_t k, int64_t n, bool bias, 
 }
 
 loom_status loom_qwen2_build(const loom_qwen2_config *c, int32_t max_tokens, int32_t n_slots, int32_t n_ctx,
-                             loom_dtype kv_dtype, loom_qwen2_weight_fn fn, void *ud, loom_qwen2_graph *out)
+                             loom_dtype kv_dtype, loom_qwen2_weight_fn fn, void *ud, const loom_weight_loader *later,
+                             loom_qwen2_graph *out)
 {
     memset(out, 0, sizeof *out);
     loom_status st = loom_qwen2_validate(c);
@@ -97,7 +102,7 @@ loom_status loom_qwen2_build(const loom_qwen2_config *c, int32_t max_tokens, int
                           n_slots, n_ctx, c->max_pos * 4);
     loom_graph *g = loom_graph_create(max_tokens);
     if (!g) return loom_error(LOOM_ERR_INVALID, "%s", loom_last_error());
-    builder b = {c, g, fn, ud};
+    builder b = {c, g, fn, ud, later};
     const int64_t D = c->hidden, F = c->ffn, V = c->vocab, hd = c->head_dim;
     const int64_t Dq = c->n_head * hd, Dkv = c->n_head_kv * hd;
     loom_op_params rope_q = {.n_head = c->n_head, .head_dim = c->head_dim, .rope_theta = c->rope_theta,

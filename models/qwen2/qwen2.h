@@ -39,8 +39,11 @@ loom_status              loom_qwen2_config_load(const char *dir, loom_qwen2_conf
 /* Weights come from a provider: given the checkpoint's name for a tensor
  * (e.g. "model.layers.0.self_attn.q_proj.weight"; for AWQ layers the prefix
  * "model.layers.0.self_attn.q_proj" with dtype q4_awq), its dtype and shape,
- * return its bytes (valid until compile) or NULL after loom_error(). */
+ * return its bytes (valid until compile) or NULL after loom_error(); or, when
+ * the build was given a loader, LOOM_QWEN2_LATER: the weight is checked and the
+ * loader makes it when a device needs it (loom_graph_weight_lazy). */
 typedef const void *(*loom_qwen2_weight_fn)(void *ud, const char *name, loom_dtype dt, int32_t ndim, const int64_t *shape);
+#define LOOM_QWEN2_LATER ((const void *)1)
 
 typedef struct loom_qwen2_graph {
     loom_graph *g;
@@ -49,8 +52,10 @@ typedef struct loom_qwen2_graph {
 } loom_qwen2_graph;
 
 /* One graph for prefill and decode: up to max_tokens per step, n_slots
- * sequences, n_ctx positions of KV cache each (kv_dtype f16 or f32). */
+ * sequences, n_ctx positions of KV cache each (kv_dtype f16 or f32). later:
+ * the loader of the weights the provider answers LOOM_QWEN2_LATER for, or NULL. */
 loom_status loom_qwen2_build(const loom_qwen2_config *c, int32_t max_tokens, int32_t n_slots, int32_t n_ctx,
-                             loom_dtype kv_dtype, loom_qwen2_weight_fn weight, void *ud, loom_qwen2_graph *out);
+                             loom_dtype kv_dtype, loom_qwen2_weight_fn weight, void *ud, const loom_weight_loader *later,
+                             loom_qwen2_graph *out);
 
 #endif

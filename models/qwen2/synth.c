@@ -185,7 +185,7 @@ loom_status loom_qwen2_synth(const loom_qwen2_config *c, uint64_t seed, const ch
     if (mkdir(dir, 0755) && errno != EEXIST) return loom_error(LOOM_ERR_IO, "%s: cannot create folder: %s", dir, strerror(errno));
     recorder r = {.seed = seed};
     loom_qwen2_graph qg;
-    st = loom_qwen2_build(c, 1, 1, 1, LOOM_F16, record, &r, &qg);
+    st = loom_qwen2_build(c, 1, 1, 1, LOOM_F16, record, &r, NULL, &qg);
     if (!st) loom_graph_destroy(qg.g);
     if (!st) st = r.st;
     char path[4096];
