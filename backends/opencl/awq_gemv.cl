@@ -1,6 +1,8 @@
 /* awq_gemv.cl — matmul_awq for 1..8 rows (decode), instantiated by the host
  * once per NT = 1, 2, 4, 8 (awq_gemv_<NT>; it runs the smallest NT >= T, and
- * rows T..NT-1 recompute row T-1 without being stored). Weights: awq.cl.
+ * rows T..NT-1 recompute row T-1 without being stored), and once more per NT
+ * with AWQ_NORM defined (awq_gemv_norm_<NT>: the rmsnorm before it runs on
+ * load, see below). Weights: awq.cl.
  *
  * One work-item per output column n, consecutive columns along dimension 0
  * of the work-group (a warp's uint4 loads are 512 contiguous bytes), the
@@ -55,26 +57,90 @@
     }
 #endif
 
-kernel void CAT(awq_gemv, NT)(global const float *x, ulong xo, int T, int K,
+#ifdef AWQ_NORM
+#define XSP local
+#define AWQ_NAME awq_gemv_norm
+#else
+#define XSP global
+#define AWQ_NAME awq_gemv
+#endif
+
+kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
                                global float *y0, ulong yo0, global const uint *w0, ulong wo0, global const uchar *b0,
                                ulong bo0, int bdt0, int N0,
                                global float *y1, ulong yo1, global const uint *w1, ulong wo1, global const uchar *b1,
                                ulong bo1, int bdt1, int N1,
                                global float *y2, ulong yo2, global const uint *w2, ulong wo2, global const uchar *b2,
-                               ulong bo2, int bdt2, int N2)
+                               ulong bo2, int bdt2, int N2,
+                               int mode,
+                               global const uchar *nw, ulong nwo, int nwdt, float eps, global float *ny, ulong nyo,
+                               int ny_on, local float4 *xs,
+                               global const float *r, ulong ro, int r_on,
+                               global const float *cs, ulong cso, int hd, int rope_mask,
+                               global uchar *kc, ulong kco, global uchar *vc, ulong vco, int kvdt, int km, int vm,
+                               global const int *ps, int seq_off, int C, int Sl)
 {
     local float red[NT * GV_WG];
     const int lx = get_local_id(0), s = get_local_id(1), WX = get_local_size(0), S = get_local_size(1);
-    const int G = K / 128;
-    /* column nc of the matrices side by side: which one, and its column n there */
-    const int nc = get_group_id(0) * WX + lx, m = nc < N0 ? 0 : nc < N0 + N1 ? 1 : 2;
-    const int n = nc - (m == 0 ? 0 : m == 1 ? N0 : N0 + N1), N = m == 0 ? N0 : m == 1 ? N1 : N2;
+    const int G = K / 128, H = WX / 2, wg = get_group_id(0);
+    /* which weight m and column n of it this work-item computes */
+    int m, n;
+    if (mode == 1) {
+        m = lx >= H;
+        n = wg * H + lx - m * H;
+    } else if (mode == 2) {
+        int b0n = N0 / WX, b1n = N1 / WX, bph = hd / WX;
+        m = wg < b0n ? 0 : wg < b0n + b1n ? 1 : 2;
+        int wl = wg - (m == 0 ? 0 : m == 1 ? b0n : b0n + b1n), up = lx >= H;
+        n = (wl / bph) * hd + (wl % bph) * H + lx - up * H + up * (hd / 2);
+    } else {
+        const int nc = wg * WX + lx;
+        m = nc < N0 ? 0 : nc < N0 + N1 ? 1 : 2;
+        n = nc - (m == 0 ? 0 : m == 1 ? N0 : N0 + N1);
+    }
+    const int N = m == 0 ? N0 : m == 1 ? N1 : N2;
     global const uint *w = m == 0 ? w0 + wo0 : m == 1 ? w1 + wo1 : w2 + wo2;
     global const uint4 *q = (global const uint4 *)w + n;
     global const uint *meta = AWQ_META(w, 0, K, N) + n;
-    global const float4 *xr[NT];
+    XSP const float4 *xr[NT];
+#ifdef AWQ_NORM
+    {
+        const int f = s * WX + lx, W = WX * S;
+        float ss[NT];
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            ss[t] = 0.0f;
+            if (t < T)
+                for (int k = f; k < K; k += W) {
+                    float v = x[xo + (size_t)t * K + k];
+                    ss[t] = fma(v, v, ss[t]);
+                }
+            red[t * W + f] = ss[t];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int k = W / 2; k > 0; k >>= 1) {
+            if (f < k)
+#pragma unroll
+                for (int t = 0; t < NT; t++) red[t * W + f] += red[t * W + f + k];
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+        local float *xf = (local float *)xs;
+        for (int t = 0; t < T; t++) {
+            float inv = 1.0f / sqrt(red[t * W] / (float)K + eps);
+            for (int k = f; k < K; k += W) {
+                float v = x[xo + (size_t)t * K + k] * inv * ld_bias(nw, nwo, nwdt, k);
+                xf[t * K + k] = v;
+                if (ny_on && wg == 0) ny[nyo + (size_t)t * K + k] = v;
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+#pragma unroll
+    for (int t = 0; t < NT; t++) xr[t] = xs + min(t, T - 1) * (K / 4);
+#else
 #pragma unroll
     for (int t = 0; t < NT; t++) xr[t] = (global const float4 *)(x + xo + (size_t)min(t, T - 1) * K);
+#endif
     float acc[NT];
 #pragma unroll
     for (int t = 0; t < NT; t++) acc[t] = 0.0f;
@@ -117,13 +183,50 @@ kernel void CAT(awq_gemv, NT)(global const float *x, ulong xo, int T, int K,
 #pragma unroll
     for (int t = 0; t < NT; t++) red[(t * S + s) * WX + lx] = acc[t];
     barrier(CLK_LOCAL_MEM_FENCE);
-    if (n < N) {
-        global float *y = m == 0 ? y0 + yo0 : m == 1 ? y1 + yo1 : y2 + yo2;
-        float bv = m == 0 ? ld_bias(b0, bo0, bdt0, n) : m == 1 ? ld_bias(b1, bo1, bdt1, n) : ld_bias(b2, bo2, bdt2, n);
-        for (int t = s; t < T; t += S) {
+    /* rows over the slices: the sums, plus the bias */
+    float bv = n >= N ? 0.0f : m == 0 ? ld_bias(b0, bo0, bdt0, n) : m == 1 ? ld_bias(b1, bo1, bdt1, n)
+                                                                         : ld_bias(b2, bo2, bdt2, n);
+    float pv[NT];
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        pv[t] = 0.0f;
+        if (t < T && t % S == s) {
             float v = 0.0f;
             for (int j = 0; j < S; j++) v += red[(t * S + j) * WX + lx];
-            y[(size_t)t * N + n] = v + bv;
+            pv[t] = v + bv;
+        }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+#pragma unroll
+    for (int t = 0; t < NT; t++)
+        if (t < T && t % S == s) red[t * WX + lx] = pv[t];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    /* the epilogue: slice 0, rows in order; the partner lane's column in red */
+    if (s != 0 || n >= N || (mode == 1 && m == 1)) return;
+    global float *y = m == 0 ? y0 + yo0 : m == 1 ? y1 + yo1 : y2 + yo2;
+    const bool rot = mode == 2 && ((rope_mask >> m) & 1), lo = lx < H;
+    const int h2 = hd / 2, i = rot ? (lo ? n % hd : n % hd - h2) : 0;
+    global uchar *cache = kvdt && m == km ? kc : kvdt && m == vm ? vc : 0;
+    const ulong cacheo = m == km ? kco : vco;
+    for (int t = 0; t < T; t++) {
+        float v = red[t * WX + lx], o = red[t * WX + (lx ^ H)];
+        if (mode == 1) {
+            v = v / (1.0f + exp(-v)) * o;
+        } else if (rot) {
+            float c = cs[cso + ((size_t)t * h2 + i) * 2], sn = cs[cso + ((size_t)t * h2 + i) * 2 + 1];
+            v = lo ? v * c - o * sn : v * c + o * sn;
+        } else if (r_on) {
+            v = r[ro + (size_t)t * N + n] + v;
+        }
+        y[(size_t)t * N + n] = v;
+        if (cache) {
+            int p = ps[t], sl = ps[seq_off + t], Hkv = N / hd;
+            if (p < 0 || p >= C || sl < 0 || sl >= Sl) continue; /* the host validated the step */
+            size_t dst = (((size_t)sl * Hkv + n / hd) * C + p) * hd + n % hd;
+            if (kvdt == 2) vstore_half_rte(v, cacheo + dst, (global half *)cache);
+            else ((global float *)cache)[cacheo + dst] = v;
         }
     }
 }
+#undef XSP
+#undef AWQ_NAME

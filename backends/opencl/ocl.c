@@ -285,6 +285,14 @@ static loom_status ocl_device_open(void *bctx, int32_t dev, void **dctx)
     d->profile = prof && !strcmp(prof, "1");
     const char *fuse = getenv("LOOM_OPENCL_FUSE");
     d->fuse = !fuse || strcmp(fuse, "0");
+    /* LOOM_OPENCL_FUSE=norm,add,swiglu,rope,kv: only those decode fusions (to bisect) */
+    d->dfuse = OCL_DF_ALL;
+    if (fuse && strcmp(fuse, "0") && strcmp(fuse, "1")) {
+        static const char *const names[] = {"norm", "add", "swiglu", "rope", "kv"};
+        d->dfuse = 0;
+        for (int i = 0; i < 5; i++)
+            if (strstr(fuse, names[i])) d->dfuse |= 1u << i;
+    }
     char name[64] = "";
     loom__ocl_dev_string(d->device, CL_DEVICE_NAME, name, sizeof name);
     snprintf(d->label, sizeof d->label, "(opencl:%d, %s)", (int)dev, name);

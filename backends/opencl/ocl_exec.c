@@ -9,7 +9,9 @@
  *   matmul     matmul_gemv_<dt>_<NT> for <= 8 rows (matmul_gemv_any_<dt> when K or an
  *              offset is not 16-byte aligned), matmul_gemm_<dt> (local-memory tiles) above
  *   matmul_awq awq_gemv_<NT> for <= 8 rows, awq_gemm (dequantised tiles) above;
- *              consecutive ones reading the same x run as one launch (fuse_nodes)
+ *              consecutive ones reading the same x run as one launch (fuse_nodes);
+ *              for <= 8 rows with the nodes around them (plan_decode: awq_gemv(_norm)_<NT>
+ *              also does the rmsnorm before, RoPE, the KV store, swiglu, the residual add)
  *   rope       rope, with cos/sin computed on the host in double per step
  *   gqa_attn   kv_store_<dt> (the step's k, v into the cache), then attn_<dt>, for a few
  *              rows split over cache partitions and joined by attn_merge
@@ -49,6 +51,13 @@ typedef struct knode {
     int32_t    parts;   /* gqa_attn: most cache partitions for <= GEMV_MAXT rows */
     int32_t    fuse;    /* the next `fuse` nodes run in this node's launch (see fuse_nodes) */
     int32_t    fused;   /* this node runs in an earlier node's launch */
+    /* decode steps (<= GEMV_MAXT rows), plan_decode: */
+    cl_kernel  kd[4];   /* lead: the fused awq_gemv(_norm) per NT = 1, 2, 4, 8 */
+    cl_kernel  kr;      /* rmsnorm: without the add before it (that add runs in a GEMV) */
+    int32_t    dmember; /* computed by an earlier node's decode launch */
+    int32_t    dnorm;   /* rmsnorm, and its lead: bit j set: the norm runs on load at NT = 1 << j */
+    int32_t    dkv;     /* gqa_attn: the lead stored k and v */
+    int32_t    dwx, ds, dgroups; /* lead: work-group (dwx, ds), dgroups work-groups */
 } knode;
 
 typedef struct ocl_prog {
@@ -168,8 +177,10 @@ void loom__ocl_release(ocl_dev *d, void *pv)
     if (!p) return;
     OCL_UNLINK(d->progs, p);
     for (int32_t i = 0; p->kn && i < p->n; i++)
-        for (int j = 0; j < KMAX; j++)
-            if (p->kn[i].k[j]) clReleaseKernel(p->kn[i].k[j]);
+        for (int j = 0; j < KMAX + 5; j++) {
+            cl_kernel k = j < KMAX ? p->kn[i].k[j] : j < KMAX + 4 ? p->kn[i].kd[j - KMAX] : p->kn[i].kr;
+            if (k) clReleaseKernel(k);
+        }
     for (int32_t i = 0; i < p->n_tabs; i++) free(p->tabs[i].inv_freq);
     for (int j = 0; j < 2; j++)
         if (p->up_ev[j]) {
@@ -264,14 +275,29 @@ static int bias_dt(const loom_tensor *b)
     return !b ? 0 : b->dtype == LOOM_F32 ? 1 : b->dtype == LOOM_F16 ? 2 : 3;
 }
 
-/* Weight slot m (0..2) of an awq_gemv kernel: node n's output, weight, bias
- * and N, or nothing (N = 0) for n NULL. */
-static cl_int bind_awq_matrix(ocl_dev *d, cl_kernel k, int m, const loom_node *n)
+/* Weight slot m (0..2) of an awq_gemv kernel: node n's weight, bias and N
+ * with output y (NULL: n's own), or nothing (N = 0) for n NULL. */
+static cl_int bind_awq_slot(ocl_dev *d, cl_kernel k, int m, const loom_node *n, const loom_tensor *y)
 {
     if (!n) return set_args(k, 4 + 8 * m, "mlmlmlii", d->dummy, (cl_ulong)0, d->dummy, (cl_ulong)0, d->dummy, (cl_ulong)0, 0, 0);
-    const loom_tensor *y = n->dst, *w = n->src[1], *b = n->n_src > 2 ? n->src[2] : NULL;
+    const loom_tensor *w = n->src[1], *b = n->n_src > 2 ? n->src[2] : NULL;
+    if (!y) y = n->dst;
     return set_args(k, 4 + 8 * m, "mlmlmlii", MEM(y), OFF(y), MEM(w), OFF(w), b ? MEM(b) : d->dummy,
-                    (cl_ulong)(b ? OFF(b) : 0), bias_dt(b), (int)y->shape[1]);
+                    (cl_ulong)(b ? OFF(b) : 0), bias_dt(b), (int)n->dst->shape[1]);
+}
+
+static cl_int bind_awq_matrix(ocl_dev *d, cl_kernel k, int m, const loom_node *n) { return bind_awq_slot(d, k, m, n, NULL); }
+
+/* awq_gemv's epilogue arguments (28..54) switched off: a plain GEMV */
+static cl_int bind_epi_off(ocl_dev *d, cl_kernel k)
+{
+    cl_mem z = d->dummy;
+    cl_ulong o = 0;
+    cl_int rc = set_args(k, 28, "imlifmli", 0, z, o, 0, 1e-6, z, o, 0);
+    if (rc == CL_SUCCESS) rc = clSetKernelArg(k, 36, 16, NULL); /* xs (local), unused */
+    if (rc == CL_SUCCESS) rc = set_args(k, 37, "mlimlii", z, o, 0, z, o, 2, 0);
+    if (rc == CL_SUCCESS) rc = set_args(k, 44, "mlmliiimiii", z, o, z, o, 0, 0, 0, z, 0, 1, 1);
+    return rc;
 }
 
 static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
@@ -323,6 +349,7 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
             if (awq) { /* awq_gemv, awq_gemm: x, rows, K, then up to three weights (awq_gemv.cl) */
                 rc = set_args(k->k[j], 0, "mlii", MEM(s[0]), OFF(s[0]), 1, K);
                 for (int m = 0; m < 3 && rc == CL_SUCCESS; m++) rc = bind_awq_matrix(d, k->k[j], m, m ? NULL : n);
+                if (rc == CL_SUCCESS && j < 4) rc = bind_epi_off(d, k->k[j]);
                 continue;
             }
             rc = set_args(k->k[j], 0, "mlmlmlmli", MEM(y), OFF(y), MEM(s[0]), OFF(s[0]), MEM(s[1]), OFF(s[1]),
@@ -414,8 +441,8 @@ static bool same_rows(const loom_node *a, const loom_node *b)
  *     this also keeps the small k, v from running on a few compute units)
  *   add then rmsnorm of its sum (the residual and the next norm): one rmsnorm
  *   rope then rope with the same table and rows (q, k): one rope
- * A decode step of a Qwen2 layer goes from 16 launches to 10 (11 when the
- * attention is split). */
+ * A step of a Qwen2 layer goes from 16 launches to 10 (11 when the attention
+ * is split); decode steps then go further (plan_decode). */
 static loom_status fuse_nodes(ocl_dev *d, ocl_prog *p)
 {
     for (int32_t i = 0; i + 1 < p->n; i++) {
@@ -461,6 +488,231 @@ static loom_status fuse_nodes(ocl_dev *d, ocl_prog *p)
             k1->fused = 1;
             i++;
         }
+    }
+    return LOOM_OK;
+}
+
+/* ---- decode fusion ---------------------------------------------------------------
+ * For steps of <= GEMV_MAXT rows every AWQ GEMV (with the weights fuse_nodes
+ * put beside it) runs as one awq_gemv launch that also does (awq_gemv.cl):
+ *   the rmsnorm before it, on load (when its T rows fit in local memory)
+ *   q, k, v: their bias, RoPE of q and k, and the store of k and v into the
+ *     KV cache (gqa_attn then skips its kv_store)
+ *   gate, up: swiglu;  o_proj, down: the residual add after it
+ * A Qwen2 layer is then 5 launches (6 with attention partitions), from 10.
+ * An intermediate tensor a fusion leaves unwritten is one that nothing but
+ * the fused node reads and that is not LOOM_TENSOR_OUTPUT; the norm's output
+ * is written when it is OUTPUT. Fused writes happen in the lead's launch,
+ * while other work-groups still read its inputs: no written tensor may
+ * overlap what the launch reads (the planner reuses dead tensors' bytes). */
+static int uses_of(const ocl_prog *p, const loom_tensor *t)
+{
+    int u = 0;
+    for (int32_t i = 0; i < p->n; i++)
+        for (int s = 0; s < p->kn[i].n->n_src; s++) u += p->kn[i].n->src[s] == t;
+    return u;
+}
+
+static bool private_to(const ocl_prog *p, const loom_tensor *t)
+{
+    return !(t->flags & LOOM_TENSOR_OUTPUT) && uses_of(p, t) == 1;
+}
+
+typedef struct dplan {
+    int32_t            nm;        /* weights (1..3), nodes lead .. lead + nm - 1 */
+    const loom_tensor *y[3];      /* where each weight's columns finally go */
+    int                mode;      /* awq_gemv.cl: 0 side by side, 1 swiglu, 2 rope pairs */
+    const loom_node   *norm;      /* rmsnorm on load (at the NTs that fit) */
+    const loom_tensor *r;         /* residual added (mode 0, one weight) */
+    int                rope_mask, tab, hd;
+    const loom_node   *attn;      /* its k, v stored by this launch */
+    int                km, vm;
+    int32_t            last;      /* last node this launch computes */
+} dplan;
+
+/* Nothing the launch writes overlaps what it reads, or another of its outputs.
+ * x: the weights' input, NULL when the norm runs on load at every NT. */
+static bool dplan_safe(const dplan *pl, const loom_tensor *x)
+{
+    const loom_tensor *rd[3] = {x, pl->norm ? pl->norm->src[0] : NULL, pl->r};
+    const loom_tensor *wr[4] = {pl->y[0], pl->mode == 1 ? NULL : pl->y[1], pl->mode == 1 ? NULL : pl->y[2],
+                                pl->norm && (pl->norm->dst->flags & LOOM_TENSOR_OUTPUT) ? pl->norm->dst : NULL};
+    for (int a = 0; a < 4; a++) {
+        if (!wr[a]) continue;
+        for (int b = 0; b < 3; b++)
+            if (rd[b] && overlaps(wr[a], rd[b]) && !(rd[b] == pl->r && a == 0 && same_place(wr[a], rd[b])))
+                return false; /* (the residual add may write in place: each element is read, then written) */
+        for (int b = a + 1; b < 4; b++)
+            if (wr[b] && overlaps(wr[a], wr[b])) return false;
+    }
+    return true;
+}
+
+static loom_status bind_decode(ocl_dev *d, ocl_prog *p, knode *k, const dplan *pl, int j, bool norm)
+{
+    loom_status st;
+    char name[48];
+    snprintf(name, sizeof name, norm ? "awq_gemv_norm_%d" : "awq_gemv_%d", 1 << j);
+    if ((st = kernel(d, name, NULL, &k->kd[j]))) return st;
+    cl_kernel kk = k->kd[j];
+    const loom_node *a = k->n;
+    const loom_tensor *x = norm ? pl->norm->src[0] : a->src[0];
+    int K = (int)a->src[0]->shape[1];
+    cl_mem z = d->dummy;
+    cl_ulong o = 0;
+    cl_int rc = set_args(kk, 0, "mlii", MEM(x), OFF(x), 1, K);
+    for (int m = 0; m < 3 && rc == CL_SUCCESS; m++)
+        rc = bind_awq_slot(d, kk, m, m < pl->nm ? k[m].n : NULL, m < pl->nm ? pl->y[m] : NULL);
+    if (rc == CL_SUCCESS) rc = set_args(kk, 28, "i", pl->mode);
+    if (rc == CL_SUCCESS && pl->norm) {
+        const loom_tensor *nw = pl->norm->src[1], *ny = pl->norm->dst;
+        rc = set_args(kk, 29, "mlifmli", MEM(nw), OFF(nw), bias_dt(nw), (double)pl->norm->p.eps, MEM(ny), OFF(ny),
+                      (ny->flags & LOOM_TENSOR_OUTPUT) ? 1 : 0);
+    } else if (rc == CL_SUCCESS) {
+        rc = set_args(kk, 29, "mlifmli", z, o, 0, 1e-6, z, o, 0);
+    }
+    if (rc == CL_SUCCESS) rc = clSetKernelArg(kk, 36, norm ? (size_t)(1 << j) * (size_t)K * 4 : 16, NULL);
+    if (rc == CL_SUCCESS)
+        rc = pl->r ? set_args(kk, 37, "mli", MEM(pl->r), OFF(pl->r), 1) : set_args(kk, 37, "mli", z, o, 0);
+    if (rc == CL_SUCCESS)
+        rc = set_args(kk, 40, "mlii", p->rope ? p->rope : z,
+                      (cl_ulong)(pl->rope_mask ? pl->tab : 0) * (cl_ulong)p->max_t * (cl_ulong)p->h2_max * 2,
+                      pl->hd > 0 ? pl->hd : 2, pl->rope_mask);
+    if (rc == CL_SUCCESS && pl->attn) {
+        const loom_tensor *kc = pl->attn->src[3], *vc = pl->attn->src[4];
+        rc = set_args(kk, 44, "mlmliiimiii", MEM(kc), OFF(kc), MEM(vc), OFF(vc), kc->dtype == LOOM_F16 ? 2 : 1, pl->km,
+                      pl->vm, p->step, (int)p->max_t, (int)kc->shape[2], (int)kc->shape[0]);
+    } else if (rc == CL_SUCCESS) {
+        rc = set_args(kk, 44, "mlmliiimiii", z, o, z, o, 0, 0, 0, z, 0, 1, 1);
+    }
+    if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clSetKernelArg", "binding a fused decode GEMV");
+    return LOOM_OK;
+}
+
+/* The launch led by AWQ node i: what it can take on (see above): df, the
+ * OCL_DF_* allowed; fit, bit j: the norm's rows fit in local memory at NT 1 << j. */
+static void plan_lead(const ocl_prog *p, int32_t i, dplan *pl, int wx, uint32_t df, int fit)
+{
+    const knode *k = &p->kn[i];
+    const loom_node *a = k->n;
+    const loom_tensor *x = a->src[0];
+    memset(pl, 0, sizeof *pl);
+    pl->nm = 1 + (k->fuse > 0 ? k->fuse : 0);
+    for (int m = 0; m < pl->nm; m++) pl->y[m] = k[m].n->dst;
+    pl->last = i + pl->nm - 1;
+    int32_t nx = pl->last + 1;
+    const loom_node *b = nx < p->n ? p->kn[nx].n : NULL;
+    if (b && (df & OCL_DF_SWIGLU) && pl->nm == 2 && b->op == LOOM_OP_SWIGLU && b->src[0] == pl->y[0] &&
+        b->src[1] == pl->y[1] && pl->y[0]->shape[1] == pl->y[1]->shape[1] && same_rows(a, b) &&
+        private_to(p, pl->y[0]) && private_to(p, pl->y[1])) {
+        pl->mode = 1, pl->y[0] = b->dst, pl->last = nx;
+    } else if (b && (df & OCL_DF_ADD) && pl->nm == 1 && b->op == LOOM_OP_ADD && (b->src[0] == pl->y[0]) != (b->src[1] == pl->y[0]) &&
+               same_rows(a, b) && private_to(p, pl->y[0])) {
+        const loom_tensor *r = b->src[0] == pl->y[0] ? b->src[1] : b->src[0];
+        if (!overlaps(b->dst, r) || same_place(b->dst, r)) pl->r = r, pl->y[0] = b->dst, pl->last = nx;
+    } else if (b && (df & OCL_DF_ROPE) && b->op == LOOM_OP_ROPE) { /* RoPE of any of the weights' outputs: all of the ropes here, or none */
+        dplan t = *pl;
+        int32_t j = nx;
+        for (; j < p->n && p->kn[j].n->op == LOOM_OP_ROPE; j++) {
+            const loom_node *rn = p->kn[j].n;
+            int w = 0;
+            while (w < pl->nm && rn->src[0] != t.y[w]) w++;
+            if (w == pl->nm || ((t.rope_mask >> w) & 1) || (t.rope_mask && (p->kn[j].tab != t.tab || rn->p.head_dim != t.hd)) ||
+                !same_rows(a, rn) || !private_to(p, rn->src[0]))
+                break;
+            t.rope_mask |= 1 << w, t.tab = p->kn[j].tab, t.hd = rn->p.head_dim, t.y[w] = rn->dst;
+        }
+        bool all = j == p->n || p->kn[j].n->op != LOOM_OP_ROPE || !p->kn[j].fused; /* an old rope pair stays whole */
+        while (wx > 2 && t.hd % wx) wx /= 2;
+        for (int m = 0; m < pl->nm; m++) all = all && pl->y[m]->shape[1] % t.hd == 0;
+        if (all && t.rope_mask && wx >= 2 && t.hd % wx == 0 && t.hd % 2 == 0) *pl = t, pl->mode = 2, pl->last = j - 1;
+    }
+    /* the k, v store of the gqa_attn right after */
+    nx = pl->last + 1;
+    const loom_node *at = nx < p->n && pl->mode != 1 ? p->kn[nx].n : NULL;
+    if (at && (df & OCL_DF_KV) && at->op == LOOM_OP_GQA_ATTN && same_rows(a, at) && at->src[3]->dtype == at->src[4]->dtype &&
+        (pl->mode != 2 || at->p.head_dim == pl->hd)) {
+        int km = 0, vm = 0;
+        while (km < pl->nm && pl->y[km] != at->src[1]) km++;
+        while (vm < pl->nm && pl->y[vm] != at->src[2]) vm++;
+        if (km < pl->nm && vm < pl->nm && km != vm) {
+            pl->attn = at, pl->km = km, pl->vm = vm;
+            if (pl->mode != 2) pl->hd = at->p.head_dim;
+        }
+    }
+    /* the rmsnorm right before, read by these weights only; if it carries the add before
+     * it (fuse_nodes), that add must run in a decode GEMV too */
+    const loom_node *nn = i > 0 ? p->kn[i - 1].n : NULL;
+    if (nn && (df & OCL_DF_NORM) && fit && nn->op == LOOM_OP_RMSNORM && nn->dst == x && uses_of(p, x) == pl->nm &&
+        same_rows(a, nn) && (i < 2 || p->kn[i - 2].fuse >= 0 || p->kn[i - 2].dmember))
+        pl->norm = nn;
+    for (int tries = 0; tries < 3; tries++) {
+        if (dplan_safe(pl, pl->norm && fit == 15 ? NULL : x)) return;
+        if (tries == 0 && pl->norm) { /* without the norm */
+            pl->norm = NULL;
+            continue;
+        }
+        /* the weights alone (and the norm, if it was not what clashed) */
+        pl->mode = 0, pl->r = NULL, pl->rope_mask = 0, pl->attn = NULL, pl->hd = 0;
+        for (int m = 0; m < pl->nm; m++) pl->y[m] = k[m].n->dst;
+        pl->last = i + pl->nm - 1;
+        if (tries == 0) continue;
+        pl->norm = NULL;
+    }
+}
+
+static loom_status plan_decode(ocl_dev *d, ocl_prog *p)
+{
+    loom_status st;
+    for (int32_t i = 0; i < p->n; i++) {
+        knode *k = &p->kn[i];
+        const loom_node *a = k->n;
+        if (a->op != LOOM_OP_MATMUL_AWQ || k->gv != GV_FAST || k->fused || a->dst->shape[0] < 1) continue;
+        int S = k->slices, wx = d->cfg.gv_wg / S, K = (int)a->src[0]->shape[1], fit = 0;
+        for (int j = 0; j < 4; j++) /* the staged rows and the reduction array, in local memory */
+            if ((size_t)(1 << j) * (size_t)(K + d->cfg.gv_wg) * 4 + 1024 <= d->local_mem) fit |= 1 << j;
+        dplan pl;
+        for (;;) {
+            plan_lead(p, i, &pl, wx, d->dfuse, fit);
+            int bad = 0;
+            for (int j = 0; j < 4; j++) {
+                bool norm = pl.norm && ((fit >> j) & 1);
+                if ((st = bind_decode(d, p, k, &pl, j, norm))) return st;
+                cl_ulong lm = 0;
+                if (norm && (clGetKernelWorkGroupInfo(k->kd[j], d->device, CL_KERNEL_LOCAL_MEM_SIZE, sizeof lm, &lm,
+                                                      NULL) != CL_SUCCESS || lm > d->local_mem))
+                    bad |= 1 << j; /* more than the estimate: plan again without the norm at this NT */
+            }
+            if (!bad) break;
+            fit &= ~bad;
+            for (int j = 0; j < 4; j++) clReleaseKernel(k->kd[j]), k->kd[j] = NULL;
+        }
+        if (pl.norm)
+            for (int j = 0; j < 4; j++)
+                if ((fit >> j) & 1) k->dnorm |= 1 << j, p->kn[i - 1].dnorm |= 1 << j;
+        if (pl.mode == 2)
+            while (wx > 2 && pl.hd % wx) wx /= 2;
+        int ncols = 0;
+        for (int m = 0; m < pl.nm; m++) ncols += (int)k[m].n->dst->shape[1];
+        k->dwx = wx, k->ds = S;
+        k->dgroups = pl.mode == 1 ? (ncols / 2 + wx / 2 - 1) / (wx / 2) : (ncols + wx - 1) / wx;
+        for (int32_t j = i + 1; j <= pl.last; j++) p->kn[j].dmember = 1;
+        if (pl.attn) p->kn[pl.last + 1].dkv = 1;
+        OCL_LOG(LOOM_LOG_TRACE, "decode: node %d leads nodes %d..%d (mode %d%s%s%s, norm at NT mask %x)", (int)i, (int)i,
+                (int)pl.last, pl.mode, pl.r ? ", residual" : "", pl.rope_mask ? ", rope" : "", pl.attn ? ", kv store" : "",
+                k->dnorm);
+        i = pl.last;
+    }
+    /* an rmsnorm whose add (fuse_nodes) now runs in a decode GEMV: a kernel without the add */
+    for (int32_t i = 1; i < p->n; i++) {
+        knode *k = &p->kn[i];
+        if (k->n->op != LOOM_OP_RMSNORM || p->kn[i - 1].fuse >= 0 || !p->kn[i - 1].dmember || k->dnorm == 15) continue;
+        const loom_node *n = k->n;
+        if ((st = kernel(d, "rmsnorm", dt_sfx(n->src[1]->dtype), &k->kr))) return st;
+        cl_int rc = set_args(k->kr, 0, "mlmlmlifmlmli", MEM(n->dst), OFF(n->dst), MEM(n->src[0]), OFF(n->src[0]),
+                             MEM(n->src[1]), OFF(n->src[1]), (int)n->dst->shape[1], (double)n->p.eps, d->dummy,
+                             (cl_ulong)0, d->dummy, (cl_ulong)0, 0);
+        if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clSetKernelArg", "binding an rmsnorm for decode");
     }
     return LOOM_OK;
 }
@@ -525,6 +777,7 @@ loom_status loom__ocl_compile(ocl_dev *d, loom_node *nodes, int32_t n_nodes, voi
                           (cl_ulong)k->tab * (cl_ulong)p->max_t * (cl_ulong)p->h2_max * 2);
         if (rc != CL_SUCCESS) st = loom__ocl_fail(rc, "clSetKernelArg", "binding the step buffer");
     }
+    if (!st && d->fuse) st = plan_decode(d, p);
     if (st) {
         loom__ocl_release(d, p);
         return st;
@@ -654,11 +907,13 @@ static loom_status run_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx, int3
         return enqueue(d, k->k[0], 1, g, l, idx, op);
     }
     case LOOM_OP_GQA_ATTN: {
-        if ((rc = set_args(k->k[0], 10, "i", (int)T)) != CL_SUCCESS) break;
-        g[0] = round_up((size_t)n->p.head_dim, (size_t)c->ew_w), g[1] = (size_t)n->p.n_head_kv;
-        l[0] = (size_t)c->ew_w, l[1] = 1;
-        loom_status st = enqueue(d, k->k[0], 2, g, l, idx, op);
-        if (st) return st;
+        loom_status st = LOOM_OK;
+        if (!(k->dkv && d->fuse && T <= GEMV_MAXT)) { /* else the q/k/v GEMV stored k and v (plan_decode) */
+            if ((rc = set_args(k->k[0], 10, "i", (int)T)) != CL_SUCCESS) break;
+            g[0] = round_up((size_t)n->p.head_dim, (size_t)c->ew_w), g[1] = (size_t)n->p.n_head_kv;
+            l[0] = (size_t)c->ew_w, l[1] = 1;
+            if ((st = enqueue(d, k->k[0], 2, g, l, idx, op))) return st;
+        }
         /* partitions of PL positions (a multiple of the work-group): for a few
          * rows enough of them for about 4 work-groups per compute unit */
         int32_t L = 1, P = 1, W = c->att_w, H = n->p.n_head;
@@ -706,10 +961,24 @@ loom_status loom__ocl_execute(ocl_dev *d, void *pv, const loom_step *step)
         const loom_tensor *y = p->kn[i].n->dst;
         int32_t T = (y->flags & LOOM_TENSOR_DYNAMIC) ? step->n_tokens : (int32_t)y->shape[0];
         double t0 = d->profile ? now_ms() : 0;
-        const knode *k = &p->kn[i];
-        /* skip what runs in another node's launch (fuse_nodes) */
-        if (k->fuse < 0 || k->fused) continue;
-        st = run_node(d, p, &p->kn[i], i, T, step);
+        knode *k = &p->kn[i];
+        int j = T <= 1 ? 0 : T <= 2 ? 1 : T <= 4 ? 2 : 3; /* NT = 1, 2, 4, 8 */
+        bool dec = d->fuse && T <= GEMV_MAXT;
+        size_t g[2], l[2];
+        /* skip what runs in another node's launch (plan_decode; fuse_nodes) */
+        if (dec && (k->dmember || (k->n->op == LOOM_OP_RMSNORM && ((k->dnorm >> j) & 1)))) continue;
+        if (dec && k->kd[j]) { /* a fused decode GEMV: columns x K slices */
+            cl_int rc = set_args(k->kd[j], 2, "i", (int)T);
+            if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clSetKernelArg", "(rows of a decode GEMV)");
+            l[0] = (size_t)k->dwx, l[1] = (size_t)k->ds, g[0] = (size_t)k->dgroups * l[0], g[1] = l[1];
+            st = enqueue(d, k->kd[j], 2, g, l, i, loom_op_str(k->n->op));
+        } else if (dec && k->kr) { /* an rmsnorm whose add ran in a decode GEMV */
+            g[0] = (size_t)d->cfg.red_w * (size_t)T, l[0] = (size_t)d->cfg.red_w;
+            st = enqueue(d, k->kr, 1, g, l, i, loom_op_str(k->n->op));
+        } else {
+            if (k->fuse < 0 || k->fused) continue;
+            st = run_node(d, p, k, i, T, step);
+        }
         /* hand the queued kernels to the device now and then: a driver may hold
          * them until a flush or a wait, leaving the device idle while the host
          * enqueues the rest of the step */

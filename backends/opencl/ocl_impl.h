@@ -70,8 +70,12 @@ typedef struct ocl_dev {
     size_t           bytes;    /* in live buffers */
     bool             profile;  /* LOOM_OPENCL_PROFILE=1: time every node (waits after each) */
     bool             fuse;     /* LOOM_OPENCL_FUSE=0 clears it: every node its own launches (to bisect) */
+    uint32_t         dfuse;    /* OCL_DF_* the decode GEMVs may take on (LOOM_OPENCL_FUSE=norm,rope,...) */
     int32_t          launches; /* kernels enqueued by the running execute() (logged at debug level) */
 } ocl_dev;
+
+/* What a decode GEMV launch may take on (ocl_exec.c plan_decode). */
+enum { OCL_DF_NORM = 1, OCL_DF_ADD = 2, OCL_DF_SWIGLU = 4, OCL_DF_ROPE = 8, OCL_DF_KV = 16, OCL_DF_ALL = 31 };
 
 /* One entry of the flat device list (all devices of all platforms). */
 typedef struct ocl_devref {

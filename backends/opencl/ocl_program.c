@@ -68,7 +68,8 @@ static void build_options(const ocl_dev *d, char *out, size_t len)
 }
 
 /* ---- source --------------------------------------------------------------------
- * common.cl, awq.cl, awq_gemv.cl once per GEMV row count, then per storage
+ * common.cl, awq.cl, awq_gemv.cl once per GEMV row count (and once more per
+ * row count with AWQ_NORM: the variant with the rmsnorm on load), then per storage
  * dtype: its prologue, typed.cl and gemv.cl once per row count. */
 static const char *const typed_prologue[3] = {
     "#define SFX f32\n#define ET float\n#define LD(p, i) ((p)[i])\n"
@@ -84,12 +85,14 @@ static const char typed_epilogue[] = "#undef SFX\n#undef ET\n#undef LD\n#undef L
                                      "#undef KN\n";
 static const char *const nt_prologue[4] = {"#define NT 1\n", "#define NT 2\n", "#define NT 4\n", "#define NT 8\n"};
 static const char nt_epilogue[] = "#undef NT\n";
+static const char norm_prologue[] = "#define AWQ_NORM\n", norm_epilogue[] = "#undef AWQ_NORM\n";
 
 static char *program_source(void)
 {
     size_t nt = 0;
     for (int j = 0; j < 4; j++) nt += strlen(nt_prologue[j]) + strlen(nt_epilogue);
-    size_t n = strlen(ocl_src_common) + strlen(ocl_src_awq) + nt + 4 * strlen(ocl_src_awq_gemv) + 1;
+    size_t n = strlen(ocl_src_common) + strlen(ocl_src_awq) + 2 * nt + 8 * strlen(ocl_src_awq_gemv) +
+               4 * (strlen(norm_prologue) + strlen(norm_epilogue)) + 1;
     for (int i = 0; i < 3; i++)
         n += strlen(typed_prologue[i]) + strlen(ocl_src_typed) + nt + 4 * strlen(ocl_src_gemv) + strlen(typed_epilogue);
     char *s = malloc(n);
@@ -98,11 +101,14 @@ static char *program_source(void)
 #define PUT(str) (memcpy(p, (str), strlen(str)), p += strlen(str))
     PUT(ocl_src_common);
     PUT(ocl_src_awq);
-    for (int j = 0; j < 4; j++) {
-        PUT(nt_prologue[j]);
-        PUT(ocl_src_awq_gemv);
-        PUT(nt_epilogue);
-    }
+    for (int v = 0; v < 2; v++) /* awq_gemv_<NT>, then awq_gemv_norm_<NT> */
+        for (int j = 0; j < 4; j++) {
+            if (v) PUT(norm_prologue);
+            PUT(nt_prologue[j]);
+            PUT(ocl_src_awq_gemv);
+            PUT(nt_epilogue);
+            if (v) PUT(norm_epilogue);
+        }
     for (int i = 0; i < 3; i++) {
         PUT(typed_prologue[i]);
         PUT(ocl_src_typed);
