@@ -54,10 +54,12 @@ typedef struct knode {
     /* decode steps (<= GEMV_MAXT rows), plan_decode: */
     cl_kernel  kd[4];   /* lead: the fused awq_gemv(_norm) per NT = 1, 2, 4, 8 */
     cl_kernel  kr;      /* rmsnorm: without the add before it (that add runs in a GEMV) */
+    /* bit j of a mask: at NT = 1 << j */
     int32_t    dmember; /* computed by an earlier node's decode launch */
-    int32_t    dnorm;   /* rmsnorm, and its lead: bit j set: the norm runs on load at NT = 1 << j */
+    int32_t    dnorm;   /* rmsnorm, and its lead: the norm runs on load */
     int32_t    dkv;     /* gqa_attn: the lead stored k and v */
-    int32_t    dwx, ds, dgroups; /* lead: work-group (dwx, ds), dgroups work-groups */
+    int32_t    dkr;     /* rmsnorm: runs kr */
+    int32_t    ds, dwx[4], dgroups[4]; /* lead: work-group (dwx, ds), dgroups work-groups */
 } knode;
 
 typedef struct ocl_prog {
@@ -644,20 +646,19 @@ static void plan_lead(const ocl_prog *p, int32_t i, dplan *pl, int wx, uint32_t 
      * it (fuse_nodes), that add must run in a decode GEMV too */
     const loom_node *nn = i > 0 ? p->kn[i - 1].n : NULL;
     if (nn && (df & OCL_DF_NORM) && fit && nn->op == LOOM_OP_RMSNORM && nn->dst == x && uses_of(p, x) == pl->nm &&
-        same_rows(a, nn) && (i < 2 || p->kn[i - 2].fuse >= 0 || p->kn[i - 2].dmember))
+        same_rows(a, nn) && (i < 2 || p->kn[i - 2].fuse >= 0 || p->kn[i - 2].dmember == 15))
         pl->norm = nn;
-    for (int tries = 0; tries < 3; tries++) {
-        if (dplan_safe(pl, pl->norm && fit == 15 ? NULL : x)) return;
-        if (tries == 0 && pl->norm) { /* without the norm */
-            pl->norm = NULL;
-            continue;
+    /* what clashes goes: the norm (its output is then read at some NT), else the epilogue */
+    const loom_node *norm = pl->norm;
+    for (int tries = 0; tries < 4; tries++) {
+        if (tries == 1) pl->norm = NULL;
+        if (tries == 2) { /* the weights alone, with the norm */
+            pl->norm = norm, pl->mode = 0, pl->r = NULL, pl->rope_mask = 0, pl->attn = NULL, pl->hd = 0;
+            for (int m = 0; m < pl->nm; m++) pl->y[m] = k[m].n->dst;
+            pl->last = i + pl->nm - 1;
         }
-        /* the weights alone (and the norm, if it was not what clashed) */
-        pl->mode = 0, pl->r = NULL, pl->rope_mask = 0, pl->attn = NULL, pl->hd = 0;
-        for (int m = 0; m < pl->nm; m++) pl->y[m] = k[m].n->dst;
-        pl->last = i + pl->nm - 1;
-        if (tries == 0) continue;
-        pl->norm = NULL;
+        if (tries == 3) pl->norm = NULL;
+        if (dplan_safe(pl, pl->norm && fit == 15 ? NULL : x)) return;
     }
 }
 
@@ -671,42 +672,45 @@ static loom_status plan_decode(ocl_dev *d, ocl_prog *p)
         int S = k->slices, wx = d->cfg.gv_wg / S, K = (int)a->src[0]->shape[1], fit = 0;
         for (int j = 0; j < 4; j++) /* the staged rows and the reduction array, in local memory */
             if ((size_t)(1 << j) * (size_t)(K + d->cfg.gv_wg) * 4 + 1024 <= d->local_mem) fit |= 1 << j;
-        dplan pl;
-        for (;;) {
-            plan_lead(p, i, &pl, wx, d->dfuse, fit);
-            int bad = 0;
-            for (int j = 0; j < 4; j++) {
-                bool norm = pl.norm && ((fit >> j) & 1);
-                if ((st = bind_decode(d, p, k, &pl, j, norm))) return st;
+        /* A: with the norm on load (its output is not read), at the NTs whose rows fit;
+         * B: without it, at the others */
+        dplan pa, pb;
+        plan_lead(p, i, &pa, wx, d->dfuse, 15);
+        plan_lead(p, i, &pb, wx, d->dfuse & ~(uint32_t)OCL_DF_NORM, 0);
+        for (int j = 0; j < 4; j++) {
+            const dplan *pl = &pb;
+            if (pa.norm && ((fit >> j) & 1)) {
+                if ((st = bind_decode(d, p, k, &pa, j, true))) return st;
                 cl_ulong lm = 0;
-                if (norm && (clGetKernelWorkGroupInfo(k->kd[j], d->device, CL_KERNEL_LOCAL_MEM_SIZE, sizeof lm, &lm,
-                                                      NULL) != CL_SUCCESS || lm > d->local_mem))
-                    bad |= 1 << j; /* more than the estimate: plan again without the norm at this NT */
+                if (clGetKernelWorkGroupInfo(k->kd[j], d->device, CL_KERNEL_LOCAL_MEM_SIZE, sizeof lm, &lm, NULL) ==
+                        CL_SUCCESS && lm <= d->local_mem)
+                    pl = &pa;
+                else /* more than the estimate */
+                    clReleaseKernel(k->kd[j]), k->kd[j] = NULL;
             }
-            if (!bad) break;
-            fit &= ~bad;
-            for (int j = 0; j < 4; j++) clReleaseKernel(k->kd[j]), k->kd[j] = NULL;
+            if (pl == &pb && (st = bind_decode(d, p, k, &pb, j, false))) return st;
+            int w = wx, ncols = 0;
+            if (pl->mode == 2)
+                while (w > 2 && pl->hd % w) w /= 2;
+            for (int m = 0; m < pl->nm; m++) ncols += (int)k[m].n->dst->shape[1];
+            k->dwx[j] = w;
+            k->dgroups[j] = pl->mode == 1 ? (ncols / 2 + w / 2 - 1) / (w / 2) : (ncols + w - 1) / w;
+            if (pl->norm) k->dnorm |= 1 << j, p->kn[i - 1].dnorm |= 1 << j;
+            for (int32_t m = i + 1; m <= pl->last; m++) p->kn[m].dmember |= 1 << j;
+            if (pl->attn) p->kn[pl->last + 1].dkv |= 1 << j;
+            OCL_LOG(LOOM_LOG_TRACE, "decode NT %d: node %d leads nodes %d..%d (mode %d%s%s%s%s)", 1 << j, (int)i, (int)i,
+                    (int)pl->last, pl->mode, pl->norm ? ", norm on load" : "", pl->r ? ", residual" : "",
+                    pl->rope_mask ? ", rope" : "", pl->attn ? ", kv store" : "");
         }
-        if (pl.norm)
-            for (int j = 0; j < 4; j++)
-                if ((fit >> j) & 1) k->dnorm |= 1 << j, p->kn[i - 1].dnorm |= 1 << j;
-        if (pl.mode == 2)
-            while (wx > 2 && pl.hd % wx) wx /= 2;
-        int ncols = 0;
-        for (int m = 0; m < pl.nm; m++) ncols += (int)k[m].n->dst->shape[1];
-        k->dwx = wx, k->ds = S;
-        k->dgroups = pl.mode == 1 ? (ncols / 2 + wx / 2 - 1) / (wx / 2) : (ncols + wx - 1) / wx;
-        for (int32_t j = i + 1; j <= pl.last; j++) p->kn[j].dmember = 1;
-        if (pl.attn) p->kn[pl.last + 1].dkv = 1;
-        OCL_LOG(LOOM_LOG_TRACE, "decode: node %d leads nodes %d..%d (mode %d%s%s%s, norm at NT mask %x)", (int)i, (int)i,
-                (int)pl.last, pl.mode, pl.r ? ", residual" : "", pl.rope_mask ? ", rope" : "", pl.attn ? ", kv store" : "",
-                k->dnorm);
-        i = pl.last;
+        k->ds = S;
+        i += pa.nm - 1;
     }
     /* an rmsnorm whose add (fuse_nodes) now runs in a decode GEMV: a kernel without the add */
     for (int32_t i = 1; i < p->n; i++) {
         knode *k = &p->kn[i];
-        if (k->n->op != LOOM_OP_RMSNORM || p->kn[i - 1].fuse >= 0 || !p->kn[i - 1].dmember || k->dnorm == 15) continue;
+        if (k->n->op != LOOM_OP_RMSNORM || p->kn[i - 1].fuse >= 0) continue;
+        k->dkr = p->kn[i - 1].dmember & ~k->dnorm;
+        if (!k->dkr) continue;
         const loom_node *n = k->n;
         if ((st = kernel(d, "rmsnorm", dt_sfx(n->src[1]->dtype), &k->kr))) return st;
         cl_int rc = set_args(k->kr, 0, "mlmlmlifmlmli", MEM(n->dst), OFF(n->dst), MEM(n->src[0]), OFF(n->src[0]),
@@ -908,7 +912,8 @@ static loom_status run_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx, int3
     }
     case LOOM_OP_GQA_ATTN: {
         loom_status st = LOOM_OK;
-        if (!(k->dkv && d->fuse && T <= GEMV_MAXT)) { /* else the q/k/v GEMV stored k and v (plan_decode) */
+        int j = T <= 1 ? 0 : T <= 2 ? 1 : T <= 4 ? 2 : 3;
+        if (!(((k->dkv >> j) & 1) && d->fuse && T <= GEMV_MAXT)) { /* else the q/k/v GEMV stored k and v (plan_decode) */
             if ((rc = set_args(k->k[0], 10, "i", (int)T)) != CL_SUCCESS) break;
             g[0] = round_up((size_t)n->p.head_dim, (size_t)c->ew_w), g[1] = (size_t)n->p.n_head_kv;
             l[0] = (size_t)c->ew_w, l[1] = 1;
@@ -966,13 +971,13 @@ loom_status loom__ocl_execute(ocl_dev *d, void *pv, const loom_step *step)
         bool dec = d->fuse && T <= GEMV_MAXT;
         size_t g[2], l[2];
         /* skip what runs in another node's launch (plan_decode; fuse_nodes) */
-        if (dec && (k->dmember || (k->n->op == LOOM_OP_RMSNORM && ((k->dnorm >> j) & 1)))) continue;
+        if (dec && (((k->dmember >> j) & 1) || (k->n->op == LOOM_OP_RMSNORM && ((k->dnorm >> j) & 1)))) continue;
         if (dec && k->kd[j]) { /* a fused decode GEMV: columns x K slices */
             cl_int rc = set_args(k->kd[j], 2, "i", (int)T);
             if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clSetKernelArg", "(rows of a decode GEMV)");
-            l[0] = (size_t)k->dwx, l[1] = (size_t)k->ds, g[0] = (size_t)k->dgroups * l[0], g[1] = l[1];
+            l[0] = (size_t)k->dwx[j], l[1] = (size_t)k->ds, g[0] = (size_t)k->dgroups[j] * l[0], g[1] = l[1];
             st = enqueue(d, k->kd[j], 2, g, l, i, loom_op_str(k->n->op));
-        } else if (dec && k->kr) { /* an rmsnorm whose add ran in a decode GEMV */
+        } else if (dec && ((k->dkr >> j) & 1)) { /* an rmsnorm whose add ran in a decode GEMV */
             g[0] = (size_t)d->cfg.red_w * (size_t)T, l[0] = (size_t)d->cfg.red_w;
             st = enqueue(d, k->kr, 1, g, l, i, loom_op_str(k->n->op));
         } else {
