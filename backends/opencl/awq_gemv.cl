@@ -103,6 +103,15 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
     global const uint4 *q = (global const uint4 *)w + n;
     global const uint *meta = AWQ_META(w, 0, K, N) + n;
     XSP const float4 *xr[NT];
+    int g = s * G / S, g1 = (s + 1) * G / S;
+    const bool live = n < N && g < g1;
+    size_t N4 = (size_t)N;
+    uint4 c0 = (uint4)(0u), c1 = c0, c2 = c0, c3 = c0;
+    uint cm = 0u;
+    if (live) { /* the first group's loads, in flight during the norm below */
+        c0 = q[(size_t)(4 * g) * N4], c1 = q[(size_t)(4 * g + 1) * N4], c2 = q[(size_t)(4 * g + 2) * N4];
+        c3 = q[(size_t)(4 * g + 3) * N4], cm = meta[(size_t)g * N4];
+    }
 #ifdef AWQ_NORM
     {
         const int f = s * WX + lx, W = WX * S;
@@ -144,12 +153,7 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
     float acc[NT];
 #pragma unroll
     for (int t = 0; t < NT; t++) acc[t] = 0.0f;
-    int g = s * G / S, g1 = (s + 1) * G / S;
-    if (n < N && g < g1) {
-        size_t N4 = (size_t)N;
-        uint4 c0 = q[(size_t)(4 * g) * N4], c1 = q[(size_t)(4 * g + 1) * N4], c2 = q[(size_t)(4 * g + 2) * N4],
-              c3 = q[(size_t)(4 * g + 3) * N4];
-        uint cm = meta[(size_t)g * N4];
+    if (live) {
         for (; g < g1; g++) {
             uint4 p0 = c0, p1 = c1, p2 = c2, p3 = c3;
             uint pm = cm;
