@@ -15,7 +15,15 @@
  *
  * LOOM_VK_NO_SUBGROUP=1 and LOOM_VK_SCALAR_GEMV=1 force the shaders' other
  * paths (no subgroup arithmetic; scalar GEMV loads), so tests can cover them
- * on a device that would never take them. */
+ * on a device that would never take them. LOOM_VK_FUSE=0 runs every node of
+ * a decode step as its own dispatch (to bisect a fusion problem).
+ *
+ * Prefill GEMMs of f16 and AWQ weights run on tensor cores (gemm_coop.comp)
+ * where the device has VK_NV_cooperative_matrix with a 16x16x16 f16 x f16 ->
+ * f32 subgroup configuration and the GEMM passes its self-test at open
+ * (vk_coop.c); LOOM_VK_COOPMAT=0 keeps the tiled GEMM, LOOM_VK_COOPMAT=test
+ * runs the self-test's harness alone (on any device). LOOM_LOG=debug says
+ * which was chosen and why. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -523,9 +531,48 @@ static const struct { const uint32_t *code; size_t size; } spv[VK_SH_COUNT] = {
     S(VK_SH_ROPE, rope), S(VK_SH_KV_STORE, kv_store), S(VK_SH_ATTN, attn), S(VK_SH_GEMV, gemv),
     S(VK_SH_GEMV_SG, gemv_sg), S(VK_SH_GEMV_VEC, gemv_vec), S(VK_SH_GEMV_VEC_SG, gemv_vec_sg),
     S(VK_SH_GEMV_AWQ, gemv_awq), S(VK_SH_GEMM, gemm), S(VK_SH_GEMM_AWQ, gemm_awq),
-    S(VK_SH_GEMV_AWQ_FUSED, gemv_awq_fused),
+    S(VK_SH_GEMV_AWQ_FUSED, gemv_awq_fused), S(VK_SH_GEMM_COOP, gemm_coop), S(VK_SH_GEMM_COOP_AWQ, gemm_coop_awq),
 #undef S
 };
+
+/* VK_NV_cooperative_matrix with a subgroup-scope f16 x f16 -> f32 16x16x16
+ * configuration, and what its shaders need besides (f16 arithmetic, the
+ * Vulkan memory model glslang declares for them, 4 subgroups per work-group);
+ * else *why says what is missing. */
+static bool coop_usable(VkInstance inst, VkPhysicalDevice pd, const pd_facts *f, const char **why)
+{
+    if (!has_device_ext(pd, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME)) return *why = "no VK_NV_cooperative_matrix", false;
+    if (!has_device_ext(pd, VK_KHR_VULKAN_MEMORY_MODEL_EXTENSION_NAME) ||
+        !has_device_ext(pd, VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME))
+        return *why = "no VK_KHR_vulkan_memory_model or VK_KHR_shader_float16_int8", false;
+    VkPhysicalDeviceCooperativeMatrixFeaturesNV cm = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
+    VkPhysicalDeviceVulkanMemoryModelFeatures mm = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_MEMORY_MODEL_FEATURES,
+                                                    .pNext = &cm};
+    VkPhysicalDeviceShaderFloat16Int8Features h = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES,
+                                                   .pNext = &mm};
+    VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &h};
+    vkGetPhysicalDeviceFeatures2(pd, &f2);
+    if (!cm.cooperativeMatrix || !mm.vulkanMemoryModel || !h.shaderFloat16)
+        return *why = "cooperativeMatrix, vulkanMemoryModel or shaderFloat16 not supported", false;
+    if (!(f->sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) || 4 * f->sg.subgroupSize > f->p.limits.maxComputeWorkGroupInvocations ||
+        f->p.limits.maxComputeSharedMemorySize < 24576)
+        return *why = "subgroups or shared memory too small", false;
+    PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV props = (PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV)
+        vkGetInstanceProcAddr(inst, "vkGetPhysicalDeviceCooperativeMatrixPropertiesNV");
+    uint32_t n = 0;
+    if (!props || props(pd, &n, NULL) != VK_SUCCESS || !n) return *why = "no cooperative-matrix configurations", false;
+    VkCooperativeMatrixPropertiesNV *c = calloc(n, sizeof *c);
+    bool found = false;
+    for (uint32_t i = 0; c && i < n; i++) c[i].sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV;
+    if (c && props(pd, &n, c) == VK_SUCCESS)
+        for (uint32_t i = 0; i < n && !found; i++)
+            found = c[i].MSize == 16 && c[i].NSize == 16 && c[i].KSize == 16 &&
+                    c[i].AType == VK_COMPONENT_TYPE_FLOAT16_NV && c[i].BType == VK_COMPONENT_TYPE_FLOAT16_NV &&
+                    c[i].CType == VK_COMPONENT_TYPE_FLOAT32_NV && c[i].DType == VK_COMPONENT_TYPE_FLOAT32_NV &&
+                    c[i].scope == VK_SCOPE_SUBGROUP_NV;
+    free(c);
+    return found || (*why = "no subgroup f16 x f16 -> f32 16x16x16 configuration", false);
+}
 
 static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
 {
@@ -571,7 +618,25 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
                                    .queueCount = 1, .pQueuePriorities = &prio};
     VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .queueCreateInfoCount = 1,
                               .pQueueCreateInfos = &qci};
+    /* tensor cores for prefill GEMMs (LOOM_VK_COOPMAT=0: never) */
+    const char *cm_env = getenv("LOOM_VK_COOPMAT"), *cm_why = "off (LOOM_VK_COOPMAT=0)";
+    bool cm_test = cm_env && !strcmp(cm_env, "test"); /* the self-test harness alone, on any device */
+    d->coopmat = !(cm_env && !strcmp(cm_env, "0")) && coop_usable(c->inst, d->pd, &f, &cm_why);
+    const char *cm_exts[3] = {VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME, VK_KHR_VULKAN_MEMORY_MODEL_EXTENSION_NAME,
+                              VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME};
+    VkPhysicalDeviceCooperativeMatrixFeaturesNV cmf = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
+                                                       .cooperativeMatrix = VK_TRUE};
+    VkPhysicalDeviceVulkanMemoryModelFeatures mmf = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_MEMORY_MODEL_FEATURES,
+                                                     .pNext = &cmf, .vulkanMemoryModel = VK_TRUE};
+    VkPhysicalDeviceShaderFloat16Int8Features hf = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES,
+                                                    .pNext = &mmf, .shaderFloat16 = VK_TRUE};
+    if (d->coopmat) dci.pNext = &hf, dci.enabledExtensionCount = 3, dci.ppEnabledExtensionNames = cm_exts;
     VkResult r = vkCreateDevice(d->pd, &dci, NULL, &d->dev);
+    if (r != VK_SUCCESS && d->coopmat) { /* as before, without it */
+        d->coopmat = false, cm_why = "vkCreateDevice with VK_NV_cooperative_matrix failed";
+        dci.pNext = NULL, dci.enabledExtensionCount = 0, dci.ppEnabledExtensionNames = NULL;
+        r = vkCreateDevice(d->pd, &dci, NULL, &d->dev);
+    }
     if (r != VK_SUCCESS) {
         free(d);
         return loom__vk_fail(r, "vkCreateDevice");
@@ -609,6 +674,7 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
     if (!st && d->staging) VK_UNLINK(d->buffers, d->staging), d->staging->prev = d->staging->next = NULL;
 
     for (int i = 0; i < VK_SH_COUNT && !st; i++) {
+        if ((i == VK_SH_GEMM_COOP || i == VK_SH_GEMM_COOP_AWQ) && !d->coopmat) continue; /* needs the extension */
         VkShaderModuleCreateInfo smi = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, .codeSize = spv[i].size,
                                         .pCode = spv[i].code};
         if ((r = vkCreateShaderModule(d->dev, &smi, NULL, &d->modules[i])) != VK_SUCCESS)
@@ -628,6 +694,15 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
     if (!st && (r = vkCreatePipelineLayout(d->dev, &pli, NULL, &d->layout)) != VK_SUCCESS)
         st = loom__vk_fail(r, "vkCreatePipelineLayout");
     if (!st) st = loom__vk_check_validation(d);
+    double cm_nmse = 0;
+    if (!st && (d->coopmat || cm_test)) { /* a failed self-test only turns the path off */
+        loom_status cs = loom__vk_coop_selftest(d, d->coopmat, &cm_nmse);
+        if (cs == LOOM_ERR_NOMEM) st = cs;
+        else if (cs)
+            host->log(LOOM_LOG_WARN, "vulkan:%d: the cooperative-matrix GEMM failed its self-test (status %d, NMSE %.3g); "
+                      "prefill uses the tiled GEMM", (int)dev, (int)cs, cm_nmse);
+        if (cs) d->coopmat = false, cm_why = "self-test failed";
+    }
     if (st) {
         if (d->staging) VK_LINK(d->buffers, d->staging);
         vk_device_close(d);
@@ -636,13 +711,14 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
     host->log(LOOM_LOG_DEBUG,
               "vulkan:%d: %s; queue family %u; buffers in memory type %u (%s), staging type %u, small buffers %d; "
               "subgroup arithmetic %s (size %u); f16/bf16 as packed u32 (no 16-bit storage needed); max storage range "
-              "%llu, offset alignment %llu; decode fusion %s; validation %s",
+              "%llu, offset alignment %llu; decode fusion %s; prefill GEMM %s%s (self-test NMSE %.2g); validation %s",
               (int)dev, d->props.deviceName, d->qfam, d->mt_device, d->mt_mappable ? "mapped, memcpy transfers"
                                                                                    : "device-local, staged transfers",
               d->mt_host, (int)d->mt_bar, d->subgroup ? "used" : "not used", f.sg.subgroupSize,
               (unsigned long long)d->max_range, (unsigned long long)d->align,
               d->fuse ? "on" : d->n_bind < VK_BINDINGS ? "off (fewer than 16 storage bindings)" : "off (LOOM_VK_FUSE=0)",
-              c->messenger ? "on" : "off");
+              d->coopmat ? "VK_NV_cooperative_matrix 16x16x16 f16->f32" : "tiled f32: cooperative matrix ",
+              d->coopmat ? "" : cm_why, cm_nmse, c->messenger ? "on" : "off");
     *dctx = d;
     return LOOM_OK;
 }

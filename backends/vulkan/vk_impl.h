@@ -1,11 +1,12 @@
 /*
- * vk_impl.h — internals of the Vulkan backend, shared by its two files.
+ * vk_impl.h — internals of the Vulkan backend, shared by its files.
  *
  *   vk.c       the loom_backend_i table: instance (+ validation messenger),
  *              physical devices, logical device, memory, buffers, weights,
  *              transfers, the entry point
- *   vk_prog.c  compile (pipelines, descriptor sets, dispatch list), command
- *              buffer recording per token count, execute
+ *   vk_prog.c  compile (pipelines, descriptor sets, dispatch list, decode
+ *              fusion plan), command buffer recording per token count, execute
+ *   vk_coop.c  the self-test of the cooperative-matrix GEMM
  *   shaders/   GLSL compute kernels, embedded as SPIR-V (vk_spv.h)
  *
  * Nothing here is visible outside backends/vulkan.
@@ -32,7 +33,7 @@ loom_status loom__vk_fail(VkResult r, const char *what);
 typedef enum {
     VK_SH_ELTWISE, VK_SH_EMBED, VK_SH_RMSNORM, VK_SH_RMSNORM_SG, VK_SH_ROPE, VK_SH_KV_STORE, VK_SH_ATTN,
     VK_SH_GEMV, VK_SH_GEMV_SG, VK_SH_GEMV_VEC, VK_SH_GEMV_VEC_SG, VK_SH_GEMV_AWQ, VK_SH_GEMM, VK_SH_GEMM_AWQ,
-    VK_SH_GEMV_AWQ_FUSED,
+    VK_SH_GEMV_AWQ_FUSED, VK_SH_GEMM_COOP, VK_SH_GEMM_COOP_AWQ, /* the last two: only with d->coopmat */
     VK_SH_COUNT
 } vk_shader;
 
@@ -102,6 +103,7 @@ typedef struct vk_dev {
     bool                             scalar_gemv; /* LOOM_VK_SCALAR_GEMV=1: the scalar fallbacks (tests them) */
     uint32_t                         n_bind;      /* bindings in the set layout: VK_BINDINGS, or 8 */
     bool                             fuse;        /* decode fusion (needs 16 bindings; LOOM_VK_FUSE=0 turns it off) */
+    bool                             coopmat;     /* prefill GEMM on VK_NV_cooperative_matrix (gemm_coop.comp) */
     uint32_t                         mt_device;   /* memory type for buffers */
     bool                             mt_mappable; /* ... that is also host-visible + coherent */
     uint32_t                         mt_host;     /* host-visible coherent type (staging, step buffers) */
@@ -134,6 +136,10 @@ loom_status loom__vk_submit(vk_dev *d, VkCommandBuffer cb, struct vk_prog *p);
 loom_status loom__vk_pipeline4(vk_dev *d, vk_shader sh, uint32_t s0, uint32_t s1, uint32_t s2, uint32_t s3,
                                VkPipeline *out);
 #define loom__vk_pipeline(d, sh, s0, s1, out) loom__vk_pipeline4((d), (sh), (s0), (s1), 0, 0, (out))
+
+/* vk_coop.c: run the cooperative-matrix GEMM (candidate; else the tiled GEMM
+ * against itself) on a small random problem; the worst NMSE against the tiled GEMM */
+loom_status loom__vk_coop_selftest(vk_dev *d, bool candidate, double *worst);
 
 /* vk_prog.c */
 loom_status loom__vk_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void **prog);

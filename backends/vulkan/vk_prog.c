@@ -20,7 +20,15 @@
  * distinct n_tokens, and replayed (grids are sized for n_tokens exactly, so
  * nothing is launched for rows that do not exist). Barriers are recorded
  * only between dispatches whose buffer ranges conflict (read after write,
- * write after read or write). */
+ * write after read or write).
+ *
+ * Decode fusion (plan_fusion; off with LOOM_VK_FUSE=0): for steps of <= 8
+ * tokens, a Qwen2 layer's AWQ GEMVs take the nodes around them into one
+ * gemv_awq_fused dispatch each: rmsnorm + q/k/v + bias + RoPE + the k, v
+ * store of gqa_attn; o_proj + residual add; rmsnorm + gate/up + swiglu;
+ * down_proj + residual add. With gqa_attn's attention pass that is 5
+ * dispatches per layer instead of 16. The replaced nodes keep their own
+ * dispatches for larger steps only. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +46,7 @@ typedef enum {
     G_ROWS_X,  /* one workgroup per row */
     G_ROWS_Y,  /* gx fixed, gy = rows */
     G_ROWS_Y32,/* gx fixed, gy = ceil(rows / 32) */
+    G_ROWS_Y64,/* gx fixed, gy = ceil(rows / 64) */
     G_ELEM,    /* ceil(rows * cols / 256) workgroups, flat; pc[7] = rows * cols */
     G_FLAT,    /* gx workgroups, flat (over x and y when above 65535) */
 } grid_mode;
@@ -272,8 +281,8 @@ static void awq_split(const vk_dev *d, int64_t K, int64_t N, uint32_t nt, bool f
     if (smax > 32) smax = 32;
     if (smax > d->wg_max / 32) smax = d->wg_max / 32;
     if (smax > d->wg_max_y) smax = d->wg_max_y;
-    if (smax > d->shared_max / (32 * 4 * nt) - (fused ? 3 : 0)) /* fused: 3 more [nt][32] arrays */
-        smax = (int64_t)(d->shared_max / (32 * 4 * nt)) - (fused ? 3 : 0);
+    if (smax > d->shared_max / (32 * 4 * nt) - (fused ? 4 : 0)) /* fused: 4 more [nt][32] arrays */
+        smax = (int64_t)(d->shared_max / (32 * 4 * nt)) - (fused ? 4 : 0);
     if (smax > G) smax = G;
     if (smax < 1) smax = 1;
     int64_t sl = (AWQ_THREADS + N - 1) / N;
@@ -383,7 +392,8 @@ static void plan_fusion(vk_prog *p, vk_fuse *fz)
         vk_fuse f;
         int32_t last = -1;
         /* the rmsnorm that makes x, when all of x's readers are in this fusion */
-        if (rm && rm->op == LOOM_OP_RMSNORM && rm->dst == x && same_rows(rm->src[0], x) && p->role[i - 1] == F_NONE) {
+        if (rm && rm->op == LOOM_OP_RMSNORM && rm->dst == x && same_rows(rm->src[0], x) && p->role[i - 1] == F_NONE &&
+            at16(rm->src[1], 0)) { /* its weight read in 16-byte chunks */
             last = plan_one(p, i, rm->src[0], &f);
             if (last >= 0 && f.mode != M_ADD && private_k(p, x, f.nw))
                 f.norm = rm, f.x = rm->src[0], p->role[i - 1] = F_MEMBER;
@@ -422,7 +432,7 @@ static loom_status lower_fused(vk_prog *p, const loom_node *n, const vk_fuse *f)
         if (f->ywrite[w] || f->mode != M_QKV) flags |= 1u << (3 + w);
         if (w < 2 && f->rope[w]) flags |= 1u << (6 + w);
     }
-    wgs = f->mode == M_QKV ? W[0] + W[1] + W[2] : f->mode == M_SWIGLU ? (uint32_t)((Nw[0] + 15) / 16) : W[0];
+    wgs = f->mode == M_QKV ? W[0] + W[1] + W[2] : W[0];
     if (f->attn) flags |= 256u;
     uint32_t ndt = f->norm ? dt_code(f->norm->src[1]->dtype) : 0;
     uint32_t cdt = f->attn && f->attn->src[3]->dtype == LOOM_F16 ? 1u : 0u;
@@ -523,9 +533,11 @@ static loom_status lower(vk_prog *p, const loom_node *n)
                 TRY(bind_matmul(p, x, n, n0, np));
                 if (!vec) break;
             }
-            if (T > VK_GEMV_MAX_T) {
-                TRY(loom__vk_pipeline(d, VK_SH_GEMM, wdt, bdt, &pipe));
-                NEWD(pipe, G_ROWS_Y32, (uint32_t)((np + 63) / 64));
+            if (T > VK_GEMV_MAX_T) { /* f16 weights on tensor cores when the device has them (vk_coop.c) */
+                bool coop = d->coopmat && wdt == 1;
+                TRY(coop ? loom__vk_pipeline4(d, VK_SH_GEMM_COOP, wdt, bdt, 4 * d->sg_size, 0, &pipe)
+                         : loom__vk_pipeline(d, VK_SH_GEMM, wdt, bdt, &pipe));
+                NEWD(pipe, coop ? G_ROWS_Y64 : G_ROWS_Y32, (uint32_t)((np + 63) / 64));
                 x->min_t = VK_GEMV_MAX_T + 1;
                 TRY(bind_matmul(p, x, n, n0, np));
             }
@@ -552,8 +564,9 @@ static loom_status lower(vk_prog *p, const loom_node *n)
         }
         if (T <= VK_GEMV_MAX_T) return LOOM_OK;
         /* GEMM: 0 x, 1 q (as words), 2 bias, 3 y, 4 meta */
-        TRY(loom__vk_pipeline(d, VK_SH_GEMM_AWQ, 0, bdt, &pipe));
-        NEWD(pipe, G_ROWS_Y32, (uint32_t)((N + 63) / 64));
+        if (d->coopmat) TRY(loom__vk_pipeline4(d, VK_SH_GEMM_COOP_AWQ, 1, bdt, 4 * d->sg_size, 0, &pipe));
+        else TRY(loom__vk_pipeline(d, VK_SH_GEMM_AWQ, 0, bdt, &pipe));
+        NEWD(pipe, d->coopmat ? G_ROWS_Y64 : G_ROWS_Y32, (uint32_t)((N + 63) / 64));
         x->min_t = VK_GEMV_MAX_T + 1;
         TRY(bind(p, x, 0, s[0], 0, xbytes, 4, false));
         TRY(bind(p, x, 1, s[1], 0, qb, 4, false));
@@ -793,6 +806,7 @@ static loom_status record(vk_prog *p, int32_t n, VkCommandBuffer *out)
         case G_ROWS_X: gx = (uint32_t)rows; break;
         case G_ROWS_Y: gy = (uint32_t)rows; break;
         case G_ROWS_Y32: gy = (uint32_t)((rows + 31) / 32); break;
+        case G_ROWS_Y64: gy = (uint32_t)((rows + 63) / 64); break;
         case G_ELEM: pc[7] = (uint32_t)(rows * x->cols), gx = (uint32_t)((rows * x->cols + 255) / 256); break;
         case G_FLAT: break;
         }

@@ -37,8 +37,8 @@
  *           16..31 columns i + hd/2 of one head, so the epilogue rotates the
  *           pair through shared memory; k and v may go straight into the KV
  *           cache at (seq[t], head, pos[t]) (then gqa_attn skips its store);
- *   M_SWIGLU lanes 0..15 compute gate, 16..31 up of the same 16 columns,
- *           lane i writes silu(gate) * up;
+ *   M_SWIGLU each invocation computes gate, then up, of its column and
+ *           writes silu(gate) * up;
  *   M_ADD   y = x w + r (the residual add after o_proj or down_proj).
  * Bindings: 0 x, 1..3 the AWQ weights (q then meta, as one range), 4..6
  * biases, 8 norm weight, 9..11 outputs of weight 0..2, 12 k cache, 13 v
@@ -79,14 +79,16 @@ layout(std430, binding = 3) readonly buffer M2 { uint m2[]; };
 layout(std430, binding = 4) readonly buffer B0 { uint b0[]; };
 layout(std430, binding = 5) readonly buffer B1 { uint b1[]; };
 layout(std430, binding = 6) readonly buffer B2 { uint b2[]; };
-layout(std430, binding = 8) readonly buffer NW { uint nw[]; };
+layout(std430, binding = 8) readonly buffer NW4 { vec4 nw4[]; };
+layout(std430, binding = 8) readonly buffer NWC { uvec4 nwc[]; };
 layout(std430, binding = 9) writeonly buffer Y0 { float y0[]; };
 layout(std430, binding = 10) writeonly buffer Y1 { float y1[]; };
 layout(std430, binding = 11) writeonly buffer Y2 { float y2[]; };
 layout(std430, binding = 12) writeonly buffer KC { uint kc[]; };
 layout(std430, binding = 13) writeonly buffer VC { uint vc[]; };
 layout(std430, binding = 14) readonly buffer R { float r[]; };
-shared float nred[NT * 32u], fo[NT * 32u], fo2[NT * 32u];
+const uint NPASS = MODE == M_SWIGLU ? 2u : 1u;
+shared float nred[NT * 32u], fo[NPASS * NT * 32u], fo2[NT * 32u];
 
 /* weight w's loads (w is uniform per work-group except in M_SWIGLU) */
 uvec4 qload(uint w, uint i)
@@ -107,10 +109,20 @@ float bload(uint w, uint n)
     if (w == 1u) return LOADT(BDT, b1, OFF(5) + n);
     return LOADT(BDT, b2, OFF(6) + n);
 }
-vec4 nwload(uint k4)
+/* norm weights 4 k4 .. 4 k4 + 7 (k4 even) in 16-byte loads: one chunk of halves or two of floats */
+void nwload8(uint k4, out vec4 na, out vec4 nb)
 {
-    uint i = OFF(8) + 4u * k4;
-    return vec4(LOADT(NDT, nw, i), LOADT(NDT, nw, i + 1u), LOADT(NDT, nw, i + 2u), LOADT(NDT, nw, i + 3u));
+    if (NDT == 0u) {
+        na = nw4[(OFF(8) >> 2) + k4], nb = nw4[(OFF(8) >> 2) + k4 + 1u];
+    } else {
+        uvec4 c = nwc[(OFF(8) >> 3) + (k4 >> 1)];
+        if (NDT == 1u) {
+            na = vec4(unpackHalf2x16(c.x), unpackHalf2x16(c.y)), nb = vec4(unpackHalf2x16(c.z), unpackHalf2x16(c.w));
+        } else {
+            na = uintBitsToFloat(uvec4(c.x << 16, c.x & 0xffff0000u, c.y << 16, c.y & 0xffff0000u));
+            nb = uintBitsToFloat(uvec4(c.z << 16, c.z & 0xffff0000u, c.w << 16, c.w & 0xffff0000u));
+        }
+    }
 }
 #endif
 layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
@@ -138,6 +150,7 @@ void main()
 #define QLOAD(i) q[i]
 #define MLOAD(i) meta[i]
 #define XN(t, k4, nv) xload(xr[t], k4)
+#define NPASS 1u
 #else
     uint K = pc.p[P_K], gps = pc.p[P_GPS], G = K / 128u, T = ROWS, fl = pc.p[P_FLAGS];
     uint wg = flat_group(), w = 0u, rope = 0u, n;
@@ -146,15 +159,11 @@ void main()
         w = wg < W0 ? 0u : wg < W0 + W1 ? 1u : 2u;
         wg -= w == 0u ? 0u : w == 1u ? W0 : W0 + W1;
         rope = w < 2u ? (fl >> (6u + w)) & 1u : 0u;
-    } else if (MODE == M_SWIGLU) {
-        w = lx >> 4;
     }
     uint N = pc.p[P_N0 + w], hd = pc.p[P_HD], h2 = hd / 2u;
     if (rope != 0u) { /* 16 pairs (i, i + hd/2) of one head */
         uint j = wg * 16u + (lx & 15u);
         n = j / h2 * hd + j % h2 + (lx >= 16u ? h2 : 0u);
-    } else if (MODE == M_SWIGLU) {
-        n = wg * 16u + (lx & 15u);
     } else {
         n = wg * 32u + lx;
     }
@@ -192,6 +201,11 @@ void main()
         xr[t] = OFF(0) + min(t, T - 1u) * K;
         if (XVEC != 0u) xr[t] >>= 2;
     }
+    for (uint pass = 0u; pass < NPASS; pass++) {
+#ifdef FUSED
+    if (MODE == M_SWIGLU) /* gate, then up, of the same columns */
+        w = pass, qo = OFF(1u + w) + nc, mo = OFF(1u + w) * 4u + K / 32u * N * 4u + nc;
+#endif
     float acc[NT];
     [[unroll]] for (uint t = 0u; t < NT; t++) acc[t] = 0.0;
 
@@ -218,7 +232,7 @@ void main()
                     vec4 hi = uintBitsToFloat((uvec4(qw >> 16) & NIB) | 0x4B000000u) - zv; /* k+4 .. k+7 */
                     vec4 na = vec4(1.0), nb = vec4(1.0);
 #ifdef FUSED
-                    if (NORM != 0u) na = nwload(k4), nb = nwload(k4 + 1u);
+                    if (NORM != 0u) nwload8(k4, na, nb);
 #endif
                     [[unroll]] for (uint t = 0u; t < NT; t++) {
                         p[t] = fma(XN(t, k4, na), lo, p[t]);
@@ -250,11 +264,14 @@ void main()
         for (uint i = 0u; i < S; i++) v += red[(i * NT + t) * 32u + lx];
         if (NORM != 0u) v *= inv[t];
         if (((fl >> w) & 1u) != 0u && n < N) v += bload(w, n);
-        fo[t * 32u + lx] = v;
+        fo[(pass * NT + t) * 32u + lx] = v;
     }
     barrier();
-    for (uint t = s; t < NT; t += S) { /* the partner lane's value: rope pair, or up for gate */
-        float v = fo[t * 32u + lx], u = fo[t * 32u + (lx ^ 16u)];
+#endif
+    }
+#ifdef FUSED
+    for (uint t = s; t < NT; t += S) { /* u: up (M_SWIGLU) or the rope partner lane's value */
+        float v = fo[t * 32u + lx], u = MODE == M_SWIGLU ? fo[(NT + t) * 32u + lx] : fo[t * 32u + (lx ^ 16u)];
         if (rope != 0u) {
             uint i = n % hd - (lx >= 16u ? h2 : 0u), tab = pc.p[P_TAB0 + w] + (t * h2 + i) * 2u;
             float c = uintBitsToFloat(step.w[tab]), sn = uintBitsToFloat(step.w[tab + 1u]);
@@ -265,7 +282,7 @@ void main()
         if (MODE == M_ADD) {
             y0[OFF(9) + t * N + n] = v + r[OFF(14) + t * N + n];
         } else if (MODE == M_SWIGLU) {
-            if (lx < 16u) y0[OFF(9) + t * N + n] = v / (1.0 + exp(-v)) * u;
+            y0[OFF(9) + t * N + n] = v / (1.0 + exp(-v)) * u;
         } else if (((fl >> (3u + w)) & 1u) != 0u) {
             if (w == 0u) y0[OFF(9) + t * N + n] = v;
             else if (w == 1u) y1[OFF(10) + t * N + n] = v;
