@@ -267,7 +267,18 @@ static loom_status open_dev(ocl_dev *d)
     d->dummy = clCreateBuffer(d->ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, sizeof zeros, zeros, &rc);
     if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clCreateBuffer", "(16 bytes)");
     loom__ocl_pick_cfg(d);
-    return loom__ocl_build(d);
+    /* tensor-core prefill (mma.cl): on NVIDIA's platform, unless LOOM_OPENCL_MMA=0;
+     * LOOM_OPENCL_MMA=emu (emulated) and =force (inline PTX anywhere) are for tests */
+    char pname[128] = "";
+    clGetPlatformInfo(d->platform, CL_PLATFORM_NAME, sizeof pname - 1, pname, NULL);
+    const char *mma = getenv("LOOM_OPENCL_MMA");
+    d->mma = mma && !strcmp(mma, "0") ? 0 : mma && !strcmp(mma, "emu") ? 2 : mma && !strcmp(mma, "force") ? 1
+             : strstr(pname, "NVIDIA") ? 1 : 0;
+    loom_status st = loom__ocl_build(d);
+    if (!st && d->mma && !loom__ocl_mma_selftest(d)) d->mma = 0;
+    OCL_LOG(LOOM_LOG_DEBUG, "prefill GEMMs %s: %s", d->label,
+            d->mma == 1 ? "tensor cores (mma.sync)" : d->mma ? "mma.cl emulated" : "portable (f32 FMA)");
+    return st;
 }
 
 static loom_status ocl_device_open(void *bctx, int32_t dev, void **dctx)

@@ -7,8 +7,9 @@
  *   embed      embed_<dt>: one work-item per output element
  *   rmsnorm    rmsnorm_<dt>: one work-group per row
  *   matmul     matmul_gemv_<dt>_<NT> for <= 8 rows (matmul_gemv_any_<dt> when K or an
- *              offset is not 16-byte aligned), matmul_gemm_<dt> (local-memory tiles) above
- *   matmul_awq awq_gemv_<NT> for <= 8 rows, awq_gemm (dequantised tiles) above;
+ *              offset is not 16-byte aligned), matmul_gemm_<dt> (local-memory tiles) above,
+ *              or for f16 weights mma_gemm_f16 when the tensor-core path is on (mma.cl)
+ *   matmul_awq awq_gemv_<NT> for <= 8 rows, awq_gemm (dequantised tiles; mma_awq_gemm) above;
  *              consecutive ones reading the same x run as one launch (fuse_nodes);
  *              for <= 8 rows with the nodes around them (plan_decode: awq_gemv(_norm)_<NT>
  *              also does the rmsnorm before, RoPE, the KV store, swiglu, the residual add)
@@ -48,6 +49,8 @@ typedef struct knode {
     int32_t    slices;  /* matmul_awq GEMV: K slices per work-group (work-group dimension 1) ... */
     int32_t    gcols;   /* ... and columns (of the weights it runs: fuse_nodes) */
     int32_t    gtiles;  /* matmul_awq GEMM: column tiles (of the weights it runs) */
+    int32_t    mma;     /* matmul: k[4] is the tensor-core GEMM (mma.cl) ... */
+    int32_t    mtiles;  /* ... and its 64-column tiles (of the weights it runs) */
     int32_t    parts;   /* gqa_attn: most cache partitions for <= GEMV_MAXT rows */
     int32_t    fuse;    /* the next `fuse` nodes run in this node's launch (see fuse_nodes) */
     int32_t    fused;   /* this node runs in an earlier node's launch */
@@ -330,12 +333,15 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
         int ce = awq ? 4 : s[1]->dtype == LOOM_F32 ? 4 : 8;
         bool al = s[0]->offset % 16 == 0 && K % ce == 0 && s[1]->offset % 16 == 0;
         k->gv = al ? GV_FAST : awq ? GV_GEMM : GV_ANY;
+        k->mma = d->mma && K % 32 == 0 && (awq || s[1]->dtype == LOOM_F16); /* (bf16 would not be exact) */
+        k->mtiles = (N + 63) / 64;
         if (awq) {
             k->slices = awq_slices(d, K, N);
             k->gcols = N;
             k->gtiles = (N + d->cfg.gt_n - 1) / d->cfg.gt_n;
-            if ((st = kernel(d, "awq_gemm", NULL, &k->k[4]))) return st;
-        } else if ((st = kernel(d, "matmul_gemm", dt_sfx(s[1]->dtype), &k->k[4]))) {
+            if ((st = kernel(d, k->mma ? "mma_awq_gemm" : "awq_gemm", NULL, &k->k[4]))) return st;
+        } else if ((st = k->mma ? kernel(d, "mma_gemm_f16", NULL, &k->k[4])
+                                : kernel(d, "matmul_gemm", dt_sfx(s[1]->dtype), &k->k[4]))) {
             return st;
         }
         for (int j = 0; j < 4 && k->gv != GV_GEMM; j++) {
@@ -452,7 +458,7 @@ static loom_status fuse_nodes(ocl_dev *d, ocl_prog *p)
         const loom_node *a = k->n, *b = k1->n;
         cl_int rc = CL_SUCCESS;
         if (a->op == LOOM_OP_MATMUL_AWQ && k->gv == GV_FAST) {
-            int32_t m = 1, ncols = (int32_t)a->dst->shape[1], tiles = k->gtiles;
+            int32_t m = 1, ncols = (int32_t)a->dst->shape[1], tiles = k->gtiles, mtiles = k->mtiles;
             for (; m < 3 && i + m < p->n; m++) {
                 const knode *kj = &p->kn[i + m];
                 const loom_node *c = kj->n;
@@ -462,6 +468,7 @@ static loom_status fuse_nodes(ocl_dev *d, ocl_prog *p)
                 for (int j = 0; j < KMAX && rc == CL_SUCCESS; j++) rc = bind_awq_matrix(d, k->k[j], m, c);
                 ncols += (int32_t)c->dst->shape[1];
                 tiles += kj->gtiles;
+                mtiles += kj->mtiles;
             }
             if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clSetKernelArg", "binding fused matmul_awq nodes");
             if (m > 1) {
@@ -469,6 +476,7 @@ static loom_status fuse_nodes(ocl_dev *d, ocl_prog *p)
                 k->slices = awq_slices(d, (int)a->src[0]->shape[1], ncols);
                 k->gcols = ncols;
                 k->gtiles = tiles;
+                k->mtiles = mtiles;
                 for (int j = 1; j < m; j++) p->kn[i + j].fused = 1;
                 i += m - 1;
             }
@@ -882,6 +890,11 @@ static loom_status run_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx, int3
         cl_kernel kk = k->k[gemv ? j : 4];
         bool awq = n->op == LOOM_OP_MATMUL_AWQ;
         if ((rc = set_args(kk, awq ? 2 : 9, "i", (int)T)) != CL_SUCCESS) break;
+        if (!gemv && k->mma) { /* mma.cl: 64 x 64 tiles, 128 work-items */
+            g[0] = (awq ? (size_t)k->mtiles : ((size_t)cols + 63) / 64) * 128, g[1] = ((size_t)T + 63) / 64;
+            l[0] = 128, l[1] = 1;
+            return enqueue(d, kk, 2, g, l, idx, op);
+        }
         if (!gemv) {
             size_t nth = (size_t)(c->gt_n / 8) * (size_t)(c->gt_t / c->gt_tm);
             size_t tiles = awq ? (size_t)k->gtiles : ((size_t)cols + c->gt_n - 1) / c->gt_n;
@@ -1014,4 +1027,86 @@ loom_status loom__ocl_kernel_error(ocl_dev *d, const cl_int e[4])
     if (e[0] == 1)
         return OCL_FAIL(LOOM_ERR_INVALID, "embed: token %d has id %d, outside the vocabulary 0..%d", e[1], e[2], e[3] - 1);
     return OCL_FAIL(LOOM_ERR_INTERNAL, "a kernel reported error %d (%d, %d, %d)", e[0], e[1], e[2], e[3]);
+}
+
+/* ---- the tensor-core GEMMs' self-test ---------------------------------------------
+ * At device open, when mma.cl is built: a small random shape (ragged in T and
+ * N) through mma_gemm_f16 and mma_awq_gemm and through the portable GEMMs;
+ * NMSE above 1e-5 (x rounded to f16 costs ~1e-7) turns the path off. */
+static double nmse_of(const float *a, const float *b, size_t n)
+{
+    double se = 0, ss = 0;
+    for (size_t i = 0; i < n; i++) se += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), ss += (double)b[i] * b[i];
+    return ss > 0 && se == se ? se / ss : 1.0;
+}
+
+bool loom__ocl_mma_selftest(ocl_dev *d)
+{
+    enum { T = 70, K = 256, N = 136 };
+    size_t nq = (size_t)K / 32 * N * 4, nm = (size_t)K / 128 * N;
+    float *x = malloc(sizeof(float) * T * K), *y = malloc(sizeof(float) * T * N * 2);
+    uint16_t *wf = malloc(sizeof(uint16_t) * N * K);
+    uint32_t *wq = malloc(sizeof(uint32_t) * (nq + nm));
+    cl_mem bx = NULL, bwf = NULL, bwq = NULL, by = NULL;
+    cl_kernel ks[4] = {NULL};
+    const char *why = "out of memory";
+    double err[2] = {1, 1};
+    if (!x || !y || !wf || !wq) goto done;
+    uint32_t r = 0x9e3779b9u;
+#define RND() (r ^= r << 13, r ^= r >> 17, r ^= r << 5, r)
+    for (int i = 0; i < T * K; i++) x[i] = (float)RND() / 4294967296.0f * 2.0f - 1.0f;
+    for (int i = 0; i < N * K; i++) wf[i] = loom_f32_to_f16(((float)RND() / 4294967296.0f - 0.5f) * 0.1f);
+    for (size_t i = 0; i < nq; i++) wq[i] = RND();
+    for (size_t i = 0; i < nm; i++) {
+        uint32_t zp = RND() % 16;
+        wq[nq + i] = loom_f32_to_f16(0.01f + (float)(RND() % 1000) * 2e-5f) | zp << 16;
+    }
+#undef RND
+    cl_int rc = CL_SUCCESS;
+    bx = clCreateBuffer(d->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, sizeof(float) * T * K, x, &rc);
+    if (rc == CL_SUCCESS) bwf = clCreateBuffer(d->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, sizeof(uint16_t) * N * K, wf, &rc);
+    if (rc == CL_SUCCESS) bwq = clCreateBuffer(d->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, sizeof(uint32_t) * (nq + nm), wq, &rc);
+    if (rc == CL_SUCCESS) by = clCreateBuffer(d->ctx, CL_MEM_READ_WRITE, sizeof(float) * T * N * 2, NULL, &rc);
+    why = "allocating buffers";
+    if (rc != CL_SUCCESS) goto done;
+    static const char *const names[4] = {"matmul_gemm_f16", "mma_gemm_f16", "awq_gemm", "mma_awq_gemm"};
+    why = "creating the kernels";
+    for (int i = 0; i < 4 && rc == CL_SUCCESS; i++) ks[i] = clCreateKernel(d->program, names[i], &rc);
+    if (rc != CL_SUCCESS) goto done;
+    const ocl_cfg *c = &d->cfg;
+    size_t nth = (size_t)(c->gt_n / 8) * (size_t)(c->gt_t / c->gt_tm), z = 0;
+    for (int i = 0; i < 4 && rc == CL_SUCCESS; i++) {
+        bool mma = i & 1;
+        cl_ulong yo = mma ? (cl_ulong)T * N : 0;
+        if (i < 2)
+            rc = set_args(ks[i], 0, "mlmlmlmliiii", by, yo, bx, z, bwf, z, d->dummy, z, 0, T, K, N);
+        else
+            rc = set_args(ks[i], 0, "mliimlmlmliimlmlmliimlmlmlii", bx, z, T, K, by, yo, bwq, z, d->dummy, z, 0, N,
+                          d->dummy, z, d->dummy, z, d->dummy, z, 0, 0, d->dummy, z, d->dummy, z, d->dummy, z, 0, 0);
+        size_t g[2], l[2] = {mma ? 128 : nth, 1};
+        g[0] = mma ? (N + 63) / 64 * 128 : (size_t)(N + c->gt_n - 1) / c->gt_n * nth;
+        g[1] = mma ? (T + 63) / 64 : (size_t)(T + c->gt_t - 1) / c->gt_t;
+        if (rc == CL_SUCCESS) rc = clEnqueueNDRangeKernel(d->queue, ks[i], 2, NULL, g, l, 0, NULL, NULL);
+        if (rc == CL_SUCCESS && mma)
+            rc = clEnqueueReadBuffer(d->queue, by, CL_TRUE, 0, sizeof(float) * T * N * 2, y, 0, NULL, NULL);
+        if (rc == CL_SUCCESS && mma) err[i / 2] = nmse_of(y + T * N, y, (size_t)T * N);
+    }
+    why = "running the kernels";
+    if (rc != CL_SUCCESS) goto done;
+    why = err[0] <= 1e-5 && err[1] <= 1e-5 ? NULL : "results differ from the portable GEMMs";
+done:
+    if (why && !strcmp(why, "out of memory")) err[0] = err[1] = 1;
+    for (int i = 0; i < 4; i++)
+        if (ks[i]) clReleaseKernel(ks[i]);
+    cl_mem ms[4] = {bx, bwf, bwq, by};
+    for (int i = 0; i < 4; i++)
+        if (ms[i]) clReleaseMemObject(ms[i]);
+    free(x), free(y), free(wf), free(wq);
+    if (why) {
+        OCL_LOG(LOOM_LOG_WARN, "tensor-core prefill self-test failed %s: %s (NMSE f16 %.3g, AWQ %.3g); using the portable GEMMs",
+                d->label, why, err[0], err[1]);
+        return false;
+    }
+    OCL_LOG(LOOM_LOG_DEBUG, "tensor-core prefill self-test %s: NMSE f16 %.3g, AWQ %.3g", d->label, err[0], err[1]);
+    return true;
 }

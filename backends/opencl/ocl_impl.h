@@ -70,6 +70,7 @@ typedef struct ocl_dev {
     size_t           bytes;    /* in live buffers */
     bool             profile;  /* LOOM_OPENCL_PROFILE=1: time every node (waits after each) */
     bool             fuse;     /* LOOM_OPENCL_FUSE=0 clears it: every node its own launches (to bisect) */
+    int              mma;      /* prefill on tensor cores (mma.cl): 0 no, 1 inline PTX, 2 emulated (tests) */
     uint32_t         dfuse;    /* OCL_DF_* the decode GEMVs may take on (LOOM_OPENCL_FUSE=norm,rope,...) */
     int32_t          launches; /* kernels enqueued by the running execute() (logged at debug level) */
 } ocl_dev;
@@ -101,6 +102,7 @@ loom_status loom__ocl_execute(ocl_dev *d, void *prog, const loom_step *step);
 void        loom__ocl_release(ocl_dev *d, void *prog);
 loom_status loom__ocl_check_kernel_error(ocl_dev *d);              /* reads the error word (blocking) */
 loom_status loom__ocl_kernel_error(ocl_dev *d, const cl_int e[4]); /* the error word as read */
+bool        loom__ocl_mma_selftest(ocl_dev *d);                      /* mma.cl against the portable GEMMs */
 
 #define OCL_LINK(head, x)   ((x)->prev = NULL, (x)->next = (head), (head) ? (head)->prev = (x) : 0, (head) = (x))
 #define OCL_UNLINK(head, x) ((x)->prev ? ((x)->prev->next = (x)->next) : ((head) = (x)->next), \

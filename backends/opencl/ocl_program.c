@@ -65,6 +65,8 @@ static void build_options(const ocl_dev *d, char *out, size_t len)
     snprintf(out, len,
              "-cl-std=CL1.2 -DGT_T=%d -DGT_N=%d -DGT_TM=%d -DGV_WG=%d -DGEMV_W=%d -DGEMV_R=%d -DRED_W=%d -DATT_W=%d",
              c->gt_t, c->gt_n, c->gt_tm, c->gv_wg, c->gemv_w, c->gemv_r, c->red_w, c->att_w);
+    if (d->mma) /* part of the cache key, like every option */
+        snprintf(out + strlen(out), len - strlen(out), d->mma == 1 ? " -DLOOM_MMA" : " -DLOOM_MMA_EMU");
 }
 
 /* ---- source --------------------------------------------------------------------
@@ -92,7 +94,7 @@ static char *program_source(void)
     size_t nt = 0;
     for (int j = 0; j < 4; j++) nt += strlen(nt_prologue[j]) + strlen(nt_epilogue);
     size_t n = strlen(ocl_src_common) + strlen(ocl_src_awq) + 2 * nt + 8 * strlen(ocl_src_awq_gemv) +
-               4 * (strlen(norm_prologue) + strlen(norm_epilogue)) + 1;
+               4 * (strlen(norm_prologue) + strlen(norm_epilogue)) + strlen(ocl_src_mma) + 1;
     for (int i = 0; i < 3; i++)
         n += strlen(typed_prologue[i]) + strlen(ocl_src_typed) + nt + 4 * strlen(ocl_src_gemv) + strlen(typed_epilogue);
     char *s = malloc(n);
@@ -109,6 +111,7 @@ static char *program_source(void)
             PUT(nt_epilogue);
             if (v) PUT(norm_epilogue);
         }
+    PUT(ocl_src_mma);
     for (int i = 0; i < 3; i++) {
         PUT(typed_prologue[i]);
         PUT(ocl_src_typed);
@@ -291,6 +294,17 @@ loom_status loom__ocl_build(ocl_dev *d)
     free(src);
     if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clCreateProgramWithSource", d->label);
     if ((rc = clBuildProgram(p, 1, &d->device, opts, NULL, NULL)) != CL_SUCCESS) {
+        if (d->mma) { /* the tensor-core kernels did not build: without them */
+            size_t n = 0;
+            char log[400] = "";
+            clGetProgramBuildInfo(p, d->device, CL_PROGRAM_BUILD_LOG, sizeof log - 1, log, &n);
+            if (!log[0] && n) snprintf(log, sizeof log, "(%zu bytes of build log)", n);
+            OCL_LOG(LOOM_LOG_WARN, "the tensor-core prefill kernels do not build %s (%s): %.300s; building without them",
+                    d->label, loom__ocl_errname(rc), log);
+            clReleaseProgram(p);
+            d->mma = 0;
+            return loom__ocl_build(d);
+        }
         loom_status st = build_failed(d, p, rc);
         clReleaseProgram(p);
         return st;
