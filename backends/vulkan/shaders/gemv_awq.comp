@@ -203,70 +203,70 @@ void main()
     }
     for (uint pass = 0u; pass < NPASS; pass++) {
 #ifdef FUSED
-    if (MODE == M_SWIGLU) /* gate, then up, of the same columns */
-        w = pass, qo = OFF(1u + w) + nc, mo = OFF(1u + w) * 4u + K / 32u * N * 4u + nc;
+        if (MODE == M_SWIGLU) /* gate, then up, of the same columns */
+            w = pass, qo = OFF(1u + w) + nc, mo = OFF(1u + w) * 4u + K / 32u * N * 4u + nc;
 #endif
-    float acc[NT];
-    [[unroll]] for (uint t = 0u; t < NT; t++) acc[t] = 0.0;
+        float acc[NT];
+        [[unroll]] for (uint t = 0u; t < NT; t++) acc[t] = 0.0;
 
-    uint g0 = s * gps, g1 = min(g0 + gps, G);
-    if (g0 < g1) {
-        uvec4 a[4], b[4] = uvec4[4](uvec4(0u), uvec4(0u), uvec4(0u), uvec4(0u));
-        [[unroll]] for (uint j = 0u; j < 4u; j++) a[j] = QLOAD(qo + (g0 * 4u + j) * N);
-        uint am = MLOAD(mo + g0 * N);
-        for (uint g = g0; g < g1; g++) {
-            uint bm = 0u;
-            if (g + 1u < g1) { /* the next group, before this one's arithmetic (uniform per slice) */
-                [[unroll]] for (uint j = 0u; j < 4u; j++) b[j] = QLOAD(qo + (g * 4u + 4u + j) * N);
-                bm = MLOAD(mo + (g + 1u) * N);
-            }
+        uint g0 = s * gps, g1 = min(g0 + gps, G);
+        if (g0 < g1) {
+            uvec4 a[4], b[4] = uvec4[4](uvec4(0u), uvec4(0u), uvec4(0u), uvec4(0u));
+            [[unroll]] for (uint j = 0u; j < 4u; j++) a[j] = QLOAD(qo + (g0 * 4u + j) * N);
+            uint am = MLOAD(mo + g0 * N);
+            for (uint g = g0; g < g1; g++) {
+                uint bm = 0u;
+                if (g + 1u < g1) { /* the next group, before this one's arithmetic (uniform per slice) */
+                    [[unroll]] for (uint j = 0u; j < 4u; j++) b[j] = QLOAD(qo + (g * 4u + 4u + j) * N);
+                    bm = MLOAD(mo + (g + 1u) * N);
+                }
 
-            float zf = float(am >> 16);
-            vec4 zv = vec4(8388608.0) + zf * vec4(1.0, 16.0, 256.0, 4096.0);
-            vec4 p[NT];
-            [[unroll]] for (uint t = 0u; t < NT; t++) p[t] = vec4(0.0);
-            [[unroll]] for (uint j = 0u; j < 4u; j++) {
-                [[unroll]] for (uint e = 0u; e < 4u; e++) {
-                    uint qw = a[j][e], k4 = g * 32u + j * 8u + e * 2u; /* k / 4 */
-                    vec4 lo = uintBitsToFloat((uvec4(qw) & NIB) | 0x4B000000u) - zv;         /* k .. k+3 */
-                    vec4 hi = uintBitsToFloat((uvec4(qw >> 16) & NIB) | 0x4B000000u) - zv; /* k+4 .. k+7 */
-                    vec4 na = vec4(1.0), nb = vec4(1.0);
+                float zf = float(am >> 16);
+                vec4 zv = vec4(8388608.0) + zf * vec4(1.0, 16.0, 256.0, 4096.0);
+                vec4 p[NT];
+                [[unroll]] for (uint t = 0u; t < NT; t++) p[t] = vec4(0.0);
+                [[unroll]] for (uint j = 0u; j < 4u; j++) {
+                    [[unroll]] for (uint e = 0u; e < 4u; e++) {
+                        uint qw = a[j][e], k4 = g * 32u + j * 8u + e * 2u; /* k / 4 */
+                        vec4 lo = uintBitsToFloat((uvec4(qw) & NIB) | 0x4B000000u) - zv;         /* k .. k+3 */
+                        vec4 hi = uintBitsToFloat((uvec4(qw >> 16) & NIB) | 0x4B000000u) - zv; /* k+4 .. k+7 */
+                        vec4 na = vec4(1.0), nb = vec4(1.0);
 #ifdef FUSED
-                    if (NORM != 0u) nwload8(k4, na, nb);
+                        if (NORM != 0u) nwload8(k4, na, nb);
 #endif
-                    [[unroll]] for (uint t = 0u; t < NT; t++) {
-                        p[t] = fma(XN(t, k4, na), lo, p[t]);
-                        p[t] = fma(XN(t, k4 + 1u, nb), hi, p[t]);
+                        [[unroll]] for (uint t = 0u; t < NT; t++) {
+                            p[t] = fma(XN(t, k4, na), lo, p[t]);
+                            p[t] = fma(XN(t, k4 + 1u, nb), hi, p[t]);
+                        }
                     }
                 }
+                float sc = unpackHalf2x16(am & 0xffffu).x;
+                [[unroll]] for (uint t = 0u; t < NT; t++) acc[t] = fma(sc, dot(p[t], UNSCALE), acc[t]);
+                a = b;
+                am = bm;
             }
-            float sc = unpackHalf2x16(am & 0xffffu).x;
-            [[unroll]] for (uint t = 0u; t < NT; t++) acc[t] = fma(sc, dot(p[t], UNSCALE), acc[t]);
-            a = b;
-            am = bm;
         }
-    }
 
-    [[unroll]] for (uint t = 0u; t < NT; t++) red[(s * NT + t) * 32u + lx] = acc[t];
-    barrier();
+        [[unroll]] for (uint t = 0u; t < NT; t++) red[(s * NT + t) * 32u + lx] = acc[t];
+        barrier();
 #ifndef FUSED
-    for (uint t = s; t < NT; t += S) {
-        float v = 0.0;
-        for (uint i = 0u; i < S; i++) v += red[(i * NT + t) * 32u + lx];
-        if (t < T && n < N) {
-            if (pc.p[9] != 0u) v += LOADT(BDT, bias, OFF(4) + n);
-            y[OFF(5) + t * N + n] = v;
+        for (uint t = s; t < NT; t += S) {
+            float v = 0.0;
+            for (uint i = 0u; i < S; i++) v += red[(i * NT + t) * 32u + lx];
+            if (t < T && n < N) {
+                if (pc.p[9] != 0u) v += LOADT(BDT, bias, OFF(4) + n);
+                y[OFF(5) + t * N + n] = v;
+            }
         }
-    }
 #else
-    for (uint t = s; t < NT; t += S) {
-        float v = 0.0;
-        for (uint i = 0u; i < S; i++) v += red[(i * NT + t) * 32u + lx];
-        if (NORM != 0u) v *= inv[t];
-        if (((fl >> w) & 1u) != 0u && n < N) v += bload(w, n);
-        fo[(pass * NT + t) * 32u + lx] = v;
-    }
-    barrier();
+        for (uint t = s; t < NT; t += S) {
+            float v = 0.0;
+            for (uint i = 0u; i < S; i++) v += red[(i * NT + t) * 32u + lx];
+            if (NORM != 0u) v *= inv[t];
+            if (((fl >> w) & 1u) != 0u && n < N) v += bload(w, n);
+            fo[(pass * NT + t) * 32u + lx] = v;
+        }
+        barrier();
 #endif
     }
 #ifdef FUSED
