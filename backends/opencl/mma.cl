@@ -57,8 +57,9 @@ INL void mm_mma(float *c, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1, 
 INL void mm_load_x(local ushort *As, global const float *x, int T, int K, int t0, int k0, int tid)
 {
     int r = tid >> 1, kk = (tid & 1) * 16, t = t0 + r;
-    global const float *p = x + (size_t)t * K + k0 + kk;
-    for (int i = 0; i < 16; i++) vstore_half_rte(t < T ? p[i] : 0.0f, r * MM_LD + kk + i, (local half *)As);
+    float16 v = t < T ? vload16(0, x + (size_t)t * K + k0 + kk) : (float16)(0.0f);
+    vstore_half8_rte(v.lo, (r * MM_LD + kk) / 8, (local half *)As); /* MM_LD, kk: multiples of 8 */
+    vstore_half8_rte(v.hi, (r * MM_LD + kk) / 8 + 1, (local half *)As);
 }
 
 /* The warps' MMAs over one K step; acc [2 m tiles][4 n tiles][4]. */
@@ -108,8 +109,8 @@ void mma_gemm_f16(global float *y, ulong yo, global const float *x, ulong xo, gl
     for (int k0 = 0; k0 < K; k0 += MM_K) {
         barrier(CLK_LOCAL_MEM_FENCE);
         mm_load_x(As, x + xo, T, K, t0, k0, tid);
-        global const ushort *p = w + wo + (size_t)n * K + k0 + kk;
-        for (int i = 0; i < 16; i++) Bs[c * MM_LD + kk + i] = n < N ? p[i] : (ushort)0;
+        ushort16 v = n < N ? vload16(0, w + wo + (size_t)n * K + k0 + kk) : (ushort16)(0);
+        vstore8(v.lo, 0, Bs + c * MM_LD + kk), vstore8(v.hi, 0, Bs + c * MM_LD + kk + 8);
         barrier(CLK_LOCAL_MEM_FENCE);
         mm_step(As, Bs, acc, tid, emu);
     }
