@@ -9,7 +9,9 @@
  * checksum of the binary} and the binary; anything that does not match
  * (short, another key, wrong size or checksum, or a binary the driver
  * refuses) is ignored and replaced by a fresh build. Failing to write the
- * cache is only logged (debug). */
+ * cache is only logged (debug). A build with the tensor-core kernels
+ * (-DLOOM_MMA) that fails leaves <key>.bin.failed (its build log), so later
+ * opens go straight to the build without them. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -277,6 +279,15 @@ loom_status loom__ocl_build(ocl_dev *d)
     uint64_t key = cache_key(d, src, opts);
     bool cache = cache_dir(dir, sizeof dir);
     if (cache) snprintf(path, sizeof path, "%s/%016llx.bin", dir, (unsigned long long)key);
+    char failed[1200];
+    snprintf(failed, sizeof failed, "%s.failed", path);
+    if (cache && d->mma && access(failed, F_OK) == 0) { /* this source and driver failed before: not again */
+        OCL_LOG(LOOM_LOG_WARN, "the tensor-core prefill kernels did not build before %s (%s); building without them",
+                d->label, failed);
+        free(src);
+        d->mma = 0;
+        return loom__ocl_build(d);
+    }
     size_t bsize = 0;
     unsigned char *bin = cache ? cache_load(path, key, &bsize) : NULL;
     if (bin) {
@@ -302,6 +313,8 @@ loom_status loom__ocl_build(ocl_dev *d)
             OCL_LOG(LOOM_LOG_WARN, "the tensor-core prefill kernels do not build %s (%s): %.300s; building without them",
                     d->label, loom__ocl_errname(rc), log);
             clReleaseProgram(p);
+            FILE *f = cache ? fopen(failed, "w") : NULL; /* remembered under the same key as a binary */
+            if (f) fprintf(f, "%s\n", log), fclose(f);
             d->mma = 0;
             return loom__ocl_build(d);
         }
