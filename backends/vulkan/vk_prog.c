@@ -275,14 +275,14 @@ static uint32_t gemv_rows(const vk_dev *d)
  * then as even as the group count allows. 7B at 1 token: K=3584 N=3584 or
  * 512 -> 28 slices of 1 group; K=3584 N=18944 -> 6 x 5; K=18944 N=3584 -> 25 x 6. */
 #define AWQ_THREADS 98304
-static void awq_split(const vk_dev *d, int64_t K, int64_t N, uint32_t nt, bool fused, uint32_t *slices, uint32_t *gps)
+static void awq_split(const vk_dev *d, int64_t K, int64_t N, uint32_t nt, uint32_t extra, uint32_t *slices,
+                      uint32_t *gps) /* extra: bytes of shared memory besides the slice partials */
 {
     int64_t G = K / LOOM_AWQ_GROUP, smax = 64 / nt;
     if (smax > 32) smax = 32;
     if (smax > d->wg_max / 32) smax = d->wg_max / 32;
     if (smax > d->wg_max_y) smax = d->wg_max_y;
-    if (smax > d->shared_max / (32 * 4 * nt) - (fused ? 4 : 0)) /* fused: 4 more [nt][32] arrays */
-        smax = (int64_t)(d->shared_max / (32 * 4 * nt)) - (fused ? 4 : 0);
+    if (smax > (int64_t)(d->shared_max - extra) / (32 * 4 * nt)) smax = (int64_t)(d->shared_max - extra) / (32 * 4 * nt);
     if (smax > G) smax = G;
     if (smax < 1) smax = 1;
     int64_t sl = (AWQ_THREADS + N - 1) / N;
@@ -442,8 +442,12 @@ static loom_status lower_fused(vk_prog *p, const loom_node *n, const vk_fuse *f)
     VkPipeline pipe;
     vk_disp *x;
     for (uint32_t nt = 1; nt <= VK_GEMV_MAX_T && nt / 2 < T; nt *= 2) {
-        awq_split(d, K, (int64_t)wgs * 32, nt, true, &slices, &gps);
-        TRY(loom__vk_pipeline4(d, VK_SH_GEMV_AWQ_FUSED, nt, bdt, slices, fl, &pipe));
+        /* 4 [nt][32] arrays, and x * norm_w when it takes at most half of the shared memory */
+        uint32_t extra = 4 * 128 * nt, xs = f->norm ? (uint32_t)K * 4 * nt : 0;
+        bool staged = xs && xs <= d->shared_max / 2 && K / 4 < (1 << 23) && extra + xs + 128 * nt <= d->shared_max;
+        awq_split(d, K, (int64_t)wgs * 32, nt, extra + (staged ? xs : 0), &slices, &gps);
+        uint32_t flx = fl | (staged ? 128u | (uint32_t)(K / 4) << 8 : 0u);
+        TRY(loom__vk_pipeline4(d, VK_SH_GEMV_AWQ_FUSED, nt, bdt, slices, flx, &pipe));
         NEWD(pipe, G_FLAT, wgs);
         x->min_t = nt == 1 ? 1 : (int32_t)nt / 2 + 1, x->max_t = (int32_t)nt;
         TRY(bind(p, x, 0, f->x, 0, (size_t)T * (size_t)K * 4, 4, false));
@@ -551,7 +555,7 @@ static loom_status lower(vk_prog *p, const loom_node *n)
         /* GEMV variants for 1, 2, 3-4 and 5-8 tokens: 0 x, 1 q, 2 meta, 4 bias, 5 y */
         for (uint32_t nt = 1; nt <= VK_GEMV_MAX_T && nt / 2 < T; nt *= 2) {
             uint32_t xvec = !d->scalar_gemv && at16(s[0], 0);
-            awq_split(d, K, N, nt, false, &slices, &gps);
+            awq_split(d, K, N, nt, 0, &slices, &gps);
             TRY(loom__vk_pipeline4(d, VK_SH_GEMV_AWQ, nt, bdt, slices, xvec, &pipe));
             NEWD(pipe, G_FLAT, (uint32_t)((N + 31) / 32));
             x->min_t = nt == 1 ? 1 : (int32_t)nt / 2 + 1, x->max_t = (int32_t)nt;

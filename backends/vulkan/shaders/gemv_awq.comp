@@ -30,8 +30,9 @@
  * vk_prog.c) the same loop computes up to three weights sharing x, with the
  * nodes around them folded in (FL, a specialisation, picks what):
  *   NORM    x is the input of an rmsnorm: every work-group sums x^2 itself
- *           (no cross-group sync), the loop reads x * norm_w, and the sums
- *           are scaled by 1 / rms at the end;
+ *           (no cross-group sync), the loop reads x * norm_w (staged in
+ *           shared memory when it fits, XS), and the sums are scaled by
+ *           1 / rms at the end;
  *   M_QKV   weights 0..2 in consecutive work-group ranges (W0, W1, rest);
  *           with RoPE on a weight, lanes 0..15 own columns i and lanes
  *           16..31 columns i + hd/2 of one head, so the epilogue rotates the
@@ -55,8 +56,11 @@ layout(std430, binding = 2) readonly buffer M { uint meta[]; };
 layout(std430, binding = 4) readonly buffer Bi { uint bias[]; };
 layout(std430, binding = 5) writeonly buffer Y { float y[]; };
 #else
-layout(constant_id = 3) const uint FL = 1; /* bit 0 XVEC, 1..2 mode, 3 NORM, 4..5 norm weight dtype, 6 f16 cache */
+/* FL: bit 0 XVEC, 1..2 mode, 3 NORM, 4..5 norm weight dtype, 6 f16 cache, 7 XS: x * norm_w staged in shared
+ * memory (when it fits), 8.. K / 4 (with XS) */
+layout(constant_id = 3) const uint FL = 1;
 const uint XVEC = FL & 1u, MODE = (FL >> 1) & 3u, NORM = (FL >> 3) & 1u, NDT = (FL >> 4) & 3u, CDT = (FL >> 6) & 1u;
+const uint XS = (FL >> 7) & 1u, XS4 = XS != 0u ? (FL >> 8) * NT : 1u;
 #define M_QKV 1u
 #define M_SWIGLU 2u
 #define M_ADD 3u
@@ -89,6 +93,7 @@ layout(std430, binding = 13) writeonly buffer VC { uint vc[]; };
 layout(std430, binding = 14) readonly buffer R { float r[]; };
 const uint NPASS = MODE == M_SWIGLU ? 2u : 1u;
 shared float nred[NT * 32u], fo[NPASS * NT * 32u], fo2[NT * 32u];
+shared vec4 xs4[XS4]; /* XS: [token][K / 4] */
 
 /* weight w's loads (w is uniform per work-group except in M_SWIGLU) */
 uvec4 qload(uint w, uint i)
@@ -123,6 +128,12 @@ void nwload8(uint k4, out vec4 na, out vec4 nb)
             nb = uintBitsToFloat(uvec4(c.z << 16, c.z & 0xffff0000u, c.w << 16, c.w & 0xffff0000u));
         }
     }
+}
+vec4 nwload4(uint k4)
+{
+    vec4 na, nb;
+    nwload8(k4 & ~1u, na, nb);
+    return (k4 & 1u) == 0u ? na : nb;
 }
 #endif
 layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
@@ -171,7 +182,7 @@ void main()
     uint qo = OFF(1u + w) + nc, mo = OFF(1u + w) * 4u + K / 32u * N * 4u + nc; /* meta follows q in the range */
 #define QLOAD(i) qload(w, i)
 #define MLOAD(i) mload(w, i)
-#define XN(t, k4, nv) (xload(xr[t], k4) * (nv))
+#define XN(t, k4, nv) (XS != 0u ? xs4[(t) * (K >> 2) + (k4)] : xload(xr[t], k4) * (nv))
     float inv[NT];
     if (NORM != 0u) { /* sum of x^2 per token over the whole row, in a fixed order */
         uint li = s * 32u + lx, WGN = 32u * S;
@@ -180,6 +191,11 @@ void main()
             float part = 0.0;
             for (uint k = li; k < K; k += WGN) part = fma(x1[xo + k], x1[xo + k], part);
             red[(s * NT + t) * 32u + lx] = part;
+            if (XS != 0u) /* x * norm_w once per work-group instead of once per column */
+                for (uint k4 = li; k4 < K / 4u; k4 += WGN) {
+                    uint i = xo + 4u * k4;
+                    xs4[t * (K >> 2) + k4] = vec4(x1[i], x1[i + 1u], x1[i + 2u], x1[i + 3u]) * nwload4(k4);
+                }
         }
         barrier();
         if (s == 0u)
@@ -232,7 +248,7 @@ void main()
                         vec4 hi = uintBitsToFloat((uvec4(qw >> 16) & NIB) | 0x4B000000u) - zv; /* k+4 .. k+7 */
                         vec4 na = vec4(1.0), nb = vec4(1.0);
 #ifdef FUSED
-                        if (NORM != 0u) nwload8(k4, na, nb);
+                        if (NORM != 0u && XS == 0u) nwload8(k4, na, nb);
 #endif
                         [[unroll]] for (uint t = 0u; t < NT; t++) {
                             p[t] = fma(XN(t, k4, na), lo, p[t]);
