@@ -694,9 +694,10 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
     if (!st && (r = vkCreatePipelineLayout(d->dev, &pli, NULL, &d->layout)) != VK_SUCCESS)
         st = loom__vk_fail(r, "vkCreatePipelineLayout");
     if (!st) st = loom__vk_check_validation(d);
-    double cm_nmse = 0;
+    double cm_nmse = -1; /* -1: no self-test ran */
     if (!st && (d->coopmat || cm_test)) { /* a failed self-test only turns the path off */
         loom_status cs = loom__vk_coop_selftest(d, d->coopmat, &cm_nmse);
+        if (cm_test && !cs) host->log(LOOM_LOG_INFO, "vulkan:%d: self-test harness (tiled GEMM against itself): NMSE %g", (int)dev, cm_nmse);
         if (cs == LOOM_ERR_NOMEM) st = cs;
         else if (cs)
             host->log(LOOM_LOG_WARN, "vulkan:%d: the cooperative-matrix GEMM failed its self-test (status %d, NMSE %.3g); "
@@ -708,17 +709,20 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
         vk_device_close(d);
         return st;
     }
+    char cm_desc[96];
+    if (d->coopmat) snprintf(cm_desc, sizeof cm_desc, "%.2g", cm_nmse);
+    else snprintf(cm_desc, sizeof cm_desc, "%s", cm_why);
     host->log(LOOM_LOG_DEBUG,
               "vulkan:%d: %s; queue family %u; buffers in memory type %u (%s), staging type %u, small buffers %d; "
               "subgroup arithmetic %s (size %u); f16/bf16 as packed u32 (no 16-bit storage needed); max storage range "
-              "%llu, offset alignment %llu; decode fusion %s; prefill GEMM %s%s (self-test NMSE %.2g); validation %s",
+              "%llu, offset alignment %llu; decode fusion %s; prefill GEMM %s%s; validation %s",
               (int)dev, d->props.deviceName, d->qfam, d->mt_device, d->mt_mappable ? "mapped, memcpy transfers"
                                                                                    : "device-local, staged transfers",
               d->mt_host, (int)d->mt_bar, d->subgroup ? "used" : "not used", f.sg.subgroupSize,
               (unsigned long long)d->max_range, (unsigned long long)d->align,
               d->fuse ? "on" : d->n_bind < VK_BINDINGS ? "off (fewer than 16 storage bindings)" : "off (LOOM_VK_FUSE=0)",
-              d->coopmat ? "VK_NV_cooperative_matrix 16x16x16 f16->f32" : "tiled f32: cooperative matrix ",
-              d->coopmat ? "" : cm_why, cm_nmse, c->messenger ? "on" : "off");
+              d->coopmat ? "VK_NV_cooperative_matrix 16x16x16 f16->f32, self-test NMSE " : "tiled f32; cooperative matrix: ",
+              cm_desc, c->messenger ? "on" : "off");
     *dctx = d;
     return LOOM_OK;
 }
