@@ -360,6 +360,15 @@ int main(int argc, char **argv)
     CHECK(loom__cu_gemm_init());
     bool all = argc > 1 && !strcmp(argv[1], "--all");
     if (argc > 1 && !strcmp(argv[1], "--gemm")) return bench_gemms(sm), 0;
+    if (argc > 1 && !strcmp(argv[1], "--awq")) { /* the 7B T=1 GEMVs at each block width */
+        for (int v : {sm, 1, 1 << 20}) {
+            bench_awq("7b qkv", 3584, {3584, 512, 512}, CU_EPI_PLAIN, 1, v, roof);
+            bench_awq("7b o", 3584, {3584}, CU_EPI_ADD, 1, v, roof);
+            bench_awq("7b gate/up", 3584, {18944, 18944}, CU_EPI_SWIGLU, 1, v, roof);
+            bench_awq("7b down", 18944, {3584}, CU_EPI_ADD, 1, v, roof);
+        }
+        return 0;
+    }
     // Qwen2.5-7B layer: q, k, v (one launch), o + residual, gate + up + swiglu, down + residual
     int sms[3] = {sm, 1, 1 << 20}; // the backend's choice, then forced 32 and 8 columns per block
     for (int v = 0; v < (all ? 3 : 1); v++) {
