@@ -13,18 +13,6 @@
 
 #include "vk_impl.h"
 
-static uint16_t half_bits(float f) /* round to nearest even; the test's values are 0 or normal f16 */
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    uint32_t sign = (u >> 16) & 0x8000u, m = u & 0x7fffffu;
-    int32_t e = (int32_t)((u >> 23) & 255u) - 127 + 15;
-    if (e <= 0) return (uint16_t)sign;
-    uint32_t h = sign | (uint32_t)e << 10 | m >> 13, rest = m & 0x1fffu;
-    if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) h++;
-    return (uint16_t)h;
-}
-
 static uint32_t lcg(uint32_t *s) { return *s = *s * 1664525u + 1013904223u, *s >> 8; }
 
 #define CT 80  /* tokens: one full and one partial 64-row tile */
@@ -54,10 +42,10 @@ static loom_status run_one(vk_dev *d, bool awq, bool candidate, double *nmse)
         uint32_t *q = w->map, *meta = (uint32_t *)((char *)w->map + qb);
         for (size_t i = 0; i < qb / 4; i++) q[i] = lcg(&seed) ^ lcg(&seed) << 16;
         for (size_t i = 0; i < (size_t)(CK / LOOM_AWQ_GROUP) * CN; i++)
-            meta[i] = half_bits((float)(1 + lcg(&seed) % 32) / 256.0f) | (lcg(&seed) % 16) << 16;
+            meta[i] = loom_f32_to_f16((float)(1 + lcg(&seed) % 32) / 256.0f) | (lcg(&seed) % 16) << 16;
     } else {
         uint16_t *h = w->map;
-        for (size_t i = 0; i < (size_t)CN * CK; i++) h[i] = half_bits((float)((int)(lcg(&seed) % 2001) - 1000) / 1024.0f);
+        for (size_t i = 0; i < (size_t)CN * CK; i++) h[i] = loom_f32_to_f16((float)((int)(lcg(&seed) % 2001) - 1000) / 1024.0f);
     }
     memset(y0->map, 0xff, yb), memset(y1->map, 0xff, yb); /* NaN: an unwritten output fails */
 
