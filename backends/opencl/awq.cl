@@ -9,6 +9,20 @@
  * The GEMV (1..8 rows) is awq_gemv.cl, instantiated per row count. */
 #define AWQ_META(w, wo, K, N) ((w) + (wo) + (size_t)(K) * (N) / 8) /* meta follows K/32 * N uint4 */
 
+/* The prefill kernels take up to three weights that read the same x (their
+ * arguments y0, yo0, w0, wo0, b0, bo0, bdt0, N0, then 1, then 2), each in whole
+ * column tiles of TW: column tile `tile` of the launch is weight m's tile at
+ * column n0, and declares that weight's y, w, bias, offsets, bias dtype and N. */
+#define AWQ_PICK_WEIGHT(tile, TW)                                                                                  \
+    int c0_ = (N0 + (TW) - 1) / (TW), c1_ = (N1 + (TW) - 1) / (TW), m = (tile) < c0_ ? 0 : (tile) < c0_ + c1_ ? 1 : 2; \
+    int n0 = ((tile) - (m == 0 ? 0 : m == 1 ? c0_ : c0_ + c1_)) * (TW);                                           \
+    global float *y = m == 0 ? y0 : m == 1 ? y1 : y2;                                                              \
+    global const uint *w = m == 0 ? w0 : m == 1 ? w1 : w2;                                                         \
+    global const uchar *bias = m == 0 ? b0 : m == 1 ? b1 : b2;                                                     \
+    ulong yo = m == 0 ? yo0 : m == 1 ? yo1 : yo2, wo = m == 0 ? wo0 : m == 1 ? wo1 : wo2,                         \
+          bo = m == 0 ? bo0 : m == 1 ? bo1 : bo2;                                                                  \
+    int bdt = m == 0 ? bdt0 : m == 1 ? bdt1 : bdt2, N = m == 0 ? N0 : m == 1 ? N1 : N2
+
 /* Tiled, for prefill (see the GT_* helpers in common.cl). Each GT_K step is
  * one uint4 row kb of q: work-item tid dequantises GT_AWQ_W words (8 k each)
  * of column n0 + tid % GT_N into Bs, (q - z) * s exactly as the reference
@@ -57,14 +71,7 @@ void awq_gemm(global const float *x, ulong xo, int T, int K,
     int tid = get_local_id(0), tx = tid % GT_TX, ty = tid / GT_TX;
     /* up to three weights side by side, as in awq_gemv: column tile -> weight m, tile there */
     int tile = get_group_id(0), t0 = get_group_id(1) * GT_T;
-    int c0 = (N0 + GT_N - 1) / GT_N, c1 = (N1 + GT_N - 1) / GT_N, m = tile < c0 ? 0 : tile < c0 + c1 ? 1 : 2;
-    int n0 = (tile - (m == 0 ? 0 : m == 1 ? c0 : c0 + c1)) * GT_N;
-    global float *y = m == 0 ? y0 : m == 1 ? y1 : y2;
-    global const uint *w = m == 0 ? w0 : m == 1 ? w1 : w2;
-    global const uchar *bias = m == 0 ? b0 : m == 1 ? b1 : b2;
-    ulong yo = m == 0 ? yo0 : m == 1 ? yo1 : yo2, wo = m == 0 ? wo0 : m == 1 ? wo1 : wo2,
-          bo = m == 0 ? bo0 : m == 1 ? bo1 : bo2;
-    int bdt = m == 0 ? bdt0 : m == 1 ? bdt1 : bdt2, N = m == 0 ? N0 : m == 1 ? N1 : N2;
+    AWQ_PICK_WEIGHT(tile, GT_N);
     x += xo;
     float acc[GT_TM][8], rx[GT_XPER];
     uint rw[GT_AWQ_W], rm;

@@ -17,6 +17,12 @@
 #define MM_K 32
 #define MM_LD (MM_K + 8) /* halves per local row */
 #define MM_EMU_FLOATS (4 * 384)
+/* each kernel's local scratch for the emulated mma (none with the real one) */
+#ifdef LOOM_MMA_EMU
+#define MM_EMU_SCRATCH local float emu[MM_EMU_FLOATS]
+#else
+#define MM_EMU_SCRATCH local float *emu = 0
+#endif
 
 INL uint mm_word(local const ushort *p) { return (uint)p[0] | (uint)p[1] << 16; }
 
@@ -97,11 +103,7 @@ void mma_gemm_f16(global float *y, ulong yo, global const float *x, ulong xo, gl
                   global const uchar *bias, ulong bo, int bdt, int T, int K, int N)
 {
     local ushort As[MM_T * MM_LD], Bs[MM_N * MM_LD];
-#ifdef LOOM_MMA_EMU
-    local float emu[MM_EMU_FLOATS];
-#else
-    local float *emu = 0;
-#endif
+    MM_EMU_SCRATCH;
     int tid = get_local_id(0), n0 = get_group_id(0) * MM_N, t0 = get_group_id(1) * MM_T;
     float acc[2][4][4];
     for (int i = 0; i < 32; i++) ((float *)acc)[i] = 0.0f;
@@ -129,20 +131,9 @@ void mma_awq_gemm(global const float *x, ulong xo, int T, int K,
                   int bdt2, int N2)
 {
     local ushort As[MM_T * MM_LD], Bs[MM_N * MM_LD];
-#ifdef LOOM_MMA_EMU
-    local float emu[MM_EMU_FLOATS];
-#else
-    local float *emu = 0;
-#endif
+    MM_EMU_SCRATCH;
     int tid = get_local_id(0), tile = get_group_id(0), t0 = get_group_id(1) * MM_T;
-    int c0 = (N0 + MM_N - 1) / MM_N, c1 = (N1 + MM_N - 1) / MM_N, m = tile < c0 ? 0 : tile < c0 + c1 ? 1 : 2;
-    int n0 = (tile - (m == 0 ? 0 : m == 1 ? c0 : c0 + c1)) * MM_N;
-    global float *y = m == 0 ? y0 : m == 1 ? y1 : y2;
-    global const uint *w = m == 0 ? w0 : m == 1 ? w1 : w2;
-    global const uchar *bias = m == 0 ? b0 : m == 1 ? b1 : b2;
-    ulong yo = m == 0 ? yo0 : m == 1 ? yo1 : yo2, wo = m == 0 ? wo0 : m == 1 ? wo1 : wo2,
-          bo = m == 0 ? bo0 : m == 1 ? bo1 : bo2;
-    int bdt = m == 0 ? bdt0 : m == 1 ? bdt1 : bdt2, N = m == 0 ? N0 : m == 1 ? N1 : N2;
+    AWQ_PICK_WEIGHT(tile, MM_N);
     float acc[2][4][4];
     for (int i = 0; i < 32; i++) ((float *)acc)[i] = 0.0f;
     int c = tid >> 1, h = tid & 1, n = n0 + c; /* column c, words 2h, 2h + 1 (k 16h .. 16h + 15) */
