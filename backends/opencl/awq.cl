@@ -9,10 +9,16 @@
  * The GEMV (1..8 rows) is awq_gemv.cl, instantiated per row count. */
 #define AWQ_META(w, wo, K, N) ((w) + (wo) + (size_t)(K) * (N) / 8) /* meta follows K/32 * N uint4 */
 
-/* The prefill kernels take up to three weights that read the same x (their
- * arguments y0, yo0, w0, wo0, b0, bo0, bdt0, N0, then 1, then 2), each in whole
- * column tiles of TW: column tile `tile` of the launch is weight m's tile at
- * column n0, and declares that weight's y, w, bias, offsets, bias dtype and N. */
+/* The prefill kernels (awq_gemm, mma_awq_gemm) take one x and up to three
+ * weights that read it, with the same arguments, each weight in whole column
+ * tiles of TW: AWQ_PICK_WEIGHT makes column tile `tile` of the launch weight
+ * m's tile at column n0, and declares that weight's y, w, bias, offsets, bias
+ * dtype and N. */
+#define AWQ_GEMM_PARAMS                                                                                             \
+    global const float *x, ulong xo, int T, int K,                                                                   \
+    global float *y0, ulong yo0, global const uint *w0, ulong wo0, global const uchar *b0, ulong bo0, int bdt0, int N0, \
+    global float *y1, ulong yo1, global const uint *w1, ulong wo1, global const uchar *b1, ulong bo1, int bdt1, int N1, \
+    global float *y2, ulong yo2, global const uint *w2, ulong wo2, global const uchar *b2, ulong bo2, int bdt2, int N2
 #define AWQ_PICK_WEIGHT(tile, TW)                                                                                  \
     int c0_ = (N0 + (TW) - 1) / (TW), c1_ = (N1 + (TW) - 1) / (TW), m = (tile) < c0_ ? 0 : (tile) < c0_ + c1_ ? 1 : 2; \
     int n0 = ((tile) - (m == 0 ? 0 : m == 1 ? c0_ : c0_ + c1_)) * (TW);                                           \
@@ -59,13 +65,7 @@ INL void gt_store_awq(local float *Bs, const uint *r, uint m, int tid)
 }
 
 kernel __attribute__((reqd_work_group_size(GT_NTH, 1, 1)))
-void awq_gemm(global const float *x, ulong xo, int T, int K,
-              global float *y0, ulong yo0, global const uint *w0, ulong wo0, global const uchar *b0, ulong bo0,
-              int bdt0, int N0,
-              global float *y1, ulong yo1, global const uint *w1, ulong wo1, global const uchar *b1, ulong bo1,
-              int bdt1, int N1,
-              global float *y2, ulong yo2, global const uint *w2, ulong wo2, global const uchar *b2, ulong bo2,
-              int bdt2, int N2)
+void awq_gemm(AWQ_GEMM_PARAMS)
 {
     local float4 As4[GT_K * GT_LDA / 4], Bs4[GT_K * GT_LDB / 4];
     int tid = get_local_id(0), tx = tid % GT_TX, ty = tid / GT_TX;

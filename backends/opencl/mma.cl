@@ -122,13 +122,7 @@ void mma_gemm_f16(global float *y, ulong yo, global const float *x, ulong xo, gl
 /* AWQ (awq.cl layout), up to three weights side by side in 64-column tiles; the
  * arguments of awq_gemm. global (Σ ceil(N_m / 64) * 128, ceil(T / 64)). */
 kernel __attribute__((reqd_work_group_size(128, 1, 1)))
-void mma_awq_gemm(global const float *x, ulong xo, int T, int K,
-                  global float *y0, ulong yo0, global const uint *w0, ulong wo0, global const uchar *b0, ulong bo0,
-                  int bdt0, int N0,
-                  global float *y1, ulong yo1, global const uint *w1, ulong wo1, global const uchar *b1, ulong bo1,
-                  int bdt1, int N1,
-                  global float *y2, ulong yo2, global const uint *w2, ulong wo2, global const uchar *b2, ulong bo2,
-                  int bdt2, int N2)
+void mma_awq_gemm(AWQ_GEMM_PARAMS)
 {
     local ushort As[MM_T * MM_LD], Bs[MM_N * MM_LD];
     MM_EMU_SCRATCH;
