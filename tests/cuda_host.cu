@@ -54,25 +54,94 @@ static weight make_weight(int64_t K, int64_t N)
     for (auto &v : s) v = loom_f32_to_f16(0.001f + 0.02f * std::fabs(rndf()));
     h.blob.resize(loom_awq_nbytes(K, N));
     if (loom_awq_pack(K, N, q.data(), z.data(), s.data(), h.blob.data())) abort();
-    h.packed.assign(loom__cu_awq_packed_bytes(K, N), 0xA5); // poison: every byte must be rewritten
-    h.w = cu_awq{CU_AWQ_MAGIC, K, N, h.packed.data(), (uint32_t *)(h.packed.data() + (size_t)(K / 32 * N * 16))};
+    h.packed.assign(cu_awq_packed_bytes(K, N), 0xA5); // poison: every byte must be rewritten
+    h.w = cu_awq_at(K, N, h.packed.data());
     loom__cu_awq_repack_host(h.blob.data(), &h.w);
     h.bias.resize((size_t)N);
     for (auto &v : h.bias) v = loom_f32_to_f16(rndf());
     return h;
 }
 
-static double dot(const weight &h, const std::vector<float> &x, int t, int64_t n)
+// x16: x rounded to f16 first, as the decode GEMV's tensor cores take it
+static double dot(const weight &h, const std::vector<float> &x, int t, int64_t n, bool x16 = false)
 {
     loom_awq_view v = loom_awq_view_of(h.blob.data(), h.K, h.N);
     double s = 0;
-    for (int64_t k = 0; k < h.K; k++) s += (double)x[(size_t)(t * h.K + k)] * (double)loom_awq_get(&v, k, n);
+    for (int64_t k = 0; k < h.K; k++) {
+        float xv = x[(size_t)(t * h.K + k)];
+        s += (double)(x16 ? loom_f16_to_f32(loom_f32_to_f16(xv)) : xv) * (double)loom_awq_get(&v, k, n);
+    }
     return s + loom_f16_to_f32(h.bias[(size_t)n]);
+}
+
+// ---- AWQ GEMV (decode) ---------------------------------------------------------------------------
+// mma.sync m16n8k16 on the CPU, defined with the GEMM's emulation below.
+static void host_mma(float c[32][4], const uint32_t a[32][4], const uint32_t b[32][2], bool bf);
+
+// The CPU twin of awq_warp_sum: the same loads, fragments and scaling, all 32 lanes at once
+// around an emulated mma.
+static void host_awq_warp(const awq_params &P, const awq_seg &sg, const awq_warp &wp, float (*acc)[4])
+{
+    const int K = P.K, G = K / LOOM_AWQ_GROUP;
+    for (int gi = wp.sl; gi < G; gi += wp.S) {
+        awq_lane_group r[32];
+        for (int l = 0; l < 32; l++) awq_load(sg, wp, K, gi, l, r[l]);
+        float d[32][4] = {};
+        for (int h = 0; h < 2; h++)
+            for (int s = 0; s < 4; s++) {
+                uint32_t a[32][4], b[32][2];
+                for (int l = 0; l < 32; l++) {
+                    const uint32_t ws[4] = {r[l].w[h].x, r[l].w[h].y, r[l].w[h].z, r[l].w[h].w};
+                    uint32_t af[4], bf[2];
+                    cu_awq_frag(ws[s], cu_awq_za(r[l].m[0]), cu_awq_zb(r[l].m[1]), af);
+                    awq_bfrag(awq_xrow(P, l), gi * LOOM_AWQ_GROUP + h * 64 + s * 16, bf);
+                    for (int i = 0; i < 4; i++) a[l][i] = af[i];
+                    b[l][0] = bf[0], b[l][1] = bf[1];
+                }
+                host_mma(d, a, b, false);
+            }
+        for (int l = 0; l < 32; l++) awq_scale(r[l], d[l], acc[l]);
+    }
+}
+
+// awq_gemv_kernel's grid, block by block: each warp's sums into red (NaN first: a slot read
+// before it is written shows), each thread's outputs, then the last block's rmsnorm.
+template <int EPI> static void host_awq_blocks(const awq_params &P, int blocks, int threads)
+{
+    static float red[AWQ_RED];
+    for (int b = 0; b < blocks; b++) {
+        std::fill(red, red + AWQ_RED, NAN);
+        for (int w = 0; w < threads / 32; w++) {
+            awq_warp wp = awq_warp_of<EPI>(P, b, w);
+            if (wp.o < 0) continue;
+            float acc[32][4] = {};
+            host_awq_warp(P, awq_segment(P, b), wp, acc);
+            for (int l = 0; l < 32; l++) awq_red_put(red, w, l, acc[l]);
+        }
+        for (int t = 0; t < threads; t++) awq_gemv_out<EPI>(P, b, t, threads, red);
+    }
+    if (P.yn) {
+        for (int t = 0; t < threads; t++) awq_norm_a(P, t, threads, red);
+        for (int t = 0; t < threads; t++) awq_norm_b(P, t, threads, red);
+        for (int t = 0; t < threads; t++) awq_norm_c(P, t, threads, red);
+    }
+}
+
+static cudaError_t host_awq_gemv(const cu_awq_gemv_args *a)
+{
+    awq_params P;
+    int blocks, threads;
+    cudaError_t e = awq_geometry(a, &P, &blocks, &threads);
+    if (e) return e;
+    if (a->epi == CU_EPI_PLAIN) host_awq_blocks<CU_EPI_PLAIN>(P, blocks, threads);
+    else if (a->epi == CU_EPI_SWIGLU) host_awq_blocks<CU_EPI_SWIGLU>(P, blocks, threads);
+    else host_awq_blocks<CU_EPI_ADD>(P, blocks, threads);
+    return cudaSuccess;
 }
 
 static int failures = 0;
 
-static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns, int T, int sm, bool norm = false,
+static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns, int T, int warps, bool norm = false,
                   int rope_hd = 0)
 {
     std::vector<weight> ws;
@@ -80,7 +149,7 @@ static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns,
     std::vector<float> x((size_t)(T * K)), r;
     for (auto &v : x) v = rndf();
     cu_awq_gemv_args a{};
-    a.x = x.data(), a.T = T, a.n = (int)Ns.size(), a.epi = epi;
+    a.x = x.data(), a.T = T, a.n = (int)Ns.size(), a.epi = epi, a.warps = warps;
     std::vector<std::vector<float>> ys(Ns.size());
     for (size_t i = 0; i < Ns.size(); i++) {
         ys[i].assign((size_t)(T * Ns[i]), NAN);
@@ -106,7 +175,7 @@ static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns,
     const double mscale = 1.25;
     for (int i = 0; rope_hd && i < 2 && i < (int)Ns.size(); i++)
         a.rope_freq[i] = freq.data(), a.rope_mscale[i] = mscale, a.rope_hd[i] = rope_hd, a.pos = pos.data();
-    if (loom__cu_awq_gemv_host(&a, sm)) {
+    if (host_awq_gemv(&a)) {
         printf("FAIL %s: launcher refused valid arguments\n", what);
         failures++;
         return;
@@ -116,14 +185,14 @@ static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns,
     for (size_t i = 0; i < outs; i++)
         for (int t = 0; t < T; t++)
             for (int64_t n = 0; n < Ns[i]; n++) {
-                double ref = dot(ws[i], x, t, n);
+                double ref = dot(ws[i], x, t, n, true);
                 if (a.rope_freq[i]) {
                     int64_t h2 = rope_hd / 2, j = n % rope_hd, pn = j < h2 ? n + h2 : n - h2;
-                    double ang = pos[(size_t)t] * freq[(size_t)(j % h2)], other = dot(ws[i], x, t, pn);
+                    double ang = pos[(size_t)t] * freq[(size_t)(j % h2)], other = dot(ws[i], x, t, pn, true);
                     ref = j < h2 ? (ref * std::cos(ang) - other * std::sin(ang)) * mscale
                                  : (ref * std::cos(ang) + other * std::sin(ang)) * mscale;
                 }
-                if (epi == CU_EPI_SWIGLU) ref = ref / (1 + std::exp(-ref)) * dot(ws[1], x, t, n);
+                if (epi == CU_EPI_SWIGLU) ref = ref / (1 + std::exp(-ref)) * dot(ws[1], x, t, n, true);
                 if (epi == CU_EPI_ADD) ref += r[(size_t)(t * Ns[0] + n)];
                 float y = ys[i][(size_t)(t * Ns[i] + n)];
                 if (!std::isfinite(y)) bad++;
@@ -134,7 +203,7 @@ static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns,
             std::vector<double> row((size_t)Ns[0]);
             double ss = 0;
             for (int64_t n = 0; n < Ns[0]; n++) {
-                row[(size_t)n] = dot(ws[0], x, t, n) + r[(size_t)(t * Ns[0] + n)];
+                row[(size_t)n] = dot(ws[0], x, t, n, true) + r[(size_t)(t * Ns[0] + n)];
                 ss += row[(size_t)n] * row[(size_t)n];
             }
             double inv = 1 / std::sqrt(ss / (double)Ns[0] + 1e-6);
@@ -148,8 +217,8 @@ static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns,
     }
     double e = num / den;
     bool ok = bad == 0 && e < 1e-11;
-    printf("%s %-34s K=%-5lld N=%-5lld x%zu T=%d sm=%-7d nmse %.1e%s\n", ok ? "ok  " : "FAIL", what, (long long)K,
-           (long long)Ns[0], Ns.size(), T, sm, e, bad ? " (outputs not written)" : "");
+    printf("%s %-34s K=%-5lld N=%-5lld x%zu T=%d warps=%-2d nmse %.1e%s\n", ok ? "ok  " : "FAIL", what, (long long)K,
+           (long long)Ns[0], Ns.size(), T, warps, e, bad ? " (outputs not written)" : "");
     failures += !ok;
 }
 
@@ -204,7 +273,7 @@ static void check_cache(bool f16)
     a.bdt[0] = a.bdt[1] = LOOM_F16, a.y[0] = yk.data(), a.y[1] = yv.data();
     a.cache[0] = f16 ? (void *)kc16.data() : (void *)kc32.data(), a.cache[1] = f16 ? (void *)vc16.data() : (void *)vc32.data();
     a.cache_f16 = f16, a.cache_hd = hd, a.cache_C = C;
-    bool ok = loom__cu_awq_gemv_host(&a, 1) == cudaSuccess;
+    bool ok = host_awq_gemv(&a) == cudaSuccess;
     size_t touched = 0;
     for (size_t i = 0; i < cells; i++) { // expected owner of each cell
         size_t d = i % hd, p = i / hd % C, h = i / hd / C % Hkv, sl = i / hd / C / Hkv;
@@ -377,18 +446,20 @@ int main()
     check_dense(LOOM_F16, 512, 33, 11, 1, false);
     check_dense(LOOM_F32, 64, 17, 8, 1 << 20, false);
 
-    // sm counts that make the launcher pick 32, 16 and 8 columns per block
-    for (int sm : {1, 12, 1 << 20}) {
-        check("plain", CU_EPI_PLAIN, 256, {264}, 1, sm);
-        check("q, k, v in one launch", CU_EPI_PLAIN, 384, {136, 40, 40}, 3, sm);
-        check("gate, up, swiglu", CU_EPI_SWIGLU, 512, {200, 200}, 2, sm);
-        check("down + residual", CU_EPI_ADD, 1152, {72}, 5, sm);
-        check("o + residual + rmsnorm", CU_EPI_ADD, 256, {200}, 3, sm, true);
-        check("q, k (RoPE), v in one launch", CU_EPI_PLAIN, 256, {256, 128, 128}, 2, sm, false, 64);
-        check("q (RoPE, head 128)", CU_EPI_PLAIN, 128, {384}, 3, sm, false, 128);
+    // warps per block: the launcher's choice, and forced (slices of 1 .. 16 per tile; more
+    // slices than groups leave warps idle)
+    for (int warps : {0, 4, 16}) {
+        check("plain", CU_EPI_PLAIN, 256, {264}, 1, warps);
+        check("q, k, v in one launch", CU_EPI_PLAIN, 384, {136, 40, 40}, 3, warps);
+        check("gate, up, swiglu", CU_EPI_SWIGLU, 512, {200, 200}, 2, warps);
+        check("down + residual", CU_EPI_ADD, 1152, {72}, 5, warps);
+        check("o + residual + rmsnorm", CU_EPI_ADD, 256, {200}, 3, warps, true);
+        check("q, k (RoPE), v in one launch", CU_EPI_PLAIN, 256, {256, 128, 128}, 2, warps, false, 64);
+        check("q (RoPE, head 128)", CU_EPI_PLAIN, 128, {384}, 3, warps, false, 128);
     }
-    for (int T : {1, 2, 4, 6, 8}) check("plain, tokens", CU_EPI_PLAIN, 640, {96}, T, 1 << 20);
-    check("one group (K = 128)", CU_EPI_PLAIN, 128, {64}, 8, 1);
+    check("long K (16 warps by default)", CU_EPI_ADD, 8192, {48}, 1, 0);
+    for (int T : {1, 2, 4, 6, 8}) check("plain, tokens", CU_EPI_PLAIN, 640, {96}, T, 8);
+    check("one group (K = 128)", CU_EPI_PLAIN, 128, {64}, 8, 0);
     // prefill GEMM: both row tiles, partial row / column / k tiles, odd N (scalar stores), 3 AWQ groups
     for (int sm : {1, 1 << 20}) {
         check_gemm(LOOM_Q4_AWQ, 256, 200, 40, sm);
@@ -401,9 +472,11 @@ int main()
     weight w = make_weight(128, 8);
     cu_awq_gemv_args bad{};
     bad.T = 9, bad.n = 1, bad.w[0] = &w.w;
-    if (loom__cu_awq_gemv_host(&bad, 1) == cudaSuccess) printf("FAIL T=9 accepted\n"), failures++;
+    if (host_awq_gemv(&bad) == cudaSuccess) printf("FAIL T=9 accepted\n"), failures++;
     bad.T = 1, bad.epi = CU_EPI_SWIGLU;
-    if (loom__cu_awq_gemv_host(&bad, 1) == cudaSuccess) printf("FAIL swiglu with one weight accepted\n"), failures++;
+    if (host_awq_gemv(&bad) == cudaSuccess) printf("FAIL swiglu with one weight accepted\n"), failures++;
+    bad.epi = CU_EPI_PLAIN, bad.warps = 5;
+    if (host_awq_gemv(&bad) == cudaSuccess) printf("FAIL 5 warps per block accepted\n"), failures++;
     printf("%s\n", failures ? "FAILED" : "all passed");
     return failures ? 1 : 0;
 }

@@ -385,9 +385,9 @@ static loom_status cu_weight_prepare(void *dctx, loom_tensor *t, const void *dat
         if (t->ndim != 2 || K <= 0 || N <= 0 || K % LOOM_AWQ_GROUP || N % 8 || K >= (1 << 24) || N >= (1 << 24))
             return CU_ERR(LOOM_ERR_INVALID, "cuda: AWQ weight '%s' {K=%lld, N=%lld}: K must be a multiple of %d, N of 8",
                           name, (long long)K, (long long)N, LOOM_AWQ_GROUP);
-        size_t raw = loom_awq_nbytes(K, N), packed = loom__cu_awq_packed_bytes(K, N);
+        size_t raw = loom_awq_nbytes(K, N), packed = cu_awq_packed_bytes(K, N);
         if ((st = new_buffer(d, packed, name, &b))) return st;
-        b->awq = (cu_awq){CU_AWQ_MAGIC, K, N, b->ptr, (uint32_t *)((char *)b->ptr + (size_t)(K / 32) * (size_t)N * 16)};
+        b->awq = cu_awq_at(K, N, b->ptr);
         void *tmp = NULL;
         if ((st = loom__cu_malloc(d, raw, &tmp, "repacking an AWQ weight"))) {
             cu_buffer_free(d, b);

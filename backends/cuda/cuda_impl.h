@@ -27,21 +27,41 @@ extern "C" {
 #endif
 
 /* ---- AWQ, repacked once by weight_prepare ----------------------------------------
- * q:    uint4 [K/32][N]   the 16 bytes at (kb, n) hold the 32 nibbles of column n
- *                         at k = 32kb .. 32kb+31: 32-bit word j, bits 4i..4i+3 hold
- *                         k = 32kb + 8j + i. A warp reading 32 consecutive columns
- *                         of one kb reads 512 contiguous bytes.
- * meta: uint32 [K/128][N] bits 0..15 the f16 scale, bits 16..23 the zero point.
- * The GEMV and the tensor-core GEMM both read this layout. */
+ * Laid out for mma.sync m16n8k16 with the weight as the A operand (16 columns x 16 k):
+ * q:    uint4 [N16/16][K/64][32]  tile t (columns 16t .. 16t+15), chunk c (k = 64c ..
+ *                         64c+63), lane l = 4g + j: word s of the uint4 holds, for the
+ *                         mma step at k0 = 64c + 16s, the 8 weights of columns 16t + g
+ *                         and 16t + g + 8 at k = k0 + 4j .. k0 + 4j + 3. Nibble p (bits
+ *                         4p..4p+3) is column g + 8 (p & 1), k offset 2 ((p >> 1) & 1) +
+ *                         (p >> 2), so that masking 0x000F000F (and 0x00F000F0, and the
+ *                         same after >> 8) yields the lane's A fragment registers a0
+ *                         (a1, a2, a3) as f16 pairs by the exponent trick. A warp
+ *                         reading one chunk of one tile reads 512 contiguous bytes.
+ * meta: uint32 [K/128][N16] bits 0..15 the f16 scale, bits 16..23 the zero point.
+ * N16 is N rounded up to whole tiles; padding columns have zero nibbles and meta.
+ * The decode GEMV (k_matmul.cu) and the prefill GEMM (k_gemm.cu) both read it. */
 #define CU_AWQ_MAGIC 0x63754157u
 typedef struct cu_awq {
     uint32_t  magic;
     int64_t   K, N;
-    void     *q;    /* device: (K/32) * N * 16 bytes */
-    uint32_t *meta; /* device: (K/128) * N words, right after q */
+    void     *q;    /* device: cu_awq_q_bytes(K, N) */
+    uint32_t *meta; /* device: (K/128) * N16 words, right after q */
 } cu_awq;
 
-size_t      loom__cu_awq_packed_bytes(int64_t K, int64_t N);
+#define CU_AWQ_N16(N) (((N) + 15) / 16 * 16) /* a macro: kernels use it too */
+static inline int64_t cu_awq_n16(int64_t N) { return CU_AWQ_N16(N); }
+static inline size_t  cu_awq_q_bytes(int64_t K, int64_t N) { return (size_t)cu_awq_n16(N) * (size_t)K / 2; }
+static inline size_t  cu_awq_packed_bytes(int64_t K, int64_t N)
+{
+    return cu_awq_q_bytes(K, N) + (size_t)(K / 128) * (size_t)cu_awq_n16(N) * 4;
+}
+/* The descriptor of a packed weight whose bytes start at base. */
+static inline cu_awq cu_awq_at(int64_t K, int64_t N, void *base)
+{
+    cu_awq w = {CU_AWQ_MAGIC, K, N, base, (uint32_t *)((char *)base + cu_awq_q_bytes(K, N))};
+    return w;
+}
+
 cudaError_t loom__cu_awq_repack(cudaStream_t s, const void *blob, cu_awq *w);
 
 /* ---- matmul ----------------------------------------------------------------------- */
@@ -96,8 +116,9 @@ typedef struct cu_awq_gemv_args {
     int           cache_f16, cache_hd, cache_C;
     const int32_t *seq;
     int           pdl;                 /* launch as a programmatic dependent (k_common.cuh) */
+    int           warps;               /* per block; 0: the launcher's choice (kbench --awq sweeps it) */
 } cu_awq_gemv_args;
-cudaError_t loom__cu_awq_gemv(cudaStream_t s, const cu_awq_gemv_args *a, int sm_count);
+cudaError_t loom__cu_awq_gemv(cudaStream_t s, const cu_awq_gemv_args *a);
 /* AWQ on the tensor cores: tiles dequantised into shared memory. */
 cudaError_t loom__cu_awq_gemm(cudaStream_t s, const float *x, const cu_awq *w, const void *bias, int bdt, float *y,
                               int T, int sm_count);

@@ -109,6 +109,114 @@ static CU_HD void load8(const __nv_bfloat16 *w, float f[8])
     for (int i = 0; i < 4; i++) f[2 * i] = cu_bits_f32(v[i] << 16), f[2 * i + 1] = cu_bits_f32(v[i] & 0xffff0000u);
 }
 
+/* ---- f16 pairs and mma.sync m16n8k16 (f16/bf16 in, f32 accumulate) --------------------
+ * Two halves in one 32-bit register, low half first. On the host (tests/cuda_host.cu) the pair
+ * operations are computed in float and rounded once, as the f16x2 instructions do. */
+static CU_HD uint32_t cu_pack2(float a, float b, bool bf)
+{
+#ifdef __CUDA_ARCH__
+    if (bf) {
+        __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+        return *reinterpret_cast<uint32_t *>(&h);
+    }
+    __half2 h = __floats2half2_rn(a, b);
+    return *reinterpret_cast<uint32_t *>(&h);
+#else
+    unsigned short lo, hi;
+    if (bf) {
+        __nv_bfloat16_raw ra = __float2bfloat16_rn(a), rb = __float2bfloat16_rn(b);
+        lo = ra.x, hi = rb.x;
+    } else {
+        __half_raw ra = __float2half_rn(a), rb = __float2half_rn(b);
+        lo = ra.x, hi = rb.x;
+    }
+    return (uint32_t)lo | (uint32_t)hi << 16;
+#endif
+}
+
+#ifndef __CUDA_ARCH__
+/* a * b + c on each half, one rounding (b == 1: a + c; c == 0: a * b) */
+static inline uint32_t cu_host_h2(uint32_t a, uint32_t b, uint32_t c)
+{
+    uint32_t r = 0;
+    for (int h = 0; h < 2; h++) {
+        double v = (double)cu_f16_f32((unsigned short)(a >> 16 * h)) * cu_f16_f32((unsigned short)(b >> 16 * h)) +
+                   cu_f16_f32((unsigned short)(c >> 16 * h));
+        __half_raw hr = __double2half((double)v);
+        r |= (uint32_t)hr.x << 16 * h;
+    }
+    return r;
+}
+#endif
+
+static CU_HD uint32_t cu_hsub2(uint32_t a, uint32_t b)
+{
+#ifdef __CUDA_ARCH__
+    uint32_t d;
+    asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+    return d;
+#else
+    return cu_host_h2(a, 0x3C003C00u, b ^ 0x80008000u);
+#endif
+}
+
+static CU_HD uint32_t cu_hmul2(uint32_t a, uint32_t b)
+{
+#ifdef __CUDA_ARCH__
+    uint32_t d;
+    asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+    return d;
+#else
+    return cu_host_h2(a, b, 0x80008000u); /* + (-0): keeps the sign of a zero product */
+#endif
+}
+
+static CU_HD uint32_t cu_hfma2(uint32_t a, uint32_t b, uint32_t c)
+{
+#ifdef __CUDA_ARCH__
+    uint32_t d;
+    asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+#else
+    return cu_host_h2(a, b, c);
+#endif
+}
+
+/* One packed AWQ word (cuda_impl.h) to the four A-fragment registers of its lane, (q - z) exactly
+ * as f16 pairs. (w & 0x000F000F) | 0x6400 6400 is the pair 1024 + q (q in the mantissa); the
+ * nibbles 4 bits up give 1024 + 16 q, which * 1/16 - (64 + z) brings to q - z in one FMA.
+ * za: the half 1024 + z of column g, twice; zb: the half -(64 + z) of column g + 8, twice. */
+static CU_HD void cu_awq_frag(uint32_t w, uint32_t za, uint32_t zb, uint32_t (&a)[4])
+{
+    const uint32_t M = 0x64006400u, SIXTEENTH = 0x2C002C00u;
+    uint32_t u = w >> 8;
+    a[0] = cu_hsub2((w & 0x000F000Fu) | M, za);
+    a[1] = cu_hfma2((w & 0x00F000F0u) | M, SIXTEENTH, zb);
+    a[2] = cu_hsub2((u & 0x000F000Fu) | M, za);
+    a[3] = cu_hfma2((u & 0x00F000F0u) | M, SIXTEENTH, zb);
+}
+
+/* The zero-point constants of cu_awq_frag from two meta words (columns g and g + 8). */
+static CU_HD uint32_t cu_awq_za(uint32_t meta) { return (0x6400u + ((meta >> 16) & 0xffu)) * 0x10001u; }
+static CU_HD uint32_t cu_awq_zb(uint32_t meta) { return (0xD400u + 16u * ((meta >> 16) & 0xffu)) * 0x10001u; }
+
+#ifdef __CUDA_ARCH__
+template <bool BF>
+static __device__ __forceinline__ void cu_mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
+{
+    if (BF)
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                     "{%0,%1,%2,%3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    else
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                     "{%0,%1,%2,%3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+#endif
+
 static inline bool cu_aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
 /* Programmatic dependent launch (sm_90; no-ops below). A kernel launched by cu_launch with

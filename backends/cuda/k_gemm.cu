@@ -13,10 +13,11 @@
  *   - x is rounded to f16 for f16 and AWQ weights; for bf16 weights it is split
  *     into bf16 hi + lo (both multiplied; one bf16 rounding of x alone costs
  *     ~1e-6 NMSE per matmul).
- *   - AWQ nibbles become f16 with the exponent trick: (q | 0x6400) is the half
- *     1024 + q, so subtracting the half 1024 + z gives q - z exactly, and one f16
- *     multiply by the scale rounds once, exactly as rounding (q - z) * s from
- *     f32 would. Two weights per LOP3 + HSUB2 + HMUL2, then PRMT into k order.
+ *   - AWQ nibbles become f16 with the exponent trick (cu_awq_frag: q - z exactly),
+ *     and one f16 multiply by the scale rounds once, exactly as rounding (q - z) * s
+ *     from f32 would: two weights per LOP3 + HSUB2 (or HFMA2) + HMUL2. A warp loads
+ *     one 16-column tile of the packed layout (cuda_impl.h), each lane 4 consecutive
+ *     k of two columns per word, stored straight into the tile's rows.
  * Shared rows are 32 + 8 halves (80 bytes): the 8 row addresses of an ldmatrix
  * phase fall in 8 distinct 16-byte bank groups.
  *
@@ -58,71 +59,8 @@ template <int BM, int SRC> struct gm_shape {
 /* One k-tile of global data on its way to shared memory. */
 template <int BM> struct gm_regs {
     float4 a[BM / 32];
-    uint4  b[2]; /* dense: two 8-half chunks; AWQ: b[0] = {q word, q word, meta, -} */
+    uint4  b[2]; /* dense: two 8-half chunks; AWQ: b[0] = {q word, q word, meta of column g, of g + 8} */
 };
-
-static CU_HD uint32_t gm_pack(float a, float b, bool bf)
-{
-#ifdef __CUDA_ARCH__
-    if (bf) {
-        __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-        return *reinterpret_cast<uint32_t *>(&h);
-    }
-    __half2 h = __floats2half2_rn(a, b);
-    return *reinterpret_cast<uint32_t *>(&h);
-#else
-    unsigned short lo, hi;
-    if (bf) {
-        __nv_bfloat16_raw ra = __float2bfloat16_rn(a), rb = __float2bfloat16_rn(b);
-        lo = ra.x, hi = rb.x;
-    } else {
-        __half_raw ra = __float2half_rn(a), rb = __float2half_rn(b);
-        lo = ra.x, hi = rb.x;
-    }
-    return (uint32_t)lo | (uint32_t)hi << 16;
-#endif
-}
-
-/* (a - b) * c on two halves at once; exact subtraction of small integers, one rounding. */
-static CU_HD uint32_t gm_hsub_mul2(uint32_t a, uint32_t b, uint32_t c)
-{
-#ifdef __CUDA_ARCH__
-    uint32_t d, e;
-    asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
-    asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(e) : "r"(d), "r"(c));
-    return e;
-#else
-    uint32_t r = 0;
-    for (int h = 0; h < 2; h++) {
-        float v = (cu_f16_f32((unsigned short)(a >> 16 * h)) - cu_f16_f32((unsigned short)(b >> 16 * h))) *
-                  cu_f16_f32((unsigned short)(c >> 16 * h));
-        __half_raw hr = __float2half_rn(v);
-        r |= (uint32_t)hr.x << 16 * h;
-    }
-    return r;
-#endif
-}
-
-/* Low halves of a and b (lo = 1), or their high halves (lo = 0), as one pair. */
-static CU_HD uint32_t gm_pair(uint32_t a, uint32_t b, bool lo)
-{
-#ifdef __CUDA_ARCH__
-    return __byte_perm(a, b, lo ? 0x5410 : 0x7632);
-#else
-    return lo ? (a & 0xffffu) | (b << 16) : (a >> 16) | (b & 0xffff0000u);
-#endif
-}
-
-/* One q word (nibble i = k offset i) to 8 halves (q - z) * s in k order. z2: the half 1024 + z
- * twice; s2: the scale twice. */
-static CU_HD uint4 gm_dequant8(uint32_t w, uint32_t z2, uint32_t s2)
-{
-    uint32_t h[4]; /* h[i] = (k = i, k = i + 4) */
-    CU_UNROLL
-    for (int i = 0; i < 4; i++) h[i] = gm_hsub_mul2(((w >> 4 * i) & 0x000f000fu) | 0x64006400u, z2, s2);
-    return make_uint4(gm_pair(h[0], h[1], true), gm_pair(h[2], h[3], true), gm_pair(h[0], h[1], false),
-                      gm_pair(h[2], h[3], false));
-}
 
 /* Global -> registers: the k-tile at k0 of block (m0, n0). Rows, columns and k beyond the
  * matrix load zeros (K % 8 == 0, so a 4- or 8-element chunk is wholly in or out). */
@@ -135,12 +73,14 @@ static CU_HD void gm_load(const gm_params &P, int m0, int n0, int k0, int tid, g
         r.a[i] = m < P.T && k < P.K ? CU_LDG(reinterpret_cast<const float4 *>(P.x + (int64_t)m * P.K + k))
                                     : make_float4(0.f, 0.f, 0.f, 0.f);
     }
-    if (SRC == GM_AWQ) { /* thread pair per column: words 2h, 2h + 1 (k = 16h .. 16h + 15) */
-        int n = n0 + (tid >> 1), h = tid & 1;
-        r.b[0] = make_uint4(0, 0, 0, 0); /* scale 0: a zero column */
-        if (n < P.N) {
-            uint2 q = CU_LDG(reinterpret_cast<const uint2 *>(P.w) + ((int64_t)(k0 >> 5) * P.N + n) * 2 + h);
-            r.b[0] = make_uint4(q.x, q.y, CU_LDG(P.meta + (int64_t)(k0 >> 7) * P.N + n), 0);
+    if (SRC == GM_AWQ) { /* warp j: tile n0/16 + j, words 2h, 2h + 1 of each lane's uint4 (h: k0's half of its chunk) */
+        int tile = (n0 >> 4) + (tid >> 5), lane = tid & 31, col = tile * 16 + (lane >> 2), N16 = CU_AWQ_N16(P.N);
+        r.b[0] = make_uint4(0, 0, 0, 0); /* scale 0: zero columns */
+        if (col < N16) {
+            uint2 q = CU_LDG(reinterpret_cast<const uint2 *>(P.w) + (((int64_t)tile * (P.K >> 6) + (k0 >> 6)) * 32 + lane) * 2 +
+                             ((k0 >> 5) & 1));
+            const uint32_t *m = P.meta + (int64_t)(k0 >> 7) * N16 + col;
+            r.b[0] = make_uint4(q.x, q.y, CU_LDG(m), CU_LDG(m + 8));
         }
     } else {
         CU_UNROLL
@@ -170,16 +110,23 @@ static CU_HD void gm_store(const gm_regs<BM> &r, int tid, uint16_t *st)
                 lo[e] = v[e] - hi; /* exact */
                 v[e] = hi;
             }
-            *reinterpret_cast<uint2 *>(st + BM * GM_LDS + at) = make_uint2(gm_pack(lo[0], lo[1], true), gm_pack(lo[2], lo[3], true));
+            *reinterpret_cast<uint2 *>(st + BM * GM_LDS + at) = make_uint2(cu_pack2(lo[0], lo[1], true), cu_pack2(lo[2], lo[3], true));
         }
-        *reinterpret_cast<uint2 *>(st + at) = make_uint2(gm_pack(v[0], v[1], SRC == GM_BF16), gm_pack(v[2], v[3], SRC == GM_BF16));
+        *reinterpret_cast<uint2 *>(st + at) = make_uint2(cu_pack2(v[0], v[1], SRC == GM_BF16), cu_pack2(v[2], v[3], SRC == GM_BF16));
     }
     uint16_t *bs = st + S::B_OFF;
-    if (SRC == GM_AWQ) {
-        uint32_t mt = r.b[0].z, s = mt & 0xffffu, z = 0x6400u + ((mt >> 16) & 0xffu); /* 1024 + z as a half */
-        uint16_t *row = bs + (tid >> 1) * GM_LDS + (tid & 1) * 16;
-        *reinterpret_cast<uint4 *>(row) = gm_dequant8(r.b[0].x, z * 0x10001u, s * 0x10001u);
-        *reinterpret_cast<uint4 *>(row + 8) = gm_dequant8(r.b[0].y, z * 0x10001u, s * 0x10001u);
+    if (SRC == GM_AWQ) { /* (q - z) * s rounded once to f16, as the checkpoint's own f16 dequantisation */
+        int lane = tid & 31, row = (tid >> 5) * 16 + (lane >> 2);
+        uint32_t za = cu_awq_za(r.b[0].z), zb = cu_awq_zb(r.b[0].w);
+        uint32_t sa = (r.b[0].z & 0xffffu) * 0x10001u, sb = (r.b[0].w & 0xffffu) * 0x10001u;
+        CU_UNROLL
+        for (int s = 0; s < 2; s++) {
+            uint32_t a[4];
+            cu_awq_frag(s ? r.b[0].y : r.b[0].x, za, zb, a);
+            int at = s * 16 + (lane & 3) * 4; /* k of the lane's 4 weights in this k-tile */
+            *reinterpret_cast<uint2 *>(bs + row * GM_LDS + at) = make_uint2(cu_hmul2(a[0], sa), cu_hmul2(a[2], sa));
+            *reinterpret_cast<uint2 *>(bs + (row + 8) * GM_LDS + at) = make_uint2(cu_hmul2(a[1], sb), cu_hmul2(a[3], sb));
+        }
     } else {
         CU_UNROLL
         for (int i = 0; i < 2; i++) {
@@ -240,21 +187,6 @@ static __device__ __forceinline__ void gm_ldsm4(uint32_t (&r)[4], const uint16_t
                  : "r"(a));
 }
 
-template <bool BF>
-static __device__ __forceinline__ void gm_mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
-{
-    if (BF)
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                     "{%0,%1,%2,%3};\n"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    else
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                     "{%0,%1,%2,%3};\n"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 /* The warp's MMAs over one shared stage (tests/cuda_host.cu: host_mma_stage is its CPU twin). */
 template <int BM, int SRC>
 static __device__ __forceinline__ void gm_mma_stage(const uint16_t *st, int warp, int lane, float (&acc)[BM / 32][4][4])
@@ -279,8 +211,8 @@ static __device__ __forceinline__ void gm_mma_stage(const uint16_t *st, int warp
         for (int mt = 0; mt < S::MT; mt++)
 #pragma unroll
             for (int nt = 0; nt < 4; nt++) {
-                gm_mma<SRC == GM_BF16>(acc[mt][nt], a[mt], b[nt][0], b[nt][1]);
-                if (SRC == GM_BF16) gm_mma<true>(acc[mt][nt], al[mt], b[nt][0], b[nt][1]);
+                cu_mma<SRC == GM_BF16>(acc[mt][nt], a[mt], b[nt][0], b[nt][1]);
+                if (SRC == GM_BF16) cu_mma<true>(acc[mt][nt], al[mt], b[nt][0], b[nt][1]);
             }
     }
 }

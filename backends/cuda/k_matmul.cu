@@ -185,45 +185,42 @@ cudaError_t loom__cu_gemv_host(const float *x, const void *w, int wdt, const voi
 /* ====================================================================================
  * AWQ: repack and GEMV
  * ==================================================================================== */
-extern "C" size_t loom__cu_awq_packed_bytes(int64_t K, int64_t N)
-{
-    return (size_t)(K / 32) * (size_t)N * 16 + (size_t)(K / LOOM_AWQ_GROUP) * (size_t)N * 4;
-}
-
-/* Column n of k = 32kb.. from the checkpoint blob: 32 nibbles into one uint4, and the
- * group's scale and zero into one meta word. */
+/* Lane idx of the packed layout (cuda_impl.h; idx = (tile * K/64 + chunk) * 32 + lane) from the
+ * checkpoint blob: its uint4 of nibbles and, for chunk-pair starts, its columns' meta words. */
 static CU_HD void awq_repack_one(const uint32_t *__restrict__ qweight, const uint32_t *__restrict__ qzeros,
                                  const uint16_t *__restrict__ scales, uint4 *__restrict__ q, uint32_t *__restrict__ meta,
-                                 int N, int n, int kb)
+                                 int K, int N, int64_t idx)
 {
-    const int inv_order[8] = {0, 4, 1, 5, 2, 6, 3, 7}; /* column offset -> nibble */
-    int N8 = N / 8, c = n >> 3, sh = 4 * inv_order[n & 7];
+    const int inv_order[8] = {0, 4, 1, 5, 2, 6, 3, 7}; /* the checkpoint's column offset -> nibble */
+    const int lane = (int)(idx & 31), KC = K / 64, chunk = (int)(idx >> 5) % KC, tile = (int)((idx >> 5) / KC);
+    const int N8 = N / 8, g = lane >> 2, j = lane & 3;
     uint32_t wd[4];
 CU_UNROLL
-    for (int j = 0; j < 4; j++) {
+    for (int s = 0; s < 4; s++) {
         uint32_t v = 0;
 CU_UNROLL
-        for (int i = 0; i < 8; i++) {
-            int k = kb * 32 + j * 8 + i;
-            v |= ((qweight[(int64_t)k * N8 + c] >> sh) & 15u) << (4 * i);
+        for (int p = 0; p < 8; p++) {
+            int n = tile * 16 + g + 8 * (p & 1), k = chunk * 64 + s * 16 + j * 4 + 2 * ((p >> 1) & 1) + (p >> 2);
+            if (n < N) v |= ((qweight[(int64_t)k * N8 + n / 8] >> 4 * inv_order[n & 7]) & 15u) << 4 * p;
         }
-        wd[j] = v;
+        wd[s] = v;
     }
-    q[(int64_t)kb * N + n] = make_uint4(wd[0], wd[1], wd[2], wd[3]);
-    if (kb % 4 == 0) {
-        int gi = kb / 4;
-        uint32_t z = (qzeros[(int64_t)gi * N8 + c] >> sh) & 15u;
-        meta[(int64_t)gi * N + n] = (uint32_t)scales[(int64_t)gi * N + n] | (z << 16);
+    q[idx] = make_uint4(wd[0], wd[1], wd[2], wd[3]);
+    if (chunk % 2 == 0 && j == 0) {
+        int gi = chunk / 2, N16 = CU_AWQ_N16(N);
+        for (int n = tile * 16 + g; n < tile * 16 + 16; n += 8)
+            meta[(int64_t)gi * N16 + n] =
+                n < N ? (uint32_t)scales[(int64_t)gi * N + n] | ((qzeros[(int64_t)gi * N8 + n / 8] >> 4 * inv_order[n & 7]) & 15u) << 16
+                      : 0u;
     }
 }
 
-/* One thread per (kb, n). */
 __global__ void awq_repack_kernel(const uint32_t *__restrict__ qweight, const uint32_t *__restrict__ qzeros,
                                   const uint16_t *__restrict__ scales, uint4 *__restrict__ q, uint32_t *__restrict__ meta,
-                                  int N)
+                                  int K, int N, int64_t lanes)
 {
-    int n = blockIdx.x * blockDim.x + threadIdx.x;
-    if (n < N) awq_repack_one(qweight, qzeros, scales, q, meta, N, n, blockIdx.y);
+    int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx < lanes) awq_repack_one(qweight, qzeros, scales, q, meta, K, N, idx);
 }
 
 /* The blob's three parts: qweight u32 [K][N/8], qzeros u32 [K/128][N/8], scales f16 [K/128][N]. */
@@ -242,8 +239,8 @@ void loom__cu_awq_repack_host(const void *blob, cu_awq *w)
     const uint32_t *qw, *qz;
     const uint16_t *sc;
     awq_blob_parts(blob, w->K, w->N, &qw, &qz, &sc);
-    for (int kb = 0; kb < (int)(w->K / 32); kb++)
-        for (int n = 0; n < (int)w->N; n++) awq_repack_one(qw, qz, sc, (uint4 *)w->q, w->meta, (int)w->N, n, kb);
+    int64_t lanes = cu_awq_n16(w->N) / 16 * (w->K / 64) * 32;
+    for (int64_t i = 0; i < lanes; i++) awq_repack_one(qw, qz, sc, (uint4 *)w->q, w->meta, (int)w->K, (int)w->N, i);
 }
 #endif
 
@@ -252,34 +249,39 @@ extern "C" cudaError_t loom__cu_awq_repack(cudaStream_t s, const void *blob, cu_
     const uint32_t *qw, *qz;
     const uint16_t *sc;
     awq_blob_parts(blob, w->K, w->N, &qw, &qz, &sc);
-    dim3 grid((unsigned)((w->N + 127) / 128), (unsigned)(w->K / 32));
-    awq_repack_kernel<<<grid, 128, 0, s>>>(qw, qz, sc, (uint4 *)w->q, w->meta, (int)w->N);
+    int64_t lanes = cu_awq_n16(w->N) / 16 * (w->K / 64) * 32;
+    awq_repack_kernel<<<(unsigned)((lanes + 255) / 256), 256, 0, s>>>(qw, qz, sc, (uint4 *)w->q, w->meta, (int)w->K,
+                                                                       (int)w->N, lanes);
     return cudaGetLastError();
 }
 
 /* ------------------------------------------------------------------------------------
- * AWQ GEMV (decode). A block is CB consecutive columns x S slices of K: thread
- * (slice sl, column c) walks the groups sl, sl + S, ... of column n, loading a
- * whole group (4 x 16 bytes of nibbles and one meta word) before using it, so
- * a warp reads CB x 16 contiguous bytes per load and every byte of the weight
- * is read once. The S partial sums of a column are added in shared memory in
- * slice order: deterministic, and no second kernel.
+ * AWQ GEMV (decode, 1 to 8 tokens) on the tensor cores. A warp streams one
+ * 16-column tile of the packed layout (cuda_impl.h) over a slice of K: per
+ * 64-k chunk each lane loads one uint4 (the warp: 512 contiguous bytes), turns
+ * each of its words into its A fragment (cu_awq_frag: one LOP3 and one HSUB2 or
+ * HFMA2 per two weights, q - z exact in f16) and issues one mma.sync m16n8k16
+ * against B = the x rows rounded to f16, token t in column t of the n8 tile, so
+ * 1 to 8 tokens cost the same. A group's 8 MMAs sum in f32 from zero; then the
+ * two columns' scales multiply in f32. That is about 10 warp instructions per
+ * 256 weights; the FFMA kernel this replaced needed 27 per 8 weights per
+ * thread and was issue-bound at 0.12-0.48 of the H100's copy bandwidth.
  *
- * Dequantisation costs one LOP3, one FADD and one FFMA per weight: nibble i
- * (i <= 4) is masked in place and ORed under the exponent of 2^23, which
- * makes the float 2^23 + q*16^i exactly; subtracting 2^23 + z*16^i leaves
- * (q - z)*16^i, exact. Nibbles 5..7 are shifted down by 12 once per word and
- * land on positions 2..4. Each position keeps its own partial sum, scaled by
- * 16^-p (a power of two: exact) once per group.
+ * A block is NO weights (SWIGLU: gate and up) x TB tiles (2 for outputs turned
+ * by RoPE, so both columns of every rotated pair (n, n + hd/2) meet in one
+ * block; else 1) x S slices, one warp each. Slice sl walks the groups sl,
+ * sl + S, ... with the next group's loads in flight while it multiplies this
+ * one. The S partial sums of a column are added in shared memory in slice
+ * order: deterministic, and no second kernel.
  *
  * Epilogues fuse what follows the matmul in a Qwen2 layer: PLAIN writes up to
- * three outputs of weights that share x (q, k, v: one launch), SWIGLU takes a
- * gate and an up weight per thread and writes silu(gate) * up, ADD adds a
- * residual.
+ * three outputs of weights that share x (q, k, v: one launch), optionally with
+ * RoPE and the KV-cache store; SWIGLU takes a gate and an up weight and writes
+ * silu(gate) * up; ADD adds a residual and optionally the next rmsnorm.
  *
- * The kernel is two phases around one barrier, each a __host__ __device__
- * function of (block, thread), so tests/cuda_host.cu runs the same code over
- * an emulated grid on the CPU.
+ * Everything but the warp's loop over its groups is __host__ __device__ and
+ * per lane or per thread; tests/cuda_host.cu runs it over an emulated grid on
+ * the CPU, with the loop's twin around an emulated mma.
  * ------------------------------------------------------------------------------------ */
 struct awq_seg {
     const uint4    *q, *q2;       /* q2, meta2, bias2: the up weight (SWIGLU) */
@@ -287,7 +289,8 @@ struct awq_seg {
     const void     *bias, *bias2;
     int             bdt, bdt2;
     float          *y;
-    int             N, blk0;      /* columns; first block of this segment */
+    int             N, N16, blk0; /* columns, padded to tiles; first block of this segment */
+    int             cb;           /* columns per block: 16 x tiles per block */
     const double   *rope_freq;    /* PLAIN with RoPE: inv_freq [hd/2], or NULL */
     double          rope_mscale;
     int             rope_hd;
@@ -295,7 +298,7 @@ struct awq_seg {
 };
 struct awq_params {
     const float *x, *r; /* r: the residual (ADD) */
-    int          T, K, nseg, cb, blocks;
+    int          T, K, nseg, warps, blocks;
     awq_seg      seg[CU_GEMV_MAX_W];
     const void  *nw;    /* ADD + rmsnorm: weight, its dtype, eps, output, arrival counter */
     int          nwdt;
@@ -319,144 +322,116 @@ static CU_HD void awq_cache_store(const awq_params &P, const awq_seg &sg, int t,
     if (P.cache_f16) ((__half *)sg.cache)[at] = __float2half_rn(v);
     else ((float *)sg.cache)[at] = v;
 }
-#define AWQ_THREADS 256
 
-static CU_HD uint32_t mask_nib(uint32_t w, uint32_t m)
-{
-    return (w & m) | 0x4B000000u; /* one LOP3 */
-}
+#define AWQ_MAX_WARPS 16
+/* shared floats: the warps' 16 x 8 partial sums, or the last-block rmsnorm's T x threads + T */
+#define AWQ_RED (AWQ_MAX_WARPS * 32 * CU_GEMV_MAX_T + CU_GEMV_MAX_T)
 
-/* acc[t] += s * sum over the group of x[t][k] * (q - z) */
-template <int NT>
-static CU_HD void awq_group(const uint4 (&w)[4], uint32_t mt, const float *__restrict__ x, int T, int K, int k0,
-                            float (&acc)[NT])
-{
-    float zc[5];
-CU_UNROLL
-    for (int p = 0; p < 5; p++) zc[p] = 8388608.0f + (float)((mt >> 16) << (4 * p));
-    float ga[NT][5];
-CU_UNROLL
-    for (int t = 0; t < NT; t++)
-CU_UNROLL
-        for (int p = 0; p < 5; p++) ga[t][p] = 0.0f;
-CU_UNROLL
-    for (int j = 0; j < 4; j++) {
-        const uint32_t ww[4] = {w[j].x, w[j].y, w[j].z, w[j].w};
-CU_UNROLL
-        for (int jj = 0; jj < 4; jj++) {
-            uint32_t lo = ww[jj], hi = lo >> 12;
-            float v[8];
-CU_UNROLL
-            for (int i = 0; i < 5; i++) v[i] = cu_bits_f32(mask_nib(lo, 15u << (4 * i))) - zc[i];
-CU_UNROLL
-            for (int i = 5; i < 8; i++) v[i] = cu_bits_f32(mask_nib(hi, 15u << (4 * (i - 3)))) - zc[i - 3];
-            int k = k0 + j * 32 + jj * 8;
-CU_UNROLL
-            for (int t = 0; t < NT; t++) {
-                if (t < T) {
-                    const float4 *xp = reinterpret_cast<const float4 *>(x + (int64_t)t * K + k);
-                    float4 a = CU_LDG(xp), b = CU_LDG(xp + 1);
-                    ga[t][0] = fmaf(a.x, v[0], ga[t][0]);
-                    ga[t][1] = fmaf(a.y, v[1], ga[t][1]);
-                    ga[t][2] = fmaf(a.z, v[2], ga[t][2]);
-                    ga[t][3] = fmaf(a.w, v[3], ga[t][3]);
-                    ga[t][4] = fmaf(b.x, v[4], ga[t][4]);
-                    ga[t][2] = fmaf(b.y, v[5], ga[t][2]);
-                    ga[t][3] = fmaf(b.z, v[6], ga[t][3]);
-                    ga[t][4] = fmaf(b.w, v[7], ga[t][4]);
-                }
-            }
-        }
-    }
-    float sc = cu_f16_f32((unsigned short)(mt & 0xffffu));
-CU_UNROLL
-    for (int t = 0; t < NT; t++) {
-        float g = ga[t][0] + ga[t][1] * 0x1p-4f + ga[t][2] * 0x1p-8f + ga[t][3] * 0x1p-12f + ga[t][4] * 0x1p-16f;
-        acc[t] = fmaf(sc, g, acc[t]);
-    }
-}
-
-static CU_HD void awq_load(const uint4 *__restrict__ q, const uint32_t *__restrict__ meta, int gi, int N, int n,
-                           uint4 (&w)[4], uint32_t &mt)
-{
-CU_UNROLL
-    for (int j = 0; j < 4; j++) w[j] = CU_LDG(q + (int64_t)(gi * 4 + j) * N + n);
-    mt = CU_LDG(meta + (int64_t)gi * N + n);
-}
+template <int EPI> struct awq_outs {
+    enum { n = EPI == CU_EPI_SWIGLU ? 2 : 1 }; /* weights per column: gate and up, or one */
+};
 
 static CU_HD const awq_seg &awq_segment(const awq_params &P, int b)
 {
     return P.nseg > 2 && b >= P.seg[2].blk0 ? P.seg[2] : P.nseg > 1 && b >= P.seg[1].blk0 ? P.seg[1] : P.seg[0];
 }
 
-/* Column of thread column c in block b. With RoPE a block takes CB/2 columns
+/* Column of block column c in block b. With RoPE a block takes cb/2 columns
  * from each half of one head, so both columns of every rotated pair end in
- * the same block (hd % CB == 0). */
-template <int CB> static CU_HD int awq_column(const awq_seg &sg, int b, int c)
+ * the same block (hd % cb == 0). */
+static CU_HD int awq_column(const awq_seg &sg, int b, int c)
 {
-    int bl = b - sg.blk0;
-    if (!sg.rope_hd) return bl * CB + c;
-    int units = sg.rope_hd / CB, h = bl / units, u = bl % units;
-    return h * sg.rope_hd + u * (CB / 2) + c % (CB / 2) + (c / (CB / 2)) * (sg.rope_hd / 2);
+    int bl = b - sg.blk0, cb = sg.cb;
+    if (!sg.rope_hd) return bl * cb + c;
+    int units = sg.rope_hd / cb, h = bl / units, u = bl % units;
+    return h * sg.rope_hd + u * (cb / 2) + c % (cb / 2) + (c / (cb / 2)) * (sg.rope_hd / 2);
 }
 
-template <int EPI> struct awq_outs {
-    enum { n = EPI == CU_EPI_SWIGLU ? 2 : 1 }; /* weights per column: gate and up, or one */
+/* What warp w of block b computes: weight o (-1: nothing), packed tile, slice sl of S. */
+struct awq_warp {
+    int o, tile, sl, S;
+};
+template <int EPI> static CU_HD awq_warp awq_warp_of(const awq_params &P, int b, int w)
+{
+    const awq_seg &sg = awq_segment(P, b);
+    const int TB = sg.cb / 16, S = P.warps / (awq_outs<EPI>::n * TB);
+    awq_warp r = {w / (TB * S), awq_column(sg, b, 16 * (w / S % TB)) / 16, w % S, S};
+    if (r.o >= awq_outs<EPI>::n || r.tile * 16 >= sg.N) r.o = -1;
+    return r;
+}
+
+/* One lane's share of one group: two chunks of nibbles, the meta words of columns g and g + 8. */
+struct awq_lane_group {
+    uint4    w[2];
+    uint32_t m[2];
 };
 
-/* Phase 1: thread tid of block b sums its slice of one weight of its column into
- * red[o][sl][t][c]. The block's slices are split evenly between the NO weights (gate
- * and up), so a thread holds one weight's registers, as in the plain GEMV. */
-template <int NT, int CB, int EPI>
-static CU_HD void awq_gemv_sum(const awq_params &P, int b, int tid, int nthreads, float *red)
+static CU_HD void awq_load(const awq_seg &sg, const awq_warp &wp, int K, int gi, int lane, awq_lane_group &r)
 {
-    constexpr int NO = awq_outs<EPI>::n;
-    const awq_seg &sg = awq_segment(P, b);
-    const int SH = nthreads / CB / NO, c = tid % CB, o = tid / CB / SH, sl = tid / CB % SH;
-    const int K = P.K, T = P.T, N = sg.N, n = awq_column<CB>(sg, b, c), groups = K / LOOM_AWQ_GROUP;
-    if (o >= NO) return; /* a slice left over by rounding to whole warps */
-    const uint4 *q = o ? sg.q2 : sg.q;
-    const uint32_t *meta = o ? sg.meta2 : sg.meta;
-    float acc[NT];
-CU_UNROLL
-    for (int t = 0; t < NT; t++) acc[t] = 0.0f;
-    for (int gi = sl; n < N && gi < groups; gi += SH) {
-        uint4 w[4];
-        uint32_t mt;
-        awq_load(q, meta, gi, N, n, w, mt);
-        awq_group<NT>(w, mt, P.x, T, K, gi * LOOM_AWQ_GROUP, acc);
-    }
-CU_UNROLL
-    for (int t = 0; t < NT; t++) red[((o * SH + sl) * NT + t) * CB + c] = acc[t];
+    const uint4 *q = (wp.o ? sg.q2 : sg.q) + ((int64_t)wp.tile * (K / 64) + 2 * gi) * 32 + lane;
+    const uint32_t *m = (wp.o ? sg.meta2 : sg.meta) + (int64_t)gi * sg.N16 + wp.tile * 16 + (lane >> 2);
+    r.w[0] = CU_LDG(q), r.w[1] = CU_LDG(q + 32);
+    r.m[0] = CU_LDG(m), r.m[1] = CU_LDG(m + 8);
 }
 
-/* Output o of column c, row t: its S slice sums added in slice order. */
-template <int NT, int CB> static CU_HD float awq_slices(const float *red, int o, int S, int t, int c)
+/* The lane's row of x for its B fragments: row g at k offset 4j (the packed layout's k order),
+ * or NULL for g >= T (those columns of the n8 tile are zeros). */
+static CU_HD const float *awq_xrow(const awq_params &P, int lane)
 {
+    return (lane >> 2) < P.T ? P.x + (int64_t)(lane >> 2) * P.K + (lane & 3) * 4 : nullptr;
+}
+
+/* The lane's B fragment for the mma step at k: xr[k .. k + 3] as two f16 pairs. */
+static CU_HD void awq_bfrag(const float *xr, int k, uint32_t (&b)[2])
+{
+    float4 v = xr ? CU_LDG(reinterpret_cast<const float4 *>(xr + k)) : make_float4(0.f, 0.f, 0.f, 0.f);
+    b[0] = cu_pack2(v.x, v.y, false), b[1] = cu_pack2(v.z, v.w, false);
+}
+
+/* acc += the group's sums d (D fragment: columns g, g + 8 x tokens 2j, 2j + 1) times the columns' scales. */
+static CU_HD void awq_scale(const awq_lane_group &r, const float (&d)[4], float (&acc)[4])
+{
+    float sa = cu_f16_f32((unsigned short)(r.m[0] & 0xffffu)), sb = cu_f16_f32((unsigned short)(r.m[1] & 0xffffu));
+    acc[0] = fmaf(sa, d[0], acc[0]), acc[1] = fmaf(sa, d[1], acc[1]);
+    acc[2] = fmaf(sb, d[2], acc[2]), acc[3] = fmaf(sb, d[3], acc[3]);
+}
+
+/* The lane's sums into the warp's 16 x 8 (column, token) block of red. */
+static CU_HD void awq_red_put(float *red, int w, int lane, const float (&acc)[4])
+{
+    float *r = red + w * 128 + (lane >> 2) * 8 + 2 * (lane & 3);
+    r[0] = acc[0], r[1] = acc[1], r[64] = acc[2], r[65] = acc[3];
+}
+
+/* Output o of block column c, token t: the sum of its S slices, in slice order. */
+template <int EPI> static CU_HD float awq_red_sum(const awq_params &P, const awq_seg &sg, const float *red, int o, int t, int c)
+{
+    const int TB = sg.cb / 16, S = P.warps / (awq_outs<EPI>::n * TB);
+    const float *r = red + (o * TB + c / 16) * S * 128 + (c % 16) * 8 + t;
     float s = 0.0f;
-    for (int j = 0; j < S; j++) s += red[((o * S + j) * NT + t) * CB + c];
+    for (int j = 0; j < S; j++) s += r[j * 128];
     return s;
 }
 
-/* Phase 2: the T x CB outputs of block b, each the sum of its S slices in order, then the epilogue. */
-template <int NT, int CB, int EPI>
+/* The T x cb outputs of block b, then the epilogue. */
+template <int EPI>
 static CU_HD void awq_gemv_out(const awq_params &P, int b, int tid, int nthreads, const float *red)
 {
     constexpr int NO = awq_outs<EPI>::n;
     const awq_seg &sg = awq_segment(P, b);
-    const int S = nthreads / CB / NO, N = sg.N; /* slices per weight */
-    for (int i = tid; i < P.T * CB; i += nthreads) {
-        int t = i / CB, c = i % CB, n = awq_column<CB>(sg, b, c);
+    const int cb = sg.cb, N = sg.N;
+    for (int i = tid; i < P.T * cb; i += nthreads) {
+        int t = i / cb, c = i % cb, n = awq_column(sg, b, c);
         if (n >= N) continue;
         float v[NO];
 CU_UNROLL
-        for (int o = 0; o < NO; o++) v[o] = awq_slices<NT, CB>(red, o, S, t, c);
+        for (int o = 0; o < NO; o++) v[o] = awq_red_sum<EPI>(P, sg, red, o, t, c);
         v[0] += sg.bias ? cu_load_dt(sg.bias, sg.bdt, n) : 0.0f;
         int64_t at = (int64_t)t * N + n;
         if (EPI == CU_EPI_PLAIN && sg.rope_hd) { /* neox pair (n, n ± hd/2), as rope_kernel turns it */
-            int h2 = sg.rope_hd / 2, first = c < CB / 2, pc = first ? c + CB / 2 : c - CB / 2;
+            int h2 = sg.rope_hd / 2, first = c < cb / 2, pc = first ? c + cb / 2 : c - cb / 2;
             int pn = first ? n + h2 : n - h2, fi = n % sg.rope_hd % h2;
-            float other = awq_slices<NT, CB>(red, 0, S, t, pc) + (sg.bias ? cu_load_dt(sg.bias, sg.bdt, pn) : 0.0f);
+            float other = awq_red_sum<EPI>(P, sg, red, 0, t, pc) + (sg.bias ? cu_load_dt(sg.bias, sg.bdt, pn) : 0.0f);
             double sn, cs;
             sincos((double)P.pos[t] * sg.rope_freq[fi], &sn, &cs);
             float fc = (float)(cs * sg.rope_mscale), fs = (float)(sn * sg.rope_mscale);
@@ -511,31 +486,59 @@ static CU_HD void awq_norm_c(const awq_params &P, int tid, int nthreads, const f
     }
 }
 
-/* Before the previous kernel's results may be read (cu_pdl_wait): pull this thread's weights
- * (constants) into L2, so the loads after the wait find them there. */
-template <int CB, int EPI> static __device__ void awq_prefetch(const awq_params &P)
-{
-    const awq_seg &sg = awq_segment(P, blockIdx.x);
-    const int S = blockDim.x / CB, c = threadIdx.x % CB, n = awq_column<CB>(sg, blockIdx.x, c);
-    if (n >= sg.N) return;
-    for (int gi = threadIdx.x / CB; gi < P.K / LOOM_AWQ_GROUP; gi += S)
-        for (int j = 0; j < 4; j++) {
-            cu_prefetch_l2(sg.q + (int64_t)(gi * 4 + j) * sg.N + n);
-            if (EPI == CU_EPI_SWIGLU) cu_prefetch_l2(sg.q2 + (int64_t)(gi * 4 + j) * sg.N + n);
-        }
-}
 
-template <int NT, int CB, int EPI>
-__global__ void __launch_bounds__(AWQ_THREADS) awq_gemv_kernel(const awq_params P)
+#ifdef __CUDA_ARCH__
+/* The warp's groups gi = sl, sl + S, ... (cur: the first one's loads, issued by the caller),
+ * each group's loads in flight while the one before it is multiplied. */
+static __device__ __forceinline__ void awq_warp_sum(const awq_params &P, const awq_seg &sg, const awq_warp &wp,
+                                                    int lane, awq_lane_group cur, float (&acc)[4])
 {
-    __shared__ float red[awq_outs<EPI>::n * AWQ_THREADS * NT + CU_GEMV_MAX_T];
+    const int K = P.K, G = K / LOOM_AWQ_GROUP;
+    const float *xr = awq_xrow(P, lane);
+    for (int gi = wp.sl; gi < G; gi += wp.S) {
+        awq_lane_group nxt = cur;
+        if (gi + wp.S < G) awq_load(sg, wp, K, gi + wp.S, lane, nxt);
+        const uint32_t za = cu_awq_za(cur.m[0]), zb = cu_awq_zb(cur.m[1]);
+        float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const uint32_t ws[4] = {cur.w[h].x, cur.w[h].y, cur.w[h].z, cur.w[h].w};
+#pragma unroll
+            for (int s = 0; s < 4; s++) {
+                uint32_t a[4], b[2];
+                cu_awq_frag(ws[s], za, zb, a);
+                awq_bfrag(xr, gi * LOOM_AWQ_GROUP + h * 64 + s * 16, b);
+                cu_mma<false>(d, a, b[0], b[1]);
+            }
+        }
+        awq_scale(cur, d, acc);
+        cur = nxt;
+    }
+}
+#endif
+
+template <int EPI>
+__global__ void __launch_bounds__(AWQ_MAX_WARPS * 32) awq_gemv_kernel(const awq_params P)
+{
+#ifdef __CUDA_ARCH__
+    __shared__ float red[AWQ_RED];
     __shared__ bool last;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const awq_seg &sg = awq_segment(P, blockIdx.x);
+    const awq_warp wp = awq_warp_of<EPI>(P, blockIdx.x, warp);
     cu_pdl_trigger();
-    awq_prefetch<CB, EPI>(P);
+    /* weights are constants: the first group's loads may start before the previous kernel ends */
+    awq_lane_group cur = {};
+    const bool busy = wp.o >= 0 && wp.sl < P.K / LOOM_AWQ_GROUP;
+    if (busy) awq_load(sg, wp, P.K, wp.sl, lane, cur);
     cu_pdl_wait();
-    awq_gemv_sum<NT, CB, EPI>(P, blockIdx.x, threadIdx.x, blockDim.x, red);
+    if (wp.o >= 0) {
+        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        if (busy) awq_warp_sum(P, sg, wp, lane, cur, acc);
+        awq_red_put(red, warp, lane, acc);
+    }
     __syncthreads();
-    awq_gemv_out<NT, CB, EPI>(P, blockIdx.x, threadIdx.x, blockDim.x, red);
+    awq_gemv_out<EPI>(P, blockIdx.x, threadIdx.x, blockDim.x, red);
     if (EPI != CU_EPI_ADD || !P.yn) return;
     /* Each block publishes its outputs, then counts itself in; the last one in
      * sees them all (fence, then the atomic), normalises, and re-arms the counter. */
@@ -551,44 +554,37 @@ __global__ void __launch_bounds__(AWQ_THREADS) awq_gemv_kernel(const awq_params 
     __syncthreads();
     awq_norm_c(P, threadIdx.x, blockDim.x, red);
     if (threadIdx.x == 0) *P.counter = 0;
+#endif
 }
 
-/* Columns per block: the widest run (longest contiguous reads) that still
- * gives every SM two blocks and leaves each thread at most two groups to walk
- * (a thread's groups run one after another: on the H100 7B gate/up took 74 us
- * at 32 columns, 7 groups a thread, and 49 us at 8); slices: up to AWQ_THREADS
- * threads, at most one per group. */
-static cudaError_t awq_geometry(const cu_awq_gemv_args *a, int sm_count, awq_params *P, int *blocks, int *threads)
+/* Warps per block: 8, or 16 for long K (7B's down projection: 148 groups), so that
+ * enough bytes are in flight per SM while a slice still walks several groups. */
+static cudaError_t awq_geometry(const cu_awq_gemv_args *a, awq_params *P, int *blocks, int *threads)
 {
     if (a->n < 1 || a->n > CU_GEMV_MAX_W || (a->epi == CU_EPI_SWIGLU && a->n != 2) ||
         (a->epi == CU_EPI_ADD && (a->n != 1 || !a->r)) || a->T < 1 || a->T > CU_GEMV_MAX_T)
         return cudaErrorInvalidValue;
     *P = awq_params{};
     P->x = a->x, P->r = a->r, P->T = a->T, P->K = (int)a->w[0]->K;
-    int nw = a->epi == CU_EPI_SWIGLU ? 1 : a->n;
-    int64_t cols = 0;
-    for (int i = 0; i < nw; i++) cols += a->w[i]->N;
-    int no = a->epi == CU_EPI_SWIGLU ? 2 : 1, groups = P->K / LOOM_AWQ_GROUP, cb = 8;
-    for (int w = 32; w > 8; w /= 2) /* widest that still fills the GPU and leaves <= 2 groups per thread */
-        if ((cols + w - 1) / w >= 2 * (int64_t)sm_count && groups <= 2 * (AWQ_THREADS / w / no)) {
-            cb = w;
-            break;
-        }
+    int nw = a->epi == CU_EPI_SWIGLU ? 1 : a->n, no = a->epi == CU_EPI_SWIGLU ? 2 : 1;
+    int warps = a->warps ? a->warps : P->K / LOOM_AWQ_GROUP >= 64 ? 16 : 8;
+    if (warps > AWQ_MAX_WARPS || warps % (2 * no)) return cudaErrorInvalidValue; /* 2: tiles per RoPE block */
     int nb = 0;
     for (int i = 0; i < nw; i++) {
         const cu_awq *w = a->w[i];
         if (w->K != P->K || w->K % LOOM_AWQ_GROUP) return cudaErrorInvalidValue;
         awq_seg &g = P->seg[i];
         g.q = (const uint4 *)w->q, g.meta = w->meta, g.bias = a->bias[i], g.bdt = a->bdt[i], g.y = a->y[i];
-        g.N = (int)w->N, g.blk0 = nb;
+        g.N = (int)w->N, g.N16 = (int)CU_AWQ_N16(w->N), g.blk0 = nb;
         g.rope_freq = a->rope_freq[i], g.rope_mscale = a->rope_mscale[i], g.rope_hd = a->rope_freq[i] ? a->rope_hd[i] : 0;
-        if (g.rope_hd && (a->epi != CU_EPI_PLAIN || !a->pos || g.rope_hd % cb || g.N % g.rope_hd))
+        g.cb = g.rope_hd ? 32 : 16;
+        if (g.rope_hd && (a->epi != CU_EPI_PLAIN || !a->pos || g.rope_hd % g.cb || g.N % g.rope_hd))
             return cudaErrorInvalidValue;
         g.cache = a->cache[i];
         if (g.cache && (a->epi != CU_EPI_PLAIN || !a->pos || !a->seq || a->cache_hd < 1 || g.N % a->cache_hd ||
                         a->cache_C < 1))
             return cudaErrorInvalidValue;
-        nb += (int)((w->N + cb - 1) / cb);
+        nb += (g.N + g.cb - 1) / g.cb;
     }
     if (a->epi == CU_EPI_SWIGLU) {
         const cu_awq *u = a->w[1];
@@ -599,63 +595,21 @@ static cudaError_t awq_geometry(const cu_awq_gemv_args *a, int sm_count, awq_par
     if (a->norm_y && (a->epi != CU_EPI_ADD || !a->norm_w || !a->counter)) return cudaErrorInvalidValue;
     P->pos = a->pos, P->seq = a->seq, P->cache_f16 = a->cache_f16, P->cache_hd = a->cache_hd, P->cache_C = a->cache_C;
     P->nw = a->norm_w, P->nwdt = a->norm_wdt, P->eps = a->norm_eps, P->yn = a->norm_y, P->counter = a->counter;
-    P->nseg = nw, P->cb = cb, P->blocks = nb;
-    /* slices of K per weight (SWIGLU: gate and up each get half the block) */
-    int S = AWQ_THREADS / cb / no;
-    if (S > groups) S = groups;
-    *threads = (cb * S * no + 31) / 32 * 32; /* whole warps: extra slices find no group (or no weight) */
+    P->nseg = nw, P->warps = warps, P->blocks = nb;
+    *threads = warps * 32;
     *blocks = nb;
     return cudaSuccess;
 }
 
-static int awq_nt(int T) { return T == 1 ? 1 : T == 2 ? 2 : T <= 4 ? 4 : 8; }
-
-/* Instantiate F<NT, CB, EPI> for the runtime values. */
-#define AWQ_DISPATCH(F, nt, cb, epi)                                                                         \
-    do {                                                                                                     \
-        switch ((epi) * 100 + (nt) * 10 + ((cb) == 32 ? 2 : (cb) == 16 ? 1 : 0)) {                           \
-            AWQ_CASES(F, 0) AWQ_CASES(F, 1) AWQ_CASES(F, 2)                                                  \
-        }                                                                                                    \
-    } while (0)
-#define AWQ_CASES(F, E) AWQ_CASE_NT(F, E, 1) AWQ_CASE_NT(F, E, 2) AWQ_CASE_NT(F, E, 4) AWQ_CASE_NT(F, E, 8)
-#define AWQ_CASE_NT(F, E, NT)                                                                                \
-    case E * 100 + NT * 10 + 2: F(NT, 32, E); break;                                                         \
-    case E * 100 + NT * 10 + 1: F(NT, 16, E); break;                                                         \
-    case E * 100 + NT * 10 + 0: F(NT, 8, E); break;
-
-extern "C" cudaError_t loom__cu_awq_gemv(cudaStream_t s, const cu_awq_gemv_args *a, int sm_count)
+extern "C" cudaError_t loom__cu_awq_gemv(cudaStream_t s, const cu_awq_gemv_args *a)
 {
     awq_params P;
     int blocks, threads;
-    cudaError_t e = awq_geometry(a, sm_count, &P, &blocks, &threads);
+    cudaError_t e = awq_geometry(a, &P, &blocks, &threads);
     if (e) return e;
-#define AWQ_LAUNCH(NT, CB, EPI) e = cu_launch(awq_gemv_kernel<NT, CB, EPI>, dim3(blocks), dim3(threads), 0, s, a->pdl, P)
-    AWQ_DISPATCH(AWQ_LAUNCH, awq_nt(a->T), P.cb, a->epi);
-#undef AWQ_LAUNCH
-    return e;
-}
-
-#ifdef LOOM_CU_HOST_TEST
-/* The same computation on the CPU, block by block (tests/cuda_host.cu). */
-cudaError_t loom__cu_awq_gemv_host(const cu_awq_gemv_args *a, int sm_count)
-{
-    awq_params P;
-    int blocks, threads;
-    cudaError_t e = awq_geometry(a, sm_count, &P, &blocks, &threads);
-    if (e) return e;
-    static float red[2 * AWQ_THREADS * CU_GEMV_MAX_T + CU_GEMV_MAX_T];
-#define AWQ_HOST(NT, CB, EPI)                                                                                \
-    for (int b = 0; b < blocks; b++) {                                                                       \
-        for (int t = 0; t < threads; t++) awq_gemv_sum<NT, CB, EPI>(P, b, t, threads, red);                  \
-        for (int t = 0; t < threads; t++) awq_gemv_out<NT, CB, EPI>(P, b, t, threads, red);                  \
+    switch (a->epi) {
+    case CU_EPI_PLAIN: return cu_launch(awq_gemv_kernel<CU_EPI_PLAIN>, dim3(blocks), dim3(threads), 0, s, a->pdl, P);
+    case CU_EPI_SWIGLU: return cu_launch(awq_gemv_kernel<CU_EPI_SWIGLU>, dim3(blocks), dim3(threads), 0, s, a->pdl, P);
+    default: return cu_launch(awq_gemv_kernel<CU_EPI_ADD>, dim3(blocks), dim3(threads), 0, s, a->pdl, P);
     }
-    AWQ_DISPATCH(AWQ_HOST, awq_nt(a->T), P.cb, a->epi);
-#undef AWQ_HOST
-    if (P.yn) { /* the last block's part */
-        for (int t = 0; t < threads; t++) awq_norm_a(P, t, threads, red);
-        for (int t = 0; t < threads; t++) awq_norm_b(P, t, threads, red);
-        for (int t = 0; t < threads; t++) awq_norm_c(P, t, threads, red);
-    }
-    return cudaSuccess;
 }
-#endif

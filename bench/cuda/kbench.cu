@@ -110,10 +110,10 @@ static awq_host make_awq(int K, int N)
 static cu_awq upload_awq(const awq_host &h)
 {
     cu_awq w{CU_AWQ_MAGIC, h.K, h.N, nullptr, nullptr};
-    size_t bytes = loom__cu_awq_packed_bytes(h.K, h.N);
+    size_t bytes = cu_awq_packed_bytes(h.K, h.N);
     void *blob;
     CHECK(cudaMalloc(&w.q, bytes));
-    w.meta = (uint32_t *)((char *)w.q + (size_t)h.K / 32 * h.N * 16);
+    w.meta = cu_awq_at(h.K, h.N, w.q).meta;
     CHECK(cudaMalloc(&blob, h.blob.size()));
     CHECK(cudaMemcpy(blob, h.blob.data(), h.blob.size(), cudaMemcpyHostToDevice));
     CHECK(loom__cu_awq_repack(0, blob, &w));
@@ -125,12 +125,12 @@ static cu_awq upload_awq(const awq_host &h)
 static const char *epi_name(int e) { return e == CU_EPI_SWIGLU ? "gate+up+swiglu" : e == CU_EPI_ADD ? "+resid+norm" : "plain"; }
 
 // One launch over n weights of the same K (epi as the backend fuses them).
-static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, int T, int sm, double roof)
+static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, int T, int warps, double roof)
 {
     int n = (int)Ns.size();
     std::vector<awq_host> hs;
     size_t bytes = 0;
-    for (int N : Ns) hs.push_back(make_awq(K, N)), bytes += loom__cu_awq_packed_bytes(K, N);
+    for (int N : Ns) hs.push_back(make_awq(K, N)), bytes += cu_awq_packed_bytes(K, N);
     int copies = (int)std::min<size_t>(64, std::max<size_t>(1, (size_t)(200u << 20) / bytes + 1));
     std::vector<std::vector<cu_awq>> ws(copies);
     for (int c = 0; c < copies; c++)
@@ -138,10 +138,10 @@ static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, in
     for (int c = 1; c < copies; c++) // copies of the repacked weights
         for (int i = 0; i < n; i++) {
             cu_awq w = ws[0][i];
-            size_t b = loom__cu_awq_packed_bytes(K, w.N);
+            size_t b = cu_awq_packed_bytes(K, w.N);
             CHECK(cudaMalloc(&w.q, b));
             CHECK(cudaMemcpy(w.q, ws[0][i].q, b, cudaMemcpyDeviceToDevice));
-            w.meta = (uint32_t *)((char *)w.q + (size_t)K / 32 * w.N * 16);
+            w.meta = cu_awq_at(K, w.N, w.q).meta;
             ws[c][i] = w;
         }
     std::vector<float> xh((size_t)T * K);
@@ -172,7 +172,7 @@ static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, in
     }
     auto args = [&](int c) {
         cu_awq_gemv_args a{};
-        a.x = x, a.T = T, a.n = n, a.epi = epi, a.r = r;
+        a.x = x, a.T = T, a.n = n, a.epi = epi, a.r = r, a.warps = warps;
         a.norm_w = g, a.norm_wdt = LOOM_F32, a.norm_eps = 1e-6f, a.norm_y = yn, a.counter = counter;
         for (int i = 0; i < n; i++) a.w[i] = &ws[c][i], a.bias[i] = nullptr, a.bdt[i] = 0, a.y[i] = ys[i];
         return a;
@@ -180,7 +180,7 @@ static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, in
     // correctness on copy 0
     for (int i = 0; i < n; i++) CHECK(cudaMemset(ys[i], 0xff, (size_t)T * Ns[i] * 4)); // NaN poison
     cu_awq_gemv_args a0 = args(0);
-    CHECK(loom__cu_awq_gemv(0, &a0, sm));
+    CHECK(loom__cu_awq_gemv(0, &a0));
     CHECK(cudaDeviceSynchronize());
     int nouts = epi == CU_EPI_SWIGLU ? 1 : n;
     double worst = 0;
@@ -206,17 +206,17 @@ static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, in
                 ys_s.push_back(y[(size_t)t * N + col]), ref_s.push_back(v);
             }
         worst = std::max(worst, nmse(ys_s, ref_s));
-        CHECK(loom__cu_awq_gemv(0, &a0, sm));
+        CHECK(loom__cu_awq_gemv(0, &a0));
         CHECK(cudaMemcpy(y2.data(), ys[i], y2.size() * 4, cudaMemcpyDeviceToHost));
         same = same && !memcmp(y.data(), y2.data(), y.size() * 4);
     }
     (void)Nout;
-    double ms = time_ms([&](int c) { cu_awq_gemv_args a = args(c); loom__cu_awq_gemv(0, &a, sm); }, copies);
+    double ms = time_ms([&](int c) { cu_awq_gemv_args a = args(c); loom__cu_awq_gemv(0, &a); }, copies);
     double gbs = bytes / (ms * 1e-3) / 1e9;
     char shape[64];
     snprintf(shape, sizeof shape, "K=%d N=%d%s", K, Ns[0], n > 1 ? (n == 2 ? "x2" : "+..") : "");
-    printf("awq %-18s %-16s %-15s T=%d sm=%-6d %8.2f us %7.1f GB/s %5.3f  nmse %.1e %s\n", label, shape, epi_name(epi),
-           T, sm, ms * 1e3, gbs, gbs / roof, worst, same ? "det" : "NONDET");
+    printf("awq %-18s %-16s %-15s T=%d warps=%-2d %8.2f us %7.1f GB/s %5.3f  nmse %.1e %s\n", label, shape, epi_name(epi),
+           T, warps, ms * 1e3, gbs, gbs / roof, worst, same ? "det" : "NONDET");
     for (int c = 0; c < copies; c++)
         for (auto &w : ws[c]) cudaFree(w.q);
     for (auto y : ys) cudaFree(y);
@@ -360,30 +360,24 @@ int main(int argc, char **argv)
     CHECK(loom__cu_gemm_init());
     bool all = argc > 1 && !strcmp(argv[1], "--all");
     if (argc > 1 && !strcmp(argv[1], "--gemm")) return bench_gemms(sm), 0;
-    if (argc > 1 && !strcmp(argv[1], "--awq")) { /* the 7B T=1 GEMVs at each block width */
-        for (int v : {sm, 1, 1 << 20}) {
-            bench_awq("7b qkv", 3584, {3584, 512, 512}, CU_EPI_PLAIN, 1, v, roof);
-            bench_awq("7b o", 3584, {3584}, CU_EPI_ADD, 1, v, roof);
-            bench_awq("7b gate/up", 3584, {18944, 18944}, CU_EPI_SWIGLU, 1, v, roof);
-            bench_awq("7b down", 18944, {3584}, CU_EPI_ADD, 1, v, roof);
-        }
-        return 0;
+    // Qwen2.5-7B layer: q, k, v (one launch), o + residual, gate + up + swiglu, down + residual;
+    // --awq: at each block size (0: the launcher's choice)
+    bool sweep = argc > 1 && !strcmp(argv[1], "--awq");
+    for (int w : {0, 4, 8, 16}) {
+        if (w && !sweep) break;
+        bench_awq("7b qkv", 3584, {3584, 512, 512}, CU_EPI_PLAIN, 1, w, roof);
+        bench_awq("7b o", 3584, {3584}, CU_EPI_ADD, 1, w, roof);
+        bench_awq("7b gate/up", 3584, {18944, 18944}, CU_EPI_SWIGLU, 1, w, roof);
+        bench_awq("7b down", 18944, {3584}, CU_EPI_ADD, 1, w, roof);
     }
-    // Qwen2.5-7B layer: q, k, v (one launch), o + residual, gate + up + swiglu, down + residual
-    int sms[3] = {sm, 1, 1 << 20}; // the backend's choice, then forced 32 and 8 columns per block
-    for (int v = 0; v < (all ? 3 : 1); v++) {
-        bench_awq("7b qkv", 3584, {3584, 512, 512}, CU_EPI_PLAIN, 1, sms[v], roof);
-        bench_awq("7b o", 3584, {3584}, CU_EPI_ADD, 1, sms[v], roof);
-        bench_awq("7b gate/up", 3584, {18944, 18944}, CU_EPI_SWIGLU, 1, sms[v], roof);
-        bench_awq("7b down", 18944, {3584}, CU_EPI_ADD, 1, sms[v], roof);
-    }
-    bench_awq("7b gate/up", 3584, {18944, 18944}, CU_EPI_SWIGLU, 4, sm, roof);
-    bench_awq("7b gate/up", 3584, {18944, 18944}, CU_EPI_SWIGLU, 8, sm, roof);
-    bench_awq("32b gate/up", 5120, {27648, 27648}, CU_EPI_SWIGLU, 1, sm, roof);
-    bench_awq("32b down", 27648, {5120}, CU_EPI_ADD, 1, sm, roof);
-    bench_awq("0.5b qkv", 896, {896, 128, 128}, CU_EPI_PLAIN, 1, sm, roof);
-    bench_awq("0.5b gate/up", 896, {4864, 4864}, CU_EPI_SWIGLU, 1, sm, roof);
-    bench_awq("0.5b down", 4864, {896}, CU_EPI_ADD, 1, sm, roof);
+    if (sweep) return 0;
+    bench_awq("7b gate/up", 3584, {18944, 18944}, CU_EPI_SWIGLU, 4, 0, roof);
+    bench_awq("7b gate/up", 3584, {18944, 18944}, CU_EPI_SWIGLU, 8, 0, roof);
+    bench_awq("32b gate/up", 5120, {27648, 27648}, CU_EPI_SWIGLU, 1, 0, roof);
+    bench_awq("32b down", 27648, {5120}, CU_EPI_ADD, 1, 0, roof);
+    bench_awq("0.5b qkv", 896, {896, 128, 128}, CU_EPI_PLAIN, 1, 0, roof);
+    bench_awq("0.5b gate/up", 896, {4864, 4864}, CU_EPI_SWIGLU, 1, 0, roof);
+    bench_awq("0.5b down", 4864, {896}, CU_EPI_ADD, 1, 0, roof);
     bench_dense("7b lm_head", 3584, 152064, 1, sm, roof);
     bench_dense("0.5b lm_head", 896, 151936, 1, sm, roof);
     bench_dense("7b f16 gate", 3584, 18944, 1, sm, roof);
