@@ -80,7 +80,7 @@ static void host_mma(float c[32][4], const uint32_t a[32][4], const uint32_t b[3
 
 // The CPU twin of awq_warp_sum: the same loads, fragments and scaling, all 32 lanes at once
 // around an emulated mma.
-static void host_awq_warp(const awq_params &P, const awq_seg &sg, const awq_warp &wp, float (*acc)[4])
+static void host_awq_warp(const awq_params &P, const awq_seg &sg, const awq_warp &wp, const uint16_t *xs, float (*acc)[4])
 {
     const int K = P.K, G = K / LOOM_AWQ_GROUP;
     for (int gi = wp.sl; gi < G; gi += wp.S) {
@@ -94,7 +94,9 @@ static void host_awq_warp(const awq_params &P, const awq_seg &sg, const awq_warp
                     const uint32_t ws[4] = {r[l].w[h].x, r[l].w[h].y, r[l].w[h].z, r[l].w[h].w};
                     uint32_t af[4], bf[2];
                     cu_awq_frag(ws[s], cu_awq_za(r[l].m[0]), cu_awq_zb(r[l].m[1]), af);
-                    awq_bfrag(awq_xrow(P, l), gi * LOOM_AWQ_GROUP + h * 64 + s * 16, bf);
+                    int k = gi * LOOM_AWQ_GROUP + h * 64 + s * 16;
+                    if (xs) awq_bfrag_xs(awq_xs_row(xs, P.T, K, l), k, bf);
+                    else awq_bfrag(P.x, P.T, K, k, l, bf);
                     for (int i = 0; i < 4; i++) a[l][i] = af[i];
                     b[l][0] = bf[0], b[l][1] = bf[1];
                 }
@@ -106,16 +108,19 @@ static void host_awq_warp(const awq_params &P, const awq_seg &sg, const awq_warp
 
 // awq_gemv_kernel's grid, block by block: each warp's sums into red (NaN first: a slot read
 // before it is written shows), each thread's outputs, then the last block's rmsnorm.
-template <int EPI> static void host_awq_blocks(const awq_params &P, int blocks, int threads)
+template <int EPI> static void host_awq_blocks(const awq_params &P, int blocks, int threads, bool staged)
 {
     static float red[AWQ_RED];
+    std::vector<uint16_t> xs(staged ? awq_xs_bytes(P.T, P.K) / 2 : 0);
     for (int b = 0; b < blocks; b++) {
         std::fill(red, red + AWQ_RED, NAN);
+        std::fill(xs.begin(), xs.end(), 0x7e00); // NaN: a half never staged shows
+        for (int t = 0; staged && t < threads; t++) awq_stage_x(P.x, P.T, P.K, t, threads, xs.data());
         for (int w = 0; w < threads / 32; w++) {
             awq_warp wp = awq_warp_of<EPI>(P, b, w);
             if (wp.o < 0) continue;
             float acc[32][4] = {};
-            host_awq_warp(P, awq_segment(P, b), wp, acc);
+            host_awq_warp(P, awq_segment(P, b), wp, staged ? xs.data() : nullptr, acc);
             for (int l = 0; l < 32; l++) awq_red_put(red, w, l, acc[l]);
         }
         for (int t = 0; t < threads; t++) awq_gemv_out<EPI>(P, b, t, threads, red);
@@ -127,29 +132,30 @@ template <int EPI> static void host_awq_blocks(const awq_params &P, int blocks, 
     }
 }
 
-static cudaError_t host_awq_gemv(const cu_awq_gemv_args *a)
+static cudaError_t host_awq_gemv(const cu_awq_gemv_args *a, int sm = 132)
 {
     awq_params P;
     int blocks, threads;
-    cudaError_t e = awq_geometry(a, &P, &blocks, &threads);
+    cudaError_t e = awq_geometry(a, sm, &P, &blocks, &threads);
     if (e) return e;
-    if (a->epi == CU_EPI_PLAIN) host_awq_blocks<CU_EPI_PLAIN>(P, blocks, threads);
-    else if (a->epi == CU_EPI_SWIGLU) host_awq_blocks<CU_EPI_SWIGLU>(P, blocks, threads);
-    else host_awq_blocks<CU_EPI_ADD>(P, blocks, threads);
+    bool staged = awq_xs_bytes(P.T, P.K) <= AWQ_XS_MAX && !a->x_global; // as the launcher decides
+    if (a->epi == CU_EPI_PLAIN) host_awq_blocks<CU_EPI_PLAIN>(P, blocks, threads, staged);
+    else if (a->epi == CU_EPI_SWIGLU) host_awq_blocks<CU_EPI_SWIGLU>(P, blocks, threads, staged);
+    else host_awq_blocks<CU_EPI_ADD>(P, blocks, threads, staged);
     return cudaSuccess;
 }
 
 static int failures = 0;
 
 static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns, int T, int warps, bool norm = false,
-                  int rope_hd = 0)
+                  int rope_hd = 0, bool x_global = false)
 {
     std::vector<weight> ws;
     for (int64_t N : Ns) ws.push_back(make_weight(K, N));
     std::vector<float> x((size_t)(T * K)), r;
     for (auto &v : x) v = rndf();
     cu_awq_gemv_args a{};
-    a.x = x.data(), a.T = T, a.n = (int)Ns.size(), a.epi = epi, a.warps = warps;
+    a.x = x.data(), a.T = T, a.n = (int)Ns.size(), a.epi = epi, a.warps = warps, a.x_global = x_global;
     std::vector<std::vector<float>> ys(Ns.size());
     for (size_t i = 0; i < Ns.size(); i++) {
         ys[i].assign((size_t)(T * Ns[i]), NAN);
@@ -457,7 +463,11 @@ int main()
         check("q, k (RoPE), v in one launch", CU_EPI_PLAIN, 256, {256, 128, 128}, 2, warps, false, 64);
         check("q (RoPE, head 128)", CU_EPI_PLAIN, 128, {384}, 3, warps, false, 128);
     }
-    check("long K (16 warps by default)", CU_EPI_ADD, 8192, {48}, 1, 0);
+    check("few blocks (16 warps by default)", CU_EPI_ADD, 8192, {48}, 1, 0);
+    // x read from global memory: forced, and where T + 1 staged rows would not fit
+    check("q, k (RoPE), v, x from global", CU_EPI_PLAIN, 256, {256, 128, 128}, 3, 0, false, 64, true);
+    check("gate, up, swiglu, x from global", CU_EPI_SWIGLU, 512, {200, 200}, 2, 0, false, 0, true);
+    check("x too large to stage", CU_EPI_PLAIN, 6144, {32}, 8, 0);
     for (int T : {1, 2, 4, 6, 8}) check("plain, tokens", CU_EPI_PLAIN, 640, {96}, T, 8);
     check("one group (K = 128)", CU_EPI_PLAIN, 128, {64}, 8, 0);
     // prefill GEMM: both row tiles, partial row / column / k tiles, odd N (scalar stores), 3 AWQ groups

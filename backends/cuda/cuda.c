@@ -183,7 +183,8 @@ static loom_status cu_device_open(void *bctx, int32_t dev, void **dctx)
         goto fail;
     }
     if ((st = loom__cu_malloc(d, 4 * sizeof(int), (void **)&d->d_err, "the error word"))) goto fail;
-    if ((e = cudaMemset(d->d_err, 0, 4 * sizeof(int))) || (e = loom__cu_attn_init()) || (e = loom__cu_gemm_init())) {
+    if ((e = cudaMemset(d->d_err, 0, 4 * sizeof(int))) || (e = loom__cu_attn_init()) || (e = loom__cu_gemm_init()) ||
+        (e = loom__cu_awq_init())) {
         st = loom__cu_fail(d, e, "cannot set up the kernels");
         goto fail;
     }

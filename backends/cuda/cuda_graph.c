@@ -365,7 +365,7 @@ static loom_status run_nodes(cu_dev *d, cu_prog *p, int32_t n_tokens)
                 cu_awq_gemv_args g = pl->gemv;
                 g.T = T, g.pos = p->d_step, g.seq = p->d_step + T; /* the step buffer's layout */
                 g.pdl = d->pdl;
-                e = loom__cu_awq_gemv(s, &g);
+                e = loom__cu_awq_gemv(s, &g, d->sm_count);
             } else {
                 e = loom__cu_awq_gemm(s, tdata(src[0]), pl->awq, tdata(bias), bdt, y, T, d->sm_count);
             }

@@ -76,6 +76,7 @@ cudaError_t loom__cu_gemm(cudaStream_t s, const float *x, const void *w, int wdt
                           int T, int64_t K, int64_t N, int sm_count);
 /* Once per device, before the first loom__cu_gemm / loom__cu_awq_gemm: shared-memory limits. */
 cudaError_t loom__cu_gemm_init(void);
+cudaError_t loom__cu_awq_init(void); /* likewise, for the AWQ GEMV */
 /* AWQ decode GEMV (1 <= T <= CU_GEMV_MAX_T), one pass over the packed weights
  * in one launch, with the epilogue fused:
  *   CU_EPI_PLAIN   y[i] = x·w[i] + bias[i] for n weights sharing x (q, k, v), each
@@ -117,8 +118,9 @@ typedef struct cu_awq_gemv_args {
     const int32_t *seq;
     int           pdl;                 /* launch as a programmatic dependent (k_common.cuh) */
     int           warps;               /* per block; 0: the launcher's choice (kbench --awq sweeps it) */
+    int           x_global;            /* 1: read x from global memory even where it fits staged (kbench) */
 } cu_awq_gemv_args;
-cudaError_t loom__cu_awq_gemv(cudaStream_t s, const cu_awq_gemv_args *a);
+cudaError_t loom__cu_awq_gemv(cudaStream_t s, const cu_awq_gemv_args *a, int sm_count);
 /* AWQ on the tensor cores: tiles dequantised into shared memory. */
 cudaError_t loom__cu_awq_gemm(cudaStream_t s, const float *x, const cu_awq *w, const void *bias, int bdt, float *y,
                               int T, int sm_count);

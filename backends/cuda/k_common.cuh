@@ -186,14 +186,27 @@ static CU_HD uint32_t cu_hfma2(uint32_t a, uint32_t b, uint32_t c)
  * as f16 pairs. (w & 0x000F000F) | 0x6400 6400 is the pair 1024 + q (q in the mantissa); the
  * nibbles 4 bits up give 1024 + 16 q, which * 1/16 - (64 + z) brings to q - z in one FMA.
  * za: the half 1024 + z of column g, twice; zb: the half -(64 + z) of column g + 8, twice. */
+/* (w & m) | 0x64006400 in one LOP3: written out, the compiler emits two (its LOP3 takes one
+ * 32-bit immediate, and this needs two constants) */
+static CU_HD uint32_t cu_awq_nib(uint32_t w, uint32_t m)
+{
+#ifdef __CUDA_ARCH__
+    uint32_t d;
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(w), "r"(m), "r"(0x64006400u));
+    return d;
+#else
+    return (w & m) | 0x64006400u;
+#endif
+}
+
 static CU_HD void cu_awq_frag(uint32_t w, uint32_t za, uint32_t zb, uint32_t (&a)[4])
 {
-    const uint32_t M = 0x64006400u, SIXTEENTH = 0x2C002C00u;
+    const uint32_t SIXTEENTH = 0x2C002C00u;
     uint32_t u = w >> 8;
-    a[0] = cu_hsub2((w & 0x000F000Fu) | M, za);
-    a[1] = cu_hfma2((w & 0x00F000F0u) | M, SIXTEENTH, zb);
-    a[2] = cu_hsub2((u & 0x000F000Fu) | M, za);
-    a[3] = cu_hfma2((u & 0x00F000F0u) | M, SIXTEENTH, zb);
+    a[0] = cu_hsub2(cu_awq_nib(w, 0x000F000Fu), za);
+    a[1] = cu_hfma2(cu_awq_nib(w, 0x00F000F0u), SIXTEENTH, zb);
+    a[2] = cu_hsub2(cu_awq_nib(u, 0x000F000Fu), za);
+    a[3] = cu_hfma2(cu_awq_nib(u, 0x00F000F0u), SIXTEENTH, zb);
 }
 
 /* The zero-point constants of cu_awq_frag from two meta words (columns g and g + 8). */

@@ -374,18 +374,45 @@ static CU_HD void awq_load(const awq_seg &sg, const awq_warp &wp, int K, int gi,
     r.m[0] = CU_LDG(m), r.m[1] = CU_LDG(m + 8);
 }
 
-/* The lane's row of x for its B fragments: row g at k offset 4j (the packed layout's k order),
- * or NULL for g >= T (those columns of the n8 tile are zeros). */
-static CU_HD const float *awq_xrow(const awq_params &P, int lane)
+/* The lane's B fragment for the mma step at k: row g of x at k + 4j .. k + 4j + 3 (the
+ * packed layout's k order) as two f16 pairs; zeros for g >= T. From global memory: */
+static CU_HD void awq_bfrag(const float *x, int T, int K, int k, int lane, uint32_t (&b)[2])
 {
-    return (lane >> 2) < P.T ? P.x + (int64_t)(lane >> 2) * P.K + (lane & 3) * 4 : nullptr;
+    const int g = lane >> 2;
+    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (g < T) v = CU_LDG(reinterpret_cast<const float4 *>(x + (int64_t)g * K + k + (lane & 3) * 4));
+    b[0] = cu_pack2(v.x, v.y, false), b[1] = cu_pack2(v.z, v.w, false);
 }
 
-/* The lane's B fragment for the mma step at k: xr[k .. k + 3] as two f16 pairs. */
-static CU_HD void awq_bfrag(const float *xr, int k, uint32_t (&b)[2])
+/* ... or, where T + 1 rows of K + 8 halves fit (AWQ_XS_MAX), from x staged once per block in
+ * shared memory as f16: rows 0 .. T-1, then a row of zeros that lanes g >= T read, so each
+ * step is one 8-byte shared load. The 8-half pad staggers the rows across banks. */
+#define AWQ_XS_MAX (96 << 10)
+static CU_HD int awq_xs_ld(int K) { return K + 8; }
+static CU_HD size_t awq_xs_bytes(int T, int K) { return (size_t)(T + 1) * awq_xs_ld(K) * 2; }
+
+static CU_HD void awq_stage_x(const float *x, int T, int K, int tid, int nthreads, uint16_t *xs)
 {
-    float4 v = xr ? CU_LDG(reinterpret_cast<const float4 *>(xr + k)) : make_float4(0.f, 0.f, 0.f, 0.f);
-    b[0] = cu_pack2(v.x, v.y, false), b[1] = cu_pack2(v.z, v.w, false);
+    const int K4 = K / 4;
+    for (int i = tid; i < (T + 1) * K4; i += nthreads) {
+        int t = i / K4, k = (i % K4) * 4;
+        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (t < T) v = CU_LDG(reinterpret_cast<const float4 *>(x + (int64_t)t * K + k));
+        *reinterpret_cast<uint2 *>(xs + t * awq_xs_ld(K) + k) = make_uint2(cu_pack2(v.x, v.y, false), cu_pack2(v.z, v.w, false));
+    }
+}
+
+/* The lane's row of the staged x (the zero row for g >= T), at its k offset 4j. */
+static CU_HD const uint16_t *awq_xs_row(const uint16_t *xs, int T, int K, int lane)
+{
+    int g = lane >> 2;
+    return xs + (g < T ? g : T) * awq_xs_ld(K) + (lane & 3) * 4;
+}
+
+static CU_HD void awq_bfrag_xs(const uint16_t *xrow, int k, uint32_t (&b)[2])
+{
+    uint2 v = *reinterpret_cast<const uint2 *>(xrow + k);
+    b[0] = v.x, b[1] = v.y;
 }
 
 /* acc += the group's sums d (D fragment: columns g, g + 8 x tokens 2j, 2j + 1) times the columns' scales. */
@@ -489,12 +516,14 @@ static CU_HD void awq_norm_c(const awq_params &P, int tid, int nthreads, const f
 
 #ifdef __CUDA_ARCH__
 /* The warp's groups gi = sl, sl + S, ... (cur: the first one's loads, issued by the caller),
- * each group's loads in flight while the one before it is multiplied. */
+ * each group's loads in flight while the one before it is multiplied. XS: x from the block's
+ * staged copy (xs), else from global memory. */
+template <bool XS>
 static __device__ __forceinline__ void awq_warp_sum(const awq_params &P, const awq_seg &sg, const awq_warp &wp,
-                                                    int lane, awq_lane_group cur, float (&acc)[4])
+                                                    int lane, const uint16_t *xs, awq_lane_group cur, float (&acc)[4])
 {
     const int K = P.K, G = K / LOOM_AWQ_GROUP;
-    const float *xr = awq_xrow(P, lane);
+    const uint16_t *xrow = XS ? awq_xs_row(xs, P.T, K, lane) : nullptr;
     for (int gi = wp.sl; gi < G; gi += wp.S) {
         awq_lane_group nxt = cur;
         if (gi + wp.S < G) awq_load(sg, wp, K, gi + wp.S, lane, nxt);
@@ -507,7 +536,9 @@ static __device__ __forceinline__ void awq_warp_sum(const awq_params &P, const a
             for (int s = 0; s < 4; s++) {
                 uint32_t a[4], b[2];
                 cu_awq_frag(ws[s], za, zb, a);
-                awq_bfrag(xr, gi * LOOM_AWQ_GROUP + h * 64 + s * 16, b);
+                const int k = gi * LOOM_AWQ_GROUP + h * 64 + s * 16;
+                if (XS) awq_bfrag_xs(xrow, k, b);
+                else awq_bfrag(P.x, P.T, K, k, lane, b);
                 cu_mma<false>(d, a, b[0], b[1]);
             }
         }
@@ -517,12 +548,13 @@ static __device__ __forceinline__ void awq_warp_sum(const awq_params &P, const a
 }
 #endif
 
-template <int EPI>
+template <int EPI, bool XS>
 __global__ void __launch_bounds__(AWQ_MAX_WARPS * 32) awq_gemv_kernel(const awq_params P)
 {
 #ifdef __CUDA_ARCH__
     __shared__ float red[AWQ_RED];
     __shared__ bool last;
+    extern __shared__ __align__(16) uint16_t awq_xs[];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const awq_seg &sg = awq_segment(P, blockIdx.x);
     const awq_warp wp = awq_warp_of<EPI>(P, blockIdx.x, warp);
@@ -532,9 +564,13 @@ __global__ void __launch_bounds__(AWQ_MAX_WARPS * 32) awq_gemv_kernel(const awq_
     const bool busy = wp.o >= 0 && wp.sl < P.K / LOOM_AWQ_GROUP;
     if (busy) awq_load(sg, wp, P.K, wp.sl, lane, cur);
     cu_pdl_wait();
+    if (XS) {
+        awq_stage_x(P.x, P.T, P.K, threadIdx.x, blockDim.x, awq_xs);
+        __syncthreads();
+    }
     if (wp.o >= 0) {
         float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        if (busy) awq_warp_sum(P, sg, wp, lane, cur, acc);
+        if (busy) awq_warp_sum<XS>(P, sg, wp, lane, awq_xs, cur, acc);
         awq_red_put(red, warp, lane, acc);
     }
     __syncthreads();
@@ -557,9 +593,10 @@ __global__ void __launch_bounds__(AWQ_MAX_WARPS * 32) awq_gemv_kernel(const awq_
 #endif
 }
 
-/* Warps per block: 8, or 16 for long K (7B's down projection: 148 groups), so that
- * enough bytes are in flight per SM while a slice still walks several groups. */
-static cudaError_t awq_geometry(const cu_awq_gemv_args *a, awq_params *P, int *blocks, int *threads)
+/* Warps per block: 8, or 16 where there are fewer than two blocks per SM (H100, 7B: o and
+ * down 15 and 31 us at 16 warps, 17 and 40 at 8; qkv and gate/up, 288 and 1184 blocks, best
+ * at 8), so that the GPU still holds enough warps. */
+static cudaError_t awq_geometry(const cu_awq_gemv_args *a, int sm_count, awq_params *P, int *blocks, int *threads)
 {
     if (a->n < 1 || a->n > CU_GEMV_MAX_W || (a->epi == CU_EPI_SWIGLU && a->n != 2) ||
         (a->epi == CU_EPI_ADD && (a->n != 1 || !a->r)) || a->T < 1 || a->T > CU_GEMV_MAX_T)
@@ -567,8 +604,6 @@ static cudaError_t awq_geometry(const cu_awq_gemv_args *a, awq_params *P, int *b
     *P = awq_params{};
     P->x = a->x, P->r = a->r, P->T = a->T, P->K = (int)a->w[0]->K;
     int nw = a->epi == CU_EPI_SWIGLU ? 1 : a->n, no = a->epi == CU_EPI_SWIGLU ? 2 : 1;
-    int warps = a->warps ? a->warps : P->K / LOOM_AWQ_GROUP >= 64 ? 16 : 8;
-    if (warps > AWQ_MAX_WARPS || warps % (2 * no)) return cudaErrorInvalidValue; /* 2: tiles per RoPE block */
     int nb = 0;
     for (int i = 0; i < nw; i++) {
         const cu_awq *w = a->w[i];
@@ -595,21 +630,38 @@ static cudaError_t awq_geometry(const cu_awq_gemv_args *a, awq_params *P, int *b
     if (a->norm_y && (a->epi != CU_EPI_ADD || !a->norm_w || !a->counter)) return cudaErrorInvalidValue;
     P->pos = a->pos, P->seq = a->seq, P->cache_f16 = a->cache_f16, P->cache_hd = a->cache_hd, P->cache_C = a->cache_C;
     P->nw = a->norm_w, P->nwdt = a->norm_wdt, P->eps = a->norm_eps, P->yn = a->norm_y, P->counter = a->counter;
+    int warps = a->warps ? a->warps : nb < 2 * sm_count ? 16 : 8;
+    if (warps > AWQ_MAX_WARPS || warps % (2 * no)) return cudaErrorInvalidValue; /* 2: tiles per RoPE block */
     P->nseg = nw, P->warps = warps, P->blocks = nb;
     *threads = warps * 32;
     *blocks = nb;
     return cudaSuccess;
 }
 
-extern "C" cudaError_t loom__cu_awq_gemv(cudaStream_t s, const cu_awq_gemv_args *a)
+/* Shared memory for the staged x beyond the 48 KiB default: once per device. */
+extern "C" cudaError_t loom__cu_awq_init(void)
+{
+    cudaError_t e;
+#define AWQ_ALLOW(E) cudaFuncSetAttribute(awq_gemv_kernel<E, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, AWQ_XS_MAX)
+    if ((e = AWQ_ALLOW(CU_EPI_PLAIN)) || (e = AWQ_ALLOW(CU_EPI_SWIGLU)) || (e = AWQ_ALLOW(CU_EPI_ADD))) return e;
+#undef AWQ_ALLOW
+    return cudaSuccess;
+}
+
+extern "C" cudaError_t loom__cu_awq_gemv(cudaStream_t s, const cu_awq_gemv_args *a, int sm_count)
 {
     awq_params P;
     int blocks, threads;
-    cudaError_t e = awq_geometry(a, &P, &blocks, &threads);
+    cudaError_t e = awq_geometry(a, sm_count, &P, &blocks, &threads);
     if (e) return e;
+    size_t xs = awq_xs_bytes(P.T, P.K);
+    bool staged = xs <= AWQ_XS_MAX && !a->x_global;
+#define AWQ_GO(E) staged ? cu_launch(awq_gemv_kernel<E, true>, dim3(blocks), dim3(threads), xs, s, a->pdl, P) \
+                         : cu_launch(awq_gemv_kernel<E, false>, dim3(blocks), dim3(threads), 0, s, a->pdl, P)
     switch (a->epi) {
-    case CU_EPI_PLAIN: return cu_launch(awq_gemv_kernel<CU_EPI_PLAIN>, dim3(blocks), dim3(threads), 0, s, a->pdl, P);
-    case CU_EPI_SWIGLU: return cu_launch(awq_gemv_kernel<CU_EPI_SWIGLU>, dim3(blocks), dim3(threads), 0, s, a->pdl, P);
-    default: return cu_launch(awq_gemv_kernel<CU_EPI_ADD>, dim3(blocks), dim3(threads), 0, s, a->pdl, P);
+    case CU_EPI_PLAIN: return AWQ_GO(CU_EPI_PLAIN);
+    case CU_EPI_SWIGLU: return AWQ_GO(CU_EPI_SWIGLU);
+    default: return AWQ_GO(CU_EPI_ADD);
     }
+#undef AWQ_GO
 }

@@ -6,7 +6,7 @@
 //
 //   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Icore -Ibackends/cuda -o kbench \
 //        bench/cuda/kbench.cu backends/cuda/k_matmul.cu backends/cuda/k_gemm.cu -lcublas && ./kbench
-//   ./kbench --all      also the GEMV with forced block widths
+//   ./kbench --awq      the 7B AWQ GEMVs at each block size, x staged or not, only
 //   ./kbench --gemm     the prefill GEMMs only
 //
 // Each case: a random AWQ blob in the checkpoint's layout (or a random f16
@@ -78,6 +78,8 @@ static double nmse(const std::vector<float> &y, const std::vector<double> &ref)
     return num / (den > 0 ? den : 1);
 }
 
+static int g_sm; // the device's SM count (the GEMV launcher picks its block size with it)
+
 // ---- AWQ ---------------------------------------------------------------------------------------
 struct awq_host {
     int K, N;
@@ -125,7 +127,7 @@ static cu_awq upload_awq(const awq_host &h)
 static const char *epi_name(int e) { return e == CU_EPI_SWIGLU ? "gate+up+swiglu" : e == CU_EPI_ADD ? "+resid+norm" : "plain"; }
 
 // One launch over n weights of the same K (epi as the backend fuses them).
-static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, int T, int warps, double roof)
+static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, int T, int warps, double roof, int x_global = 0)
 {
     int n = (int)Ns.size();
     std::vector<awq_host> hs;
@@ -172,7 +174,7 @@ static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, in
     }
     auto args = [&](int c) {
         cu_awq_gemv_args a{};
-        a.x = x, a.T = T, a.n = n, a.epi = epi, a.r = r, a.warps = warps;
+        a.x = x, a.T = T, a.n = n, a.epi = epi, a.r = r, a.warps = warps, a.x_global = x_global;
         a.norm_w = g, a.norm_wdt = LOOM_F32, a.norm_eps = 1e-6f, a.norm_y = yn, a.counter = counter;
         for (int i = 0; i < n; i++) a.w[i] = &ws[c][i], a.bias[i] = nullptr, a.bdt[i] = 0, a.y[i] = ys[i];
         return a;
@@ -180,7 +182,7 @@ static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, in
     // correctness on copy 0
     for (int i = 0; i < n; i++) CHECK(cudaMemset(ys[i], 0xff, (size_t)T * Ns[i] * 4)); // NaN poison
     cu_awq_gemv_args a0 = args(0);
-    CHECK(loom__cu_awq_gemv(0, &a0));
+    CHECK(loom__cu_awq_gemv(0, &a0, g_sm));
     CHECK(cudaDeviceSynchronize());
     int nouts = epi == CU_EPI_SWIGLU ? 1 : n;
     double worst = 0;
@@ -206,17 +208,17 @@ static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, in
                 ys_s.push_back(y[(size_t)t * N + col]), ref_s.push_back(v);
             }
         worst = std::max(worst, nmse(ys_s, ref_s));
-        CHECK(loom__cu_awq_gemv(0, &a0));
+        CHECK(loom__cu_awq_gemv(0, &a0, g_sm));
         CHECK(cudaMemcpy(y2.data(), ys[i], y2.size() * 4, cudaMemcpyDeviceToHost));
         same = same && !memcmp(y.data(), y2.data(), y.size() * 4);
     }
     (void)Nout;
-    double ms = time_ms([&](int c) { cu_awq_gemv_args a = args(c); loom__cu_awq_gemv(0, &a); }, copies);
+    double ms = time_ms([&](int c) { cu_awq_gemv_args a = args(c); loom__cu_awq_gemv(0, &a, g_sm); }, copies);
     double gbs = bytes / (ms * 1e-3) / 1e9;
     char shape[64];
     snprintf(shape, sizeof shape, "K=%d N=%d%s", K, Ns[0], n > 1 ? (n == 2 ? "x2" : "+..") : "");
-    printf("awq %-18s %-16s %-15s T=%d warps=%-2d %8.2f us %7.1f GB/s %5.3f  nmse %.1e %s\n", label, shape, epi_name(epi),
-           T, warps, ms * 1e3, gbs, gbs / roof, worst, same ? "det" : "NONDET");
+    printf("awq %-18s %-16s %-15s T=%d warps=%-2d x %-6s %8.2f us %7.1f GB/s %5.3f  nmse %.1e %s\n", label, shape, epi_name(epi),
+           T, warps, x_global ? "global" : "staged", ms * 1e3, gbs, gbs / roof, worst, same ? "det" : "NONDET");
     for (int c = 0; c < copies; c++)
         for (auto &w : ws[c]) cudaFree(w.q);
     for (auto y : ys) cudaFree(y);
@@ -351,6 +353,7 @@ int main(int argc, char **argv)
 {
     int sm = 0;
     CHECK(cudaDeviceGetAttribute(&sm, cudaDevAttrMultiProcessorCount, 0));
+    g_sm = sm;
     cudaDeviceProp p;
     CHECK(cudaGetDeviceProperties(&p, 0));
     double roof = roofline_gbs();
@@ -358,17 +361,17 @@ int main(int argc, char **argv)
     printf("%s, %d SMs, L2 %d MiB; roofline (D2D copy, read + write) %.1f GB/s\n", p.name, sm, p.l2CacheSize >> 20,
            roof);
     CHECK(loom__cu_gemm_init());
-    bool all = argc > 1 && !strcmp(argv[1], "--all");
+    CHECK(loom__cu_awq_init());
     if (argc > 1 && !strcmp(argv[1], "--gemm")) return bench_gemms(sm), 0;
     // Qwen2.5-7B layer: q, k, v (one launch), o + residual, gate + up + swiglu, down + residual;
-    // --awq: at each block size (0: the launcher's choice)
+    // --awq: at each block size (0: the launcher's choice), x staged in shared memory or not
     bool sweep = argc > 1 && !strcmp(argv[1], "--awq");
-    for (int w : {0, 4, 8, 16}) {
-        if (w && !sweep) break;
-        bench_awq("7b qkv", 3584, {3584, 512, 512}, CU_EPI_PLAIN, 1, w, roof);
-        bench_awq("7b o", 3584, {3584}, CU_EPI_ADD, 1, w, roof);
-        bench_awq("7b gate/up", 3584, {18944, 18944}, CU_EPI_SWIGLU, 1, w, roof);
-        bench_awq("7b down", 18944, {3584}, CU_EPI_ADD, 1, w, roof);
+    for (int v = 0; v < (sweep ? 8 : 1); v++) {
+        int w = v % 4 ? 2 << v % 4 : 0, xg = v / 4; // warps 0, 4, 8, 16
+        bench_awq("7b qkv", 3584, {3584, 512, 512}, CU_EPI_PLAIN, 1, w, roof, xg);
+        bench_awq("7b o", 3584, {3584}, CU_EPI_ADD, 1, w, roof, xg);
+        bench_awq("7b gate/up", 3584, {18944, 18944}, CU_EPI_SWIGLU, 1, w, roof, xg);
+        bench_awq("7b down", 18944, {3584}, CU_EPI_ADD, 1, w, roof, xg);
     }
     if (sweep) return 0;
     bench_awq("7b gate/up", 3584, {18944, 18944}, CU_EPI_SWIGLU, 4, 0, roof);
