@@ -6,8 +6,10 @@
 // block by block, so their index arithmetic, dequantisation, slice
 // reduction and epilogues are checked in CI, where no GPU is. It checks each
 // output against a float64 sum over the checkpoint blob decoded by the core's
-// own AWQ reader (core/awq.c), for every epilogue, several token counts, odd
-// column counts and all three block widths. The tensor-core GEMM (k_gemm.cu)
+// own AWQ reader (core/awq.c) with x rounded to f16 as the tensor cores take
+// it, for every epilogue, several token counts, odd column counts (padded
+// tiles), several block sizes, x staged in shared memory and read from global
+// memory; the GEMV's mma is emulated as the GEMM's is. The tensor-core GEMM (k_gemm.cu)
 // runs the same way: its loaders, fragment addressing and epilogue are the
 // kernel's own, ldmatrix and mma are emulated below from the PTX ISA's
 // fragment layouts, shared memory starts as NaN. What only a GPU can show

@@ -263,9 +263,10 @@ extern "C" cudaError_t loom__cu_awq_repack(cudaStream_t s, const void *blob, cu_
  * HFMA2 per two weights, q - z exact in f16) and issues one mma.sync m16n8k16
  * against B = the x rows rounded to f16, token t in column t of the n8 tile, so
  * 1 to 8 tokens cost the same. A group's 8 MMAs sum in f32 from zero; then the
- * two columns' scales multiply in f32. That is about 10 warp instructions per
- * 256 weights; the FFMA kernel this replaced needed 27 per 8 weights per
- * thread and was issue-bound at 0.12-0.48 of the H100's copy bandwidth.
+ * two columns' scales multiply in f32. With x staged in shared memory (below)
+ * that is about a dozen warp instructions per 256 weights; the FFMA kernel this
+ * replaced spent ~27 per thread per 8 weights and was issue-bound at 0.12-0.48
+ * of the H100's copy bandwidth (this one: 0.16-0.69, docs/PERF.md).
  *
  * A block is NO weights (SWIGLU: gate and up) x TB tiles (2 for outputs turned
  * by RoPE, so both columns of every rotated pair (n, n + hd/2) meet in one
