@@ -140,7 +140,7 @@ static cudaError_t host_awq_gemv(const cu_awq_gemv_args *a, int sm = 132)
     int blocks, threads;
     cudaError_t e = awq_geometry(a, sm, &P, &blocks, &threads);
     if (e) return e;
-    bool staged = awq_xs_bytes(P.T, P.K) <= AWQ_XS_MAX && !a->x_global; // as the launcher decides
+    bool staged = awq_staged(a, P);
     if (a->epi == CU_EPI_PLAIN) host_awq_blocks<CU_EPI_PLAIN>(P, blocks, threads, staged);
     else if (a->epi == CU_EPI_SWIGLU) host_awq_blocks<CU_EPI_SWIGLU>(P, blocks, threads, staged);
     else host_awq_blocks<CU_EPI_ADD>(P, blocks, threads, staged);

@@ -142,7 +142,7 @@ static inline uint32_t cu_host_h2(uint32_t a, uint32_t b, uint32_t c)
     for (int h = 0; h < 2; h++) {
         double v = (double)cu_f16_f32((unsigned short)(a >> 16 * h)) * cu_f16_f32((unsigned short)(b >> 16 * h)) +
                    cu_f16_f32((unsigned short)(c >> 16 * h));
-        __half_raw hr = __double2half((double)v);
+        __half_raw hr = __double2half(v);
         r |= (uint32_t)hr.x << 16 * h;
     }
     return r;
@@ -182,10 +182,6 @@ static CU_HD uint32_t cu_hfma2(uint32_t a, uint32_t b, uint32_t c)
 #endif
 }
 
-/* One packed AWQ word (cuda_impl.h) to the four A-fragment registers of its lane, (q - z) exactly
- * as f16 pairs. (w & 0x000F000F) | 0x6400 6400 is the pair 1024 + q (q in the mantissa); the
- * nibbles 4 bits up give 1024 + 16 q, which * 1/16 - (64 + z) brings to q - z in one FMA.
- * za: the half 1024 + z of column g, twice; zb: the half -(64 + z) of column g + 8, twice. */
 /* (w & m) | 0x64006400 in one LOP3: written out, the compiler emits two (its LOP3 takes one
  * 32-bit immediate, and this needs two constants) */
 static CU_HD uint32_t cu_awq_nib(uint32_t w, uint32_t m)
@@ -199,6 +195,10 @@ static CU_HD uint32_t cu_awq_nib(uint32_t w, uint32_t m)
 #endif
 }
 
+/* One packed AWQ word (cuda_impl.h) to the four A-fragment registers of its lane, (q - z) exactly
+ * as f16 pairs. (w & 0x000F000F) | 0x6400 6400 is the pair 1024 + q (q in the mantissa); the
+ * nibbles 4 bits up give 1024 + 16 q, which * 1/16 - (64 + z) brings to q - z in one FMA.
+ * za: the half 1024 + z of column g, twice; zb: the half -(64 + z) of column g + 8, twice. */
 static CU_HD void cu_awq_frag(uint32_t w, uint32_t za, uint32_t zb, uint32_t (&a)[4])
 {
     const uint32_t SIXTEENTH = 0x2C002C00u;

@@ -352,10 +352,16 @@ static CU_HD int awq_column(const awq_seg &sg, int b, int c)
 struct awq_warp {
     int o, tile, sl, S;
 };
+/* Slices of K per tile in a block of segment sg: its warps over NO weights x TB tiles. */
+template <int EPI> static CU_HD int awq_slices(const awq_params &P, const awq_seg &sg)
+{
+    return P.warps / (awq_outs<EPI>::n * (sg.cb / 16));
+}
+
 template <int EPI> static CU_HD awq_warp awq_warp_of(const awq_params &P, int b, int w)
 {
     const awq_seg &sg = awq_segment(P, b);
-    const int TB = sg.cb / 16, S = P.warps / (awq_outs<EPI>::n * TB);
+    const int TB = sg.cb / 16, S = awq_slices<EPI>(P, sg);
     awq_warp r = {w / (TB * S), awq_column(sg, b, 16 * (w / S % TB)) / 16, w % S, S};
     if (r.o >= awq_outs<EPI>::n || r.tile * 16 >= sg.N) r.o = -1;
     return r;
@@ -391,6 +397,11 @@ static CU_HD void awq_bfrag(const float *x, int T, int K, int k, int lane, uint3
 #define AWQ_XS_MAX (96 << 10)
 static CU_HD int awq_xs_ld(int K) { return K + 8; }
 static CU_HD size_t awq_xs_bytes(int T, int K) { return (size_t)(T + 1) * awq_xs_ld(K) * 2; }
+/* Whether a launch stages x (the launcher and tests/cuda_host.cu decide alike). */
+static bool awq_staged(const cu_awq_gemv_args *a, const awq_params &P)
+{
+    return awq_xs_bytes(P.T, P.K) <= AWQ_XS_MAX && !a->x_global;
+}
 
 static CU_HD void awq_stage_x(const float *x, int T, int K, int tid, int nthreads, uint16_t *xs)
 {
@@ -434,7 +445,7 @@ static CU_HD void awq_red_put(float *red, int w, int lane, const float (&acc)[4]
 /* Output o of block column c, token t: the sum of its S slices, in slice order. */
 template <int EPI> static CU_HD float awq_red_sum(const awq_params &P, const awq_seg &sg, const float *red, int o, int t, int c)
 {
-    const int TB = sg.cb / 16, S = P.warps / (awq_outs<EPI>::n * TB);
+    const int TB = sg.cb / 16, S = awq_slices<EPI>(P, sg);
     const float *r = red + (o * TB + c / 16) * S * 128 + (c % 16) * 8 + t;
     float s = 0.0f;
     for (int j = 0; j < S; j++) s += r[j * 128];
@@ -656,7 +667,7 @@ extern "C" cudaError_t loom__cu_awq_gemv(cudaStream_t s, const cu_awq_gemv_args 
     cudaError_t e = awq_geometry(a, sm_count, &P, &blocks, &threads);
     if (e) return e;
     size_t xs = awq_xs_bytes(P.T, P.K);
-    bool staged = xs <= AWQ_XS_MAX && !a->x_global;
+    bool staged = awq_staged(a, P);
 #define AWQ_GO(E) staged ? cu_launch(awq_gemv_kernel<E, true>, dim3(blocks), dim3(threads), xs, s, a->pdl, P) \
                          : cu_launch(awq_gemv_kernel<E, false>, dim3(blocks), dim3(threads), 0, s, a->pdl, P)
     switch (a->epi) {

@@ -6,7 +6,7 @@
 //
 //   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Icore -Ibackends/cuda -o kbench \
 //        bench/cuda/kbench.cu backends/cuda/k_matmul.cu backends/cuda/k_gemm.cu -lcublas && ./kbench
-//   ./kbench --awq      the 7B AWQ GEMVs at each block size, x staged or not, only
+//   ./kbench --awq      the 7B AWQ GEMVs at each block size, x as the launcher picks or from global, only
 //   ./kbench --gemm     the prefill GEMMs only
 //
 // Each case: a random AWQ blob in the checkpoint's layout (or a random f16
@@ -218,7 +218,7 @@ static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, in
     char shape[64];
     snprintf(shape, sizeof shape, "K=%d N=%d%s", K, Ns[0], n > 1 ? (n == 2 ? "x2" : "+..") : "");
     printf("awq %-18s %-16s %-15s T=%d warps=%-2d x %-6s %8.2f us %7.1f GB/s %5.3f  nmse %.1e %s\n", label, shape, epi_name(epi),
-           T, warps, x_global ? "global" : "staged", ms * 1e3, gbs, gbs / roof, worst, same ? "det" : "NONDET");
+           T, warps, x_global ? "global" : "auto", ms * 1e3, gbs, gbs / roof, worst, same ? "det" : "NONDET");
     for (int c = 0; c < copies; c++)
         for (auto &w : ws[c]) cudaFree(w.q);
     for (auto y : ys) cudaFree(y);
@@ -364,7 +364,8 @@ int main(int argc, char **argv)
     CHECK(loom__cu_awq_init());
     if (argc > 1 && !strcmp(argv[1], "--gemm")) return bench_gemms(sm), 0;
     // Qwen2.5-7B layer: q, k, v (one launch), o + residual, gate + up + swiglu, down + residual;
-    // --awq: at each block size (0: the launcher's choice), x staged in shared memory or not
+    // --awq: at each block size (0: the launcher's choice), x as the launcher picks (staged in
+    // shared memory where it fits) or forced from global memory
     bool sweep = argc > 1 && !strcmp(argv[1], "--awq");
     for (int v = 0; v < (sweep ? 8 : 1); v++) {
         int w = v % 4 ? 2 << v % 4 : 0, xg = v / 4; // warps 0, 4, 8, 16
