@@ -130,6 +130,7 @@ template <int EPI> static void host_awq_blocks(const awq_params &P, int blocks, 
     if (P.yn) {
         for (int t = 0; t < threads; t++) awq_norm_a(P, t, threads, red);
         for (int t = 0; t < threads; t++) awq_norm_b(P, t, threads, red);
+        for (int t = 0; t < threads; t++) awq_norm_b2(P, t, threads, red);
         for (int t = 0; t < threads; t++) awq_norm_c(P, t, threads, red);
     }
 }
@@ -466,6 +467,7 @@ int main()
         check("q (RoPE, head 128)", CU_EPI_PLAIN, 128, {384}, 3, warps, false, 128);
     }
     check("few blocks (16 warps by default)", CU_EPI_ADD, 8192, {48}, 1, 0);
+    check("rmsnorm of 8 rows by 4 warps", CU_EPI_ADD, 256, {200}, 8, 4, true);
     // x read from global memory: forced, and where T + 1 staged rows would not fit
     check("q, k (RoPE), v, x from global", CU_EPI_PLAIN, 256, {256, 128, 128}, 3, 0, false, 64, true);
     check("gate, up, swiglu, x from global", CU_EPI_SWIGLU, 512, {200, 200}, 2, 0, false, 0, true);

@@ -190,18 +190,8 @@ __global__ void __launch_bounds__(NTH) attn_kernel(const cu_attn_args a, int qt)
         ta = tb;
     }
     if (a.splits == 1) return;
-    /* publish this block's partials, then count it in; the last of the splits merges */
-    __shared__ int last;
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) {
-        int *c = a.counters + blockIdx.z * a.Hkv + hk;
-        last = atomicAdd(c, 1) == a.splits - 1;
-        if (last) *c = 0; /* ready for the next launch (graph replays) */
-    }
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
+    /* publish this block's partials; the last of the splits merges */
+    if (!cu_arrive_last(a.counters + blockIdx.z * a.Hkv + hk, a.splits)) return;
     attn_merge<HD>(a, t0, t1, hk, sm);
 }
 

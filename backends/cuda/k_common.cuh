@@ -251,6 +251,23 @@ static __device__ __forceinline__ void cu_pdl_wait(void)
 #endif
 }
 
+/* Block-wide (every thread calls it): publish the block's global writes, count the block in at
+ * *c, and say whether it is the last of n to arrive. The last one sees everything the others
+ * wrote, and finds *c back at zero for the next launch (graph replays). */
+static __device__ __forceinline__ bool cu_arrive_last(int *c, int n)
+{
+    __shared__ int last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        last = atomicAdd(c, 1) == n - 1;
+        if (last) *c = 0;
+    }
+    __syncthreads();
+    if (last) __threadfence();
+    return last;
+}
+
 static __device__ __forceinline__ void cu_prefetch_l2(const void *p)
 {
     asm volatile("prefetch.global.L2 [%0];" ::"l"(p));

@@ -325,8 +325,8 @@ static CU_HD void awq_cache_store(const awq_params &P, const awq_seg &sg, int t,
 }
 
 #define AWQ_MAX_WARPS 16
-/* shared floats: the warps' 16 x 8 partial sums, or the last-block rmsnorm's T x threads + T */
-#define AWQ_RED (AWQ_MAX_WARPS * 32 * CU_GEMV_MAX_T + CU_GEMV_MAX_T)
+/* shared floats: the warps' 16 x 8 partial sums, or the last-block rmsnorm's T x (threads + 33) */
+#define AWQ_RED ((AWQ_MAX_WARPS * 32 + 33) * CU_GEMV_MAX_T)
 
 template <int EPI> struct awq_outs {
     enum { n = EPI == CU_EPI_SWIGLU ? 2 : 1 }; /* weights per column: gate and up, or one */
@@ -391,11 +391,13 @@ static CU_HD void awq_bfrag(const float *x, int T, int K, int k, int lane, uint3
     b[0] = cu_pack2(v.x, v.y, false), b[1] = cu_pack2(v.z, v.w, false);
 }
 
-/* ... or, where T + 1 rows of K + 8 halves fit (AWQ_XS_MAX), from x staged once per block in
+/* ... or, where T + 1 rows of K + 16 halves fit (AWQ_XS_MAX), from x staged once per block in
  * shared memory as f16: rows 0 .. T-1, then a row of zeros that lanes g >= T read, so each
- * step is one 8-byte shared load. The 8-half pad staggers the rows across banks. */
+ * step is one 8-byte shared load. The 16-half pad puts the 32 bytes that each of four
+ * consecutive rows gives a step in distinct banks (K is a multiple of 128; with 8 halves
+ * rows g and g + 1 overlapped: ncu counted 29% of the shared wavefronts as conflicts). */
 #define AWQ_XS_MAX (96 << 10)
-static CU_HD int awq_xs_ld(int K) { return K + 8; }
+static CU_HD int awq_xs_ld(int K) { return K + 16; }
 static CU_HD size_t awq_xs_bytes(int T, int K) { return (size_t)(T + 1) * awq_xs_ld(K) * 2; }
 /* Whether a launch stages x (the launcher and tests/cuda_host.cu decide alike). */
 static bool awq_staged(const cu_awq_gemv_args *a, const awq_params &P)
@@ -490,8 +492,11 @@ CU_UNROLL
 
 /* ADD + rmsnorm, run by the block that finishes last, when every block's
  * outputs are in memory: the rows of y (N wide) are normalised into yn.
- * a: per-thread sums of squares; b: their sum in thread order, 1/rms per row;
- * c: yn = y * inv * w. red holds T x nthreads floats, then T inverses. */
+ * a: per-thread sums of squares; b: 32 per row, each of every 32nd thread's;
+ * b2: their sum, 1/rms per row; c: yn = y * inv * w. A fixed order in which
+ * no thread adds more than nthreads / 32 terms (one thread adding a row's 512
+ * was a ~2 us serial tail). red holds T x nthreads floats, then T x 32, then
+ * T inverses. */
 static CU_HD void awq_norm_a(const awq_params &P, int tid, int nthreads, float *red)
 {
     const awq_seg &sg = P.seg[0];
@@ -507,17 +512,26 @@ static CU_HD void awq_norm_a(const awq_params &P, int tid, int nthreads, float *
 
 static CU_HD void awq_norm_b(const awq_params &P, int tid, int nthreads, float *red)
 {
-    if (tid >= P.T) return;
+    for (int j = tid; j < P.T * 32; j += nthreads) {
+        float ss = 0.0f;
+        for (int i = j % 32; i < nthreads; i += 32) ss += red[j / 32 * nthreads + i];
+        red[P.T * nthreads + j] = ss;
+    }
+}
+
+static CU_HD void awq_norm_b2(const awq_params &P, int tid, int nthreads, float *red)
+{
+    if (tid >= P.T) return; /* T <= 8: fewer than any block's threads */
     float ss = 0.0f;
-    for (int i = 0; i < nthreads; i++) ss += red[tid * nthreads + i];
-    red[P.T * nthreads + tid] = cu_rms_inv(ss, P.seg[0].N, P.eps);
+    for (int l = 0; l < 32; l++) ss += red[P.T * nthreads + tid * 32 + l];
+    red[P.T * (nthreads + 32) + tid] = cu_rms_inv(ss, P.seg[0].N, P.eps);
 }
 
 static CU_HD void awq_norm_c(const awq_params &P, int tid, int nthreads, const float *red)
 {
     const awq_seg &sg = P.seg[0];
     for (int t = 0; t < P.T; t++) {
-        float inv = red[P.T * nthreads + t];
+        float inv = red[P.T * (nthreads + 32) + t];
         for (int n = tid; n < sg.N; n += nthreads) {
             int64_t at = (int64_t)t * sg.N + n;
             P.yn[at] = CU_LDCG(sg.y + at) * inv * cu_load_dt(P.nw, P.nwdt, n);
@@ -565,7 +579,6 @@ __global__ void __launch_bounds__(AWQ_MAX_WARPS * 32) awq_gemv_kernel(const awq_
 {
 #ifdef __CUDA_ARCH__
     __shared__ float red[AWQ_RED];
-    __shared__ bool last;
     extern __shared__ __align__(16) uint16_t awq_xs[];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const awq_seg &sg = awq_segment(P, blockIdx.x);
@@ -588,20 +601,15 @@ __global__ void __launch_bounds__(AWQ_MAX_WARPS * 32) awq_gemv_kernel(const awq_
     __syncthreads();
     awq_gemv_out<EPI>(P, blockIdx.x, threadIdx.x, blockDim.x, red);
     if (EPI != CU_EPI_ADD || !P.yn) return;
-    /* Each block publishes its outputs, then counts itself in; the last one in
-     * sees them all (fence, then the atomic), normalises, and re-arms the counter. */
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(P.counter, 1) == P.blocks - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
+    /* the block that finishes last sees every block's outputs and normalises the rows */
+    if (!cu_arrive_last(P.counter, P.blocks)) return;
     awq_norm_a(P, threadIdx.x, blockDim.x, red);
     __syncthreads();
     awq_norm_b(P, threadIdx.x, blockDim.x, red);
     __syncthreads();
+    awq_norm_b2(P, threadIdx.x, blockDim.x, red);
+    __syncthreads();
     awq_norm_c(P, threadIdx.x, blockDim.x, red);
-    if (threadIdx.x == 0) *P.counter = 0;
 #endif
 }
 

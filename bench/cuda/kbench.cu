@@ -8,6 +8,7 @@
 //        bench/cuda/kbench.cu backends/cuda/k_matmul.cu backends/cuda/k_gemm.cu -lcublas && ./kbench
 //   ./kbench --awq      the 7B AWQ GEMVs at each block size, x as the launcher picks or from global, only
 //   ./kbench --gemm     the prefill GEMMs only
+//   ./kbench --only L   the AWQ GEMV case labelled L only (e.g. "7b down"; for ncu)
 //
 // Each case: a random AWQ blob in the checkpoint's layout (or a random f16
 // matrix), repacked by the backend's own launcher, enough copies that one
@@ -78,7 +79,8 @@ static double nmse(const std::vector<float> &y, const std::vector<double> &ref)
     return num / (den > 0 ? den : 1);
 }
 
-static int g_sm; // the device's SM count (the GEMV launcher picks its block size with it)
+static int g_sm;           // the device's SM count (the GEMV launcher picks its block size with it)
+static const char *g_only; // --only: the one AWQ case to run
 
 // ---- AWQ ---------------------------------------------------------------------------------------
 struct awq_host {
@@ -129,6 +131,7 @@ static const char *epi_name(int e) { return e == CU_EPI_SWIGLU ? "gate+up+swiglu
 // One launch over n weights of the same K (epi as the backend fuses them).
 static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, int T, int warps, double roof, int x_global = 0)
 {
+    if (g_only && strcmp(g_only, label)) return;
     int n = (int)Ns.size();
     std::vector<awq_host> hs;
     size_t bytes = 0;
@@ -363,6 +366,7 @@ int main(int argc, char **argv)
     CHECK(loom__cu_gemm_init());
     CHECK(loom__cu_awq_init());
     if (argc > 1 && !strcmp(argv[1], "--gemm")) return bench_gemms(sm), 0;
+    if (argc > 2 && !strcmp(argv[1], "--only")) g_only = argv[2];
     // Qwen2.5-7B layer: q, k, v (one launch), o + residual, gate + up + swiglu, down + residual;
     // --awq: at each block size (0: the launcher's choice), x as the launcher picks (staged in
     // shared memory where it fits) or forced from global memory
@@ -374,7 +378,7 @@ int main(int argc, char **argv)
         bench_awq("7b gate/up", 3584, {18944, 18944}, CU_EPI_SWIGLU, 1, w, roof, xg);
         bench_awq("7b down", 18944, {3584}, CU_EPI_ADD, 1, w, roof, xg);
     }
-    if (sweep) return 0;
+    if (sweep || g_only) return 0;
     bench_awq("7b gate/up", 3584, {18944, 18944}, CU_EPI_SWIGLU, 4, 0, roof);
     bench_awq("7b gate/up", 3584, {18944, 18944}, CU_EPI_SWIGLU, 8, 0, roof);
     bench_awq("32b gate/up", 5120, {27648, 27648}, CU_EPI_SWIGLU, 1, 0, roof);

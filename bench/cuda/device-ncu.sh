@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# On the GPU machine: Nsight Compute on single AWQ GEMV cases of kbench (one
+# launch each, after the correctness launches), the sections that say where a
+# memory-bound kernel loses its bandwidth. Logs under $1.
+# Usage: bash bench/cuda/device-ncu.sh $OUT ["7b down" "7b o" ...]
+set -uo pipefail
+out=${1:-/tmp/out}; shift
+mkdir -p "$out"
+export PATH=/usr/local/cuda/bin:$PATH
+nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Icore -Ibackends/cuda -o /tmp/kbench \
+  bench/cuda/kbench.cu backends/cuda/k_matmul.cu backends/cuda/k_gemm.cu -lcublas 2>&1 | grep -v deprecated
+[ $# -gt 0 ] || set -- "7b down" "7b o" "7b gate/up" "7b qkv"
+for c in "$@"; do
+  f="$out/ncu_$(echo "$c" | tr -c 'a-z0-9\n' '_').txt"
+  /tmp/kbench --only "$c" | tee -a "$out/kbench_only.txt"
+  ncu --kernel-name-base demangled --kernel-name regex:"awq_gemv_kernel" --launch-skip 4 --launch-count 1 \
+    --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
+    --section Occupancy --section LaunchStats --section SourceCounters \
+    /tmp/kbench --only "$c" > "$f" 2>&1
+  echo "== $c"; grep -E "Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Theoretical Occupancy|Issued Ipc|No Eligible|Warp Cycles Per Issued|Registers Per|Block Limit|Stall|L1/TEX Hit|L2 Hit" "$f" | head -40
+done
