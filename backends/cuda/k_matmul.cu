@@ -405,15 +405,30 @@ static bool awq_staged(const cu_awq_gemv_args *a, const awq_params &P)
     return awq_xs_bytes(P.T, P.K) <= AWQ_XS_MAX && !a->x_global;
 }
 
+/* Loads in flight per thread in the block-wide loops below (staging x, the last block's
+ * rmsnorm): issued one at a time, staging x for down (K = 18944) was ten L2 round trips in a
+ * row at the start of every block (SASS). */
+#define AWQ_BATCH 8
+
 static CU_HD void awq_stage_x(const float *x, int T, int K, int tid, int nthreads, uint16_t *xs)
 {
-    const int K4 = K / 4;
-    for (int i = tid; i < (T + 1) * K4; i += nthreads) {
-        int t = i / K4, k = (i % K4) * 4;
-        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (t < T) v = CU_LDG(reinterpret_cast<const float4 *>(x + (int64_t)t * K + k));
-        *reinterpret_cast<uint2 *>(xs + t * awq_xs_ld(K) + k) = make_uint2(cu_pack2(v.x, v.y, false), cu_pack2(v.z, v.w, false));
+    const int K4 = K / 4, n = T * K4; /* float4s of x's T rows */
+    for (int i0 = tid; i0 < n; i0 += AWQ_BATCH * nthreads) {
+        float4 v[AWQ_BATCH];
+CU_UNROLL
+        for (int j = 0; j < AWQ_BATCH; j++) {
+            int i = i0 + j * nthreads;
+            v[j] = i < n ? CU_LDG(reinterpret_cast<const float4 *>(x) + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+CU_UNROLL
+        for (int j = 0; j < AWQ_BATCH; j++) {
+            int i = i0 + j * nthreads;
+            if (i < n)
+                *reinterpret_cast<uint2 *>(xs + i / K4 * awq_xs_ld(K) + i % K4 * 4) =
+                    make_uint2(cu_pack2(v[j].x, v[j].y, false), cu_pack2(v[j].z, v[j].w, false));
+        }
     }
+    for (int i = tid; i < K4; i += nthreads) *reinterpret_cast<uint2 *>(xs + T * awq_xs_ld(K) + 4 * i) = make_uint2(0, 0);
 }
 
 /* The lane's row of the staged x (the zero row for g >= T), at its k offset 4j. */
@@ -501,10 +516,14 @@ static CU_HD void awq_norm_a(const awq_params &P, int tid, int nthreads, float *
 {
     const awq_seg &sg = P.seg[0];
     for (int t = 0; t < P.T; t++) {
+        const float *y = sg.y + (int64_t)t * sg.N;
         float ss = 0.0f;
-        for (int n = tid; n < sg.N; n += nthreads) {
-            float v = CU_LDCG(sg.y + (int64_t)t * sg.N + n);
-            ss = fmaf(v, v, ss);
+        for (int n0 = tid; n0 < sg.N; n0 += AWQ_BATCH * nthreads) {
+            float v[AWQ_BATCH];
+CU_UNROLL
+            for (int j = 0; j < AWQ_BATCH; j++) v[j] = n0 + j * nthreads < sg.N ? CU_LDCG(y + n0 + j * nthreads) : 0.0f;
+CU_UNROLL
+            for (int j = 0; j < AWQ_BATCH; j++) ss = fmaf(v[j], v[j], ss);
         }
         red[t * nthreads + tid] = ss;
     }
@@ -531,10 +550,17 @@ static CU_HD void awq_norm_c(const awq_params &P, int tid, int nthreads, const f
 {
     const awq_seg &sg = P.seg[0];
     for (int t = 0; t < P.T; t++) {
-        float inv = red[P.T * (nthreads + 32) + t];
-        for (int n = tid; n < sg.N; n += nthreads) {
-            int64_t at = (int64_t)t * sg.N + n;
-            P.yn[at] = CU_LDCG(sg.y + at) * inv * cu_load_dt(P.nw, P.nwdt, n);
+        const float inv = red[P.T * (nthreads + 32) + t], *y = sg.y + (int64_t)t * sg.N;
+        for (int n0 = tid; n0 < sg.N; n0 += AWQ_BATCH * nthreads) {
+            float v[AWQ_BATCH], w[AWQ_BATCH];
+CU_UNROLL
+            for (int j = 0; j < AWQ_BATCH; j++) {
+                int n = n0 + j * nthreads;
+                v[j] = n < sg.N ? CU_LDCG(y + n) : 0.0f, w[j] = n < sg.N ? cu_load_dt(P.nw, P.nwdt, n) : 0.0f;
+            }
+CU_UNROLL
+            for (int j = 0; j < AWQ_BATCH; j++)
+                if (n0 + j * nthreads < sg.N) P.yn[(int64_t)t * sg.N + n0 + j * nthreads] = v[j] * inv * w[j];
         }
     }
 }
@@ -543,7 +569,8 @@ static CU_HD void awq_norm_c(const awq_params &P, int tid, int nthreads, const f
 #ifdef __CUDA_ARCH__
 /* The warp's groups gi = sl, sl + S, ... (cur: the first one's loads, issued by the caller),
  * each group's loads in flight while the one before it is multiplied. XS: x from the block's
- * staged copy (xs), else from global memory. */
+ * staged copy (xs), else from global memory. (Two or three groups in flight: no faster on the
+ * H100, and more registers.) */
 template <bool XS>
 static __device__ __forceinline__ void awq_warp_sum(const awq_params &P, const awq_seg &sg, const awq_warp &wp,
                                                     int lane, const uint16_t *xs, awq_lane_group cur, float (&acc)[4])
