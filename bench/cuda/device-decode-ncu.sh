@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# On the GPU machine: every kernel of a few 7B AWQ decode steps under Nsight
+# Compute (duration only), summed per kernel and per token, beside the token
+# time `loom bench model` measures without the profiler: where a decode step's
+# time goes, and how much of it is between kernels. Carry .deps.
+# Usage: bash bench/cuda/device-decode-ncu.sh $OUT [preset]
+set -uo pipefail
+out=${1:-/tmp/out}
+preset=${2:-qwen2.5-7b}
+mkdir -p "$out"
+. scripts/device-env.sh
+export PATH=/usr/local/cuda/bin:$PATH
+loom=/tmp/build/tools/loom
+if [ ! -x $loom ]; then
+  (meson setup /tmp/build --buildtype=release -Dtests=disabled -Dvulkan=disabled -Dopencl=disabled &&
+   ninja -C /tmp/build) > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
+fi
+m=/tmp/ncu_$preset
+[ -d $m ] || $loom synth --preset $preset --awq --out $m > /dev/null
+$loom bench model -m $m --backend cuda --prompt 1 --gen 32 | grep decode
+gen=4
+LOOM_CUDA_GRAPHS=0 ncu --csv --metrics gpu__time_duration.sum --print-units base \
+  $loom bench model -m $m --backend cuda --prompt 1 --gen $gen > "$out/decode_ncu.csv" 2> "$out/decode_ncu.err"
+python3 - "$out/decode_ncu.csv" <<'PY'
+import csv, sys, re, collections
+rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
+hdr = rows[0]; rows = rows[1:]
+ki, vi = hdr.index("Kernel Name"), hdr.index("Metric Value")
+t = collections.OrderedDict(); n = collections.Counter()
+for r in rows:
+    k = re.sub(r"\(.*", "", r[ki])[:60]
+    t[k] = t.get(k, 0) + float(r[vi].replace(",", "")); n[k] += 1
+# steps: launches of the rarest kernel that runs every step (the load-time repack is left out)
+per = {k: v for k, v in n.items() if "repack" not in k}
+steps = min(per.values())
+total = sum(t[k] for k in per) / steps
+print(f"{len(rows)} kernels, {steps} steps; kernel time per step {total/1e3:.1f} us")
+for k, v in sorted(t.items(), key=lambda kv: -kv[1]):
+    print(f"  {v/steps/1e3:9.1f} us/step {n[k]/steps:6.1f} launches/step {v/n[k]/1e3:8.2f} us each  {k}")
+PY
