@@ -9,12 +9,9 @@ out=${1:-/tmp/out}
 preset=${2:-qwen2.5-7b}
 mkdir -p "$out"
 . scripts/device-env.sh
-export PATH=/usr/local/cuda/bin:$PATH
+. bench/cuda/device-build.sh
 loom=/tmp/build/tools/loom
-if [ ! -x $loom ]; then
-  (meson setup /tmp/build --buildtype=release -Dtests=disabled -Dvulkan=disabled -Dopencl=disabled &&
-   ninja -C /tmp/build) > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
-fi
+[ -x $loom ] || build_loom || exit 1
 m=/tmp/ncu_$preset
 [ -d $m ] || $loom synth --preset $preset --awq --out $m > /dev/null
 $loom bench model -m $m --backend cuda --prompt 1 --gen 32 | grep decode

@@ -6,9 +6,8 @@
 set -uo pipefail
 out=${1:-/tmp/out}; shift
 mkdir -p "$out"
-export PATH=/usr/local/cuda/bin:$PATH
-nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Icore -Ibackends/cuda -o /tmp/kbench \
-  bench/cuda/kbench.cu backends/cuda/k_matmul.cu backends/cuda/k_gemm.cu -lcublas 2>&1 | grep -v deprecated
+. bench/cuda/device-build.sh
+build_kbench
 [ $# -gt 0 ] || set -- "7b down" "7b o" "7b gate/up" "7b qkv"
 for c in "$@"; do
   f="$out/ncu_$(echo "$c" | tr -c 'a-z0-9\n' '_').txt"

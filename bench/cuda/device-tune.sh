@@ -9,20 +9,12 @@ set -uo pipefail
 out=${1:-/tmp/out}
 mkdir -p "$out"
 . scripts/device-env.sh
-export PATH=/usr/local/cuda/bin:$PATH
+. bench/cuda/device-build.sh
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,utilization.gpu --format=csv,noheader
-(meson setup /tmp/build --buildtype=release -Dtests=disabled -Dvulkan=disabled -Dopencl=disabled > "$out/setup.log" 2>&1 &&
- ninja -C /tmp/build > "$out/build.log" 2>&1) || { tail -30 "$out/setup.log" "$out/build.log"; exit 1; } &
-# cuBLAS (the prefill baseline): the toolkit's, else the one PyTorch's wheels bring
-cublas=-lcublas
-if ! ls /usr/local/cuda/lib64/libcublas.so* > /dev/null 2>&1; then
-  d=$(python3 -c 'import nvidia.cublas, os; print(os.path.dirname(nvidia.cublas.__file__))' 2>/dev/null)
-  lib=$(ls "$d"/lib/libcublas.so.* 2>/dev/null | head -1)
-  if [ -n "$lib" ]; then cublas="-I$d/include $lib -Xlinker -rpath=$d/lib"; else echo "kbench: no cuBLAS found"; fi
-fi
-nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Icore -Ibackends/cuda -o /tmp/kbench \
-  bench/cuda/kbench.cu backends/cuda/k_matmul.cu backends/cuda/k_gemm.cu $cublas 2>&1 | grep -v deprecated
-wait
+build_loom &
+lb=$!
+build_kbench
+wait $lb || exit 1
 /tmp/kbench ${KBENCH_ARGS:-} | tee "$out/kbench.txt"
 loom=/tmp/build/tools/loom
 $loom check ops --backend cuda > "$out/check_ops.txt" 2>&1; echo "check ops: exit $? $(tail -1 "$out/check_ops.txt")"
