@@ -55,6 +55,46 @@
             a2[t] = fma(xc.w, v7, a2[t]);                                                                 \
         }                                                                                                 \
     }
+
+/* Weight m (returned) and column *n of column c (0 .. WX - 1) of work-group wg:
+ * mode 0 the weights' columns side by side, 1 gate (c < WX/2) and up at the
+ * same n, 2 RoPE pairs: WX/2 columns from each half of one head. */
+INL int awq_col(int mode, int c, int wg, int WX, int N0, int N1, int hd, int *n)
+{
+    const int H = WX / 2;
+    if (mode == 1) {
+        int m = c >= H;
+        *n = wg * H + c - m * H;
+        return m;
+    }
+    if (mode == 2) {
+        int b0n = N0 / WX, b1n = N1 / WX, bph = hd / WX;
+        int m = wg < b0n ? 0 : wg < b0n + b1n ? 1 : 2;
+        int wl = wg - (m == 0 ? 0 : m == 1 ? b0n : b0n + b1n), up = c >= H;
+        *n = (wl / bph) * hd + (wl % bph) * H + c - up * H + up * (hd / 2);
+        return m;
+    }
+    int nc = wg * WX + c, m = nc < N0 ? 0 : nc < N0 + N1 ? 1 : 2;
+    *n = nc - (m == 0 ? 0 : m == 1 ? N0 : N0 + N1);
+    return m;
+}
+#define AWQ_SEL(m, a, b, c) ((m) == 0 ? (a) : (m) == 1 ? (b) : (c))
+#define AWQ_BIAS(m, n) AWQ_SEL(m, ld_bias(b0, bo0, bdt0, n), ld_bias(b1, bo1, bdt1, n), ld_bias(b2, bo2, bdt2, n))
+
+#if defined(LOOM_MMA) || defined(LOOM_MMA_EMU)
+#define AWQ_TC
+/* Halves per row of x staged for the tensor cores (CG groups of 128): the 64-byte
+ * pad puts rows g and g + 1, read by one quarter-warp, in different banks. */
+#define AWQ_TC_LDX(CG) ((CG) * 128 + 32)
+/* local floats: the norm's tree (NT x GV_WG), or the rows' sums (8 x 32) then each
+ * warp's 16 x 8 block of sums */
+#ifdef LOOM_MMA_EMU
+#define AWQ_TC_SCR (emu + warp * TC_EMU) /* tc_mma's scratch for this warp */
+#else
+#define AWQ_TC_SCR ((local float *)0)
+#endif
+#define AWQ_TC_RED(nt) ((nt) * GV_WG > GEMV_MAXT * 32 + 4 * GV_WG ? (nt) * GV_WG : GEMV_MAXT * 32 + 4 * GV_WG)
+#endif
 #endif
 
 #ifdef AWQ_NORM
@@ -78,31 +118,53 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
                                global const float *r, ulong ro, int r_on,
                                global const float *cs, ulong cso, int hd, int rope_mask,
                                global uchar *kc, ulong kco, global uchar *vc, ulong vco, int kvdt, int km, int vm,
-                               global const int *ps, int seq_off, int C, int Sl)
+                               global const int *ps, int seq_off, int C, int Sl, int xcg)
 {
-    local float red[NT * GV_WG];
     const int lx = get_local_id(0), s = get_local_id(1), WX = get_local_size(0), S = get_local_size(1);
     const int G = K / 128, H = WX / 2, wg = get_group_id(0);
-    /* which weight m and column n of it this work-item computes */
-    int m, n;
-    if (mode == 1) {
-        m = lx >= H;
-        n = wg * H + lx - m * H;
-    } else if (mode == 2) {
-        int b0n = N0 / WX, b1n = N1 / WX, bph = hd / WX;
-        m = wg < b0n ? 0 : wg < b0n + b1n ? 1 : 2;
-        int wl = wg - (m == 0 ? 0 : m == 1 ? b0n : b0n + b1n), up = lx >= H;
-        n = (wl / bph) * hd + (wl % bph) * H + lx - up * H + up * (hd / 2);
-    } else {
-        const int nc = wg * WX + lx;
-        m = nc < N0 ? 0 : nc < N0 + N1 ? 1 : 2;
-        n = nc - (m == 0 ? 0 : m == 1 ? N0 : N0 + N1);
+    /* which weight m and column n of it this work-item's column lx is */
+    int n, m = awq_col(mode, lx, wg, WX, N0, N1, hd, &n);
+    const int N = AWQ_SEL(m, N0, N1, N2);
+#ifdef AWQ_TC
+    local float red[AWQ_TC_RED(NT)];
+#ifdef LOOM_MMA_EMU
+    local float emu[GV_WG / 32 * TC_EMU];
+#endif
+    /* Tensor cores (WX = 32, the host's geometry): warp w multiplies the 16 columns of tile
+     * w % TB as the A operand (16 x 16 per mma) with x as B (8 tokens: rows >= T repeat row
+     * T - 1, their sums unused), over the groups sl, sl + SL, ... (sl = w / TB). Lane 4g + q
+     * loads the 16-byte words of columns g and g + 8 at k = 32 (4 gi + q) .. + 31 (its four
+     * k-slots of 8 mma steps: nibbles i and i + 4 of a word are one f16 pair, by the
+     * exponent trick of cu_awq_frag in the CUDA backend), and reads x staged in local memory
+     * as f16 in the matching order. Groups go by in chunks of xcg (a multiple of SL), the x
+     * of a chunk staged at its start. */
+    const int tid = s * WX + lx, warp = tid / 32, lane = tid % 32, g = lane >> 2, q = lane & 3;
+    const int TB = WX / 16, SL = WX * S / 32 / TB, tb = warp % TB, sl = warp / TB, CG = xcg;
+    int nA, nB, mA = awq_col(mode, tb * 16 + g, wg, WX, N0, N1, hd, &nA), mB = awq_col(mode, tb * 16 + g + 8, wg, WX, N0, N1, hd, &nB);
+    const int NA = AWQ_SEL(mA, N0, N1, N2), NB = AWQ_SEL(mB, N0, N1, N2);
+    const bool okA = nA < NA, okB = nB < NB;
+    global const uint *wA = AWQ_SEL(mA, w0 + wo0, w1 + wo1, w2 + wo2), *wB = AWQ_SEL(mB, w0 + wo0, w1 + wo1, w2 + wo2);
+    global const uint4 *qA = (global const uint4 *)wA + (okA ? nA + (size_t)q * NA : 0);
+    global const uint4 *qB = (global const uint4 *)wB + (okB ? nB + (size_t)q * NB : 0);
+    global const uint *mtA = AWQ_META(wA, 0, K, NA) + (okA ? nA : 0), *mtB = AWQ_META(wB, 0, K, NB) + (okB ? nB : 0);
+    /* group gi's words and meta of both columns (zeros past K or N: they add nothing) */
+#define AWQ_TC_LOAD(gi, ua, ub, ma, mb)                                                 \
+    {                                                                                   \
+        ua = (uint4)(0u), ub = ua, ma = 0u, mb = 0u;                                    \
+        if ((gi) < G) {                                                                 \
+            if (okA) ua = qA[(size_t)(4 * (gi)) * NA], ma = mtA[(size_t)(gi) * NA];     \
+            if (okB) ub = qB[(size_t)(4 * (gi)) * NB], mb = mtB[(size_t)(gi) * NB];     \
+        }                                                                               \
     }
-    const int N = m == 0 ? N0 : m == 1 ? N1 : N2;
-    global const uint *w = m == 0 ? w0 + wo0 : m == 1 ? w1 + wo1 : w2 + wo2;
+    int gi = sl;
+    uint4 ua, ub;
+    uint ma, mb;
+    AWQ_TC_LOAD(gi, ua, ub, ma, mb) /* in flight during the norm below */
+#else
+    local float red[NT * GV_WG];
+    global const uint *w = AWQ_SEL(m, w0 + wo0, w1 + wo1, w2 + wo2);
     global const uint4 *q = (global const uint4 *)w + n;
     global const uint *meta = AWQ_META(w, 0, K, N) + n;
-    XSP const float4 *xr[NT];
     int g = s * G / S, g1 = (s + 1) * G / S;
     const bool live = n < N && g < g1;
     size_t N4 = (size_t)N;
@@ -112,7 +174,9 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
         c0 = q[(size_t)(4 * g) * N4], c1 = q[(size_t)(4 * g + 1) * N4], c2 = q[(size_t)(4 * g + 2) * N4];
         c3 = q[(size_t)(4 * g + 3) * N4], cm = meta[(size_t)g * N4];
     }
+#endif
 #ifdef AWQ_NORM
+    float inv[NT]; /* 1 / rms of each row */
     {
         const int f = s * WX + lx, W = WX * S;
         float ss[NT];
@@ -133,22 +197,96 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
                 for (int t = 0; t < NT; t++) red[t * W + f] += red[t * W + f + k];
             barrier(CLK_LOCAL_MEM_FENCE);
         }
+#pragma unroll
+        for (int t = 0; t < NT; t++) inv[t] = 1.0f / sqrt(red[t * W] / (float)K + eps);
+#ifndef AWQ_TC /* the normalised rows, f32, in local memory */
         local float *xf = (local float *)xs;
-        for (int t = 0; t < T; t++) {
-            float inv = 1.0f / sqrt(red[t * W] / (float)K + eps);
+        for (int t = 0; t < T; t++)
             for (int k = f; k < K; k += W) {
-                float v = x[xo + (size_t)t * K + k] * inv * ld_bias(nw, nwo, nwdt, k);
+                float v = x[xo + (size_t)t * K + k] * inv[t] * ld_bias(nw, nwo, nwdt, k);
                 xf[t * K + k] = v;
                 if (ny_on && wg == 0) ny[nyo + (size_t)t * K + k] = v;
             }
-        }
         barrier(CLK_LOCAL_MEM_FENCE);
+#endif
     }
+#endif
+#ifdef AWQ_TC
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    local ushort *xh = (local ushort *)xs;
+    const int LDX = AWQ_TC_LDX(CG), xrow = min(g, T - 1) * LDX + 8 * q;
+    for (int gc0 = 0; gc0 < G; gc0 += CG) {
+        const int gcn = min(CG, G - gc0);
+        barrier(CLK_LOCAL_MEM_FENCE); /* the last chunk read by every warp */
+        /* stage x's rows for groups gc0 .. gc0 + gcn - 1: word wd of a row is group wd / 16,
+         * k = 128 group + 32 qq + 8 j (slot wd % 16 = 4 j + qq), its halves in the order
+         * k + 0, 4, 1, 5, 2, 6, 3, 7 (the pairs of the weight's nibbles i, i + 4) */
+        for (int t = 0; t < T; t++)
+            for (int wd = tid; wd < gcn * 16; wd += WX * S) {
+                const int j = wd % 16 / 4, qq = wd % 4, k = (gc0 + wd / 16) * 128 + 32 * qq + 8 * j;
+                global const float *xp = x + xo + (size_t)t * K + k;
+                float4 lo = vload4(0, xp), hi = vload4(1, xp);
+#ifdef AWQ_NORM
+                lo *= inv[t] * (float4)(ld_bias(nw, nwo, nwdt, k), ld_bias(nw, nwo, nwdt, k + 1),
+                                        ld_bias(nw, nwo, nwdt, k + 2), ld_bias(nw, nwo, nwdt, k + 3));
+                hi *= inv[t] * (float4)(ld_bias(nw, nwo, nwdt, k + 4), ld_bias(nw, nwo, nwdt, k + 5),
+                                        ld_bias(nw, nwo, nwdt, k + 6), ld_bias(nw, nwo, nwdt, k + 7));
+                if (ny_on && wg == 0) vstore4(lo, 0, ny + nyo + (size_t)t * K + k), vstore4(hi, 1, ny + nyo + (size_t)t * K + k);
+#endif
+                vstore_half8_rte((float8)(lo.x, hi.x, lo.y, hi.y, lo.z, hi.z, lo.w, hi.w), (t * LDX + wd * 8) / 8,
+                                 (local half *)xh);
+            }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int i = 0; i < CG / SL; i++, gi += SL) {
+            uint4 na, nb;
+            uint nma, nmb;
+            AWQ_TC_LOAD(gi + SL, na, nb, nma, nmb) /* the next group's, in flight meanwhile */
+            const uint zaA = (0x6400u + ((ma >> 16) & 0xffu)) * 0x10001u, zbA = (0xD400u + 16u * ((ma >> 16) & 0xffu)) * 0x10001u;
+            const uint zaB = (0x6400u + ((mb >> 16) & 0xffu)) * 0x10001u, zbB = (0xD400u + 16u * ((mb >> 16) & 0xffu)) * 0x10001u;
+            /* a group past K reads a live group's x (finite) and adds 0 */
+            local const uint4 *xv = (local const uint4 *)(xh + xrow + min(gi - gc0, gcn - 1) * 128);
+            const uint wa[4] = {ua.x, ua.y, ua.z, ua.w}, wb[4] = {ub.x, ub.y, ub.z, ub.w};
+            float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-    for (int t = 0; t < NT; t++) xr[t] = xs + min(t, T - 1) * (K / 4);
+            for (int j = 0; j < 4; j++) {
+                const uint4 xb = xv[4 * j]; /* halves k + 0, 4 | 1, 5 | 2, 6 | 3, 7 of word j */
+                const uint sa = wa[j] >> 8, sb = wb[j] >> 8;
+                /* (1024 + q) - (1024 + z); (1024 + 16 q) / 16 - (64 + z): q - z exactly */
+                tc_mma(d, tc_hsub2(tc_nib(wa[j], 0x000F000Fu), zaA), tc_hsub2(tc_nib(wb[j], 0x000F000Fu), zaB),
+                       tc_hfma2(tc_nib(wa[j], 0x00F000F0u), 0x2C002C00u, zbA),
+                       tc_hfma2(tc_nib(wb[j], 0x00F000F0u), 0x2C002C00u, zbB), xb.x, xb.y, AWQ_TC_SCR, lane);
+                tc_mma(d, tc_hsub2(tc_nib(sa, 0x000F000Fu), zaA), tc_hsub2(tc_nib(sb, 0x000F000Fu), zaB),
+                       tc_hfma2(tc_nib(sa, 0x00F000F0u), 0x2C002C00u, zbA),
+                       tc_hfma2(tc_nib(sb, 0x00F000F0u), 0x2C002C00u, zbB), xb.z, xb.w, AWQ_TC_SCR, lane);
+            }
+            const float scA = f16_lo(ma), scB = f16_lo(mb);
+            acc[0] = fma(scA, d[0], acc[0]), acc[1] = fma(scA, d[1], acc[1]);
+            acc[2] = fma(scB, d[2], acc[2]), acc[3] = fma(scB, d[3], acc[3]);
+            ua = na, ub = nb, ma = nma, mb = nmb;
+        }
+    }
+#undef AWQ_TC_LOAD
+    /* each warp's 16 x 8 sums (tokens 2q, 2q + 1 of columns g, g + 8), then per column
+     * and row the sum over the tile's slices in slice order, plus the bias */
+    local float *part = red + GEMV_MAXT * 32;
+    part[(warp * 8 + 2 * q) * 16 + g] = acc[0], part[(warp * 8 + 2 * q + 1) * 16 + g] = acc[1];
+    part[(warp * 8 + 2 * q) * 16 + g + 8] = acc[2], part[(warp * 8 + 2 * q + 1) * 16 + g + 8] = acc[3];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (tid < T * WX) {
+        int t = tid / WX, c = tid % WX, cn, cm = awq_col(mode, c, wg, WX, N0, N1, hd, &cn);
+        float v = 0.0f;
+        for (int j = 0; j < SL; j++) v += part[((j * TB + c / 16) * 8 + t) * 16 + c % 16];
+        red[t * WX + c] = v + (cn < AWQ_SEL(cm, N0, N1, N2) ? AWQ_BIAS(cm, cn) : 0.0f);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
 #else
+    XSP const float4 *xr[NT];
 #pragma unroll
-    for (int t = 0; t < NT; t++) xr[t] = (global const float4 *)(x + xo + (size_t)min(t, T - 1) * K);
+    for (int t = 0; t < NT; t++)
+#ifdef AWQ_NORM
+        xr[t] = xs + min(t, T - 1) * (K / 4);
+#else
+        xr[t] = (global const float4 *)(x + xo + (size_t)min(t, T - 1) * K);
 #endif
     float acc[NT];
 #pragma unroll
@@ -188,8 +326,7 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
     for (int t = 0; t < NT; t++) red[(t * S + s) * WX + lx] = acc[t];
     barrier(CLK_LOCAL_MEM_FENCE);
     /* rows over the slices: the sums, plus the bias */
-    float bv = n >= N ? 0.0f : m == 0 ? ld_bias(b0, bo0, bdt0, n) : m == 1 ? ld_bias(b1, bo1, bdt1, n)
-                                                                         : ld_bias(b2, bo2, bdt2, n);
+    float bv = n >= N ? 0.0f : AWQ_BIAS(m, n);
     float pv[NT];
 #pragma unroll
     for (int t = 0; t < NT; t++) {
@@ -205,6 +342,7 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
     for (int t = 0; t < NT; t++)
         if (t < T && t % S == s) red[t * WX + lx] = pv[t];
     barrier(CLK_LOCAL_MEM_FENCE);
+#endif
     /* the epilogue: slice 0, rows in order; the partner lane's column in red */
     if (s != 0 || n >= N || (mode == 1 && m == 1)) return;
     global float *y = m == 0 ? y0 + yo0 : m == 1 ? y1 + yo1 : y2 + yo2;

@@ -197,3 +197,93 @@ kernel void attn_merge(global float *y, ulong yo, global const float *part, int 
     }
 }
 
+
+/* ---- tensor cores (NVIDIA) -------------------------------------------------------
+ * With -DLOOM_MMA (ocl_program.c adds it on NVIDIA's platform) the PTX below runs
+ * as inline asm; with -DLOOM_MMA_EMU the same operations are emulated, so that
+ * the kernels using them (mma.cl, the AWQ GEMV in awq_gemv.cl) run on any device
+ * in tests. An f16x2 operand is a uint: the half in bits 0..15 first.
+ * tc_mma: one warp's mma.sync.m16n8k16 (f16 A and B, f32 accumulators c[4]).
+ * Fragments (PTX ISA, lane = 4 g + q): A reg r holds row g + 8 (r & 1), k
+ * 2q + 8 (r >> 1) + {0, 1}; B reg r holds k 2q + 8r + {0, 1} of column g; C
+ * element i is row g + 8 (i >> 1), column 2q + (i & 1). Emulated, it goes
+ * through the warp's TC_EMU floats of local memory (scr) and has barriers:
+ * every work-item of the work-group must call it, as often as the others. */
+#if defined(LOOM_MMA) || defined(LOOM_MMA_EMU)
+#define TC_EMU 384 /* floats of emulation scratch per warp */
+
+INL void tc_mma(float *c, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1, local float *scr, int lane)
+{
+#ifdef LOOM_MMA
+    float d0, d1, d2, d3;
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%10, %11, %12, %13};"
+                 : "=f"(d0), "=f"(d1), "=f"(d2), "=f"(d3)
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+    c[0] = d0, c[1] = d1, c[2] = d2, c[3] = d3;
+#else
+    int g = lane >> 2, q = lane & 3;
+    local float *A = scr, *B = scr + 256; /* A [16][16], B [16 k][8 n] */
+    uint a[4] = {a0, a1, a2, a3}, b[2] = {b0, b1};
+    for (int r = 0; r < 4; r++) {
+        int row = g + 8 * (r & 1), col = 2 * q + 8 * (r >> 1);
+        A[row * 16 + col] = f16_lo(a[r]), A[row * 16 + col + 1] = f16_lo(a[r] >> 16);
+    }
+    for (int r = 0; r < 2; r++) {
+        int k = 2 * q + 8 * r;
+        B[k * 8 + g] = f16_lo(b[r]), B[(k + 1) * 8 + g] = f16_lo(b[r] >> 16);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int i = 0; i < 4; i++) {
+        int row = g + 8 * (i >> 1), col = 2 * q + (i & 1);
+        float s = c[i];
+        for (int k = 0; k < 16; k++) s = fma(A[row * 16 + k], B[k * 8 + col], s);
+        c[i] = s;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+#endif
+}
+
+/* (w & m) | 0x64006400: one LOP3 */
+INL uint tc_nib(uint w, uint m)
+{
+#ifdef LOOM_MMA
+    uint d;
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(w), "r"(m), "r"(0x64006400u));
+    return d;
+#else
+    return (w & m) | 0x64006400u;
+#endif
+}
+
+#ifndef LOOM_MMA
+INL uint tc_half(float f) /* f32 to f16 bits, rounded to nearest even */
+{
+    ushort h;
+    vstore_half_rte(f, 0, (private half *)&h);
+    return h;
+}
+#endif
+
+INL uint tc_hsub2(uint a, uint b) /* a - b per half */
+{
+#ifdef LOOM_MMA
+    uint d;
+    asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+    return d;
+#else
+    return tc_half(f16_lo(a) - f16_lo(b)) | tc_half(f16_lo(a >> 16) - f16_lo(b >> 16)) << 16;
+#endif
+}
+
+INL uint tc_hfma2(uint a, uint b, uint c) /* a * b + c per half, rounded once */
+{
+#ifdef LOOM_MMA
+    uint d;
+    asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+#else
+    return tc_half(fma(f16_lo(a), f16_lo(b), f16_lo(c))) | tc_half(fma(f16_lo(a >> 16), f16_lo(b >> 16), f16_lo(c >> 16))) << 16;
+#endif
+}
+#endif

@@ -235,6 +235,8 @@ static void ocl_device_close(void *dctx)
     if (d->program) clReleaseProgram(d->program);
     if (d->queue) clReleaseCommandQueue(d->queue);
     if (d->ctx) clReleaseContext(d->ctx);
+    free(d->pev);
+    free(d->pev_node);
     free(d);
 }
 
@@ -259,7 +261,7 @@ static loom_status open_dev(ocl_dev *d)
     cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)d->platform, 0};
     d->ctx = clCreateContext(props, 1, &d->device, NULL, NULL, &rc);
     if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clCreateContext", d->label);
-    d->queue = clCreateCommandQueue(d->ctx, d->device, 0, &rc); /* in order */
+    d->queue = clCreateCommandQueue(d->ctx, d->device, d->profile ? CL_QUEUE_PROFILING_ENABLE : 0, &rc); /* in order */
     if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clCreateCommandQueue", d->label);
     cl_int zeros[4] = {0};
     d->err = clCreateBuffer(d->ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, sizeof zeros, zeros, &rc);
@@ -275,7 +277,12 @@ static loom_status open_dev(ocl_dev *d)
     d->mma = mma && !strcmp(mma, "0") ? 0 : mma && !strcmp(mma, "emu") ? 2 : mma && !strcmp(mma, "force") ? 1
              : strstr(pname, "NVIDIA") ? 1 : 0;
     loom_status st = loom__ocl_build(d);
-    if (!st && d->mma && !loom__ocl_mma_selftest(d)) d->mma = 0;
+    if (!st && d->mma && !loom__ocl_mma_selftest(d)) { /* the program without the tensor cores, then */
+        clReleaseProgram(d->program);
+        d->program = NULL;
+        d->mma = 0;
+        st = loom__ocl_build(d);
+    }
     OCL_LOG(LOOM_LOG_DEBUG, "prefill GEMMs %s: %s", d->label,
             d->mma == 1 ? "tensor cores (mma.sync)" : d->mma ? "mma.cl emulated" : "portable (f32 FMA)");
     return st;

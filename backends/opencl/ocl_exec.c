@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "ocl_impl.h"
 
@@ -267,6 +266,7 @@ static loom_status check_placed(const loom_node *n, int32_t i)
  * 288; gate, up fused (3584, 37888) S = 2: 296 of 128, 14 groups each. */
 static int awq_slices(const ocl_dev *d, int K, int N)
 {
+    if (d->mma) return d->cfg.gv_wg / 32; /* the tensor-core variant: 32 columns, a warp per S */
     int G = K / LOOM_AWQ_GROUP, S = 1, wg = d->cfg.gv_wg;
     int64_t target = (int64_t)d->cus * 384;
     while (S * 2 <= G && S * 2 <= 32 && wg / (S * 2) >= 8 && (size_t)(S * 2) <= d->max_item[1] &&
@@ -293,13 +293,35 @@ static cl_int bind_awq_slot(ocl_dev *d, cl_kernel k, int m, const loom_node *n, 
 
 static cl_int bind_awq_matrix(ocl_dev *d, cl_kernel k, int m, const loom_node *n) { return bind_awq_slot(d, k, m, n, NULL); }
 
-/* awq_gemv's epilogue arguments (28..54) switched off: a plain GEMV */
-static cl_int bind_epi_off(ocl_dev *d, cl_kernel k)
+/* awq_gemv's staged x (argument 36, local memory) and its chunk (55) for NT = nt rows.
+ * Portable: the norm's rows as f32 when it runs on load, else nothing. Tensor cores
+ * (awq_gemv.cl, AWQ_TC): the rows as f16 for as many groups at a time as local memory
+ * holds beside the kernel's own arrays, a multiple of the GV_WG / 64 slices of a tile. */
+static cl_int bind_awq_xs(ocl_dev *d, cl_kernel k, int nt, int K, bool norm)
+{
+    cl_int rc;
+    if (!d->mma) {
+        rc = clSetKernelArg(k, 36, norm ? (size_t)nt * (size_t)K * 4 : 16, NULL);
+        return rc == CL_SUCCESS ? set_args(k, 55, "i", 0) : rc;
+    }
+    cl_ulong own = 0; /* with the 16 bytes of xs set here */
+    if ((rc = clSetKernelArg(k, 36, 16, NULL)) != CL_SUCCESS ||
+        (rc = clGetKernelWorkGroupInfo(k, d->device, CL_KERNEL_LOCAL_MEM_SIZE, sizeof own, &own, NULL)) != CL_SUCCESS)
+        return rc;
+    int sl = d->cfg.gv_wg / 64, G = K / LOOM_AWQ_GROUP, cg = (G + sl - 1) / sl * sl;
+    size_t avail = d->local_mem > own + 256 ? d->local_mem - (size_t)own - 256 : 0;
+    while (cg > sl && (size_t)nt * (size_t)(cg * 128 + 32) * 2 > avail) cg -= sl;
+    rc = clSetKernelArg(k, 36, (size_t)nt * (size_t)(cg * 128 + 32) * 2, NULL);
+    return rc == CL_SUCCESS ? set_args(k, 55, "i", cg) : rc;
+}
+
+/* awq_gemv's epilogue arguments (28..54) switched off: a plain GEMV of nt rows */
+static cl_int bind_epi_off(ocl_dev *d, cl_kernel k, int nt, int K)
 {
     cl_mem z = d->dummy;
     cl_ulong o = 0;
     cl_int rc = set_args(k, 28, "imlifmli", 0, z, o, 0, 1e-6, z, o, 0);
-    if (rc == CL_SUCCESS) rc = clSetKernelArg(k, 36, 16, NULL); /* xs (local), unused */
+    if (rc == CL_SUCCESS) rc = bind_awq_xs(d, k, nt, K, false);
     if (rc == CL_SUCCESS) rc = set_args(k, 37, "mlimlii", z, o, 0, z, o, 2, 0);
     if (rc == CL_SUCCESS) rc = set_args(k, 44, "mlmliiimiii", z, o, z, o, 0, 0, 0, z, 0, 1, 1);
     return rc;
@@ -357,7 +379,7 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
             if (awq) { /* awq_gemv, awq_gemm: x, rows, K, then up to three weights (awq_gemv.cl) */
                 rc = set_args(k->k[j], 0, "mlii", MEM(s[0]), OFF(s[0]), 1, K);
                 for (int m = 0; m < 3 && rc == CL_SUCCESS; m++) rc = bind_awq_matrix(d, k->k[j], m, m ? NULL : n);
-                if (rc == CL_SUCCESS && j < 4) rc = bind_epi_off(d, k->k[j]);
+                if (rc == CL_SUCCESS && j < 4) rc = bind_epi_off(d, k->k[j], 1 << j, K);
                 continue;
             }
             rc = set_args(k->k[j], 0, "mlmlmlmli", MEM(y), OFF(y), MEM(s[0]), OFF(s[0]), MEM(s[1]), OFF(s[1]),
@@ -581,7 +603,7 @@ static loom_status bind_decode(ocl_dev *d, ocl_prog *p, knode *k, const dplan *p
     } else if (rc == CL_SUCCESS) {
         rc = set_args(kk, 29, "mlifmli", z, o, 0, 1e-6, z, o, 0);
     }
-    if (rc == CL_SUCCESS) rc = clSetKernelArg(kk, 36, norm ? (size_t)(1 << j) * (size_t)K * 4 : 16, NULL);
+    if (rc == CL_SUCCESS) rc = bind_awq_xs(d, kk, 1 << j, K, norm);
     if (rc == CL_SUCCESS)
         rc = pl->r ? set_args(kk, 37, "mli", MEM(pl->r), OFF(pl->r), 1) : set_args(kk, 37, "mli", z, o, 0);
     if (rc == CL_SUCCESS)
@@ -601,7 +623,7 @@ static loom_status bind_decode(ocl_dev *d, ocl_prog *p, knode *k, const dplan *p
 
 /* The launch led by AWQ node i: what it can take on (see above): df, the
  * OCL_DF_* allowed; fit, bit j: the norm's rows fit in local memory at NT 1 << j. */
-static void plan_lead(const ocl_prog *p, int32_t i, dplan *pl, int wx, uint32_t df, int fit)
+static void plan_lead(const ocl_prog *p, int32_t i, dplan *pl, int wx, bool tc, uint32_t df, int fit)
 {
     const knode *k = &p->kn[i];
     const loom_node *a = k->n;
@@ -635,7 +657,8 @@ static void plan_lead(const ocl_prog *p, int32_t i, dplan *pl, int wx, uint32_t 
         bool all = j == p->n || p->kn[j].n->op != LOOM_OP_ROPE || !p->kn[j].fused; /* an old rope pair stays whole */
         while (wx > 2 && t.hd % wx) wx /= 2;
         for (int m = 0; m < pl->nm; m++) all = all && pl->y[m]->shape[1] % t.hd == 0;
-        if (all && t.rope_mask && wx >= 2 && t.hd % wx == 0 && t.hd % 2 == 0) *pl = t, pl->mode = 2, pl->last = j - 1;
+        if (all && t.rope_mask && wx >= (tc ? 32 : 2) && t.hd % wx == 0 && t.hd % 2 == 0) /* tc: whole tiles per half */
+            *pl = t, pl->mode = 2, pl->last = j - 1;
     }
     /* the k, v store of the gqa_attn right after */
     nx = pl->last + 1;
@@ -679,12 +702,12 @@ static loom_status plan_decode(ocl_dev *d, ocl_prog *p)
         if (a->op != LOOM_OP_MATMUL_AWQ || k->gv != GV_FAST || k->fused || a->dst->shape[0] < 1) continue;
         int S = k->slices, wx = d->cfg.gv_wg / S, K = (int)a->src[0]->shape[1], fit = 0;
         for (int j = 0; j < 4; j++) /* the staged rows and the reduction array, in local memory */
-            if ((size_t)(1 << j) * (size_t)(K + d->cfg.gv_wg) * 4 + 1024 <= d->local_mem) fit |= 1 << j;
+            if (d->mma || (size_t)(1 << j) * (size_t)(K + d->cfg.gv_wg) * 4 + 1024 <= d->local_mem) fit |= 1 << j;
         /* A: with the norm on load (its output is not read), at the NTs whose rows fit;
          * B: without it, at the others */
         dplan pa, pb;
-        plan_lead(p, i, &pa, wx, d->dfuse, 15);
-        plan_lead(p, i, &pb, wx, d->dfuse & ~(uint32_t)OCL_DF_NORM, 0);
+        plan_lead(p, i, &pa, wx, d->mma, d->dfuse, 15);
+        plan_lead(p, i, &pb, wx, d->mma, d->dfuse & ~(uint32_t)OCL_DF_NORM, 0);
         for (int j = 0; j < 4; j++) {
             const dplan *pl = &pb;
             if (pa.norm && ((fit >> j) & 1)) {
@@ -799,23 +822,61 @@ loom_status loom__ocl_compile(ocl_dev *d, loom_node *nodes, int32_t n_nodes, voi
     return LOOM_OK;
 }
 
-/* ---- execute ----------------------------------------------------------------------
- * (LOOM_OPENCL_PROFILE=1 makes execute() wait after each node and log its time.) */
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
-
 /* ---- execute (enqueue) ---------------------------------------------------------------------- */
 static size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
+
+/* LOOM_OPENCL_PROFILE=1: the step's kernels are kept with their nodes, and once the step
+ * is done each node's time on the device is logged (info), with the time the device sat
+ * idle before it: kernels run back to back as without the profile, so this is where a
+ * step's time goes (launch gaps included) without a wait per node skewing it. */
+static bool prof_keep(ocl_dev *d, cl_event ev, int32_t node)
+{
+    if (d->npev == d->pev_cap) {
+        int32_t cap = d->pev_cap ? 2 * d->pev_cap : 256;
+        cl_event *e = realloc(d->pev, (size_t)cap * sizeof *e);
+        if (e) d->pev = e;
+        int32_t *n = e ? realloc(d->pev_node, (size_t)cap * sizeof *n) : NULL;
+        if (!n) return false; /* that kernel goes untimed */
+        d->pev_node = n, d->pev_cap = cap;
+    }
+    d->pev[d->npev] = ev, d->pev_node[d->npev++] = node;
+    return true;
+}
+
+static void prof_report(ocl_dev *d, const ocl_prog *p, const loom_step *step)
+{
+    clFinish(d->queue);
+    double busy = 0, idle = 0, node_ms = 0, node_idle = 0;
+    cl_ulong first = 0, prev_end = 0;
+    for (int32_t e = 0; e < d->npev; e++) {
+        cl_ulong t0 = 0, t1 = 0;
+        clGetEventProfilingInfo(d->pev[e], CL_PROFILING_COMMAND_START, sizeof t0, &t0, NULL);
+        clGetEventProfilingInfo(d->pev[e], CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL);
+        clReleaseEvent(d->pev[e]);
+        double gap = e && t0 > prev_end ? (double)(t0 - prev_end) * 1e-6 : 0;
+        if (!e) first = t0;
+        prev_end = t1;
+        node_ms += (double)(t1 - t0) * 1e-6, node_idle += gap, busy += (double)(t1 - t0) * 1e-6, idle += gap;
+        int32_t i = d->pev_node[e];
+        if (e + 1 < d->npev && d->pev_node[e + 1] == i) continue; /* the node's next kernel */
+        const loom_tensor *y = p->kn[i].n->dst;
+        int T = (y->flags & LOOM_TENSOR_DYNAMIC) ? (int)step->n_tokens : (int)y->shape[0];
+        OCL_LOG(LOOM_LOG_INFO, "node %d (%s '%s', %d rows): %.4f ms, idle before %.4f ms", (int)i,
+                loom_op_str(p->kn[i].n->op), y->name ? y->name : "?", T, node_ms, node_idle);
+        node_ms = node_idle = 0;
+    }
+    OCL_LOG(LOOM_LOG_INFO, "step of %d tokens: %.3f ms on the device, %.3f ms in %d kernels, %.3f ms idle between",
+            (int)step->n_tokens, d->npev ? (double)(prev_end - first) * 1e-6 : 0.0, busy, (int)d->npev, idle);
+    d->npev = 0;
+}
 
 static loom_status enqueue(ocl_dev *d, cl_kernel k, cl_uint dims, const size_t *global, const size_t *local,
                            int32_t idx, const char *op)
 {
-    cl_int rc = clEnqueueNDRangeKernel(d->queue, k, dims, NULL, global, local, 0, NULL, NULL);
+    cl_event ev = NULL;
+    cl_int rc = clEnqueueNDRangeKernel(d->queue, k, dims, NULL, global, local, 0, NULL, d->profile ? &ev : NULL);
     d->launches++;
+    if (ev && !prof_keep(d, ev, idx)) clReleaseEvent(ev);
     if (rc != CL_SUCCESS) {
         char what[192];
         snprintf(what, sizeof what, "running node %d (%s) %s", (int)idx, op, d->label);
@@ -978,7 +1039,6 @@ loom_status loom__ocl_execute(ocl_dev *d, void *pv, const loom_step *step)
     for (int32_t i = 0; i < p->n && !st; i++) {
         const loom_tensor *y = p->kn[i].n->dst;
         int32_t T = (y->flags & LOOM_TENSOR_DYNAMIC) ? step->n_tokens : (int32_t)y->shape[0];
-        double t0 = d->profile ? now_ms() : 0;
         knode *k = &p->kn[i];
         int j = T <= 1 ? 0 : T <= 2 ? 1 : T <= 4 ? 2 : 3; /* NT = 1, 2, 4, 8 */
         bool dec = d->fuse && T <= GEMV_MAXT;
@@ -1001,12 +1061,8 @@ loom_status loom__ocl_execute(ocl_dev *d, void *pv, const loom_step *step)
          * them until a flush or a wait, leaving the device idle while the host
          * enqueues the rest of the step */
         if (!st && i % 16 == 1) clFlush(d->queue);
-        if (d->profile && !st) { /* LOOM_OPENCL_PROFILE=1: wait for each node and log its time */
-            clFinish(d->queue);
-            OCL_LOG(LOOM_LOG_INFO, "node %d (%s '%s', %d rows): %.3f ms", (int)i, loom_op_str(p->kn[i].n->op),
-                    y->name ? y->name : "?", (int)T, now_ms() - t0);
-        }
     }
+    if (d->profile) prof_report(d, p, step);
     if (!st) OCL_LOG(LOOM_LOG_DEBUG, "step of %d tokens: %d launches for %d nodes", (int)step->n_tokens, (int)d->launches, (int)p->n);
     return st;
 }

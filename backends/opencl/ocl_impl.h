@@ -68,11 +68,14 @@ typedef struct ocl_dev {
     loom_buffer     *buffers;
     struct ocl_prog *progs;
     size_t           bytes;    /* in live buffers */
-    bool             profile;  /* LOOM_OPENCL_PROFILE=1: time every node (waits after each) */
+    bool             profile;  /* LOOM_OPENCL_PROFILE=1: every kernel's time on the device, logged per node */
     bool             fuse;     /* LOOM_OPENCL_FUSE=0 clears it: every node its own launches (to bisect) */
     int              mma;      /* prefill on tensor cores (mma.cl): 0 no, 1 inline PTX, 2 emulated (tests) */
     uint32_t         dfuse;    /* OCL_DF_* the decode GEMVs may take on (LOOM_OPENCL_FUSE=norm,rope,...) */
     int32_t          launches; /* kernels enqueued by the running execute() (logged at debug level) */
+    cl_event        *pev;      /* LOOM_OPENCL_PROFILE=1: the running step's kernels ... */
+    int32_t         *pev_node; /* ... and their nodes */
+    int32_t          npev, pev_cap;
 } ocl_dev;
 
 /* What a decode GEMV launch may take on (ocl_exec.c plan_decode). */
