@@ -64,6 +64,9 @@ double loom_check_threshold(loom_op op, loom_dtype dt)
 #define ATT(l, d, t, hq, hkv, hd, c, len, ns) \
     {.label = l, .op = LOOM_OP_GQA_ATTN, .dtype = d, .T = t, .n_head = hq, .n_head_kv = hkv, .head_dim = hd, \
      .ctx = c, .kv_len = len, .n_seq = ns}
+#define ATT_SHUF(l, d, t, hq, hkv, hd, c, len, ns) \
+    {.label = l, .op = LOOM_OP_GQA_ATTN, .dtype = d, .T = t, .n_head = hq, .n_head_kv = hkv, .head_dim = hd, \
+     .ctx = c, .kv_len = len, .n_seq = ns, .shuffle = true}
 #define ROPE(l, t, h, hd, maxpos, y) \
     {.label = l, .op = LOOM_OP_ROPE, .dtype = LOOM_F32, .T = t, .n_head = h, .head_dim = hd, .ctx = maxpos, .yarn = y}
 #define NORM(l, d, t, n)            {.label = l, .op = LOOM_OP_RMSNORM, .dtype = d, .T = t, .N = n}
@@ -109,6 +112,11 @@ static const loom_check_case full_cases[] = {
     /* several sequences in one step: decode in 3 slots, mixed prefill in 2 */
     ATT("0.5B", LOOM_F16, 3, 14, 2, 64, 512, 300, 3), ATT("7B", LOOM_F32, 3, 28, 4, 128, 512, 300, 3),
     ATT("7B", LOOM_F16, 12, 28, 4, 128, 256, 40, 2), ATT("32B", LOOM_F16, 9, 40, 8, 128, 256, 100, 3),
+    /* longer prefill (several blocks of rows and tiles of positions where a
+     * backend tiles them): after a prefix, from 0, mixed slots, tokens shuffled */
+    ATT("7B", LOOM_F16, 100, 28, 4, 128, 512, 300, 1), ATT("0.5B", LOOM_F32, 77, 14, 2, 64, 128, 77, 1),
+    ATT("7B", LOOM_F32, 70, 28, 4, 128, 512, 200, 3), ATT_SHUF("0.5B", LOOM_F16, 64, 14, 2, 64, 256, 150, 2),
+    ATT_SHUF("7B", LOOM_F16, 50, 28, 4, 128, 256, 90, 3),
     /* swiglu, add */
     EW("0.5B", LOOM_OP_SWIGLU, 16, 4864), EW("7B", LOOM_OP_SWIGLU, 1, 18944), EW("32B", LOOM_OP_SWIGLU, 3, 27648),
     EW("0.5B", LOOM_OP_ADD, 16, 896), EW("7B", LOOM_OP_ADD, 1, 3584), EW("32B", LOOM_OP_ADD, 5, 5120),
@@ -124,6 +132,7 @@ static const loom_check_case quick_cases[] = {
     ATT("small", LOOM_F16, 1, 4, 2, 16, 16, 1, 1), ATT("small", LOOM_F16, 1, 4, 2, 16, 16, 9, 1),
     ATT("small", LOOM_F32, 1, 4, 2, 16, 16, 9, 1), ATT("small", LOOM_F16, 6, 4, 2, 16, 32, 20, 1),
     ATT("small", LOOM_F32, 6, 4, 2, 16, 32, 20, 1), ATT("small", LOOM_F16, 5, 4, 2, 16, 32, 12, 3),
+    ATT("small", LOOM_F16, 40, 4, 2, 16, 64, 50, 2), ATT_SHUF("small", LOOM_F32, 37, 4, 1, 32, 64, 45, 1),
     EW("small", LOOM_OP_SWIGLU, 3, 50), EW("small", LOOM_OP_ADD, 3, 50),
 };
 
@@ -233,8 +242,8 @@ static void describe(const loom_check_case *c, char *b, size_t n)
         snprintf(b, n, "T=%d H=%d hd=%d pos<%d%s", c->T, c->n_head, c->head_dim, c->ctx, c->yarn > 1 ? " yarn4" : "");
         break;
     case LOOM_OP_GQA_ATTN:
-        snprintf(b, n, "T=%d %d:%d hd=%d kv=%d C=%d seq=%d", c->T, c->n_head, c->n_head_kv, c->head_dim, c->kv_len,
-                 c->ctx, c->n_seq);
+        snprintf(b, n, "T=%d %d:%d hd=%d kv=%d C=%d seq=%d%s", c->T, c->n_head, c->n_head_kv, c->head_dim, c->kv_len,
+                 c->ctx, c->n_seq, c->shuffle ? " shuf" : "");
         break;
     default: snprintf(b, n, "T=%d D=%lld", c->T, (long long)c->N); break;
     }
@@ -244,7 +253,8 @@ static void describe(const loom_check_case *c, char *b, size_t n)
  * including 0 and the largest. gqa_attn: n_seq distinct slots out of
  * n_seq + 1; each slot's tokens have consecutive positions, interleaved in
  * the batch (token t belongs to slot t % n_seq); the first slot's last token
- * sits at kv_len - 1, the others end at random positions below kv_len. */
+ * sits at kv_len - 1, the others end at random positions below kv_len.
+ * With c->shuffle the tokens are then put in random order. */
 static loom_status make_step(const loom_check_case *c, uint64_t *rng, int32_t *pos, int32_t *seq)
 {
     for (int32_t t = 0; t < c->T; t++) pos[t] = seq[t] = 0;
@@ -267,6 +277,10 @@ static loom_status make_step(const loom_check_case *c, uint64_t *rng, int32_t *p
                 seq[t] = slots[k];
                 pos[t] = last - (len - 1) + i;
             }
+        }
+        for (int32_t i = c->shuffle ? c->T - 1 : 0; i > 0; i--) {
+            int32_t j = (int32_t)(uniform(rng) * (i + 1)), p = pos[i], q = seq[i];
+            pos[i] = pos[j], seq[i] = seq[j], pos[j] = p, seq[j] = q;
         }
     }
     return LOOM_OK;

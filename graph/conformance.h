@@ -51,6 +51,7 @@ typedef struct loom_check_case {
     int32_t     ctx;    /* gqa_attn: cache capacity C; rope: largest position drawn */
     int32_t     kv_len; /* gqa_attn: positions the last token attends (its pos + 1) */
     int32_t     n_seq;  /* gqa_attn: slots the step's tokens use (1..3) */
+    bool        shuffle;/* gqa_attn: the step's tokens in random order (positions not ascending) */
     bool        bias;   /* matmul, matmul_awq */
     float       yarn;   /* rope: YaRN factor (0: none) */
 } loom_check_case;

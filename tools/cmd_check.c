@@ -27,7 +27,7 @@ static void usage(FILE *f)
 
 static void print_header(void)
 {
-    printf("%-10s %-38s %-6s %-5s %-8s %-10s %-10s %-9s %s\n", "op", "shape", "dtype", "model", "backend", "NMSE",
+    printf("%-10s %-40s %-6s %-5s %-8s %-10s %-10s %-9s %s\n", "op", "shape", "dtype", "model", "backend", "NMSE",
            "max|diff|", "threshold", "result");
 }
 
@@ -39,7 +39,7 @@ static void print_row(const loom_check_result *r, void *user)
         snprintf(nmse, sizeof nmse, "%.2e", r->nmse);
         snprintf(mx, sizeof mx, "%.2e", r->max_abs);
     }
-    printf("%-10s %-38s %-6s %-5s %-8s %-10s %-10s %-9.0e %s\n", loom_op_name(r->c.op), r->shape,
+    printf("%-10s %-40s %-6s %-5s %-8s %-10s %-10s %-9.0e %s\n", loom_op_name(r->c.op), r->shape,
            loom_dtype_name(r->c.dtype), r->c.label, label, nmse, mx, r->threshold, loom_check_verdict_name(r->verdict));
     if (r->verdict == LOOM_CHECK_FAIL && r->message[0]) printf("    %s\n", r->message);
     fflush(stdout);

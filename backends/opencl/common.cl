@@ -4,13 +4,32 @@
  * constants (-D): GT_T, GT_N, GT_TM (the tiled matmuls' output tile, tokens
  * x columns, and tokens per work-item: 64 x 128 by 8, or 32 x 64 by 4),
  * GV_WG (work-group of the GEMV kernels), GEMV_W, GEMV_R (the unaligned dense
- * GEMV), RED_W (rmsnorm work-group), ATT_W (attention work-group). Every tensor is addressed as a buffer plus
+ * GEMV), RED_W (rmsnorm work-group), ATT_W (attention work-group), ATT_TW
+ * (the tiled prefill attention's work-group, 128 or 64; absent where local
+ * memory is too small for it). Every tensor is addressed as a buffer plus
  * an element offset (tensors share buffers at aligned offsets). f16 data is
  * read and written with vload_half / vstore_half_rte or converted by bit
  * operations (core OpenCL 1.2), so no cl_khr_fp16 is needed; all arithmetic
  * is f32. */
 #define GEMV_MAXT 8             /* rows handled by the GEMV kernels */
 #define ATT_DPT 4               /* head dims per attention work-item: head_dim <= ATT_W * ATT_DPT */
+
+/* The tiled prefill attention (typed.cl attn_tile): ATT_BQ query rows of one
+ * head per work-group, ATT_BK cache positions per tile, head_dim <= ATT_HD and
+ * a multiple of 4 (the host mirrors these three). Local memory: q, one K or V
+ * tile (rows of hd + 4 floats) and the tile's scores: 27.5 KiB. */
+#define ATT_BQ 32
+#define ATT_BK 16
+#define ATT_HD 128
+#ifdef ATT_TW
+#define ATT_RH (ATT_BQ / 2)                       /* scores: a work-item takes rows r and r + ATT_RH ... */
+#define ATT_QC (ATT_BQ * ATT_BK / (2 * ATT_TW))   /* ... and ATT_QC keys (2 at 128 work-items, 4 at 64) ... */
+#define ATT_KG (ATT_BK / ATT_QC)                  /* ... ATT_KG apart */
+#define ATT_DL (ATT_TW / (ATT_BQ / 4))            /* P·V: work-items along the head dims (rows by 4) */
+#define ATT_PV4 (ATT_HD / (4 * ATT_DL))           /* P·V: float4 of head dims per work-item */
+#define ATT_LD4 (ATT_BK * ATT_HD / (4 * ATT_TW))  /* float4 of a K or V tile each work-item fetches */
+#define ATT_SL (ATT_BQ + 4)                       /* row stride of the scores [key][query row] */
+#endif
 
 /* Helpers are static (a C99 plain `inline` that the compiler declines to
  * inline is an unresolved external) and always inlined (the tile helpers take
@@ -197,6 +216,18 @@ kernel void attn_merge(global float *y, ulong yo, global const float *part, int 
     }
 }
 
+
+#ifdef ATT_TW
+/* typed.cl attn_tile: the K or V tile a work-item fetched (att_fetch_<dt>)
+ * into local memory, kv4 [ATT_BK][hd / 4 + 1] float4: float4 e of position
+ * j = fj[i] goes to j * (hd / 4 + 1) + e - j * hd / 4 = e + j */
+INL void att_stage(local float4 *kv4, const float4 *r, const int *fj)
+{
+#pragma unroll
+    for (int i = 0; i < ATT_LD4; i++)
+        if (fj[i] < ATT_BK) kv4[get_local_id(0) + ATT_TW * i + fj[i]] = r[i];
+}
+#endif
 
 /* ---- tensor cores (NVIDIA) -------------------------------------------------------
  * With -DLOOM_MMA (ocl_program.c adds it on NVIDIA's platform) the PTX below runs

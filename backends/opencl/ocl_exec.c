@@ -14,8 +14,11 @@
  *              for <= 8 rows with the nodes around them (plan_decode: awq_gemv(_norm)_<NT>
  *              also does the rmsnorm before, RoPE, the KV store, swiglu, the residual add)
  *   rope       rope, with cos/sin computed on the host in double per step
- *   gqa_attn   kv_store_<dt> (the step's k, v into the cache), then attn_<dt>, for a few
- *              rows split over cache partitions and joined by attn_merge
+ *   gqa_attn   kv_store_<dt> (the step's k, v into the cache), then for <= 8 rows attn_<dt>
+ *              (one work-group per head and row), split over cache partitions joined by
+ *              attn_merge; above, attn_tile_<dt>: blocks of 32 rows of one head share
+ *              K/V tiles in local memory (attn_<dt> where the device lacks the local
+ *              memory, or head_dim > 128 or not a multiple of 4)
  *   swiglu/add swiglu, add */
 #include <stdarg.h>
 #include <stdio.h>
@@ -27,6 +30,8 @@
 #define GEMV_MAXT 8 /* as in common.cl */
 #define KMAX 5      /* kernels per node */
 #define ATT_DPT 4
+#define ATT_BQ 32    /* as in common.cl: attn_tile's rows per work-group ... */
+#define ATT_HD 128   /* ... and largest head_dim */
 
 typedef struct rope_tab {
     int32_t h2;       /* head_dim / 2 */
@@ -42,7 +47,8 @@ enum { GV_FAST, /* k[0..3]: the GEMV for NT = 1, 2, 4, 8 rows */
 
 typedef struct knode {
     loom_node *n;
-    cl_kernel  k[KMAX]; /* matmul: k[0..3] GEMVs, k[4] gemm; gqa_attn: kv_store, attn; otherwise k[0] */
+    cl_kernel  k[KMAX]; /* matmul: k[0..3] GEMVs, k[4] gemm; gqa_attn: kv_store, attn, attn_merge, attn_tile
+                           (NULL: attn for every row count); otherwise k[0] */
     int32_t    tab;     /* rope: its table */
     int32_t    gv;      /* matmul: GV_* */
     int32_t    slices;  /* matmul_awq GEMV: K slices per work-group (work-group dimension 1) ... */
@@ -420,7 +426,26 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
         if (rc == CL_SUCCESS) rc = set_args(k->k[1], 16, "m", d->dummy); /* until the partials exist */
         if (rc == CL_SUCCESS)
             rc = set_args(k->k[2], 0, "mlmii", MEM(y), OFF(y), d->dummy, (int)pp->n_head, (int)pp->head_dim);
-        p->uses_step = true; /* 8: step buffer, 9: seq offset (both kernels); kv_store 10: rows; attn 15: PL; merge 5: P */
+        if (rc == CL_SUCCESS && d->cfg.att_tw && pp->head_dim % 4 == 0 && pp->head_dim <= ATT_HD) {
+            if ((st = kernel(d, "attn_tile", sfx, &k->k[3]))) return st;
+            size_t wg = 0; /* what the compiled kernel allows (registers), not only the device */
+            cl_int wrc = clGetKernelWorkGroupInfo(k->k[3], d->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof wg, &wg, NULL);
+            if (wrc != CL_SUCCESS || wg < (size_t)d->cfg.att_tw) {
+                OCL_LOG(LOOM_LOG_DEBUG, "attn_tile_%s allows work-groups of %zu, not %d: prefill runs attn_%s", sfx, wg,
+                        d->cfg.att_tw, sfx);
+                clReleaseKernel(k->k[3]);
+                k->k[3] = NULL;
+            } else {
+                rc = set_args(k->k[3], 0, "mlmlmlml", MEM(y), OFF(y), MEM(s[0]), OFF(s[0]), MEM(s[3]), OFF(s[3]),
+                              MEM(s[4]), OFF(s[4]));
+                if (rc == CL_SUCCESS)
+                    rc = set_args(k->k[3], 11, "iiiif", (int)pp->n_head, (int)pp->n_head_kv, C, (int)pp->head_dim,
+                                  (double)scale);
+            }
+        }
+        /* 8: step buffer, 9: seq offset (all but attn_merge); kv_store 10: rows; attn 15: PL; merge 5: P;
+         * attn_tile 10: rows */
+        p->uses_step = true;
         break;
     }
     case LOOM_OP_SWIGLU:
@@ -803,7 +828,8 @@ loom_status loom__ocl_compile(ocl_dev *d, loom_node *nodes, int32_t n_nodes, voi
         knode *k = &p->kn[i];
         cl_int rc = CL_SUCCESS;
         if (k->n->op == LOOM_OP_GQA_ATTN) {
-            for (int j = 0; j < 2 && rc == CL_SUCCESS; j++) rc = set_args(k->k[j], 8, "mi", p->step, (int)p->max_t);
+            for (int j = 0; j < 4 && rc == CL_SUCCESS; j++)
+                if (j != 2 && k->k[j]) rc = set_args(k->k[j], 8, "mi", p->step, (int)p->max_t);
             if (rc == CL_SUCCESS && k->parts > 1) rc = set_args(k->k[1], 16, "m", p->att_part);
             if (rc == CL_SUCCESS && k->parts > 1) rc = set_args(k->k[2], 2, "m", p->att_part);
         }
@@ -993,9 +1019,15 @@ static loom_status run_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx, int3
             l[0] = (size_t)c->ew_w, l[1] = 1;
             if ((st = enqueue(d, k->k[0], 2, g, l, idx, op))) return st;
         }
+        int32_t L = 1, P = 1, W = c->att_w, H = n->p.n_head;
+        if (T > GEMV_MAXT && k->k[3]) { /* prefill: blocks of ATT_BQ rows (the last first) x heads */
+            if ((rc = set_args(k->k[3], 10, "i", (int)T)) != CL_SUCCESS) break;
+            g[0] = (size_t)c->att_tw * (size_t)H, g[1] = ((size_t)T + ATT_BQ - 1) / ATT_BQ;
+            l[0] = (size_t)c->att_tw, l[1] = 1;
+            return enqueue(d, k->k[3], 2, g, l, idx, op);
+        }
         /* partitions of PL positions (a multiple of the work-group): for a few
          * rows enough of them for about 4 work-groups per compute unit */
-        int32_t L = 1, P = 1, W = c->att_w, H = n->p.n_head;
         for (int32_t t = 0; t < T; t++)
             if (step->pos[t] + 1 > L) L = step->pos[t] + 1;
         if (T <= GEMV_MAXT && k->parts > 1) {

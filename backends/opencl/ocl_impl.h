@@ -40,6 +40,7 @@ typedef struct ocl_cfg {
     int gemv_r;    /* unaligned dense GEMV output columns per work-group */
     int red_w;     /* rmsnorm work-group */
     int att_w;     /* attention work-group; head_dim <= 4 * att_w */
+    int att_tw;    /* tiled prefill attention work-group (128 or 64); 0: not built (local memory too small) */
     int ew_w;      /* elementwise work-group */
 } ocl_cfg;
 

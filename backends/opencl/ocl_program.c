@@ -58,6 +58,8 @@ void loom__ocl_pick_cfg(ocl_dev *d)
     c->gemv_r = 4;
     c->red_w = pow2_floor(wg, 256);
     c->att_w = pow2_floor(wg, 64);
+    /* attn_tile: q (32 rows), a K/V tile (16 positions) and the scores, 27.5 KiB */
+    c->att_tw = d->local_mem >= 29 * 1024 ? pow2_floor(wg, 128) : 0;
     c->ew_w = pow2_floor(wg, 64);
 }
 
@@ -67,6 +69,7 @@ static void build_options(const ocl_dev *d, char *out, size_t len)
     snprintf(out, len,
              "-cl-std=CL1.2 -DGT_T=%d -DGT_N=%d -DGT_TM=%d -DGV_WG=%d -DGEMV_W=%d -DGEMV_R=%d -DRED_W=%d -DATT_W=%d",
              c->gt_t, c->gt_n, c->gt_tm, c->gv_wg, c->gemv_w, c->gemv_r, c->red_w, c->att_w);
+    if (c->att_tw) snprintf(out + strlen(out), len - strlen(out), " -DATT_TW=%d", c->att_tw);
     if (d->mma) /* part of the cache key, like every option */
         snprintf(out + strlen(out), len - strlen(out), d->mma == 1 ? " -DLOOM_MMA" : " -DLOOM_MMA_EMU");
 }

@@ -278,4 +278,162 @@ void KN(attn)(global float *y, ulong yo, global const float *q, ulong qo, global
     }
     if (lid == 0) po[hd] = m, po[hd + 1] = l;
 }
+
+#ifdef ATT_TW
+/* r[i]: float4 e = lid + ATT_TW * i of the n positions from c0 (a tile is
+ * contiguous in the cache), zero beyond; fj[i] = e / (hd / 4), its position.
+ * att_stage (common.cl) stores it. */
+INL void KN(att_fetch)(float4 *r, global const ET *b, int c0, int n, int hd, const int *fj)
+{
+    b += (size_t)c0 * hd + 4 * get_local_id(0);
+#pragma unroll
+    for (int i = 0; i < ATT_LD4; i++) r[i] = fj[i] < n ? LD4(b, 4 * ATT_TW * i) : (float4)(0.0f);
+}
+
+/* gqa_attn, part 2 for prefill (more than GEMV_MAXT rows): the tokens in
+ * blocks of ATT_BQ, one work-group of ATT_TW per (query head, block);
+ * global (ATT_TW * Hq, ceil(T / ATT_BQ)), the last block (in a prompt, the
+ * longest rows) first. The block's q rows stay in local memory; the cache
+ * positions of a slot go by in tiles of ATT_BK, each staged once in local
+ * memory as f32 and shared by the block's rows:
+ *   K tile -> scores S = q·k · scale, [key][row] in local memory (a work-item
+ *   takes 2 rows x ATT_QC keys, four float4 accumulators per score), masked
+ *   to -inf beyond the row's position or outside its slot;
+ *   the online softmax: one work-item per row keeps the row's max m and sum
+ *   l in registers, turns the tile's scores into e^(s - m') and leaves the
+ *   rescale e^(m - m') of the row for the others;
+ *   V tile -> o = o · rescale + P·V (a work-item takes 4 rows x ATT_PV4
+ *   float4 of head dims, interleaved).
+ * Each tile's global loads go to registers a phase ahead (V during the
+ * scores, the next K during P·V). Rows of a block may belong to several
+ * slots (a batch of sequences): the block runs once per slot among its rows,
+ * the other slots' rows masked, and each pass covers the positions up to the
+ * largest of its rows (tiles beyond every row's position are skipped). */
+kernel __attribute__((reqd_work_group_size(ATT_TW, 1, 1)))
+void KN(attn_tile)(global float *y, ulong yo, global const float *q, ulong qo, global const ET *kc, ulong kco,
+                   global const ET *vc, ulong vco, global const int *ps, int seq_off, int T, int Hq, int Hkv, int C,
+                   int hd, float scale)
+{
+    local float4 qs4[ATT_BQ * (ATT_HD + 4) / 4], kv4[ATT_BK * (ATT_HD + 4) / 4], sp4[ATT_BK * ATT_SL / 4];
+    local float alpha[ATT_BQ], lsum[ATT_BQ];
+    local int rpos[ATT_BQ], rseq[ATT_BQ];
+    local float *sp = (local float *)sp4;
+    int lid = get_local_id(0), h = get_group_id(0), hk = h / (Hq / Hkv);
+    int t0 = (get_num_groups(1) - 1 - get_group_id(1)) * ATT_BQ;
+    int n4 = hd / 4, ld4 = n4 + 1; /* rows of qs4, kv4: float4 rows 4 banks apart */
+    if (lid < ATT_BQ) {            /* the rows' positions and slots; -1: no row (past T) */
+        int t = t0 + lid, p = t < T ? ps[t] : -1, s = t < T ? ps[seq_off + t] : -1;
+        bool ok = p >= 0 && p < C && s >= 0; /* the host validated the step */
+        rpos[lid] = ok ? p : -1;
+        rseq[lid] = ok ? s : -1;
+    }
+    for (int e = lid; e < ATT_BQ * n4; e += ATT_TW) {
+        int r = e / n4, d4 = e - r * n4, t = t0 + r;
+        qs4[r * ld4 + d4] = t < T ? vload4(d4, q + qo + ((size_t)t * Hq + h) * hd) : (float4)(0.0f);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+
+    int rp = lid / ATT_KG, kg = lid % ATT_KG; /* scores: rows rp, rp + ATT_RH; keys kg + ATT_KG * i */
+    int rq = lid / ATT_DL, dl = lid % ATT_DL; /* P·V: rows 4 rq .. 4 rq + 3; float4 dl + ATT_DL * i */
+    float m = -INFINITY, l = 0.0f;            /* row lid's softmax state (lid < ATT_BQ) */
+    float4 o[4][ATT_PV4], rk[ATT_LD4];
+    int fj[ATT_LD4]; /* the tile position of each float4 this work-item fetches */
+    for (int i = 0; i < ATT_LD4; i++) fj[i] = (lid + ATT_TW * i) / n4;
+    for (int r = 0; r < 4; r++)
+        for (int i = 0; i < ATT_PV4; i++) o[r][i] = (float4)(0.0f);
+    for (int sprev = -1;;) { /* the block's slots in increasing order */
+        int sc = INT_MAX, L = 0;
+        for (int r = 0; r < ATT_BQ; r++)
+            if (rseq[r] > sprev) sc = min(sc, rseq[r]);
+        if (sc == INT_MAX) break;
+        for (int r = 0; r < ATT_BQ; r++)
+            if (rseq[r] == sc) L = max(L, rpos[r] + 1);
+        int lim0 = rseq[rp] == sc ? rpos[rp] : -1, lim1 = rseq[rp + ATT_RH] == sc ? rpos[rp + ATT_RH] : -1;
+        size_t base = ((size_t)sc * Hkv + hk) * C * hd;
+        global const ET *kb = kc + kco + base, *vb = vc + vco + base;
+        KN(att_fetch)(rk, kb, 0, min(L, ATT_BK), hd, fj);
+        for (int c0 = 0; c0 < L; c0 += ATT_BK) {
+            int n = min(ATT_BK, L - c0);
+            barrier(CLK_LOCAL_MEM_FENCE); /* the last P·V is done with kv4 */
+            att_stage(kv4, rk, fj);
+            barrier(CLK_LOCAL_MEM_FENCE);
+            KN(att_fetch)(rk, vb, c0, n, hd, fj);
+            float4 a0[ATT_QC], a1[ATT_QC];
+#pragma unroll
+            for (int i = 0; i < ATT_QC; i++) a0[i] = a1[i] = (float4)(0.0f);
+            for (int d4 = 0; d4 < n4; d4++) {
+                float4 q0 = qs4[rp * ld4 + d4], q1 = qs4[(rp + ATT_RH) * ld4 + d4];
+#pragma unroll
+                for (int i = 0; i < ATT_QC; i++) {
+                    float4 k4 = kv4[(kg + ATT_KG * i) * ld4 + d4];
+                    a0[i] = fma(q0, k4, a0[i]);
+                    a1[i] = fma(q1, k4, a1[i]);
+                }
+            }
+#pragma unroll
+            for (int i = 0; i < ATT_QC; i++) {
+                int j = kg + ATT_KG * i, c = c0 + j;
+                float s0 = (a0[i].x + a0[i].y) + (a0[i].z + a0[i].w), s1 = (a1[i].x + a1[i].y) + (a1[i].z + a1[i].w);
+                sp[j * ATT_SL + rp] = c <= lim0 ? s0 * scale : -INFINITY;
+                sp[j * ATT_SL + rp + ATT_RH] = c <= lim1 ? s1 * scale : -INFINITY;
+            }
+            barrier(CLK_LOCAL_MEM_FENCE); /* the scores are complete, kv4 free */
+            att_stage(kv4, rk, fj);
+            if (lid < ATT_BQ) { /* the online softmax of row lid */
+                float mt = -INFINITY;
+                for (int j = 0; j < n; j++) mt = fmax(mt, sp[j * ATT_SL + lid]);
+                float mn = fmax(m, mt), a = 1.0f, sum = 0.0f;
+                if (mn > -INFINITY) { /* else no position of this row yet: nothing changes */
+                    a = exp(m - mn);  /* 0 on the row's first positions */
+                    for (int j = 0; j < n; j++) {
+                        float p = exp(sp[j * ATT_SL + lid] - mn);
+                        sp[j * ATT_SL + lid] = p;
+                        sum += p;
+                    }
+                } else {
+                    for (int j = 0; j < n; j++) sp[j * ATT_SL + lid] = 0.0f;
+                }
+                l = l * a + sum;
+                m = mn;
+                alpha[lid] = a;
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+            if (c0 + ATT_BK < L) KN(att_fetch)(rk, kb, c0 + ATT_BK, min(ATT_BK, L - c0 - ATT_BK), hd, fj);
+            float4 al = vload4(rq, alpha);
+#pragma unroll
+            for (int i = 0; i < ATT_PV4; i++) {
+                o[0][i] *= al.x;
+                o[1][i] *= al.y;
+                o[2][i] *= al.z;
+                o[3][i] *= al.w;
+            }
+            for (int j = 0; j < n; j++) {
+                float4 p = sp4[j * (ATT_SL / 4) + rq];
+#pragma unroll
+                for (int i = 0; i < ATT_PV4; i++) {
+                    int d4 = dl + ATT_DL * i;
+                    if (d4 < n4) {
+                        float4 v4 = kv4[j * ld4 + d4];
+                        o[0][i] = fma(p.x, v4, o[0][i]);
+                        o[1][i] = fma(p.y, v4, o[1][i]);
+                        o[2][i] = fma(p.z, v4, o[2][i]);
+                        o[3][i] = fma(p.w, v4, o[3][i]);
+                    }
+                }
+            }
+        }
+        sprev = sc;
+    }
+    if (lid < ATT_BQ) lsum[lid] = l;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int r = 0; r < 4; r++) {
+        int t = t0 + 4 * rq + r;
+        float inv = 1.0f / lsum[4 * rq + r]; /* a row the host should have refused: l = 0, NaN */
+        for (int i = 0; i < ATT_PV4; i++) {
+            int d4 = dl + ATT_DL * i;
+            if (t < T && d4 < n4) vstore4(o[r][i] * inv, d4, y + yo + ((size_t)t * Hq + h) * hd);
+        }
+    }
+}
+#endif
 #endif
