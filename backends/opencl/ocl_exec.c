@@ -50,7 +50,7 @@ typedef struct knode {
     int32_t    gcols;   /* ... and columns (of the weights it runs: fuse_nodes) */
     int32_t    gtiles;  /* matmul_awq GEMM: column tiles (of the weights it runs) */
     int32_t    mma;     /* matmul: k[4] is the tensor-core GEMM (mma.cl) ... */
-    int32_t    mtiles;  /* ... and its 64-column tiles (of the weights it runs) */
+    int32_t    mtiles;  /* ... and its MMA_N-column tiles (of the weights it runs) */
     int32_t    parts;   /* gqa_attn: most cache partitions for <= GEMV_MAXT rows */
     int32_t    fuse;    /* the next `fuse` nodes run in this node's launch (see fuse_nodes) */
     int32_t    fused;   /* this node runs in an earlier node's launch */
@@ -275,6 +275,20 @@ static int awq_slices(const ocl_dev *d, int K, int N)
     return S;
 }
 
+/* mma.cl's launch: MMA_T x MMA_N output tiles (its MM_T, MM_N), MMA_WG work-items
+ * (MM_WG) each, the row tiles along dimension 0 and `tiles` column tiles along 1. */
+#define MMA_T  128
+#define MMA_N  128
+#define MMA_WG 256
+
+static int32_t mma_tiles(int64_t N) { return (int32_t)((N + MMA_N - 1) / MMA_N); }
+
+static void mma_geometry(int64_t T, int32_t tiles, size_t g[2], size_t l[2])
+{
+    g[0] = (size_t)((T + MMA_T - 1) / MMA_T) * MMA_WG, g[1] = (size_t)tiles;
+    l[0] = MMA_WG, l[1] = 1;
+}
+
 static int bias_dt(const loom_tensor *b)
 {
     return !b ? 0 : b->dtype == LOOM_F32 ? 1 : b->dtype == LOOM_F16 ? 2 : 3;
@@ -333,8 +347,8 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
         int ce = awq ? 4 : s[1]->dtype == LOOM_F32 ? 4 : 8;
         bool al = s[0]->offset % 16 == 0 && K % ce == 0 && s[1]->offset % 16 == 0;
         k->gv = al ? GV_FAST : awq ? GV_GEMM : GV_ANY;
-        k->mma = d->mma && K % 32 == 0 && (awq || s[1]->dtype == LOOM_F16); /* (bf16 would not be exact) */
-        k->mtiles = (N + 63) / 64;
+        k->mma = d->mma && al && K % 32 == 0 && (awq || s[1]->dtype == LOOM_F16); /* (bf16 would not be exact) */
+        k->mtiles = mma_tiles(N);
         if (awq) {
             k->slices = awq_slices(d, K, N);
             k->gcols = N;
@@ -890,9 +904,8 @@ static loom_status run_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx, int3
         cl_kernel kk = k->k[gemv ? j : 4];
         bool awq = n->op == LOOM_OP_MATMUL_AWQ;
         if ((rc = set_args(kk, awq ? 2 : 9, "i", (int)T)) != CL_SUCCESS) break;
-        if (!gemv && k->mma) { /* mma.cl: 64 x 64 tiles, 128 work-items */
-            g[0] = (awq ? (size_t)k->mtiles : ((size_t)cols + 63) / 64) * 128, g[1] = ((size_t)T + 63) / 64;
-            l[0] = 128, l[1] = 1;
+        if (!gemv && k->mma) {
+            mma_geometry(T, awq ? k->mtiles : mma_tiles(cols), g, l);
             return enqueue(d, kk, 2, g, l, idx, op);
         }
         if (!gemv) {
@@ -1042,7 +1055,7 @@ static double nmse_of(const float *a, const float *b, size_t n)
 
 bool loom__ocl_mma_selftest(ocl_dev *d)
 {
-    enum { T = 70, K = 256, N = 136 };
+    enum { T = 150, K = 256, N = 201 }; /* 2 x 2 tiles, both ragged; odd N: the epilogue's unpaired stores */
     size_t nq = (size_t)K / 32 * N * 4, nm = (size_t)K / 128 * N;
     float *x = malloc(sizeof(float) * T * K), *y = malloc(sizeof(float) * T * N * 2);
     uint16_t *wf = malloc(sizeof(uint16_t) * N * K);
@@ -1083,9 +1096,9 @@ bool loom__ocl_mma_selftest(ocl_dev *d)
         else
             rc = set_args(ks[i], 0, "mliimlmlmliimlmlmliimlmlmlii", bx, z, T, K, by, yo, bwq, z, d->dummy, z, 0, N,
                           d->dummy, z, d->dummy, z, d->dummy, z, 0, 0, d->dummy, z, d->dummy, z, d->dummy, z, 0, 0);
-        size_t g[2], l[2] = {mma ? 128 : nth, 1};
-        g[0] = mma ? (N + 63) / 64 * 128 : (size_t)(N + c->gt_n - 1) / c->gt_n * nth;
-        g[1] = mma ? (T + 63) / 64 : (size_t)(T + c->gt_t - 1) / c->gt_t;
+        size_t g[2], l[2] = {nth, 1};
+        g[0] = (size_t)(N + c->gt_n - 1) / c->gt_n * nth, g[1] = (size_t)(T + c->gt_t - 1) / c->gt_t;
+        if (mma) mma_geometry(T, mma_tiles(N), g, l);
         if (rc == CL_SUCCESS) rc = clEnqueueNDRangeKernel(d->queue, ks[i], 2, NULL, g, l, 0, NULL, NULL);
         if (rc == CL_SUCCESS && mma)
             rc = clEnqueueReadBuffer(d->queue, by, CL_TRUE, 0, sizeof(float) * T * N * 2, y, 0, NULL, NULL);
