@@ -124,21 +124,23 @@ INL uint4 mm_dequant(uint u, uint m)
 #endif
 }
 
-/* ---- global -> registers (the next step, in flight during the MMAs) -> a local stage ---- */
+/* ---- global -> registers (the next step, in flight during the MMAs) -> a local stage ----
+ * `rows` (MM_T or 64) is a constant in each kernel: the loops over it unroll. A stage holds
+ * `rows` x rows, then MM_N weight columns. */
 
-/* x rows t0.., k0..k0+31: work-item tid takes chunk c = tid + 256 i (i < 2): row c / 4, k 8 (c % 4) .. +7 */
-INL void mm_fetch_x(float4 *r, global const float *x, int T, int K, int t0, int k0, int tid)
+/* x rows t0.., k0..k0+31: work-item tid takes chunks c = tid + 256 i: row c / 4, k 8 (c % 4) .. +7 */
+INL void mm_fetch_x(float4 *r, global const float *x, int T, int K, int t0, int k0, int tid, int rows)
 {
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < rows / 64; i++) {
         int c = tid + MM_WG * i, t = t0 + (c >> 2);
         global const float4 *p = (global const float4 *)(x + (size_t)t * K + k0) + 2 * (c & 3);
         r[2 * i] = t < T ? p[0] : (float4)(0.0f), r[2 * i + 1] = t < T ? p[1] : (float4)(0.0f);
     }
 }
 
-INL void mm_put_x(local uint4 *st, const float4 *r, int tid)
+INL void mm_put_x(local uint4 *st, const float4 *r, int tid, int rows)
 {
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < rows / 64; i++) {
         float4 a = r[2 * i], b = r[2 * i + 1];
         st[tid + MM_WG * i] = (uint4)(mm_pack(a.x, b.x), mm_pack(a.y, b.y), mm_pack(a.z, b.z), mm_pack(a.w, b.w));
     }
@@ -153,11 +155,11 @@ INL void mm_fetch_f16(uint4 *r, global const ushort *w, int K, int N, int n0, in
     }
 }
 
-INL void mm_put_f16(local uint4 *st, const uint4 *r, int tid)
+INL void mm_put_f16(local uint4 *st, const uint4 *r, int tid, int rows)
 {
     for (int i = 0; i < 2; i++) { /* halves k 0..7 as words (0, 1), (2, 3), (4, 5), (6, 7) -> pairs (k, k + 4) */
         uint4 a = r[i];
-        st[MM_T * MM_ROW + tid + MM_WG * i] = (uint4)((a.x & 0xffffu) | (a.z << 16), (a.x >> 16) | (a.z & 0xffff0000u),
+        st[rows * MM_ROW + tid + MM_WG * i] = (uint4)((a.x & 0xffffu) | (a.z << 16), (a.x >> 16) | (a.z & 0xffff0000u),
                                                       (a.y & 0xffffu) | (a.w << 16), (a.y >> 16) | (a.w & 0xffff0000u));
     }
 }
@@ -172,47 +174,47 @@ INL uint4 mm_fetch_awq(global const uint *w, int K, int N, int n0, int k0, int t
     return (uint4)(q.x, q.y, AWQ_META(w, 0, K, N)[(size_t)(k0 / 128) * N + n], 0u);
 }
 
-INL void mm_put_awq(local uint4 *st, uint4 r, int tid)
+INL void mm_put_awq(local uint4 *st, uint4 r, int tid, int rows)
 {
     /* the two uint4 stores in an order that keeps a quarter-warp's 8 stores in distinct banks */
-    int c = tid >> 1, at = MM_T * MM_ROW + c * MM_ROW + 2 * (tid & 1), sw = (c >> 1) & 1;
+    int c = tid >> 1, at = (rows + c) * MM_ROW + 2 * (tid & 1), sw = (c >> 1) & 1;
     st[at + sw] = mm_dequant(sw ? r.y : r.x, r.z);
     st[at + (sw ^ 1)] = mm_dequant(sw ? r.x : r.y, r.z);
 }
 
 /* ---- the MMAs of one stage, and the epilogue ---------------------------------------- */
 
-/* warp w: rows 64 (w / 4) .., columns 32 (w % 4) .. of the tile; acc [m tile][n tile][C element] */
-INL void mm_step(local const uint4 *st, float acc[MM_MT][MM_NT][4], int tid, local float *emu)
+/* warp w: rows rows / 2 (w / 4) .., columns 32 (w % 4) .. of the tile, as rows / 32 m16 tiles x 4 n8
+ * tiles; acc [m tile][n tile][C element] */
+INL void mm_step(local const uint4 *st, float acc[MM_MT][MM_NT][4], int tid, local float *emu, int rows)
 {
-    int warp = tid / 32, lane = tid % 32, g = lane >> 2, q = lane & 3;
-    local const uint4 *A = st + ((warp >> 2) * 64 + g) * MM_ROW + q;
-    local const uint4 *B = st + (MM_T + (warp & 3) * 32 + g) * MM_ROW + q;
+    int warp = tid / 32, lane = tid % 32, g = lane >> 2, q = lane & 3, mts = rows / 32;
+    local const uint4 *A = st + ((warp >> 2) * (rows / 2) + g) * MM_ROW + q;
+    local const uint4 *B = st + (rows + (warp & 3) * 32 + g) * MM_ROW + q;
     uint4 a[MM_MT][2], b[MM_NT];
     for (int nt = 0; nt < MM_NT; nt++) b[nt] = B[nt * 8 * MM_ROW];
-    for (int mt = 0; mt < MM_MT; mt++) a[mt][0] = A[mt * 16 * MM_ROW], a[mt][1] = A[(mt * 16 + 8) * MM_ROW];
-    /* the first 16 k (words .x, .y) for every tile, then the second (.z, .w): an accumulator's two MMAs 16 apart */
-    for (int mt = 0; mt < MM_MT; mt++)
+    for (int mt = 0; mt < mts; mt++) a[mt][0] = A[mt * 16 * MM_ROW], a[mt][1] = A[(mt * 16 + 8) * MM_ROW];
+    /* the first 16 k (words .x, .y) for every tile, then the second (.z, .w): an accumulator's two MMAs apart */
+    for (int mt = 0; mt < mts; mt++)
         for (int nt = 0; nt < MM_NT; nt++)
             mm_mma(acc[mt][nt], a[mt][0].x, a[mt][1].x, a[mt][0].y, a[mt][1].y, b[nt].x, b[nt].y, emu);
-    for (int mt = 0; mt < MM_MT; mt++)
+    for (int mt = 0; mt < mts; mt++)
         for (int nt = 0; nt < MM_NT; nt++)
             mm_mma(acc[mt][nt], a[mt][0].z, a[mt][1].z, a[mt][0].w, a[mt][1].w, b[nt].z, b[nt].w, emu);
 }
 
-INL void mm_store(global float *y, ulong yo, float acc[MM_MT][MM_NT][4], global const uchar *bias, ulong bo, int bdt,
-                  int T, int N, int t0, int n0, int tid)
+/* y + bias; pairs: (n, n + 1) may be stored as one float2 (y's offset and N even) */
+INL void mm_store(global float *y, bool pairs, float acc[MM_MT][MM_NT][4], global const uchar *bias, ulong bo, int bdt,
+                  int T, int N, int t0, int n0, int tid, int rows)
 {
     int warp = tid / 32, lane = tid % 32, g = lane >> 2, q = lane & 3;
-    bool pairs = ((yo | (ulong)N) & 1) == 0; /* (n, n + 1) 8-byte aligned */
-    y += yo;
     for (int nt = 0; nt < MM_NT; nt++) {
         int n = n0 + (warp & 3) * 32 + nt * 8 + 2 * q;
         if (n >= N) continue;
         float b0 = ld_bias(bias, bo, bdt, n), b1 = n + 1 < N ? ld_bias(bias, bo, bdt, n + 1) : 0.0f;
-        for (int mt = 0; mt < MM_MT; mt++)
+        for (int mt = 0; mt < rows / 32; mt++)
             for (int h = 0; h < 2; h++) {
-                int t = t0 + (warp >> 2) * 64 + mt * 16 + g + 8 * h;
+                int t = t0 + (warp >> 2) * (rows / 2) + mt * 16 + g + 8 * h;
                 if (t >= T) continue;
                 global float *p = y + (size_t)t * N + n;
                 float v0 = acc[mt][nt][2 * h] + b0, v1 = acc[mt][nt][2 * h + 1] + b1;
@@ -225,75 +227,73 @@ INL void mm_store(global float *y, ulong yo, float acc[MM_MT][MM_NT][4], global 
     }
 }
 
-#define MM_ZERO_ACC(acc)                                                                                       \
-    for (int i_ = 0; i_ < MM_MT; i_++)                                                                        \
-        for (int j_ = 0; j_ < MM_NT; j_++) acc[i_][j_][0] = acc[i_][j_][1] = acc[i_][j_][2] = acc[i_][j_][3] = 0.0f
-
-/* dense f16 w [N, K]; the arguments of matmul_gemm_f16. global (ceil(T / 128) * 256, ceil(N / 128)). */
-kernel __attribute__((reqd_work_group_size(MM_WG, 1, 1)))
-void mma_gemm_f16(global float *y, ulong yo, global const float *x, ulong xo, global const ushort *w, ulong wo,
-                  global const uchar *bias, ulong bo, int bdt, int T, int K, int N)
+/* One output tile: rows t0.. (rows of them), columns n0..n0+127 of y (already at its offset); w is
+ * the f16 [N][K] or (awq) the packed AWQ weight, at its offset. sm: two stages. */
+INL void mm_gemm(global float *y, bool pairs, global const float *x, global const void *w, bool awq,
+                 global const uchar *bias, ulong bo, int bdt, int T, int K, int N, int t0, int n0, int rows,
+                 local uint4 *sm, local float *emu)
 {
-    local uint4 sm[2 * MM_STAGE];
-    MM_EMU_SCRATCH;
-    int tid = get_local_id(0), t0 = get_group_id(0) * MM_T, n0 = get_group_id(1) * MM_N;
+    int tid = get_local_id(0), stage = (rows + MM_N) * MM_ROW;
     float acc[MM_MT][MM_NT][4];
-    MM_ZERO_ACC(acc);
+    for (int i = 0; i < MM_MT; i++)
+        for (int j = 0; j < MM_NT; j++) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;
     float4 rx[4];
     uint4 rw[2];
-    x += xo, w += wo;
-    mm_fetch_x(rx, x, T, K, t0, 0, tid);
-    mm_fetch_f16(rw, w, K, N, n0, 0, tid);
-    mm_put_x(sm, rx, tid);
-    mm_put_f16(sm, rw, tid);
+    global const ushort *wh = (global const ushort *)w;
+    global const uint *wq = (global const uint *)w;
+    mm_fetch_x(rx, x, T, K, t0, 0, tid, rows);
+    if (awq) rw[0] = mm_fetch_awq(wq, K, N, n0, 0, tid);
+    else mm_fetch_f16(rw, wh, K, N, n0, 0, tid);
+    mm_put_x(sm, rx, tid, rows);
+    if (awq) mm_put_awq(sm, rw[0], tid, rows);
+    else mm_put_f16(sm, rw, tid, rows);
     barrier(CLK_LOCAL_MEM_FENCE);
     for (int k0 = 0, s = 0; k0 < K; k0 += MM_K, s ^= 1) {
         bool more = k0 + MM_K < K;
         if (more) {
-            mm_fetch_x(rx, x, T, K, t0, k0 + MM_K, tid);
-            mm_fetch_f16(rw, w, K, N, n0, k0 + MM_K, tid);
+            mm_fetch_x(rx, x, T, K, t0, k0 + MM_K, tid, rows);
+            if (awq) rw[0] = mm_fetch_awq(wq, K, N, n0, k0 + MM_K, tid);
+            else mm_fetch_f16(rw, wh, K, N, n0, k0 + MM_K, tid);
         }
-        mm_step(sm + s * MM_STAGE, acc, tid, emu);
+        mm_step(sm + s * stage, acc, tid, emu, rows);
         if (more) { /* the other stage was last read before the previous barrier */
-            mm_put_x(sm + (s ^ 1) * MM_STAGE, rx, tid);
-            mm_put_f16(sm + (s ^ 1) * MM_STAGE, rw, tid);
+            local uint4 *nx = sm + (s ^ 1) * stage;
+            mm_put_x(nx, rx, tid, rows);
+            if (awq) mm_put_awq(nx, rw[0], tid, rows);
+            else mm_put_f16(nx, rw, tid, rows);
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-    mm_store(y, yo, acc, bias, bo, bdt, T, N, t0, n0, tid);
+    mm_store(y, pairs, acc, bias, bo, bdt, T, N, t0, n0, tid, rows);
 }
 
-/* AWQ (awq.cl layout), up to three weights side by side in 128-column tiles; the
- * arguments of awq_gemm. global (ceil(T / 128) * 256, Σ ceil(N_m / 128)). */
-kernel __attribute__((reqd_work_group_size(MM_WG, 1, 1)))
-void mma_awq_gemm(AWQ_GEMM_PARAMS)
-{
-    local uint4 sm[2 * MM_STAGE];
-    MM_EMU_SCRATCH;
-    int tid = get_local_id(0), tile = get_group_id(1), t0 = get_group_id(0) * MM_T;
-    AWQ_PICK_WEIGHT(tile, MM_N);
-    float acc[MM_MT][MM_NT][4];
-    MM_ZERO_ACC(acc);
-    float4 rx[4];
-    x += xo, w += wo;
-    mm_fetch_x(rx, x, T, K, t0, 0, tid);
-    uint4 rw = mm_fetch_awq(w, K, N, n0, 0, tid);
-    mm_put_x(sm, rx, tid);
-    mm_put_awq(sm, rw, tid);
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int k0 = 0, s = 0; k0 < K; k0 += MM_K, s ^= 1) {
-        bool more = k0 + MM_K < K;
-        if (more) {
-            mm_fetch_x(rx, x, T, K, t0, k0 + MM_K, tid);
-            rw = mm_fetch_awq(w, K, N, n0, k0 + MM_K, tid);
-        }
-        mm_step(sm + s * MM_STAGE, acc, tid, emu);
-        if (more) {
-            mm_put_x(sm + (s ^ 1) * MM_STAGE, rx, tid);
-            mm_put_awq(sm + (s ^ 1) * MM_STAGE, rw, tid);
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
+/* dense f16 w [N, K]; the arguments of matmul_gemm_f16. global (ceil(T / ROWS) * 256, ceil(N / 128)),
+ * ROWS 128 (mma_gemm_f16) or 64 (_t64: more work-groups for fewer tiles). */
+#define MM_GEMM_F16(name, ROWS)                                                                                    \
+    kernel __attribute__((reqd_work_group_size(MM_WG, 1, 1)))                                                      \
+    void name(global float *y, ulong yo, global const float *x, ulong xo, global const ushort *w, ulong wo,         \
+              global const uchar *bias, ulong bo, int bdt, int T, int K, int N)                                     \
+    {                                                                                                              \
+        local uint4 sm[2 * ((ROWS) + MM_N) * MM_ROW];                                                              \
+        MM_EMU_SCRATCH;                                                                                            \
+        mm_gemm(y + yo, ((yo | (ulong)N) & 1) == 0, x + xo, w + wo, false, bias, bo, bdt, T, K, N,                 \
+                get_group_id(0) * (ROWS), get_group_id(1) * MM_N, (ROWS), sm, emu);                                \
     }
-    mm_store(y, yo, acc, bias, bo, bdt, T, N, t0, n0, tid);
-}
+MM_GEMM_F16(mma_gemm_f16, MM_T)
+MM_GEMM_F16(mma_gemm_f16_t64, 64)
+
+/* AWQ (awq.cl layout), up to three weights side by side in 128-column tiles; the
+ * arguments of awq_gemm. global (ceil(T / ROWS) * 256, Σ ceil(N_m / 128)). */
+#define MM_AWQ_GEMM(name, ROWS)                                                                                    \
+    kernel __attribute__((reqd_work_group_size(MM_WG, 1, 1)))                                                      \
+    void name(AWQ_GEMM_PARAMS)                                                                                     \
+    {                                                                                                              \
+        local uint4 sm[2 * ((ROWS) + MM_N) * MM_ROW];                                                              \
+        MM_EMU_SCRATCH;                                                                                            \
+        AWQ_PICK_WEIGHT((int)get_group_id(1), MM_N);                                                               \
+        mm_gemm(y + yo, ((yo | (ulong)N) & 1) == 0, x + xo, w + wo, true, bias, bo, bdt, T, K, N,                  \
+                get_group_id(0) * (ROWS), n0, (ROWS), sm, emu);                                                    \
+    }
+MM_AWQ_GEMM(mma_awq_gemm, MM_T)
+MM_AWQ_GEMM(mma_awq_gemm_t64, 64)
 #endif

@@ -26,7 +26,7 @@
 #include "ocl_impl.h"
 
 #define GEMV_MAXT 8 /* as in common.cl */
-#define KMAX 5      /* kernels per node */
+#define KMAX 6      /* kernels per node */
 #define ATT_DPT 4
 
 typedef struct rope_tab {
@@ -43,7 +43,7 @@ enum { GV_FAST, /* k[0..3]: the GEMV for NT = 1, 2, 4, 8 rows */
 
 typedef struct knode {
     loom_node *n;
-    cl_kernel  k[KMAX]; /* matmul: k[0..3] GEMVs, k[4] gemm; gqa_attn: kv_store, attn; otherwise k[0] */
+    cl_kernel  k[KMAX]; /* matmul: k[0..3] GEMVs, k[4] gemm (k[5]: mma.cl's 64-row one); gqa_attn: kv_store, attn; otherwise k[0] */
     int32_t    tab;     /* rope: its table */
     int32_t    gv;      /* matmul: GV_* */
     int32_t    slices;  /* matmul_awq GEMV: K slices per work-group (work-group dimension 1) ... */
@@ -275,17 +275,26 @@ static int awq_slices(const ocl_dev *d, int K, int N)
     return S;
 }
 
-/* mma.cl's launch: MMA_T x MMA_N output tiles (its MM_T, MM_N), MMA_WG work-items
- * (MM_WG) each, the row tiles along dimension 0 and `tiles` column tiles along 1. */
+/* mma.cl's launch: output tiles of `rows` (MMA_T = its MM_T, or 64 for the _t64
+ * kernels) x MMA_N (MM_N), MMA_WG work-items (MM_WG) each, the row tiles along
+ * dimension 0 and `tiles` column tiles along 1. */
 #define MMA_T  128
 #define MMA_N  128
 #define MMA_WG 256
 
 static int32_t mma_tiles(int64_t N) { return (int32_t)((N + MMA_N - 1) / MMA_N); }
 
-static void mma_geometry(int64_t T, int32_t tiles, size_t g[2], size_t l[2])
+/* The row tile: MMA_T where that still gives every compute unit two work-groups, else 64
+ * (short prompts, narrow weights: more, smaller work-groups). */
+static int mma_rows(const ocl_dev *d, int64_t T, int32_t tiles)
 {
-    g[0] = (size_t)((T + MMA_T - 1) / MMA_T) * MMA_WG, g[1] = (size_t)tiles;
+    if (d->mma_rows) return d->mma_rows;
+    return (T + MMA_T - 1) / MMA_T * tiles >= 2 * (int64_t)d->cus ? MMA_T : 64;
+}
+
+static void mma_geometry(int64_t T, int32_t tiles, int rows, size_t g[2], size_t l[2])
+{
+    g[0] = (size_t)((T + rows - 1) / rows) * MMA_WG, g[1] = (size_t)tiles;
     l[0] = MMA_WG, l[1] = 1;
 }
 
@@ -354,8 +363,10 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
             k->gcols = N;
             k->gtiles = (N + d->cfg.gt_n - 1) / d->cfg.gt_n;
             if ((st = kernel(d, k->mma ? "mma_awq_gemm" : "awq_gemm", NULL, &k->k[4]))) return st;
+            if (k->mma && (st = kernel(d, "mma_awq_gemm_t64", NULL, &k->k[5]))) return st;
         } else if ((st = k->mma ? kernel(d, "mma_gemm_f16", NULL, &k->k[4])
-                                : kernel(d, "matmul_gemm", dt_sfx(s[1]->dtype), &k->k[4]))) {
+                                : kernel(d, "matmul_gemm", dt_sfx(s[1]->dtype), &k->k[4])) ||
+                   (k->mma && (st = kernel(d, "mma_gemm_f16_t64", NULL, &k->k[5])))) {
             return st;
         }
         for (int j = 0; j < 4 && k->gv != GV_GEMM; j++) {
@@ -901,11 +912,13 @@ static loom_status run_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx, int3
     case LOOM_OP_MATMUL_AWQ: {
         bool gemv = T <= GEMV_MAXT && k->gv != GV_GEMM;
         int j = k->gv == GV_ANY ? 0 : T <= 1 ? 0 : T <= 2 ? 1 : T <= 4 ? 2 : 3; /* NT = 1, 2, 4, 8 */
-        cl_kernel kk = k->k[gemv ? j : 4];
         bool awq = n->op == LOOM_OP_MATMUL_AWQ;
+        int32_t mtiles = awq ? k->mtiles : mma_tiles(cols);
+        int rows = !gemv && k->mma ? mma_rows(d, T, mtiles) : 0;
+        cl_kernel kk = k->k[gemv ? j : rows == 64 ? 5 : 4];
         if ((rc = set_args(kk, awq ? 2 : 9, "i", (int)T)) != CL_SUCCESS) break;
-        if (!gemv && k->mma) {
-            mma_geometry(T, awq ? k->mtiles : mma_tiles(cols), g, l);
+        if (rows) {
+            mma_geometry(T, mtiles, rows, g, l);
             return enqueue(d, kk, 2, g, l, idx, op);
         }
         if (!gemv) {
@@ -1044,7 +1057,8 @@ loom_status loom__ocl_kernel_error(ocl_dev *d, const cl_int e[4])
 
 /* ---- the tensor-core GEMMs' self-test ---------------------------------------------
  * At device open, when mma.cl is built: a small random shape (ragged in T and
- * N) through mma_gemm_f16 and mma_awq_gemm and through the portable GEMMs;
+ * N) through mma_gemm_f16, mma_awq_gemm, their 64-row (_t64) variants and the
+ * portable GEMMs;
  * NMSE above 1e-5 (x rounded to f16 costs ~1e-7) turns the path off. */
 static double nmse_of(const float *a, const float *b, size_t n)
 {
@@ -1061,9 +1075,9 @@ bool loom__ocl_mma_selftest(ocl_dev *d)
     uint16_t *wf = malloc(sizeof(uint16_t) * N * K);
     uint32_t *wq = malloc(sizeof(uint32_t) * (nq + nm));
     cl_mem bx = NULL, bwf = NULL, bwq = NULL, by = NULL;
-    cl_kernel ks[4] = {NULL};
+    cl_kernel ks[6] = {NULL};
     const char *why = "out of memory";
-    double err[2] = {1, 1};
+    double err[2] = {0, 0};
     if (!x || !y || !wf || !wq) goto done;
     uint32_t r = 0x9e3779b9u;
 #define RND() (r ^= r << 13, r ^= r >> 17, r ^= r << 5, r)
@@ -1082,34 +1096,39 @@ bool loom__ocl_mma_selftest(ocl_dev *d)
     if (rc == CL_SUCCESS) by = clCreateBuffer(d->ctx, CL_MEM_READ_WRITE, sizeof(float) * T * N * 2, NULL, &rc);
     why = "allocating buffers";
     if (rc != CL_SUCCESS) goto done;
-    static const char *const names[4] = {"matmul_gemm_f16", "mma_gemm_f16", "awq_gemm", "mma_awq_gemm"};
+    /* per weight type: the portable GEMM (into y), then mma.cl's 128- and 64-row kernels (into y + T N) */
+    static const char *const names[6] = {"matmul_gemm_f16", "mma_gemm_f16", "mma_gemm_f16_t64",
+                                         "awq_gemm",        "mma_awq_gemm", "mma_awq_gemm_t64"};
     why = "creating the kernels";
-    for (int i = 0; i < 4 && rc == CL_SUCCESS; i++) ks[i] = clCreateKernel(d->program, names[i], &rc);
+    for (int i = 0; i < 6 && rc == CL_SUCCESS; i++) ks[i] = clCreateKernel(d->program, names[i], &rc);
     if (rc != CL_SUCCESS) goto done;
     const ocl_cfg *c = &d->cfg;
     size_t nth = (size_t)(c->gt_n / 8) * (size_t)(c->gt_t / c->gt_tm), z = 0;
-    for (int i = 0; i < 4 && rc == CL_SUCCESS; i++) {
-        bool mma = i & 1;
+    for (int i = 0; i < 6 && rc == CL_SUCCESS; i++) {
+        bool mma = i % 3 != 0;
         cl_ulong yo = mma ? (cl_ulong)T * N : 0;
-        if (i < 2)
+        if (i < 3)
             rc = set_args(ks[i], 0, "mlmlmlmliiii", by, yo, bx, z, bwf, z, d->dummy, z, 0, T, K, N);
         else
             rc = set_args(ks[i], 0, "mliimlmlmliimlmlmliimlmlmlii", bx, z, T, K, by, yo, bwq, z, d->dummy, z, 0, N,
                           d->dummy, z, d->dummy, z, d->dummy, z, 0, 0, d->dummy, z, d->dummy, z, d->dummy, z, 0, 0);
         size_t g[2], l[2] = {nth, 1};
         g[0] = (size_t)(N + c->gt_n - 1) / c->gt_n * nth, g[1] = (size_t)(T + c->gt_t - 1) / c->gt_t;
-        if (mma) mma_geometry(T, mma_tiles(N), g, l);
+        if (mma) mma_geometry(T, mma_tiles(N), i % 3 == 1 ? MMA_T : 64, g, l);
         if (rc == CL_SUCCESS) rc = clEnqueueNDRangeKernel(d->queue, ks[i], 2, NULL, g, l, 0, NULL, NULL);
         if (rc == CL_SUCCESS && mma)
             rc = clEnqueueReadBuffer(d->queue, by, CL_TRUE, 0, sizeof(float) * T * N * 2, y, 0, NULL, NULL);
-        if (rc == CL_SUCCESS && mma) err[i / 2] = nmse_of(y + T * N, y, (size_t)T * N);
+        if (rc == CL_SUCCESS && mma) {
+            double e = nmse_of(y + T * N, y, (size_t)T * N); /* (NaN: 1) */
+            if (e > err[i / 3]) err[i / 3] = e;
+        }
     }
     why = "running the kernels";
     if (rc != CL_SUCCESS) goto done;
     why = err[0] <= 1e-5 && err[1] <= 1e-5 ? NULL : "results differ from the portable GEMMs";
 done:
     if (why && !strcmp(why, "out of memory")) err[0] = err[1] = 1;
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 6; i++)
         if (ks[i]) clReleaseKernel(ks[i]);
     cl_mem ms[4] = {bx, bwf, bwq, by};
     for (int i = 0; i < 4; i++)
