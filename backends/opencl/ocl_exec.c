@@ -284,13 +284,11 @@ static int awq_slices(const ocl_dev *d, int K, int N)
 
 static int32_t mma_tiles(int64_t N) { return (int32_t)((N + MMA_N - 1) / MMA_N); }
 
-/* The row tile: MMA_T where that still gives every compute unit two work-groups, else 64
- * (short prompts, narrow weights: more, smaller work-groups). */
-static int mma_rows(const ocl_dev *d, int64_t T, int32_t tiles)
-{
-    if (d->mma_rows) return d->mma_rows;
-    return (T + MMA_T - 1) / MMA_T * tiles >= 2 * (int64_t)d->cus ? MMA_T : 64;
-}
+/* The row tile: 64 unless LOOM_OPENCL_MMA_ROWS says 128. On an H100 with 512-row
+ * 7B shapes the 64-row kernels (100-112 registers: two work-groups per SM) were
+ * within 2% of the 128-row ones (162-176 registers: one) on gate/up and o, 5-6%
+ * faster on q/k/v, down and lm_head (README.md). */
+static int mma_rows(const ocl_dev *d) { return d->mma_rows ? d->mma_rows : 64; }
 
 static void mma_geometry(int64_t T, int32_t tiles, int rows, size_t g[2], size_t l[2])
 {
@@ -490,7 +488,8 @@ static loom_status fuse_nodes(ocl_dev *d, ocl_prog *p)
                 if (c->op != LOOM_OP_MATMUL_AWQ || kj->gv != GV_FAST || !same_place(c->src[0], a->src[0]) ||
                     c->src[0]->shape[1] != a->src[0]->shape[1] || !same_rows(a, c) || overlaps(c->dst, a->src[0]))
                     break;
-                for (int j = 0; j < KMAX && rc == CL_SUCCESS; j++) rc = bind_awq_matrix(d, k->k[j], m, c);
+                for (int j = 0; j < KMAX && rc == CL_SUCCESS; j++)
+                    if (k->k[j]) rc = bind_awq_matrix(d, k->k[j], m, c); /* (k[5]: mma.cl only) */
                 ncols += (int32_t)c->dst->shape[1];
                 tiles += kj->gtiles;
                 mtiles += kj->mtiles;
@@ -914,7 +913,7 @@ static loom_status run_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx, int3
         int j = k->gv == GV_ANY ? 0 : T <= 1 ? 0 : T <= 2 ? 1 : T <= 4 ? 2 : 3; /* NT = 1, 2, 4, 8 */
         bool awq = n->op == LOOM_OP_MATMUL_AWQ;
         int32_t mtiles = awq ? k->mtiles : mma_tiles(cols);
-        int rows = !gemv && k->mma ? mma_rows(d, T, mtiles) : 0;
+        int rows = !gemv && k->mma ? mma_rows(d) : 0;
         cl_kernel kk = k->k[gemv ? j : rows == 64 ? 5 : 4];
         if ((rc = set_args(kk, awq ? 2 : 9, "i", (int)T)) != CL_SUCCESS) break;
         if (rows) {

@@ -71,7 +71,7 @@ typedef struct ocl_dev {
     bool             profile;  /* LOOM_OPENCL_PROFILE=1: time every node (waits after each) */
     bool             fuse;     /* LOOM_OPENCL_FUSE=0 clears it: every node its own launches (to bisect) */
     int              mma;      /* prefill on tensor cores (mma.cl): 0 no, 1 inline PTX, 2 emulated (tests) */
-    int              mma_rows; /* mma.cl row tile: 0 by the launch's size, 64 or 128 (LOOM_OPENCL_MMA_ROWS) */
+    int              mma_rows; /* mma.cl row tile forced by LOOM_OPENCL_MMA_ROWS (64, 128), else 0 (64) */
     uint32_t         dfuse;    /* OCL_DF_* the decode GEMVs may take on (LOOM_OPENCL_FUSE=norm,rope,...) */
     int32_t          launches; /* kernels enqueued by the running execute() (logged at debug level) */
 } ocl_dev;
