@@ -4,19 +4,23 @@
  * the f16 conversions in plain OpenCL C, the MMA emulated through local
  * memory, to test the tiling on any device).
  *
- * y[T,N] = x[T,K] · W + b in 128 x 128 output tiles (MM_T x MM_N), K in steps
+ * y[T,N] = x[T,K] · W + b in output tiles of ROWS x 128 columns, K in steps
  * of 32, 256 work-items: 8 warps as 2 (rows) x 4 (columns), each multiplying
- * its 64 x 32 of the tile as 4 x 4 mma.sync.m16n8k16 tiles with f32
- * accumulators. x is rounded to f16; the weight is f16 as stored, or AWQ as
- * (q - z) * s rounded once to f16. Work-group dimension 0 walks the row tiles
- * (the blocks that share a weight tile run together), dimension 1 the column
- * tiles; the host's mma_geometry (ocl_exec.c) gives the launch.
+ * its ROWS/2 x 32 of the tile as ROWS/32 x 4 mma.sync.m16n8k16 tiles with f32
+ * accumulators. ROWS is 64 (mma_gemm_f16_t64, mma_awq_gemm_t64: the host's
+ * default; ~100-112 registers, two work-groups per SM on an H100) or 128
+ * (mma_gemm_f16, mma_awq_gemm: ~162-176 registers, one). x is rounded to f16;
+ * the weight is f16 as stored, or AWQ as (q - z) * s rounded once to f16.
+ * Work-group dimension 0 walks the row tiles (the work-groups that share a
+ * weight tile run together), dimension 1 the column tiles; the host's
+ * mma_geometry (ocl_exec.c) gives the launch.
  *
- * Pipeline: two local-memory stages (x tile, then weight tile: 16 KiB each).
- * Each K step issues the next step's global loads into registers (x: 4 float4;
- * f16: 2 uint4; AWQ: one uint2 of q and the meta word), runs the MMAs on the
- * current stage, then converts the registers into the other stage: one
- * barrier per step, the loads in flight during the MMAs.
+ * Pipeline: two local-memory stages, each the x tile (ROWS rows) then the
+ * weight tile (128 columns), 64 bytes a row: 24 KiB (ROWS 64) or 32 KiB in
+ * all. Each K step issues the next step's global loads into registers (x:
+ * ROWS / 32 float4; f16: 2 uint4; AWQ: one uint2 of q and the meta word),
+ * runs the MMAs on the current stage, then converts the registers into the
+ * other stage: one barrier per step, the loads in flight during the MMAs.
  *
  * Local layout: a row (a token of x, a column of W) is 32 k as 16 words of
  * f16 pairs, unpadded; word 4j + s holds k = 8j + s (lo) and 8j + s + 4 (hi),
@@ -40,14 +44,13 @@
  *
  * Needs K % 32 == 0, x and the weight 16-byte aligned (the host checks). */
 #if defined(LOOM_MMA) || defined(LOOM_MMA_EMU)
-#define MM_T 128  /* output tile: tokens ... */
-#define MM_N 128  /* ... x columns (ocl_exec.c's mma_geometry uses the same) */
+#define MM_T 128  /* output tile: tokens (the _t64 kernels: 64) ... */
+#define MM_N 128  /* ... x columns (ocl_exec.c's MMA_T, MMA_N, MMA_WG are these) */
 #define MM_K 32   /* k per step */
 #define MM_WG 256 /* work-items: 8 warps */
-#define MM_MT 4   /* a warp's m16 tiles (64 rows) ... */
+#define MM_MT 4   /* a warp's m16 tiles, at most (64 rows) ... */
 #define MM_NT 4   /* ... and n8 tiles (32 columns) */
 #define MM_ROW 4  /* uint4 per local row (32 halves) */
-#define MM_STAGE ((MM_T + MM_N) * MM_ROW) /* uint4 per stage: x rows, then weight columns */
 #define MM_EMU_FLOATS (8 * 384)
 /* each kernel's local scratch for the emulated mma (none with the real one) */
 #ifdef LOOM_MMA_EMU
