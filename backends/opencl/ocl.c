@@ -276,6 +276,8 @@ static loom_status open_dev(ocl_dev *d)
     const char *mma = getenv("LOOM_OPENCL_MMA");
     d->mma = mma && !strcmp(mma, "0") ? 0 : mma && !strcmp(mma, "emu") ? 2 : mma && !strcmp(mma, "force") ? 1
              : strstr(pname, "NVIDIA") ? 1 : 0;
+    const char *rows = getenv("LOOM_OPENCL_MMA_ROWS"); /* 64 or 128: one row tile for every launch (tuning) */
+    d->mma_rows = rows && (!strcmp(rows, "64") || !strcmp(rows, "128")) ? atoi(rows) : 0;
     loom_status st = loom__ocl_build(d);
     if (!st && d->mma && !loom__ocl_mma_selftest(d)) { /* the program without the tensor cores, then */
         clReleaseProgram(d->program);

@@ -28,7 +28,7 @@
 #include "ocl_impl.h"
 
 #define GEMV_MAXT 8 /* as in common.cl */
-#define KMAX 5      /* kernels per node */
+#define KMAX 6      /* kernels per node */
 #define ATT_DPT 4
 #define ATT_BQ 32    /* as in common.cl: attn_tile's rows per work-group ... */
 #define ATT_HD 128   /* ... and largest head_dim */
@@ -47,15 +47,15 @@ enum { GV_FAST, /* k[0..3]: the GEMV for NT = 1, 2, 4, 8 rows */
 
 typedef struct knode {
     loom_node *n;
-    cl_kernel  k[KMAX]; /* matmul: k[0..3] GEMVs, k[4] gemm; gqa_attn: kv_store, attn, attn_merge, attn_tile
-                           (NULL: attn for every row count); otherwise k[0] */
+    cl_kernel  k[KMAX]; /* matmul: k[0..3] GEMVs, k[4] gemm (k[5]: mma.cl's 64-row one); gqa_attn: kv_store,
+                           attn, attn_merge, attn_tile (NULL: attn for every row count); otherwise k[0] */
     int32_t    tab;     /* rope: its table */
     int32_t    gv;      /* matmul: GV_* */
     int32_t    slices;  /* matmul_awq GEMV: K slices per work-group (work-group dimension 1) ... */
     int32_t    gcols;   /* ... and columns (of the weights it runs: fuse_nodes) */
     int32_t    gtiles;  /* matmul_awq GEMM: column tiles (of the weights it runs) */
     int32_t    mma;     /* matmul: k[4] is the tensor-core GEMM (mma.cl) ... */
-    int32_t    mtiles;  /* ... and its 64-column tiles (of the weights it runs) */
+    int32_t    mtiles;  /* ... and its MMA_N-column tiles (of the weights it runs) */
     int32_t    parts;   /* gqa_attn: most cache partitions for <= GEMV_MAXT rows */
     int32_t    fuse;    /* the next `fuse` nodes run in this node's launch (see fuse_nodes) */
     int32_t    fused;   /* this node runs in an earlier node's launch */
@@ -281,6 +281,27 @@ static int awq_slices(const ocl_dev *d, int K, int N)
     return S;
 }
 
+/* mma.cl's launch: output tiles of `rows` (MMA_T = its MM_T, or 64 for the _t64
+ * kernels) x MMA_N (MM_N), MMA_WG work-items (MM_WG) each, the row tiles along
+ * dimension 0 and `tiles` column tiles along 1. */
+#define MMA_T  128
+#define MMA_N  128
+#define MMA_WG 256
+
+static int32_t mma_tiles(int64_t N) { return (int32_t)((N + MMA_N - 1) / MMA_N); }
+
+/* The row tile: 64 unless LOOM_OPENCL_MMA_ROWS says 128. On an H100 with 512-row
+ * 7B shapes the 64-row kernels (100-112 registers: two work-groups per SM) were
+ * within 2% of the 128-row ones (162-176 registers: one) on gate/up and o, 5-6%
+ * faster on q/k/v, down and lm_head (README.md). */
+static int mma_rows(const ocl_dev *d) { return d->mma_rows ? d->mma_rows : 64; }
+
+static void mma_geometry(int64_t T, int32_t tiles, int rows, size_t g[2], size_t l[2])
+{
+    g[0] = (size_t)((T + rows - 1) / rows) * MMA_WG, g[1] = (size_t)tiles;
+    l[0] = MMA_WG, l[1] = 1;
+}
+
 static int bias_dt(const loom_tensor *b)
 {
     return !b ? 0 : b->dtype == LOOM_F32 ? 1 : b->dtype == LOOM_F16 ? 2 : 3;
@@ -361,15 +382,17 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
         int ce = awq ? 4 : s[1]->dtype == LOOM_F32 ? 4 : 8;
         bool al = s[0]->offset % 16 == 0 && K % ce == 0 && s[1]->offset % 16 == 0;
         k->gv = al ? GV_FAST : awq ? GV_GEMM : GV_ANY;
-        k->mma = d->mma && K % 32 == 0 && (awq || s[1]->dtype == LOOM_F16); /* (bf16 would not be exact) */
-        k->mtiles = (N + 63) / 64;
+        k->mma = d->mma && al && K % 32 == 0 && (awq || s[1]->dtype == LOOM_F16); /* (bf16 would not be exact) */
+        k->mtiles = mma_tiles(N);
         if (awq) {
             k->slices = awq_slices(d, K, N);
             k->gcols = N;
             k->gtiles = (N + d->cfg.gt_n - 1) / d->cfg.gt_n;
             if ((st = kernel(d, k->mma ? "mma_awq_gemm" : "awq_gemm", NULL, &k->k[4]))) return st;
+            if (k->mma && (st = kernel(d, "mma_awq_gemm_t64", NULL, &k->k[5]))) return st;
         } else if ((st = k->mma ? kernel(d, "mma_gemm_f16", NULL, &k->k[4])
-                                : kernel(d, "matmul_gemm", dt_sfx(s[1]->dtype), &k->k[4]))) {
+                                : kernel(d, "matmul_gemm", dt_sfx(s[1]->dtype), &k->k[4])) ||
+                   (k->mma && (st = kernel(d, "mma_gemm_f16_t64", NULL, &k->k[5])))) {
             return st;
         }
         for (int j = 0; j < 4 && k->gv != GV_GEMM; j++) {
@@ -512,7 +535,8 @@ static loom_status fuse_nodes(ocl_dev *d, ocl_prog *p)
                 if (c->op != LOOM_OP_MATMUL_AWQ || kj->gv != GV_FAST || !same_place(c->src[0], a->src[0]) ||
                     c->src[0]->shape[1] != a->src[0]->shape[1] || !same_rows(a, c) || overlaps(c->dst, a->src[0]))
                     break;
-                for (int j = 0; j < KMAX && rc == CL_SUCCESS; j++) rc = bind_awq_matrix(d, k->k[j], m, c);
+                for (int j = 0; j < KMAX && rc == CL_SUCCESS; j++)
+                    if (k->k[j]) rc = bind_awq_matrix(d, k->k[j], m, c); /* (k[5]: mma.cl only) */
                 ncols += (int32_t)c->dst->shape[1];
                 tiles += kj->gtiles;
                 mtiles += kj->mtiles;
@@ -974,12 +998,13 @@ static loom_status run_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx, int3
     case LOOM_OP_MATMUL_AWQ: {
         bool gemv = T <= GEMV_MAXT && k->gv != GV_GEMM;
         int j = k->gv == GV_ANY ? 0 : T <= 1 ? 0 : T <= 2 ? 1 : T <= 4 ? 2 : 3; /* NT = 1, 2, 4, 8 */
-        cl_kernel kk = k->k[gemv ? j : 4];
         bool awq = n->op == LOOM_OP_MATMUL_AWQ;
+        int32_t mtiles = awq ? k->mtiles : mma_tiles(cols);
+        int rows = !gemv && k->mma ? mma_rows(d) : 0;
+        cl_kernel kk = k->k[gemv ? j : rows == 64 ? 5 : 4];
         if ((rc = set_args(kk, awq ? 2 : 9, "i", (int)T)) != CL_SUCCESS) break;
-        if (!gemv && k->mma) { /* mma.cl: 64 x 64 tiles, 128 work-items */
-            g[0] = (awq ? (size_t)k->mtiles : ((size_t)cols + 63) / 64) * 128, g[1] = ((size_t)T + 63) / 64;
-            l[0] = 128, l[1] = 1;
+        if (rows) {
+            mma_geometry(T, mtiles, rows, g, l);
             return enqueue(d, kk, 2, g, l, idx, op);
         }
         if (!gemv) {
@@ -1119,7 +1144,8 @@ loom_status loom__ocl_kernel_error(ocl_dev *d, const cl_int e[4])
 
 /* ---- the tensor-core GEMMs' self-test ---------------------------------------------
  * At device open, when mma.cl is built: a small random shape (ragged in T and
- * N) through mma_gemm_f16 and mma_awq_gemm and through the portable GEMMs;
+ * N) through mma_gemm_f16, mma_awq_gemm, their 64-row (_t64) variants and the
+ * portable GEMMs;
  * NMSE above 1e-5 (x rounded to f16 costs ~1e-7) turns the path off. */
 static double nmse_of(const float *a, const float *b, size_t n)
 {
@@ -1130,15 +1156,15 @@ static double nmse_of(const float *a, const float *b, size_t n)
 
 bool loom__ocl_mma_selftest(ocl_dev *d)
 {
-    enum { T = 70, K = 256, N = 136 };
+    enum { T = 150, K = 256, N = 201 }; /* 2 x 2 tiles, both ragged; odd N: the epilogue's unpaired stores */
     size_t nq = (size_t)K / 32 * N * 4, nm = (size_t)K / 128 * N;
     float *x = malloc(sizeof(float) * T * K), *y = malloc(sizeof(float) * T * N * 2);
     uint16_t *wf = malloc(sizeof(uint16_t) * N * K);
     uint32_t *wq = malloc(sizeof(uint32_t) * (nq + nm));
     cl_mem bx = NULL, bwf = NULL, bwq = NULL, by = NULL;
-    cl_kernel ks[4] = {NULL};
+    cl_kernel ks[6] = {NULL};
     const char *why = "out of memory";
-    double err[2] = {1, 1};
+    double err[2] = {0, 0};
     if (!x || !y || !wf || !wq) goto done;
     uint32_t r = 0x9e3779b9u;
 #define RND() (r ^= r << 13, r ^= r >> 17, r ^= r << 5, r)
@@ -1157,34 +1183,39 @@ bool loom__ocl_mma_selftest(ocl_dev *d)
     if (rc == CL_SUCCESS) by = clCreateBuffer(d->ctx, CL_MEM_READ_WRITE, sizeof(float) * T * N * 2, NULL, &rc);
     why = "allocating buffers";
     if (rc != CL_SUCCESS) goto done;
-    static const char *const names[4] = {"matmul_gemm_f16", "mma_gemm_f16", "awq_gemm", "mma_awq_gemm"};
+    /* per weight type: the portable GEMM (into y), then mma.cl's 128- and 64-row kernels (into y + T N) */
+    static const char *const names[6] = {"matmul_gemm_f16", "mma_gemm_f16", "mma_gemm_f16_t64",
+                                         "awq_gemm",        "mma_awq_gemm", "mma_awq_gemm_t64"};
     why = "creating the kernels";
-    for (int i = 0; i < 4 && rc == CL_SUCCESS; i++) ks[i] = clCreateKernel(d->program, names[i], &rc);
+    for (int i = 0; i < 6 && rc == CL_SUCCESS; i++) ks[i] = clCreateKernel(d->program, names[i], &rc);
     if (rc != CL_SUCCESS) goto done;
     const ocl_cfg *c = &d->cfg;
     size_t nth = (size_t)(c->gt_n / 8) * (size_t)(c->gt_t / c->gt_tm), z = 0;
-    for (int i = 0; i < 4 && rc == CL_SUCCESS; i++) {
-        bool mma = i & 1;
+    for (int i = 0; i < 6 && rc == CL_SUCCESS; i++) {
+        bool mma = i % 3 != 0;
         cl_ulong yo = mma ? (cl_ulong)T * N : 0;
-        if (i < 2)
+        if (i < 3)
             rc = set_args(ks[i], 0, "mlmlmlmliiii", by, yo, bx, z, bwf, z, d->dummy, z, 0, T, K, N);
         else
             rc = set_args(ks[i], 0, "mliimlmlmliimlmlmliimlmlmlii", bx, z, T, K, by, yo, bwq, z, d->dummy, z, 0, N,
                           d->dummy, z, d->dummy, z, d->dummy, z, 0, 0, d->dummy, z, d->dummy, z, d->dummy, z, 0, 0);
-        size_t g[2], l[2] = {mma ? 128 : nth, 1};
-        g[0] = mma ? (N + 63) / 64 * 128 : (size_t)(N + c->gt_n - 1) / c->gt_n * nth;
-        g[1] = mma ? (T + 63) / 64 : (size_t)(T + c->gt_t - 1) / c->gt_t;
+        size_t g[2], l[2] = {nth, 1};
+        g[0] = (size_t)(N + c->gt_n - 1) / c->gt_n * nth, g[1] = (size_t)(T + c->gt_t - 1) / c->gt_t;
+        if (mma) mma_geometry(T, mma_tiles(N), i % 3 == 1 ? MMA_T : 64, g, l);
         if (rc == CL_SUCCESS) rc = clEnqueueNDRangeKernel(d->queue, ks[i], 2, NULL, g, l, 0, NULL, NULL);
         if (rc == CL_SUCCESS && mma)
             rc = clEnqueueReadBuffer(d->queue, by, CL_TRUE, 0, sizeof(float) * T * N * 2, y, 0, NULL, NULL);
-        if (rc == CL_SUCCESS && mma) err[i / 2] = nmse_of(y + T * N, y, (size_t)T * N);
+        if (rc == CL_SUCCESS && mma) {
+            double e = nmse_of(y + T * N, y, (size_t)T * N); /* (NaN: 1) */
+            if (e > err[i / 3]) err[i / 3] = e;
+        }
     }
     why = "running the kernels";
     if (rc != CL_SUCCESS) goto done;
     why = err[0] <= 1e-5 && err[1] <= 1e-5 ? NULL : "results differ from the portable GEMMs";
 done:
     if (why && !strcmp(why, "out of memory")) err[0] = err[1] = 1;
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 6; i++)
         if (ks[i]) clReleaseKernel(ks[i]);
     cl_mem ms[4] = {bx, bwf, bwq, by};
     for (int i = 0; i < 4; i++)
