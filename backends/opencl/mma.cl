@@ -51,7 +51,7 @@
 #define MM_MT 4   /* a warp's m16 tiles, at most (64 rows) ... */
 #define MM_NT 4   /* ... and n8 tiles (32 columns) */
 #define MM_ROW 4  /* uint4 per local row (32 halves) */
-#define MM_EMU_FLOATS (8 * 384)
+#define MM_EMU_FLOATS (8 * TC_EMU)
 /* each kernel's local scratch for the emulated mma (none with the real one) */
 #ifdef LOOM_MMA_EMU
 #define MM_EMU_SCRATCH local float emu[MM_EMU_FLOATS]
@@ -59,37 +59,11 @@
 #define MM_EMU_SCRATCH local float *emu = 0
 #endif
 
+/* common.cl's tc_mma, with this work-item's warp's share of the emulation scratch */
 INL void mm_mma(float *c, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1, local float *emu)
 {
-#ifdef LOOM_MMA
-    float d0, d1, d2, d3;
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-                 "{%10, %11, %12, %13};"
-                 : "=f"(d0), "=f"(d1), "=f"(d2), "=f"(d3)
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
-    c[0] = d0, c[1] = d1, c[2] = d2, c[3] = d3;
-#else
-    /* the warp's fragments through local memory, in the layout above (k as the fragment's logical k) */
-    int lane = get_local_id(0) % 32, g = lane >> 2, q = lane & 3;
-    local float *A = emu + (get_local_id(0) / 32) * 384, *B = A + 256; /* A [16][16], B [16 k][8 n] */
-    uint a[4] = {a0, a1, a2, a3}, b[2] = {b0, b1};
-    for (int r = 0; r < 4; r++) {
-        int row = g + 8 * (r & 1), col = 2 * q + 8 * (r >> 1);
-        A[row * 16 + col] = f16_lo(a[r]), A[row * 16 + col + 1] = f16_lo(a[r] >> 16);
-    }
-    for (int r = 0; r < 2; r++) {
-        int k = 2 * q + 8 * r;
-        B[k * 8 + g] = f16_lo(b[r]), B[(k + 1) * 8 + g] = f16_lo(b[r] >> 16);
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int i = 0; i < 4; i++) {
-        int row = g + 8 * (i >> 1), col = 2 * q + (i & 1);
-        float s = c[i];
-        for (int k = 0; k < 16; k++) s = fma(A[row * 16 + k], B[k * 8 + col], s);
-        c[i] = s;
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-#endif
+    int lid = get_local_id(0);
+    tc_mma(c, a0, a1, a2, a3, b0, b1, emu + (lid / 32) * TC_EMU, lid % 32);
 }
 
 /* f32 lo, hi -> an f16 pair, each rounded to nearest even */
@@ -113,8 +87,7 @@ INL uint4 mm_dequant(uint u, uint m)
 #ifdef LOOM_MMA
     uint z2 = (0x6400u + (m >> 16)) * 0x10001u, s2 = (m & 0xffffu) * 0x10001u, r[4];
     for (int s = 0; s < 4; s++) {
-        uint h = ((u >> (4 * s)) & 0x000f000fu) | 0x64006400u, d; /* 1024 + q, twice */
-        asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(d) : "r"(h), "r"(z2));
+        uint d = tc_hsub2(tc_nib(u >> (4 * s), 0x000f000fu), z2); /* (1024 + q) - (1024 + z), twice */
         asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(r[s]) : "r"(d), "r"(s2));
     }
     return (uint4)(r[0], r[1], r[2], r[3]);
