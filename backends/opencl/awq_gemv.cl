@@ -130,7 +130,7 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
 #ifdef LOOM_MMA_EMU
     local float emu[GV_WG / 32 * TC_EMU];
 #endif
-    /* Tensor cores (WX = 32, the host's geometry): warp w multiplies the 16 columns of tile
+    /* Tensor cores (WX = 16 or 32, the host's geometry): warp w multiplies the 16 columns of tile
      * w % TB as the A operand (16 x 16 per mma) with x as B (8 tokens: rows >= T repeat row
      * T - 1, their sums unused), over the groups sl, sl + SL, ... (sl = w / TB). Lane 4g + q
      * loads the 16-byte words of columns g and g + 8 at k = 32 (4 gi + q) .. + 31 (its four
@@ -237,7 +237,7 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
                                  (local half *)xh);
             }
         barrier(CLK_LOCAL_MEM_FENCE);
-        for (int i = 0; i < CG / SL; i++, gi += SL) {
+        for (int i = 0; i < (gcn + SL - 1) / SL; i++, gi += SL) { /* (a full chunk: CG / SL) */
             uint4 na, nb;
             uint nma, nmb;
             AWQ_TC_LOAD(gi + SL, na, nb, nma, nmb) /* the next group's, in flight meanwhile */

@@ -67,7 +67,7 @@ typedef struct knode {
     int32_t    dnorm;   /* rmsnorm, and its lead: the norm runs on load */
     int32_t    dkv;     /* gqa_attn: the lead stored k and v */
     int32_t    dkr;     /* rmsnorm: runs kr */
-    int32_t    ds, dwx[4], dgroups[4]; /* lead: work-group (dwx, ds), dgroups work-groups */
+    int32_t    ds[4], dwx[4], dgroups[4]; /* lead: work-group (dwx, ds), dgroups work-groups, per NT */
 } knode;
 
 typedef struct ocl_prog {
@@ -272,7 +272,7 @@ static loom_status check_placed(const loom_node *n, int32_t i)
  * 288; gate, up fused (3584, 37888) S = 2: 296 of 128, 14 groups each. */
 static int awq_slices(const ocl_dev *d, int K, int N)
 {
-    if (d->mma) return d->cfg.gv_wg / 32; /* the tensor-core variant: 32 columns, a warp per S */
+    if (d->mma) return d->cfg.gv_wg / 16; /* the tensor-core variant: one tile of 16 columns (see plan_decode) */
     int G = K / LOOM_AWQ_GROUP, S = 1, wg = d->cfg.gv_wg;
     int64_t target = (int64_t)d->cus * 384;
     while (S * 2 <= G && S * 2 <= 32 && wg / (S * 2) >= 8 && (size_t)(S * 2) <= d->max_item[1] &&
@@ -323,7 +323,8 @@ static cl_int bind_awq_matrix(ocl_dev *d, cl_kernel k, int m, const loom_node *n
 /* awq_gemv's staged x (argument 36, local memory) and its chunk (55) for NT = nt rows.
  * Portable: the norm's rows as f32 when it runs on load, else nothing. Tensor cores
  * (awq_gemv.cl, AWQ_TC): the rows as f16 for as many groups at a time as local memory
- * holds beside the kernel's own arrays, a multiple of the GV_WG / 64 slices of a tile. */
+ * holds beside the kernel's own arrays, a multiple of a tile's slices (GV_WG / 32 at 16
+ * columns a work-group, half that at 32). */
 static cl_int bind_awq_xs(ocl_dev *d, cl_kernel k, int nt, int K, bool norm)
 {
     cl_int rc;
@@ -335,7 +336,7 @@ static cl_int bind_awq_xs(ocl_dev *d, cl_kernel k, int nt, int K, bool norm)
     if ((rc = clSetKernelArg(k, 36, 16, NULL)) != CL_SUCCESS ||
         (rc = clGetKernelWorkGroupInfo(k, d->device, CL_KERNEL_LOCAL_MEM_SIZE, sizeof own, &own, NULL)) != CL_SUCCESS)
         return rc;
-    int sl = d->cfg.gv_wg / 64, G = K / LOOM_AWQ_GROUP, cg = (G + sl - 1) / sl * sl;
+    int sl = d->cfg.gv_wg / 32, G = K / LOOM_AWQ_GROUP, cg = (G + sl - 1) / sl * sl;
     size_t avail = d->local_mem > own + 256 ? d->local_mem - (size_t)own - 256 : 0;
     while (cg > sl && (size_t)nt * (size_t)(cg * 128 + 32) * 2 > avail) cg -= sl;
     rc = clSetKernelArg(k, 36, (size_t)nt * (size_t)(cg * 128 + 32) * 2, NULL);
@@ -755,8 +756,8 @@ static loom_status plan_decode(ocl_dev *d, ocl_prog *p)
         /* A: with the norm on load (its output is not read), at the NTs whose rows fit;
          * B: without it, at the others */
         dplan pa, pb;
-        plan_lead(p, i, &pa, wx, d->mma, d->dfuse, 15);
-        plan_lead(p, i, &pb, wx, d->mma, d->dfuse & ~(uint32_t)OCL_DF_NORM, 0);
+        plan_lead(p, i, &pa, d->mma ? 32 : wx, d->mma, d->dfuse, 15);
+        plan_lead(p, i, &pb, d->mma ? 32 : wx, d->mma, d->dfuse & ~(uint32_t)OCL_DF_NORM, 0);
         for (int j = 0; j < 4; j++) {
             const dplan *pl = &pb;
             if (pa.norm && ((fit >> j) & 1)) {
@@ -770,10 +771,12 @@ static loom_status plan_decode(ocl_dev *d, ocl_prog *p)
             }
             if (pl == &pb && (st = bind_decode(d, p, k, &pb, j, false))) return st;
             int w = wx, ncols = 0;
-            if (pl->mode == 2)
+            if (d->mma && pl->mode) /* tensor cores: a 16-column tile of each weight or half */
+                w = 32;
+            else if (pl->mode == 2)
                 while (w > 2 && pl->hd % w) w /= 2;
             for (int m = 0; m < pl->nm; m++) ncols += (int)k[m].n->dst->shape[1];
-            k->dwx[j] = w;
+            k->dwx[j] = w, k->ds[j] = d->mma ? d->cfg.gv_wg / w : S;
             k->dgroups[j] = pl->mode == 1 ? (ncols / 2 + w / 2 - 1) / (w / 2) : (ncols + w - 1) / w;
             if (pl->norm) k->dnorm |= 1 << j, p->kn[i - 1].dnorm |= 1 << j;
             for (int32_t m = i + 1; m <= pl->last; m++) p->kn[m].dmember |= 1 << j;
@@ -782,7 +785,6 @@ static loom_status plan_decode(ocl_dev *d, ocl_prog *p)
                     (int)pl->last, pl->mode, pl->norm ? ", norm on load" : "", pl->r ? ", residual" : "",
                     pl->rope_mask ? ", rope" : "", pl->attn ? ", kv store" : "");
         }
-        k->ds = S;
         i += pa.nm - 1;
     }
     /* an rmsnorm whose add (fuse_nodes) now runs in a decode GEMV: a kernel without the add */
@@ -1105,7 +1107,7 @@ loom_status loom__ocl_execute(ocl_dev *d, void *pv, const loom_step *step)
         if (dec && k->kd[j]) { /* a fused decode GEMV: columns x K slices */
             cl_int rc = set_args(k->kd[j], 2, "i", (int)T);
             if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clSetKernelArg", "(rows of a decode GEMV)");
-            l[0] = (size_t)k->dwx[j], l[1] = (size_t)k->ds, g[0] = (size_t)k->dgroups[j] * l[0], g[1] = l[1];
+            l[0] = (size_t)k->dwx[j], l[1] = (size_t)k->ds[j], g[0] = (size_t)k->dgroups[j] * l[0], g[1] = l[1];
             st = enqueue(d, k->kd[j], 2, g, l, i, loom_op_str(k->n->op));
         } else if (dec && ((k->dkr >> j) & 1)) { /* an rmsnorm whose add ran in a decode GEMV */
             g[0] = (size_t)d->cfg.red_w * (size_t)T, l[0] = (size_t)d->cfg.red_w;
