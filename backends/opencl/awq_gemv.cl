@@ -175,7 +175,7 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
         c3 = q[(size_t)(4 * g + 3) * N4], cm = meta[(size_t)g * N4];
     }
 #endif
-#ifdef AWQ_NORM
+#if defined(AWQ_NORM) && !defined(AWQ_TC) /* (the tensor cores' variant sums x² while it stages x) */
     float inv[NT]; /* 1 / rms of each row */
     {
         const int f = s * WX + lx, W = WX * S;
@@ -199,7 +199,7 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
         }
 #pragma unroll
         for (int t = 0; t < NT; t++) inv[t] = 1.0f / sqrt(red[t * W] / (float)K + eps);
-#ifndef AWQ_TC /* the normalised rows, f32, in local memory */
+        /* the normalised rows, f32, in local memory */
         local float *xf = (local float *)xs;
         for (int t = 0; t < T; t++)
             for (int k = f; k < K; k += W) {
@@ -208,11 +208,18 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
                 if (ny_on && wg == 0) ny[nyo + (size_t)t * K + k] = v;
             }
         barrier(CLK_LOCAL_MEM_FENCE);
-#endif
     }
 #endif
 #ifdef AWQ_TC
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#ifdef AWQ_NORM
+    /* The rmsnorm on load: x * w staged, Σx² summed on the way (this work-item's share in
+     * ss), the rows' 1 / rms applied to the sums at the end (Σ W (x inv w) = inv Σ W (x w)). */
+    local float ssr[NT * GV_WG + GEMV_MAXT * 32], inv[GEMV_MAXT];
+    float ss[NT];
+#pragma unroll
+    for (int t = 0; t < NT; t++) ss[t] = 0.0f;
+#endif
     local ushort *xh = (local ushort *)xs;
     const int LDX = AWQ_TC_LDX(CG), xrow = min(g, T - 1) * LDX + 8 * q;
     for (int gc0 = 0; gc0 < G; gc0 += CG) {
@@ -221,21 +228,24 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
         /* stage x's rows for groups gc0 .. gc0 + gcn - 1: word wd of a row is group wd / 16,
          * k = 128 group + 32 qq + 8 j (slot wd % 16 = 4 j + qq), its halves in the order
          * k + 0, 4, 1, 5, 2, 6, 3, 7 (the pairs of the weight's nibbles i, i + 4) */
-        for (int t = 0; t < T; t++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            if (t >= T) break;
             for (int wd = tid; wd < gcn * 16; wd += WX * S) {
                 const int j = wd % 16 / 4, qq = wd % 4, k = (gc0 + wd / 16) * 128 + 32 * qq + 8 * j;
                 global const float *xp = x + xo + (size_t)t * K + k;
                 float4 lo = vload4(0, xp), hi = vload4(1, xp);
 #ifdef AWQ_NORM
-                lo *= inv[t] * (float4)(ld_bias(nw, nwo, nwdt, k), ld_bias(nw, nwo, nwdt, k + 1),
-                                        ld_bias(nw, nwo, nwdt, k + 2), ld_bias(nw, nwo, nwdt, k + 3));
-                hi *= inv[t] * (float4)(ld_bias(nw, nwo, nwdt, k + 4), ld_bias(nw, nwo, nwdt, k + 5),
-                                        ld_bias(nw, nwo, nwdt, k + 6), ld_bias(nw, nwo, nwdt, k + 7));
-                if (ny_on && wg == 0) vstore4(lo, 0, ny + nyo + (size_t)t * K + k), vstore4(hi, 1, ny + nyo + (size_t)t * K + k);
+                ss[t] += dot(lo, lo) + dot(hi, hi);
+                lo *= (float4)(ld_bias(nw, nwo, nwdt, k), ld_bias(nw, nwo, nwdt, k + 1), ld_bias(nw, nwo, nwdt, k + 2),
+                               ld_bias(nw, nwo, nwdt, k + 3));
+                hi *= (float4)(ld_bias(nw, nwo, nwdt, k + 4), ld_bias(nw, nwo, nwdt, k + 5),
+                               ld_bias(nw, nwo, nwdt, k + 6), ld_bias(nw, nwo, nwdt, k + 7));
 #endif
                 vstore_half8_rte((float8)(lo.x, hi.x, lo.y, hi.y, lo.z, hi.z, lo.w, hi.w), (t * LDX + wd * 8) / 8,
                                  (local half *)xh);
             }
+        }
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int i = 0; i < (gcn + SL - 1) / SL; i++, gi += SL) { /* (a full chunk: CG / SL) */
             uint4 na, nb;
@@ -271,13 +281,41 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
     local float *part = red + GEMV_MAXT * 32;
     part[(warp * 8 + 2 * q) * 16 + g] = acc[0], part[(warp * 8 + 2 * q + 1) * 16 + g] = acc[1];
     part[(warp * 8 + 2 * q) * 16 + g + 8] = acc[2], part[(warp * 8 + 2 * q + 1) * 16 + g + 8] = acc[3];
+#ifdef AWQ_NORM
+    { /* Σx² of each row: the work-group's shares, 32 partial sums of every 32nd, then 1 / rms */
+        const int W = WX * S;
+#pragma unroll
+        for (int t = 0; t < NT; t++) ssr[t * W + tid] = ss[t];
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (tid < T * 32) {
+            float v = 0.0f;
+            for (int i = tid % 32; i < W; i += 32) v += ssr[tid / 32 * W + i];
+            ssr[NT * W + tid] = v;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (tid < T) {
+            float v = 0.0f;
+            for (int i = 0; i < 32; i++) v += ssr[NT * W + tid * 32 + i];
+            inv[tid] = 1.0f / sqrt(v / (float)K + eps);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (ny_on && wg == 0) /* the norm's output, where the graph reads it too */
+            for (int t = 0; t < T; t++)
+                for (int k = tid; k < K; k += W)
+                    ny[nyo + (size_t)t * K + k] = x[xo + (size_t)t * K + k] * inv[t] * ld_bias(nw, nwo, nwdt, k);
+    }
+#define AWQ_TC_INV(t) inv[t]
+#else
     barrier(CLK_LOCAL_MEM_FENCE);
+#define AWQ_TC_INV(t) 1.0f
+#endif
     if (tid < T * WX) {
         int t = tid / WX, c = tid % WX, cn, cm = awq_col(mode, c, wg, WX, N0, N1, hd, &cn);
         float v = 0.0f;
         for (int j = 0; j < SL; j++) v += part[((j * TB + c / 16) * 8 + t) * 16 + c % 16];
-        red[t * WX + c] = v + (cn < AWQ_SEL(cm, N0, N1, N2) ? AWQ_BIAS(cm, cn) : 0.0f);
+        red[t * WX + c] = v * AWQ_TC_INV(t) + (cn < AWQ_SEL(cm, N0, N1, N2) ? AWQ_BIAS(cm, cn) : 0.0f);
     }
+#undef AWQ_TC_INV
     barrier(CLK_LOCAL_MEM_FENCE);
 #else
     XSP const float4 *xr[NT];
