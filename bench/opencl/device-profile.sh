@@ -5,6 +5,7 @@
 # with LOOM_OPENCL_PROFILE=1 (event timestamps of every kernel) and sums the
 # kernel and idle times per op and weight name.
 #   bash bench/opencl/device-profile.sh $OUT [preset]     (preset: qwen2.5-7b)
+# (decode is also timed with LOOM_OPENCL_MMA=0: the portable kernels, for comparison)
 set -uo pipefail
 out=${1:-/tmp/out} preset=${2:-qwen2.5-7b}
 mkdir -p "$out"
@@ -16,6 +17,14 @@ loom=/tmp/build-ocl/tools/loom m=/tmp/prof-$preset
 LOOM_LOG=debug $loom check ops --backend opencl > "$out/check-ops.txt" 2>&1
 grep -E "prefill GEMMs|tensor-core|warning" "$out/check-ops.txt" | sort | uniq | head -5
 echo "check ops opencl: $(tail -1 "$out/check-ops.txt")"
+# registers and spills of the tensor-core kernels: NVIDIA's program binary is PTX
+for f in "${LOOM_CACHE_DIR:-$HOME/.cache/loom}"/opencl/*.bin; do
+  python3 -c 'import sys; d = open(sys.argv[1], "rb").read(); i = d.find(b"//")
+if b"mma_awq_gemm" in d: open("/tmp/loom.ptx", "wb").write(d[i:].split(b"\0")[0])' "$f"
+done
+[ -f /tmp/loom.ptx ] && /usr/local/cuda/bin/ptxas -arch=sm_90 -v /tmp/loom.ptx -o /tmp/loom.cubin 2>&1 |
+  grep -A4 -E "Compiling entry function '(mma_|awq_gemv_(norm_)?[18]')" | grep -E "entry|registers|spill" |
+  sed 's/ptxas info *: //' | paste - - - | sed 's/Compiling entry function//; s/for .sm_90.//' | tr -s ' \t' ' '
 for g in tests/data/golden/*/; do
   echo "check model $(basename $g): $($loom check model --backends cpu,opencl -m $g 2>&1 | grep -E "^opencl|passed" | tr -s ' ' | tr '\n' ' ')"
 done
@@ -46,5 +55,3 @@ LOOM_OPENCL_PROFILE=1 LOOM_LOG=info $loom bench model -m $m --backend opencl --p
 echo "== prompt 512, per node (rows 512)"; summary 512 < "$out/prof-prompt.log"
 LOOM_OPENCL_PROFILE=1 LOOM_LOG=info $loom bench model -m $m --backend opencl --prompt 16 --gen 8 2> "$out/prof-decode.log" | grep decode
 echo "== decode, per node (rows 1)"; summary 1 < "$out/prof-decode.log"
-LOOM_OPENCL_MMA=0 LOOM_OPENCL_PROFILE=1 LOOM_LOG=info $loom bench model -m $m --backend opencl --prompt 16 --gen 8 2> "$out/prof-decode-nomma.log" | grep decode
-echo "== decode without the tensor cores (LOOM_OPENCL_MMA=0), per node (rows 1)"; summary 1 < "$out/prof-decode-nomma.log"
