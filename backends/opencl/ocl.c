@@ -410,8 +410,8 @@ static loom_status ocl_sync(void *dctx)
 
 /* ---- weights: one buffer each ---------------------------------------------------
  * Dense weights keep the checkpoint's layout. An AWQ weight {K, N} is repacked
- * once, on the host, into the layout its kernels read (awq.cl), the same as
- * the CUDA backend's:
+ * once, on the host, into the layout its kernels read (awq.cl; the portable
+ * and the tensor-core ones alike):
  *   q    uint4 [K/32][N]   the 16 bytes at (kb, n): column n, k = 32kb..32kb+31;
  *                          word j, bits 4i..4i+3 hold k = 32kb + 8j + i
  *   meta uint  [K/128][N]  bits 0..15 the f16 scale of (group, n), 16..23 its zero
