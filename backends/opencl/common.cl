@@ -213,7 +213,7 @@ kernel void rope(global float *y, ulong yo, global const float *x, ulong xo, glo
     y[yo + o + h2] = b * c + a * s;
 }
 
-/* gqa_attn with partitions (typed.cl attn): per (head, token) the partitions'
+/* gqa_attn with partitions (typed.cl attn_dec, attn): per (head, token) the partitions'
  * outputs o_p (relative to their max m_p, with sums l_p) joined:
  * y = Σ_p o_p e^(m_p - M) / Σ_p l_p e^(m_p - M), M = max_p m_p, partitions in
  * order. part [T][Hq][P][hd + 2]. global (ATT_W * Hq, T), work-groups of ATT_W. */

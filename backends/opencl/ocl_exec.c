@@ -14,9 +14,14 @@
  *              for <= 8 rows with the nodes around them (plan_decode: awq_gemv(_norm)_<NT>
  *              also does the rmsnorm before, RoPE, the KV store, swiglu, the residual add)
  *   rope       rope, with cos/sin computed on the host in double per step
- *   gqa_attn   kv_store_<dt> (the step's k, v into the cache), then for <= 8 rows attn_<dt>
- *              (one work-group per head and row), split over cache partitions joined by
- *              attn_merge; above, attn_tile_<dt>: blocks of 32 rows of one head share
+ *   gqa_attn   kv_store_<dt> (the step's k, v into the cache; in decode the q/k/v GEMV
+ *              stores them), then for <= 8 rows attn_dec_<dt>: one work-group per (KV head,
+ *              row or run of rows of one slot, partition) serves the GQA group's query
+ *              heads from one read of each position; one partition up to 256 positions
+ *              (LOOM_OPENCL_ATT_ONE), beyond enough to fill the device (dec_parts), joined
+ *              by attn_merge (attn_<dt>, one work-group per head and row, where head_dim >
+ *              128 or not a multiple of 32 (f16) / 16 (f32), or the device lacks the local
+ *              memory); above 8 rows, attn_tile_<dt>: blocks of 32 rows of one head share
  *              K/V tiles in local memory (attn_<dt> where the device lacks the local
  *              memory, or head_dim > 128 or not a multiple of 4)
  *   swiglu/add swiglu, add */

@@ -176,8 +176,9 @@ kernel void KN(kv_store)(global const float *k, ulong ko, global const float *v,
     }
 }
 
-/* gqa_attn, part 2: one work-group of ATT_W per (query head, token,
- * partition). Partition p takes cache positions p * PL .. p * PL + PL - 1
+/* gqa_attn, part 2, the portable fallback (decode runs attn_dec below, prefill
+ * attn_tile, where the device and head_dim allow): one work-group of ATT_W per
+ * (query head, token, partition). Partition p takes cache positions p * PL .. p * PL + PL - 1
  * (PL a multiple of ATT_W) of 0..pos[t] of slot seq[t]; they go by in chunks
  * of ATT_W: each work-item scores one position (q·k · scale), the chunk's
  * max and sum are reduced in local memory, and the running output (ATT_DPT
