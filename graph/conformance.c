@@ -105,6 +105,14 @@ static const loom_check_case full_cases[] = {
     ATT("32B", LOOM_F16, 1, 40, 8, 128, 64, 1, 1), ATT("32B", LOOM_F16, 1, 40, 8, 128, 64, 17, 1),
     ATT("32B", LOOM_F16, 1, 40, 8, 128, 1024, 512, 1), ATT("32B", LOOM_F16, 1, 40, 8, 128, 4096, 4096, 1),
     ATT("32B", LOOM_F32, 1, 40, 8, 128, 4096, 4096, 1),
+    /* decode steps of 2..8 rows (several slots, one slot's consecutive rows,
+     * shuffled), long contexts (several partitions where a backend splits
+     * them), GQA 7 and 5, and groups of 2 and 16 query heads per KV head */
+    ATT("7B", LOOM_F16, 8, 28, 4, 128, 4096, 4096, 3), ATT("7B", LOOM_F16, 8, 28, 4, 128, 512, 200, 1),
+    ATT("7B", LOOM_F16, 1, 28, 4, 128, 16384, 16000, 1), ATT("7B", LOOM_F32, 4, 28, 4, 128, 4096, 3000, 2),
+    ATT_SHUF("0.5B", LOOM_F16, 5, 14, 2, 64, 2048, 1500, 2), ATT("0.5B", LOOM_F32, 2, 14, 2, 64, 4096, 3000, 2),
+    ATT("32B", LOOM_F16, 4, 40, 8, 128, 8192, 6000, 2), ATT_SHUF("32B", LOOM_F32, 7, 40, 8, 128, 1024, 700, 3),
+    ATT("G2", LOOM_F16, 6, 8, 4, 128, 1024, 600, 2), ATT("G16", LOOM_F16, 3, 16, 1, 64, 512, 300, 3),
     /* prefill of 32 tokens over a 100-token prefix (and from position 0) */
     ATT("0.5B", LOOM_F16, 32, 14, 2, 64, 256, 132, 1), ATT("0.5B", LOOM_F32, 32, 14, 2, 64, 256, 132, 1),
     ATT("0.5B", LOOM_F16, 32, 14, 2, 64, 64, 32, 1),
@@ -132,7 +140,7 @@ static const loom_check_case quick_cases[] = {
     ATT("small", LOOM_F16, 1, 4, 2, 16, 16, 1, 1), ATT("small", LOOM_F16, 1, 4, 2, 16, 16, 9, 1),
     ATT("small", LOOM_F32, 1, 4, 2, 16, 16, 9, 1), ATT("small", LOOM_F16, 6, 4, 2, 16, 32, 20, 1),
     ATT("small", LOOM_F32, 6, 4, 2, 16, 32, 20, 1), ATT("small", LOOM_F16, 5, 4, 2, 16, 32, 12, 3),
-    ATT("small", LOOM_F16, 40, 4, 2, 16, 64, 50, 2), ATT_SHUF("small", LOOM_F32, 37, 4, 1, 32, 64, 45, 1),
+    ATT("small", LOOM_F16, 4, 8, 2, 32, 512, 300, 2), ATT("small", LOOM_F16, 40, 4, 2, 16, 64, 50, 2), ATT_SHUF("small", LOOM_F32, 37, 4, 1, 32, 64, 45, 1),
     EW("small", LOOM_OP_SWIGLU, 3, 50), EW("small", LOOM_OP_ADD, 3, 50),
 };
 

@@ -6,7 +6,8 @@
  * GV_WG (work-group of the GEMV kernels), GEMV_W, GEMV_R (the unaligned dense
  * GEMV), RED_W (rmsnorm work-group), ATT_W (attention work-group), ATT_TW
  * (the tiled prefill attention's work-group, 128 or 64; absent where local
- * memory is too small for it). Every tensor is addressed as a buffer plus
+ * memory is too small for it), ATT_DW (the decode attention's work-group,
+ * 128 or 64; absent likewise). Every tensor is addressed as a buffer plus
  * an element offset (tensors share buffers at aligned offsets). f16 data is
  * read and written with vload_half / vstore_half_rte or converted by bit
  * operations (core OpenCL 1.2), so no cl_khr_fp16 is needed; all arithmetic
@@ -29,6 +30,24 @@
 #define ATT_PV4 (ATT_HD / (4 * ATT_DL))           /* P·V: float4 of head dims per work-item */
 #define ATT_LD4 (ATT_BK * ATT_HD / (4 * ATT_TW))  /* float4 of a K or V tile each work-item fetches */
 #define ATT_SL (ATT_BQ + 4)                       /* row stride of the scores [key][query row] */
+#endif
+
+/* The decode attention (typed.cl attn_dec, steps of <= GEMV_MAXT rows): a
+ * work-group serves up to ATT_NQ query vectors ((row, head) pairs of one KV
+ * head) over a partition of at most ATT_PLMAX positions, which go by in
+ * rounds of ATT_DP (4 work-items per position for K: hd / 4 dims each).
+ * head_dim <= ATT_HD and a multiple of 4 * CE (32 for f16, 16 for f32 caches).
+ * Local memory: q, the partition's scores, and one round's K partial sums or
+ * (in turn) V as f32: 29.1 KiB at 128 work-items, 21.1 KiB at 64. The host
+ * mirrors ATT_NQ, ATT_PLMAX and the local memory it takes. */
+#define ATT_NQ 8
+#define ATT_PLMAX 256
+#ifdef ATT_DW
+#define ATT_DP (ATT_DW / 4)                     /* positions per round */
+#define ATT_SCL (ATT_PLMAX + 1)                 /* row stride of the scores [query vector][position] */
+#define ATT_SUB (ATT_DW / ATT_NQ)               /* softmax: work-items per query vector */
+#define ATT_PVN (ATT_NQ * ATT_HD / (4 * ATT_DW)) /* P·V: (query vector, float4 of dims) pairs per work-item */
+#define ATT_UN4 (2 * ATT_NQ * ATT_DP > ATT_DP * ATT_HD / 4 ? 2 * ATT_NQ * ATT_DP : ATT_DP * ATT_HD / 4)
 #endif
 
 /* Helpers are static (a C99 plain `inline` that the compiler declines to
@@ -194,7 +213,7 @@ kernel void rope(global float *y, ulong yo, global const float *x, ulong xo, glo
     y[yo + o + h2] = b * c + a * s;
 }
 
-/* gqa_attn with partitions (typed.cl attn): per (head, token) the partitions'
+/* gqa_attn with partitions (typed.cl attn_dec, attn): per (head, token) the partitions'
  * outputs o_p (relative to their max m_p, with sums l_p) joined:
  * y = Σ_p o_p e^(m_p - M) / Σ_p l_p e^(m_p - M), M = max_p m_p, partitions in
  * order. part [T][Hq][P][hd + 2]. global (ATT_W * Hq, T), work-groups of ATT_W. */

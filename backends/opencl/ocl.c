@@ -258,6 +258,11 @@ static loom_status open_dev(ocl_dev *d)
     const char *ov = getenv("LOOM_OPENCL_CUS");
     long v = ov && *ov ? strtol(ov, NULL, 10) : 0;
     d->cus = v > 0 && v <= 65536 ? (int32_t)v : cus > 0 ? (int32_t)cus : 1;
+    /* LOOM_OPENCL_ATT_ONE=N: decode attention over up to N positions runs as one
+     * partition (no attn_merge); 0 splits whenever that fills the device better */
+    const char *ao = getenv("LOOM_OPENCL_ATT_ONE");
+    long a1 = ao && *ao ? strtol(ao, NULL, 10) : -1;
+    d->att_one = a1 >= 0 && a1 <= 1 << 20 ? (int32_t)a1 : 256;
     cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)d->platform, 0};
     d->ctx = clCreateContext(props, 1, &d->device, NULL, NULL, &rc);
     if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clCreateContext", d->label);

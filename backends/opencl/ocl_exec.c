@@ -14,9 +14,14 @@
  *              for <= 8 rows with the nodes around them (plan_decode: awq_gemv(_norm)_<NT>
  *              also does the rmsnorm before, RoPE, the KV store, swiglu, the residual add)
  *   rope       rope, with cos/sin computed on the host in double per step
- *   gqa_attn   kv_store_<dt> (the step's k, v into the cache), then for <= 8 rows attn_<dt>
- *              (one work-group per head and row), split over cache partitions joined by
- *              attn_merge; above, attn_tile_<dt>: blocks of 32 rows of one head share
+ *   gqa_attn   kv_store_<dt> (the step's k, v into the cache; in decode the q/k/v GEMV
+ *              stores them), then for <= 8 rows attn_dec_<dt>: one work-group per (KV head,
+ *              row or run of rows of one slot, partition) serves the GQA group's query
+ *              heads from one read of each position; one partition up to 256 positions
+ *              (LOOM_OPENCL_ATT_ONE), beyond enough to fill the device (dec_parts), joined
+ *              by attn_merge (attn_<dt>, one work-group per head and row, where head_dim >
+ *              128 or not a multiple of 32 (f16) / 16 (f32), or the device lacks the local
+ *              memory); above 8 rows, attn_tile_<dt>: blocks of 32 rows of one head share
  *              K/V tiles in local memory (attn_<dt> where the device lacks the local
  *              memory, or head_dim > 128 or not a multiple of 4)
  *   swiglu/add swiglu, add */
@@ -31,7 +36,10 @@
 #define KMAX 6      /* kernels per node */
 #define ATT_DPT 4
 #define ATT_BQ 32    /* as in common.cl: attn_tile's rows per work-group ... */
-#define ATT_HD 128   /* ... and largest head_dim */
+#define ATT_HD 128   /* ... and largest head_dim (attn_dec's too) */
+#define ATT_NQ 8     /* as in common.cl: attn_dec's query vectors per work-group ... */
+#define ATT_PLMAX 256 /* ... and longest partition */
+#define ATT_PLMIN 64 /* attn_dec: a split context gets partitions of at least this many positions */
 
 typedef struct rope_tab {
     int32_t h2;       /* head_dim / 2 */
@@ -48,7 +56,8 @@ enum { GV_FAST, /* k[0..3]: the GEMV for NT = 1, 2, 4, 8 rows */
 typedef struct knode {
     loom_node *n;
     cl_kernel  k[KMAX]; /* matmul: k[0..3] GEMVs, k[4] gemm (k[5]: mma.cl's 64-row one); gqa_attn: kv_store,
-                           attn, attn_merge, attn_tile (NULL: attn for every row count); otherwise k[0] */
+                           attn, attn_merge, attn_tile (NULL: attn for every row count), attn_dec (NULL: attn
+                           for decode); otherwise k[0] */
     int32_t    tab;     /* rope: its table */
     int32_t    gv;      /* matmul: GV_* */
     int32_t    slices;  /* matmul_awq GEMV: K slices per work-group (work-group dimension 1) ... */
@@ -56,7 +65,7 @@ typedef struct knode {
     int32_t    gtiles;  /* matmul_awq GEMM: column tiles (of the weights it runs) */
     int32_t    mma;     /* matmul: k[4] is the tensor-core GEMM (mma.cl) ... */
     int32_t    mtiles;  /* ... and its MMA_N-column tiles (of the weights it runs) */
-    int32_t    parts;   /* gqa_attn: most cache partitions for <= GEMV_MAXT rows */
+    int32_t    parts;   /* gqa_attn: most cache partitions for <= GEMV_MAXT rows (attn_dec's, or attn's) */
     int32_t    fuse;    /* the next `fuse` nodes run in this node's launch (see fuse_nodes) */
     int32_t    fused;   /* this node runs in an earlier node's launch */
     /* decode steps (<= GEMV_MAXT rows), plan_decode: */
@@ -433,12 +442,39 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
         if ((st = kernel(d, "kv_store", sfx, &k->k[0])) || (st = kernel(d, "attn", sfx, &k->k[1])) ||
             (st = kernel(d, "attn_merge", NULL, &k->k[2])))
             return st;
-        int C = (int)s[3]->shape[2], S = (int)s[3]->shape[0];
-        /* decode: partitions enough for about 4 work-groups per compute unit */
-        int64_t want = ((int64_t)d->cus * 4 + pp->n_head - 1) / pp->n_head, most = (C + d->cfg.att_w - 1) / d->cfg.att_w;
-        k->parts = (int32_t)(want < most ? want : most);
+        int C = (int)s[3]->shape[2], S = (int)s[3]->shape[0], hd = (int)pp->head_dim;
+        int G = (int)(pp->n_head / pp->n_head_kv), HB = (G + ATT_NQ - 1) / ATT_NQ;
+        /* decode: attn_dec where the head fits and the caches are 16-byte aligned */
+        if (d->cfg.att_dw && hd <= ATT_HD && hd % (int)(64 / esize(s[3]->dtype)) == 0 && s[3]->offset % 16 == 0 &&
+            s[4]->offset % 16 == 0) {
+            if ((st = kernel(d, "attn_dec", sfx, &k->k[4]))) return st;
+            size_t wg = 0;
+            cl_int wrc = clGetKernelWorkGroupInfo(k->k[4], d->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof wg, &wg, NULL);
+            if (wrc != CL_SUCCESS || wg < (size_t)d->cfg.att_dw) {
+                OCL_LOG(LOOM_LOG_DEBUG, "attn_dec_%s allows work-groups of %zu, not %d: decode runs attn_%s", sfx, wg,
+                        d->cfg.att_dw, sfx);
+                clReleaseKernel(k->k[4]);
+                k->k[4] = NULL;
+            }
+        }
+        if (k->k[4]) { /* the most partitions run_node picks (dec_parts) */
+            int64_t fill = ((int64_t)d->cus * 2 + (int64_t)pp->n_head_kv * HB - 1) / ((int64_t)pp->n_head_kv * HB);
+            int64_t lo = (C + ATT_PLMAX - 1) / ATT_PLMAX, hi = (C + ATT_PLMIN - 1) / ATT_PLMIN;
+            k->parts = (int32_t)(fill < hi ? (fill > lo ? fill : lo) : hi);
+        } else { /* attn: partitions enough for about 4 work-groups per compute unit */
+            int64_t want = ((int64_t)d->cus * 4 + pp->n_head - 1) / pp->n_head, most = (C + d->cfg.att_w - 1) / d->cfg.att_w;
+            k->parts = (int32_t)(want < most ? want : most);
+        }
         size_t floats = (size_t)GEMV_MAXT * (size_t)pp->n_head * (size_t)k->parts * (size_t)(pp->head_dim + 2);
         if (k->parts > 1 && floats > p->att_floats) p->att_floats = floats;
+        if (k->k[4]) {
+            rc = set_args(k->k[4], 0, "mlmlmlml", MEM(y), OFF(y), MEM(s[0]), OFF(s[0]), MEM(s[3]), OFF(s[3]),
+                          MEM(s[4]), OFF(s[4]));
+            if (rc == CL_SUCCESS)
+                rc = set_args(k->k[4], 11, "iiiif", (int)pp->n_head, (int)pp->n_head_kv, C, hd, (double)scale);
+            if (rc == CL_SUCCESS) rc = set_args(k->k[4], 17, "m", d->dummy); /* until the partials exist */
+        }
+        if (rc == CL_SUCCESS)
         rc = set_args(k->k[0], 0, "mlmlmlml", MEM(s[1]), OFF(s[1]), MEM(s[2]), OFF(s[2]), MEM(s[3]), OFF(s[3]),
                       MEM(s[4]), OFF(s[4]));
         if (rc == CL_SUCCESS) rc = set_args(k->k[0], 11, "iiii", (int)pp->n_head_kv, C, (int)pp->head_dim, S);
@@ -468,7 +504,7 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
             }
         }
         /* 8: step buffer, 9: seq offset (all but attn_merge); kv_store 10: rows; attn 15: PL; merge 5: P;
-         * attn_tile 10: rows */
+         * attn_tile 10: rows; attn_dec 10: rows, 16: PL */
         p->uses_step = true;
         break;
     }
@@ -854,9 +890,10 @@ loom_status loom__ocl_compile(ocl_dev *d, loom_node *nodes, int32_t n_nodes, voi
         knode *k = &p->kn[i];
         cl_int rc = CL_SUCCESS;
         if (k->n->op == LOOM_OP_GQA_ATTN) {
-            for (int j = 0; j < 4 && rc == CL_SUCCESS; j++)
+            for (int j = 0; j < 5 && rc == CL_SUCCESS; j++)
                 if (j != 2 && k->k[j]) rc = set_args(k->k[j], 8, "mi", p->step, (int)p->max_t);
             if (rc == CL_SUCCESS && k->parts > 1) rc = set_args(k->k[1], 16, "m", p->att_part);
+            if (rc == CL_SUCCESS && k->parts > 1 && k->k[4]) rc = set_args(k->k[4], 17, "m", p->att_part);
             if (rc == CL_SUCCESS && k->parts > 1) rc = set_args(k->k[2], 2, "m", p->att_part);
         }
         else if (k->n->op == LOOM_OP_ROPE)
@@ -981,6 +1018,30 @@ static loom_status upload_step(ocl_dev *d, ocl_prog *p, const loom_step *step, i
     return LOOM_OK;
 }
 
+/* attn_dec's partitions for a step of T <= GEMV_MAXT rows reaching L positions:
+ * one up to d->att_one positions (no attn_merge: at short contexts the launch
+ * it saves weighs more than the work a split would spread); beyond, enough
+ * for about 2 work-groups per compute unit, with partitions of ATT_PLMIN to
+ * ATT_PLMAX positions. The work-groups per KV head are HB per run of rows
+ * of one slot (at most ATT_NQ / (heads per block) rows, as the kernel groups
+ * them). */
+static int32_t dec_parts(const ocl_dev *d, const knode *k, const loom_step *step, int32_t T, int32_t L, int32_t Hkv,
+                         int32_t HB)
+{
+    if (L <= d->att_one && L <= ATT_PLMAX) return 1;
+    int32_t G = k->n->p.n_head / Hkv, ng = (G + HB - 1) / HB, R = HB == 1 ? ATT_NQ / ng : 1, runs = 0;
+    for (int32_t t = 0; t < T; t++) { /* rows t whose rank among the rows of their slot is a multiple of R */
+        int32_t r = 0;
+        for (int32_t u = 0; u < t; u++) r += step->seq[u] == step->seq[t];
+        runs += r % R == 0;
+    }
+    int32_t wgs = Hkv * HB * runs, fill = (2 * d->cus + wgs - 1) / wgs;
+    int32_t lo = (L + ATT_PLMAX - 1) / ATT_PLMAX, hi = (L + ATT_PLMIN - 1) / ATT_PLMIN;
+    int32_t P = fill < hi ? fill : hi;
+    if (P < lo) P = lo;
+    return P < k->parts ? P : k->parts;
+}
+
 static loom_status run_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx, int32_t T, const loom_step *step)
 {
     const loom_node *n = k->n;
@@ -1046,28 +1107,39 @@ static loom_status run_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx, int3
             l[0] = (size_t)c->ew_w, l[1] = 1;
             if ((st = enqueue(d, k->k[0], 2, g, l, idx, op))) return st;
         }
-        int32_t L = 1, P = 1, W = c->att_w, H = n->p.n_head;
+        int32_t L = 1, P = 1, PL, W = c->att_w, H = n->p.n_head;
         if (T > GEMV_MAXT && k->k[3]) { /* prefill: blocks of ATT_BQ rows (the last first) x heads */
             if ((rc = set_args(k->k[3], 10, "i", (int)T)) != CL_SUCCESS) break;
             g[0] = (size_t)c->att_tw * (size_t)H, g[1] = ((size_t)T + ATT_BQ - 1) / ATT_BQ;
             l[0] = (size_t)c->att_tw, l[1] = 1;
             return enqueue(d, k->k[3], 2, g, l, idx, op);
         }
-        /* partitions of PL positions (a multiple of the work-group): for a few
-         * rows enough of them for about 4 work-groups per compute unit */
         for (int32_t t = 0; t < T; t++)
             if (step->pos[t] + 1 > L) L = step->pos[t] + 1;
-        if (T <= GEMV_MAXT && k->parts > 1) {
-            int32_t want = (d->cus * 4 + H * T - 1) / (H * T), chunks = (L + W - 1) / W;
-            P = want < k->parts ? want : k->parts;
-            if (P > chunks) P = chunks;
-            if (P < 1) P = 1;
+        if (T <= GEMV_MAXT && k->k[4]) { /* decode: attn_dec, work-groups (KV head x block of heads, row, partition) */
+            int32_t DP = c->att_dw / 4, Hkv = n->p.n_head_kv, HB = (H / Hkv + ATT_NQ - 1) / ATT_NQ;
+            P = dec_parts(d, k, step, T, L, Hkv, HB);
+            PL = ((L + P - 1) / P + DP - 1) / DP * DP;
+            P = (L + PL - 1) / PL;
+            if ((rc = set_args(k->k[4], 10, "i", (int)T)) != CL_SUCCESS || (rc = set_args(k->k[4], 16, "i", (int)PL)))
+                break;
+            g[0] = (size_t)c->att_dw * (size_t)Hkv * (size_t)HB, g[1] = (size_t)T, g[2] = (size_t)P;
+            l[0] = (size_t)c->att_dw, l[1] = l[2] = 1;
+            if ((st = enqueue(d, k->k[4], 3, g, l, idx, op)) || P == 1) return st;
+        } else { /* attn: partitions of PL positions (a multiple of the work-group), for a
+                  * few rows enough of them for about 4 work-groups per compute unit */
+            if (T <= GEMV_MAXT && k->parts > 1) {
+                int32_t want = (d->cus * 4 + H * T - 1) / (H * T), chunks = (L + W - 1) / W;
+                P = want < k->parts ? want : k->parts;
+                if (P > chunks) P = chunks;
+                if (P < 1) P = 1;
+            }
+            PL = ((L + P - 1) / P + W - 1) / W * W;
+            P = (L + PL - 1) / PL;
+            if ((rc = set_args(k->k[1], 15, "i", (int)PL)) != CL_SUCCESS) break;
+            g[0] = (size_t)W * (size_t)H, g[1] = (size_t)T, g[2] = (size_t)P, l[0] = (size_t)W, l[1] = l[2] = 1;
+            if ((st = enqueue(d, k->k[1], 3, g, l, idx, op)) || P == 1) return st;
         }
-        int32_t PL = ((L + P - 1) / P + W - 1) / W * W;
-        P = (L + PL - 1) / PL;
-        if ((rc = set_args(k->k[1], 15, "i", (int)PL)) != CL_SUCCESS) break;
-        g[0] = (size_t)W * (size_t)H, g[1] = (size_t)T, g[2] = (size_t)P, l[0] = (size_t)W, l[1] = l[2] = 1;
-        if ((st = enqueue(d, k->k[1], 3, g, l, idx, op)) || P == 1) return st;
         if ((rc = set_args(k->k[2], 5, "i", (int)P)) != CL_SUCCESS) break;
         g[0] = (size_t)W * (size_t)H, g[1] = (size_t)T, l[0] = (size_t)W, l[1] = 1;
         return enqueue(d, k->k[2], 2, g, l, idx, op);

@@ -41,6 +41,7 @@ typedef struct ocl_cfg {
     int red_w;     /* rmsnorm work-group */
     int att_w;     /* attention work-group; head_dim <= 4 * att_w */
     int att_tw;    /* tiled prefill attention work-group (128 or 64); 0: not built (local memory too small) */
+    int att_dw;    /* decode attention work-group (128 or 64); 0: not built (local memory too small) */
     int ew_w;      /* elementwise work-group */
 } ocl_cfg;
 
@@ -64,6 +65,8 @@ typedef struct ocl_dev {
     size_t           max_wg, local_mem, max_alloc;
     size_t           max_item[3]; /* CL_DEVICE_MAX_WORK_ITEM_SIZES */
     int32_t          cus;      /* compute units (LOOM_OPENCL_CUS overrides): sizes the GEMV split */
+    int32_t          att_one;  /* decode attention over at most this many positions: one partition
+                                  (LOOM_OPENCL_ATT_ONE overrides) */
     int32_t          index;    /* opencl:N */
     char             label[96];
     loom_buffer     *buffers;

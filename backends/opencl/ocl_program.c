@@ -60,6 +60,11 @@ void loom__ocl_pick_cfg(ocl_dev *d)
     c->att_w = pow2_floor(wg, 64);
     /* attn_tile: q (32 rows), a K/V tile (16 positions) and the scores, 27.5 KiB */
     c->att_tw = d->local_mem >= 29 * 1024 ? pow2_floor(wg, 128) : 0;
+    /* attn_dec: q (8 vectors of 128), the scores (8 x 257), one round of K
+     * partials or V (16 KiB at 128 work-items) and the softmax sums: 29.1 KiB at
+     * 128 work-items, 21.1 KiB at 64 (common.cl ATT_*) */
+    c->att_dw = pow2_floor(wg, 128);
+    if (d->local_mem < (size_t)(c->att_dw == 128 ? 30 : 22) * 1024) c->att_dw = c->att_dw == 128 && d->local_mem >= 22 * 1024 ? 64 : 0;
     c->ew_w = pow2_floor(wg, 64);
 }
 
@@ -70,6 +75,7 @@ static void build_options(const ocl_dev *d, char *out, size_t len)
              "-cl-std=CL1.2 -DGT_T=%d -DGT_N=%d -DGT_TM=%d -DGV_WG=%d -DGEMV_W=%d -DGEMV_R=%d -DRED_W=%d -DATT_W=%d",
              c->gt_t, c->gt_n, c->gt_tm, c->gv_wg, c->gemv_w, c->gemv_r, c->red_w, c->att_w);
     if (c->att_tw) snprintf(out + strlen(out), len - strlen(out), " -DATT_TW=%d", c->att_tw);
+    if (c->att_dw) snprintf(out + strlen(out), len - strlen(out), " -DATT_DW=%d", c->att_dw);
     if (d->mma) /* part of the cache key, like every option */
         snprintf(out + strlen(out), len - strlen(out), d->mma == 1 ? " -DLOOM_MMA" : " -DLOOM_MMA_EMU");
 }

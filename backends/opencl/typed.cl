@@ -176,8 +176,9 @@ kernel void KN(kv_store)(global const float *k, ulong ko, global const float *v,
     }
 }
 
-/* gqa_attn, part 2: one work-group of ATT_W per (query head, token,
- * partition). Partition p takes cache positions p * PL .. p * PL + PL - 1
+/* gqa_attn, part 2, the portable fallback (decode runs attn_dec below, prefill
+ * attn_tile, where the device and head_dim allow): one work-group of ATT_W per
+ * (query head, token, partition). Partition p takes cache positions p * PL .. p * PL + PL - 1
  * (PL a multiple of ATT_W) of 0..pos[t] of slot seq[t]; they go by in chunks
  * of ATT_W: each work-item scores one position (q·k · scale), the chunk's
  * max and sum are reduced in local memory, and the running output (ATT_DPT
@@ -278,6 +279,210 @@ void KN(attn)(global float *y, ulong yo, global const float *q, ulong qo, global
     }
     if (lid == 0) po[hd] = m, po[hd + 1] = l;
 }
+
+#ifdef ATT_DW
+/* gqa_attn, part 2 for decode (<= GEMV_MAXT rows), latency first: one read
+ * of each K and V position serves every query head of its KV head (the GQA
+ * group) and every row of the slot that the work-group takes.
+ * global (ATT_DW * Hkv * HB, T, P), HB = ceil(G / ATT_NQ) blocks of heads of
+ * the group (G = Hq / Hkv; heads g0 .. g0 + ng - 1 of it).
+ *   Rows: a work-group takes row t = group 1 and, when its block of heads
+ *   leaves room (HB == 1: R = ATT_NQ / ng rows), the next R - 1 rows of the
+ *   same slot (in index order); the work-group of a row that is not the
+ *   first of such a run leaves at once. Its ng * rows query vectors (qv =
+ *   row * ng + head) stay in local memory; the run's positions are 0 .. L-1,
+ *   L - 1 the largest of its rows' positions, each row masked beyond its own.
+ *   Partition pi takes positions pi * PL .. pi * PL + PL - 1 (PL <= ATT_PLMAX,
+ *   a multiple of ATT_DP) of those.
+ *   Scores, in rounds of ATT_DP positions: 4 work-items per position each
+ *   load hd / 4 dims of its K row as 16-byte chunks l, l + 4, ... (every 4
+ *   work-items read 64 contiguous bytes), the next round's chunks in flight
+ *   while this round's are used, and keep a partial dot product per query
+ *   vector; the 4 partials of a (qv, position) are summed from local memory
+ *   by one work-item into the scores [qv][position] (one barrier per round).
+ *   Softmax over the partition, not online: per qv ATT_SUB work-items find
+ *   the max, turn the scores into e^(s - max) in place and sum them.
+ *   P·V, in the same rounds: the round's V (loaded, 16-byte chunks of
+ *   consecutive work-items contiguous, the first round during the scores)
+ *   goes to local memory as f32 and each work-item accumulates ATT_PVN
+ *   (qv, 4 dims) pairs over the round's positions.
+ * With P == 1 the output goes to y; else the unnormalised output, max and
+ * sum to part [T][Hq][P][hd + 2] for attn_merge, as attn above (a partition
+ * past the run's positions, or wholly past a row's, writes max -inf, sum 0).
+ * kc, vc are read as uint4 (the host checks the 16-byte alignment). */
+#define DKC (ATT_HD / (4 * CE)) /* 16-byte chunks per work-item per round (at head_dim ATT_HD) */
+
+/* the K chunks of position c (lane l of its 4 work-items), zero past c_end */
+INL void KN(dat_fetch_k)(uint4 *r, global const uint4 *b, int c, int c_end, int nch, int l)
+{
+#pragma unroll
+    for (int i = 0; i < DKC; i++) r[i] = c < c_end && l + 4 * i < nch ? b[(size_t)c * nch + l + 4 * i] : (uint4)(0u);
+}
+
+/* the V chunks lid + ATT_DW * i of the round's positions from c0, zero past c_end */
+INL void KN(dat_fetch_v)(uint4 *r, global const uint4 *b, int c0, int c_end, int nch)
+{
+#pragma unroll
+    for (int i = 0; i < DKC; i++) {
+        int f = get_local_id(0) + ATT_DW * i, j = f / nch;
+        r[i] = i < nch / 4 && c0 + j < c_end ? b[(size_t)c0 * nch + f] : (uint4)(0u);
+    }
+}
+
+kernel __attribute__((reqd_work_group_size(ATT_DW, 1, 1)))
+void KN(attn_dec)(global float *y, ulong yo, global const float *q, ulong qo, global const ET *kc, ulong kco,
+                  global const ET *vc, ulong vco, global const int *ps, int seq_off, int T, int Hq, int Hkv, int C,
+                  int hd, float scale, int PL, global float *part)
+{
+    local float4 qs4[ATT_NQ * ATT_HD / 4], un4[ATT_UN4];
+    local float sc[ATT_NQ * ATT_SCL], smax[ATT_DW], ssum[ATT_DW];
+    local int qlim[ATT_NQ], qrow[ATT_NQ];
+    local float *red = (local float *)un4; /* K partials [2][ATT_NQ][ATT_DP][4], or V [ATT_DP][hd] */
+    int lid = get_local_id(0), G = Hq / Hkv, HB = (G + ATT_NQ - 1) / ATT_NQ, ng = (G + HB - 1) / HB;
+    int hk = get_group_id(0) / HB, g0 = get_group_id(0) % HB * ng, t0 = get_group_id(1), pi = get_group_id(2);
+    int P = get_num_groups(2), s = ps[seq_off + t0];
+    ng = min(ng, G - g0);
+    int R = HB == 1 ? ATT_NQ / ng : 1, k = 0; /* rows per work-group; k: rows of slot s before t0 */
+    for (int t = 0; t < t0; t++) k += ps[seq_off + t] == s;
+    /* A work-group with nothing to do (row t0 served by an earlier work-group,
+     * or a partition past its rows' positions) still runs to the end: PoCL 3.1
+     * was seen to run the code after a barrier for every work-item once some
+     * had returned before it, so there is no early return. */
+    int nr = 0, L = 0;
+    for (int t = t0; t < T && nr < R && k % R == 0; t++) /* else row t0 is served by an earlier work-group */
+        if (ps[seq_off + t] == s) L = max(L, ps[t] + 1), nr++;
+    int nq = nr * ng, nch = hd / CE, n4 = hd / 4;
+    int c_beg = pi * PL, c_end = min(L, c_beg + PL), n = c_end - c_beg;
+    size_t base = ((size_t)s * Hkv + hk) * C * hd;
+    global const uint4 *kb = (global const uint4 *)(kc + kco + base), *vb = (global const uint4 *)(vc + vco + base);
+    int jj = lid / 4, l = lid % 4; /* scores: position c0 + jj, chunks l + 4 i */
+    uint4 kr[DKC], vr[DKC];
+    if (n > 0) { /* the first round's K and V are in flight from here on */
+        KN(dat_fetch_k)(kr, kb, c_beg + jj, c_end, nch, l);
+        KN(dat_fetch_v)(vr, vb, c_beg, c_end, nch);
+    }
+    if (lid < nq) { /* query vector lid: its row (the r-th of slot s from t0) and the last position it sees */
+        int r = lid / ng, t = T, i = 0;
+        for (int u = t0; u < T; u++)
+            if (ps[seq_off + u] == s) {
+                if (i == r) t = min(t, u);
+                i++;
+            }
+        qrow[lid] = t;
+        qlim[lid] = ps[t];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int e = lid; e < nq * n4; e += ATT_DW) { /* q into local memory */
+        int v = e / n4, d4 = e - v * n4;
+        qs4[v * (ATT_HD / 4) + d4] = vload4(d4, q + qo + ((size_t)qrow[v] * Hq + hk * G + g0 + v % ng) * hd);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    int rounds = (n + ATT_DP - 1) / ATT_DP;
+    for (int rd = 0; rd < rounds; rd++) { /* scores */
+        int c0 = c_beg + rd * ATT_DP;
+        float4 kf[DKC * CE / 4];
+#pragma unroll
+        for (int i = 0; i < DKC; i++) {
+#if CE == 8
+            kf[2 * i] = CVT4(kr[i].x, kr[i].y);
+            kf[2 * i + 1] = CVT4(kr[i].z, kr[i].w);
+#else
+            kf[i] = as_float4(kr[i]);
+#endif
+        }
+        if (rd + 1 < rounds) KN(dat_fetch_k)(kr, kb, c0 + ATT_DP + jj, c_end, nch, l);
+        local float *rb = red + (rd & 1) * (ATT_NQ * ATT_DP * 4);
+        for (int v = 0; v < nq; v++) {
+            local const float4 *qv = qs4 + v * (ATT_HD / 4);
+            float4 a = (float4)(0.0f);
+#pragma unroll
+            for (int i = 0; i < DKC; i++) {
+                if (l + 4 * i >= nch) break;
+#if CE == 8
+                a = fma(qv[2 * (l + 4 * i)], kf[2 * i], a);
+                a = fma(qv[2 * (l + 4 * i) + 1], kf[2 * i + 1], a);
+#else
+                a = fma(qv[l + 4 * i], kf[i], a);
+#endif
+            }
+            rb[(v * ATT_DP + jj) * 4 + l] = (a.x + a.y) + (a.z + a.w);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE); /* (the next round writes the other half of red) */
+        for (int e = lid; e < nq * ATT_DP; e += ATT_DW) {
+            int v = e / ATT_DP, j = e - v * ATT_DP;
+            float4 a = vload4(e, rb);
+            sc[v * ATT_SCL + c0 - c_beg + j] = c0 + j <= qlim[v] ? ((a.x + a.y) + (a.z + a.w)) * scale : -INFINITY;
+        }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE); /* the scores are complete */
+    int sv = lid / ATT_SUB, sb = lid % ATT_SUB; /* softmax: query vector sv, positions sb + ATT_SUB i */
+    float mx = -INFINITY;
+    if (sv < nq)
+        for (int j = sb; j < n; j += ATT_SUB) mx = fmax(mx, sc[sv * ATT_SCL + j]);
+    smax[lid] = mx;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int i = 0; i < ATT_SUB; i++) mx = fmax(mx, smax[sv * ATT_SUB + i]);
+    float sum = 0.0f;
+    if (sv < nq)
+        for (int j = sb; j < n; j += ATT_SUB) {
+            float p = mx > -INFINITY ? exp(sc[sv * ATT_SCL + j] - mx) : 0.0f; /* -inf: nothing of this row here */
+            sc[sv * ATT_SCL + j] = p;
+            sum += p;
+        }
+    ssum[lid] = sum;
+    float4 o[ATT_PVN], o2[ATT_PVN];
+#pragma unroll
+    for (int i = 0; i < ATT_PVN; i++) o[i] = o2[i] = (float4)(0.0f);
+    local float4 *vs4 = un4;
+    for (int rd = 0; rd < rounds; rd++) { /* P·V */
+        int c0 = c_beg + rd * ATT_DP, m = min(ATT_DP, c_end - c0);
+        barrier(CLK_LOCAL_MEM_FENCE); /* the probabilities are complete; the last round is done with vs4 */
+#pragma unroll
+        for (int i = 0; i < DKC; i++) {
+            int f = lid + ATT_DW * i;
+            if (i >= nch / 4) break;
+#if CE == 8
+            vs4[2 * f] = CVT4(vr[i].x, vr[i].y);
+            vs4[2 * f + 1] = CVT4(vr[i].z, vr[i].w);
+#else
+            vs4[f] = as_float4(vr[i]);
+#endif
+        }
+        if (rd + 1 < rounds) KN(dat_fetch_v)(vr, vb, c0 + ATT_DP, c_end, nch);
+        barrier(CLK_LOCAL_MEM_FENCE);
+#pragma unroll
+        for (int i = 0; i < ATT_PVN; i++) {
+            int e = lid + ATT_DW * i, v = e / n4, d4 = e - v * n4;
+            if (v >= nq) break;
+            local const float *pr = sc + v * ATT_SCL + c0 - c_beg;
+            local const float4 *vv = vs4 + d4;
+            int j = 0;
+            for (; j + 2 <= m; j += 2) {
+                o[i] = fma(pr[j], vv[j * n4], o[i]);
+                o2[i] = fma(pr[j + 1], vv[(j + 1) * n4], o2[i]);
+            }
+            if (j < m) o[i] = fma(pr[j], vv[j * n4], o[i]);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < ATT_PVN; i++) {
+        int e = lid + ATT_DW * i, v = e / n4, d4 = e - v * n4;
+        if (v >= nq) break;
+        size_t row = (size_t)qrow[v] * Hq + hk * G + g0 + v % ng;
+        float M = -INFINITY, lsum = 0.0f; /* n <= 0 (P > 1): nothing of these rows here, max -inf, sum 0 */
+        for (int j = 0; j < ATT_SUB && n > 0; j++) M = fmax(M, smax[v * ATT_SUB + j]), lsum += ssum[v * ATT_SUB + j];
+        float4 a = o[i] + o2[i];
+        if (P == 1) {
+            vstore4(a / lsum, d4, y + yo + row * hd);
+        } else {
+            global float *po = part + (row * P + pi) * (hd + 2);
+            vstore4(a, d4, po);
+            if (d4 == 0) po[hd] = M, po[hd + 1] = lsum;
+        }
+    }
+}
+#undef DKC
+#endif
 
 #ifdef ATT_TW
 /* r[i]: float4 e = lid + ATT_TW * i of the n positions from c0 (a tile is
