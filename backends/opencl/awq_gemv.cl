@@ -26,6 +26,12 @@
  * Slices meet in local memory, summed in slice order (deterministic), then
  * the bias.
  *
+ * With AWQ_TC defined (awq_gemv_tc_<NT>, awq_gemv_tc_norm_<NT>, built where the
+ * program has the tensor cores: -DLOOM_MMA on NVIDIA, -DLOOM_MMA_EMU in tests) the
+ * sums run on mma.sync instead (see below); the host takes those where a launch
+ * has a compute unit's worth of 16-column tiles, since their work-groups are a
+ * fixed 16 or 32 columns wide.
+ *
  * Up to three weights that read the same x (q, k, v; gate, up) run as one
  * launch, their columns side by side (N0 + N1 + N2; unused ones have N = 0):
  * one launch instead of three, and the small k, v matrices ride along with
@@ -81,28 +87,30 @@ INL int awq_col(int mode, int c, int wg, int WX, int N0, int N1, int hd, int *n)
 #define AWQ_SEL(m, a, b, c) ((m) == 0 ? (a) : (m) == 1 ? (b) : (c))
 #define AWQ_BIAS(m, n) AWQ_SEL(m, ld_bias(b0, bo0, bdt0, n), ld_bias(b1, bo1, bdt1, n), ld_bias(b2, bo2, bdt2, n))
 
-#if defined(LOOM_MMA) || defined(LOOM_MMA_EMU)
-#define AWQ_TC
-/* Halves per row of x staged for the tensor cores (CG groups of 128): the 64-byte
- * pad puts rows g and g + 1, read by one quarter-warp, in different banks. */
+/* The tensor-core variants (AWQ_TC): halves per row of x staged (CG groups of 128; the
+ * 64-byte pad puts rows g and g + 1, read by one quarter-warp, in different banks) ... */
 #define AWQ_TC_LDX(CG) ((CG) * 128 + 32)
-/* local floats: the norm's tree (NT x GV_WG), or the rows' sums (8 x 32) then each
- * warp's 16 x 8 block of sums */
+/* ... local floats: the rows' sums (8 x 32), then each warp's 16 x 8 block of sums */
+#define AWQ_TC_RED (GEMV_MAXT * 32 + 4 * GV_WG)
 #ifdef LOOM_MMA_EMU
 #define AWQ_TC_SCR (emu + warp * TC_EMU) /* tc_mma's scratch for this warp */
 #else
 #define AWQ_TC_SCR ((local float *)0)
-#endif
-#define AWQ_TC_RED(nt) ((nt) * GV_WG > GEMV_MAXT * 32 + 4 * GV_WG ? (nt) * GV_WG : GEMV_MAXT * 32 + 4 * GV_WG)
 #endif
 #endif
 
 #ifdef AWQ_NORM
 #define XSP local
 #define AWQ_NAME awq_gemv_norm
+#define AWQ_TC_NAME awq_gemv_tc_norm
 #else
 #define XSP global
 #define AWQ_NAME awq_gemv
+#define AWQ_TC_NAME awq_gemv_tc
+#endif
+#ifdef AWQ_TC
+#undef AWQ_NAME
+#define AWQ_NAME AWQ_TC_NAME
 #endif
 
 kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
@@ -126,7 +134,7 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
     int n, m = awq_col(mode, lx, wg, WX, N0, N1, hd, &n);
     const int N = AWQ_SEL(m, N0, N1, N2);
 #ifdef AWQ_TC
-    local float red[AWQ_TC_RED(NT)];
+    local float red[AWQ_TC_RED];
 #ifdef LOOM_MMA_EMU
     local float emu[GV_WG / 32 * TC_EMU];
 #endif
@@ -410,3 +418,4 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
 }
 #undef XSP
 #undef AWQ_NAME
+#undef AWQ_TC_NAME

@@ -63,6 +63,7 @@ typedef struct knode {
     int32_t    slices;  /* matmul_awq GEMV: K slices per work-group (work-group dimension 1) ... */
     int32_t    gcols;   /* ... and columns (of the weights it runs: fuse_nodes) */
     int32_t    gtiles;  /* matmul_awq GEMM: column tiles (of the weights it runs) */
+    int32_t    tc;      /* matmul_awq: the GEMVs are the tensor-core ones (awq_gemv_tc_*: awq_tc) */
     int32_t    mma;     /* matmul: k[4] is the tensor-core GEMM (mma.cl) ... */
     int32_t    mtiles;  /* ... and its MMA_N-column tiles (of the weights it runs) */
     int32_t    parts;   /* gqa_attn: most cache partitions for <= GEMV_MAXT rows (attn_dec's, or attn's) */
@@ -268,6 +269,13 @@ static loom_status check_placed(const loom_node *n, int32_t i)
     return LOOM_OK;
 }
 
+/* Whether an AWQ weight of N columns runs the tensor-core GEMVs (the lead's N decides for
+ * the weights fused beside it). Their work-groups are one 16-column tile (two where
+ * swiglu or RoPE pair columns), so a weight of fewer tiles than compute units would leave
+ * the device part idle; the portable GEMV splits K further instead (H100, Qwen2.5-0.5B:
+ * 486 tok/s portable, 444 all tensor-core; 7B, every weight >= 224 tiles: 270 against 240). */
+static bool awq_tc(const ocl_dev *d, int64_t N) { return d->mma && (N + 15) / 16 >= d->cus; }
+
 /* K slices of the AWQ GEMV (awq_gemv.cl): the fewest (a power of two, at most
  * 32 and the number of groups, at least 8 columns per work-group) that give
  * N * S >= 384 work-items per compute unit. Each work-item keeps one or two
@@ -279,9 +287,9 @@ static loom_status check_placed(const loom_node *n, int32_t i)
  * per work-item; (3584, 18944) S = 4: 296 of 64, 7 groups each; (18944, 3584)
  * S = 16: 224 of 16, 9..10 groups each; q, k, v fused (3584, 4608) S = 16:
  * 288; gate, up fused (3584, 37888) S = 2: 296 of 128, 14 groups each. */
-static int awq_slices(const ocl_dev *d, int K, int N)
+static int awq_slices(const ocl_dev *d, bool tc, int K, int N)
 {
-    if (d->mma) return d->cfg.gv_wg / 16; /* the tensor-core variant: one tile of 16 columns (see plan_decode) */
+    if (tc) return d->cfg.gv_wg / 16; /* the tensor-core variant: one tile of 16 columns (see plan_decode) */
     int G = K / LOOM_AWQ_GROUP, S = 1, wg = d->cfg.gv_wg;
     int64_t target = (int64_t)d->cus * 384;
     while (S * 2 <= G && S * 2 <= 32 && wg / (S * 2) >= 8 && (size_t)(S * 2) <= d->max_item[1] &&
@@ -334,10 +342,10 @@ static cl_int bind_awq_matrix(ocl_dev *d, cl_kernel k, int m, const loom_node *n
  * (awq_gemv.cl, AWQ_TC): the rows as f16 for as many groups at a time as local memory
  * holds beside the kernel's own arrays, a multiple of a tile's slices (GV_WG / 32 at 16
  * columns a work-group, half that at 32). */
-static cl_int bind_awq_xs(ocl_dev *d, cl_kernel k, int nt, int K, bool norm)
+static cl_int bind_awq_xs(ocl_dev *d, cl_kernel k, bool tc, int nt, int K, bool norm)
 {
     cl_int rc;
-    if (!d->mma) {
+    if (!tc) {
         rc = clSetKernelArg(k, 36, norm ? (size_t)nt * (size_t)K * 4 : 16, NULL);
         return rc == CL_SUCCESS ? set_args(k, 55, "i", 0) : rc;
     }
@@ -353,12 +361,12 @@ static cl_int bind_awq_xs(ocl_dev *d, cl_kernel k, int nt, int K, bool norm)
 }
 
 /* awq_gemv's epilogue arguments (28..54) switched off: a plain GEMV of nt rows */
-static cl_int bind_epi_off(ocl_dev *d, cl_kernel k, int nt, int K)
+static cl_int bind_epi_off(ocl_dev *d, cl_kernel k, bool tc, int nt, int K)
 {
     cl_mem z = d->dummy;
     cl_ulong o = 0;
     cl_int rc = set_args(k, 28, "imlifmli", 0, z, o, 0, 1e-6, z, o, 0);
-    if (rc == CL_SUCCESS) rc = bind_awq_xs(d, k, nt, K, false);
+    if (rc == CL_SUCCESS) rc = bind_awq_xs(d, k, tc, nt, K, false);
     if (rc == CL_SUCCESS) rc = set_args(k, 37, "mlimlii", z, o, 0, z, o, 2, 0);
     if (rc == CL_SUCCESS) rc = set_args(k, 44, "mlmliiimiii", z, o, z, o, 0, 0, 0, z, 0, 1, 1);
     return rc;
@@ -395,7 +403,8 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
         k->mma = d->mma && al && K % 32 == 0 && (awq || s[1]->dtype == LOOM_F16); /* (bf16 would not be exact) */
         k->mtiles = mma_tiles(N);
         if (awq) {
-            k->slices = awq_slices(d, K, N);
+            k->tc = awq_tc(d, N);
+            k->slices = awq_slices(d, k->tc, K, N);
             k->gcols = N;
             k->gtiles = (N + d->cfg.gt_n - 1) / d->cfg.gt_n;
             if ((st = kernel(d, k->mma ? "mma_awq_gemm" : "awq_gemm", NULL, &k->k[4]))) return st;
@@ -408,7 +417,7 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
         for (int j = 0; j < 4 && k->gv != GV_GEMM; j++) {
             char base[48];
             if (k->gv == GV_ANY) snprintf(base, sizeof base, "matmul_gemv_any");
-            else if (awq) snprintf(base, sizeof base, "awq_gemv_%d", 1 << j);
+            else if (awq) snprintf(base, sizeof base, k->tc ? "awq_gemv_tc_%d" : "awq_gemv_%d", 1 << j);
             else snprintf(base, sizeof base, "matmul_gemv_%s_%d", dt_sfx(s[1]->dtype), 1 << j);
             if ((st = kernel(d, base, k->gv == GV_ANY ? dt_sfx(s[1]->dtype) : NULL, &k->k[j]))) return st;
             if (k->gv == GV_ANY) break;
@@ -418,7 +427,7 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
             if (awq) { /* awq_gemv, awq_gemm: x, rows, K, then up to three weights (awq_gemv.cl) */
                 rc = set_args(k->k[j], 0, "mlii", MEM(s[0]), OFF(s[0]), 1, K);
                 for (int m = 0; m < 3 && rc == CL_SUCCESS; m++) rc = bind_awq_matrix(d, k->k[j], m, m ? NULL : n);
-                if (rc == CL_SUCCESS && j < 4) rc = bind_epi_off(d, k->k[j], 1 << j, K);
+                if (rc == CL_SUCCESS && j < 4) rc = bind_epi_off(d, k->k[j], k->tc, 1 << j, K);
                 continue;
             }
             rc = set_args(k->k[j], 0, "mlmlmlmli", MEM(y), OFF(y), MEM(s[0]), OFF(s[0]), MEM(s[1]), OFF(s[1]),
@@ -581,7 +590,7 @@ static loom_status fuse_nodes(ocl_dev *d, ocl_prog *p)
             if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clSetKernelArg", "binding fused matmul_awq nodes");
             if (m > 1) {
                 k->fuse = m - 1;
-                k->slices = awq_slices(d, (int)a->src[0]->shape[1], ncols);
+                k->slices = awq_slices(d, k->tc, (int)a->src[0]->shape[1], ncols);
                 k->gcols = ncols;
                 k->gtiles = tiles;
                 k->mtiles = mtiles;
@@ -670,7 +679,7 @@ static loom_status bind_decode(ocl_dev *d, ocl_prog *p, knode *k, const dplan *p
 {
     loom_status st;
     char name[48];
-    snprintf(name, sizeof name, norm ? "awq_gemv_norm_%d" : "awq_gemv_%d", 1 << j);
+    snprintf(name, sizeof name, "awq_gemv%s%s_%d", k->tc ? "_tc" : "", norm ? "_norm" : "", 1 << j);
     if ((st = kernel(d, name, NULL, &k->kd[j]))) return st;
     cl_kernel kk = k->kd[j];
     const loom_node *a = k->n;
@@ -689,7 +698,7 @@ static loom_status bind_decode(ocl_dev *d, ocl_prog *p, knode *k, const dplan *p
     } else if (rc == CL_SUCCESS) {
         rc = set_args(kk, 29, "mlifmli", z, o, 0, 1e-6, z, o, 0);
     }
-    if (rc == CL_SUCCESS) rc = bind_awq_xs(d, kk, 1 << j, K, norm);
+    if (rc == CL_SUCCESS) rc = bind_awq_xs(d, kk, k->tc, 1 << j, K, norm);
     if (rc == CL_SUCCESS)
         rc = pl->r ? set_args(kk, 37, "mli", MEM(pl->r), OFF(pl->r), 1) : set_args(kk, 37, "mli", z, o, 0);
     if (rc == CL_SUCCESS)
@@ -788,12 +797,12 @@ static loom_status plan_decode(ocl_dev *d, ocl_prog *p)
         if (a->op != LOOM_OP_MATMUL_AWQ || k->gv != GV_FAST || k->fused || a->dst->shape[0] < 1) continue;
         int S = k->slices, wx = d->cfg.gv_wg / S, K = (int)a->src[0]->shape[1], fit = 0;
         for (int j = 0; j < 4; j++) /* the staged rows and the reduction array, in local memory */
-            if (d->mma || (size_t)(1 << j) * (size_t)(K + d->cfg.gv_wg) * 4 + 1024 <= d->local_mem) fit |= 1 << j;
+            if (k->tc || (size_t)(1 << j) * (size_t)(K + d->cfg.gv_wg) * 4 + 1024 <= d->local_mem) fit |= 1 << j;
         /* A: with the norm on load (its output is not read), at the NTs whose rows fit;
          * B: without it, at the others */
         dplan pa, pb;
-        plan_lead(p, i, &pa, d->mma ? 32 : wx, d->mma, d->dfuse, 15);
-        plan_lead(p, i, &pb, d->mma ? 32 : wx, d->mma, d->dfuse & ~(uint32_t)OCL_DF_NORM, 0);
+        plan_lead(p, i, &pa, k->tc ? 32 : wx, k->tc, d->dfuse, 15);
+        plan_lead(p, i, &pb, k->tc ? 32 : wx, k->tc, d->dfuse & ~(uint32_t)OCL_DF_NORM, 0);
         for (int j = 0; j < 4; j++) {
             const dplan *pl = &pb;
             if (pa.norm && ((fit >> j) & 1)) {
@@ -807,19 +816,19 @@ static loom_status plan_decode(ocl_dev *d, ocl_prog *p)
             }
             if (pl == &pb && (st = bind_decode(d, p, k, &pb, j, false))) return st;
             int w = wx, ncols = 0;
-            if (d->mma && pl->mode) /* tensor cores: a 16-column tile of each weight or half */
+            if (k->tc && pl->mode) /* tensor cores: a 16-column tile of each weight or half */
                 w = 32;
             else if (pl->mode == 2)
                 while (w > 2 && pl->hd % w) w /= 2;
             for (int m = 0; m < pl->nm; m++) ncols += (int)k[m].n->dst->shape[1];
-            k->dwx[j] = w, k->ds[j] = d->mma ? d->cfg.gv_wg / w : S;
+            k->dwx[j] = w, k->ds[j] = k->tc ? d->cfg.gv_wg / w : S;
             k->dgroups[j] = pl->mode == 1 ? (ncols / 2 + w / 2 - 1) / (w / 2) : (ncols + w - 1) / w;
             if (pl->norm) k->dnorm |= 1 << j, p->kn[i - 1].dnorm |= 1 << j;
             for (int32_t m = i + 1; m <= pl->last; m++) p->kn[m].dmember |= 1 << j;
             if (pl->attn) p->kn[pl->last + 1].dkv |= 1 << j;
-            OCL_LOG(LOOM_LOG_TRACE, "decode NT %d: node %d leads nodes %d..%d (mode %d%s%s%s%s)", 1 << j, (int)i, (int)i,
-                    (int)pl->last, pl->mode, pl->norm ? ", norm on load" : "", pl->r ? ", residual" : "",
-                    pl->rope_mask ? ", rope" : "", pl->attn ? ", kv store" : "");
+            OCL_LOG(LOOM_LOG_TRACE, "decode NT %d: node %d leads nodes %d..%d (mode %d%s%s%s%s%s)", 1 << j, (int)i, (int)i,
+                    (int)pl->last, pl->mode, k->tc ? ", tensor cores" : "", pl->norm ? ", norm on load" : "",
+                    pl->r ? ", residual" : "", pl->rope_mask ? ", rope" : "", pl->attn ? ", kv store" : "");
         }
         i += pa.nm - 1;
     }

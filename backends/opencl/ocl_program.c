@@ -82,7 +82,8 @@ static void build_options(const ocl_dev *d, char *out, size_t len)
 
 /* ---- source --------------------------------------------------------------------
  * common.cl, awq.cl, awq_gemv.cl once per GEMV row count (and once more per
- * row count with AWQ_NORM: the variant with the rmsnorm on load), then per storage
+ * row count with AWQ_NORM: the variant with the rmsnorm on load; all of it again
+ * with AWQ_TC where the program has the tensor cores), then per storage
  * dtype: its prologue, typed.cl and gemv.cl once per row count. */
 static const char *const typed_prologue[3] = {
     "#define SFX f32\n#define ET float\n#define LD(p, i) ((p)[i])\n"
@@ -99,13 +100,17 @@ static const char typed_epilogue[] = "#undef SFX\n#undef ET\n#undef LD\n#undef L
 static const char *const nt_prologue[4] = {"#define NT 1\n", "#define NT 2\n", "#define NT 4\n", "#define NT 8\n"};
 static const char nt_epilogue[] = "#undef NT\n";
 static const char norm_prologue[] = "#define AWQ_NORM\n", norm_epilogue[] = "#undef AWQ_NORM\n";
+/* awq_gemv.cl's tensor-core variants, where the program has the tensor cores */
+static const char tc_prologue[] = "#if defined(LOOM_MMA) || defined(LOOM_MMA_EMU)\n#define AWQ_TC\n",
+                  tc_epilogue[] = "#undef AWQ_TC\n#endif\n";
 
 static char *program_source(void)
 {
     size_t nt = 0;
     for (int j = 0; j < 4; j++) nt += strlen(nt_prologue[j]) + strlen(nt_epilogue);
-    size_t n = strlen(ocl_src_common) + strlen(ocl_src_awq) + 2 * nt + 8 * strlen(ocl_src_awq_gemv) +
-               4 * (strlen(norm_prologue) + strlen(norm_epilogue)) + strlen(ocl_src_mma) + 1;
+    size_t n = strlen(ocl_src_common) + strlen(ocl_src_awq) + 4 * nt + 16 * strlen(ocl_src_awq_gemv) +
+               8 * (strlen(norm_prologue) + strlen(norm_epilogue)) + 8 * (strlen(tc_prologue) + strlen(tc_epilogue)) +
+               strlen(ocl_src_mma) + 1;
     for (int i = 0; i < 3; i++)
         n += strlen(typed_prologue[i]) + strlen(ocl_src_typed) + nt + 4 * strlen(ocl_src_gemv) + strlen(typed_epilogue);
     char *s = malloc(n);
@@ -114,13 +119,15 @@ static char *program_source(void)
 #define PUT(str) (memcpy(p, (str), strlen(str)), p += strlen(str))
     PUT(ocl_src_common);
     PUT(ocl_src_awq);
-    for (int v = 0; v < 2; v++) /* awq_gemv_<NT>, then awq_gemv_norm_<NT> */
+    for (int v = 0; v < 4; v++) /* awq_gemv_<NT>, awq_gemv_norm_<NT>, then the same with _tc */
         for (int j = 0; j < 4; j++) {
-            if (v) PUT(norm_prologue);
+            if (v & 2) PUT(tc_prologue);
+            if (v & 1) PUT(norm_prologue);
             PUT(nt_prologue[j]);
             PUT(ocl_src_awq_gemv);
             PUT(nt_epilogue);
-            if (v) PUT(norm_epilogue);
+            if (v & 1) PUT(norm_epilogue);
+            if (v & 2) PUT(tc_epilogue);
         }
     PUT(ocl_src_mma);
     for (int i = 0; i < 3; i++) {
