@@ -272,8 +272,9 @@ static loom_status check_placed(const loom_node *n, int32_t i)
 /* Whether an AWQ weight of N columns runs the tensor-core GEMVs (the lead's N decides for
  * the weights fused beside it). Their work-groups are one 16-column tile (two where
  * swiglu or RoPE pair columns), so a weight of fewer tiles than compute units would leave
- * the device part idle; the portable GEMV splits K further instead (H100, Qwen2.5-0.5B:
- * 486 tok/s portable, 444 all tensor-core; 7B, every weight >= 224 tiles: 270 against 240). */
+ * the device part idle; the portable GEMV splits K further instead (H100, Qwen2.5-0.5B
+ * decode: 486 tok/s all portable, 444 all tensor-core, 579-665 mixed so; 7B, every weight
+ * >= 224 tiles: 270 against 240 all portable). */
 static bool awq_tc(const ocl_dev *d, int64_t N) { return d->mma && (N + 15) / 16 >= d->cus; }
 
 /* K slices of the AWQ GEMV (awq_gemv.cl): the fewest (a power of two, at most
