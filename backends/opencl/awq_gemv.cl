@@ -167,7 +167,7 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
     int gi = sl;
     uint4 ua, ub;
     uint ma, mb;
-    AWQ_TC_LOAD(gi, ua, ub, ma, mb) /* in flight during the norm below */
+    AWQ_TC_LOAD(gi, ua, ub, ma, mb) /* in flight while x is staged */
 #else
     local float red[NT * GV_WG];
     global const uint *w = AWQ_SEL(m, w0 + wo0, w1 + wo1, w2 + wo2);

@@ -485,8 +485,8 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
             if (rc == CL_SUCCESS) rc = set_args(k->k[4], 17, "m", d->dummy); /* until the partials exist */
         }
         if (rc == CL_SUCCESS)
-        rc = set_args(k->k[0], 0, "mlmlmlml", MEM(s[1]), OFF(s[1]), MEM(s[2]), OFF(s[2]), MEM(s[3]), OFF(s[3]),
-                      MEM(s[4]), OFF(s[4]));
+            rc = set_args(k->k[0], 0, "mlmlmlml", MEM(s[1]), OFF(s[1]), MEM(s[2]), OFF(s[2]), MEM(s[3]), OFF(s[3]),
+                          MEM(s[4]), OFF(s[4]));
         if (rc == CL_SUCCESS) rc = set_args(k->k[0], 11, "iiii", (int)pp->n_head_kv, C, (int)pp->head_dim, S);
         if (rc == CL_SUCCESS)
             rc = set_args(k->k[1], 0, "mlmlmlml", MEM(y), OFF(y), MEM(s[0]), OFF(s[0]), MEM(s[3]), OFF(s[3]),
