@@ -227,6 +227,24 @@ static loom_status kernel(ocl_dev *d, const char *base, const char *sfx, cl_kern
     return LOOM_OK;
 }
 
+/* A kernel that must run in work-groups of wg (attn_dec, attn_tile): NULL in *out where the
+ * compiled kernel allows fewer (its registers, not only the device's limit), so that the
+ * caller runs its fallback, attn_<sfx>, for `when` (decode, prefill). */
+static loom_status kernel_wg(ocl_dev *d, const char *base, const char *sfx, int wg, const char *when, cl_kernel *out)
+{
+    loom_status st = kernel(d, base, sfx, out);
+    if (st) return st;
+    size_t most = 0;
+    cl_int rc = clGetKernelWorkGroupInfo(*out, d->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof most, &most, NULL);
+    if (rc != CL_SUCCESS || most < (size_t)wg) {
+        OCL_LOG(LOOM_LOG_DEBUG, "%s_%s allows work-groups of %zu, not %d: %s runs attn_%s", base, sfx, most, wg, when,
+                sfx);
+        clReleaseKernel(*out);
+        *out = NULL;
+    }
+    return LOOM_OK;
+}
+
 static bool same_rope(const loom_op_params *a, const loom_op_params *b)
 {
     return a->head_dim == b->head_dim && a->rope_theta == b->rope_theta && a->yarn_factor == b->yarn_factor &&
@@ -456,17 +474,8 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
         int G = (int)(pp->n_head / pp->n_head_kv), HB = (G + ATT_NQ - 1) / ATT_NQ;
         /* decode: attn_dec where the head fits and the caches are 16-byte aligned */
         if (d->cfg.att_dw && hd <= ATT_HD && hd % (int)(64 / esize(s[3]->dtype)) == 0 && s[3]->offset % 16 == 0 &&
-            s[4]->offset % 16 == 0) {
-            if ((st = kernel(d, "attn_dec", sfx, &k->k[4]))) return st;
-            size_t wg = 0;
-            cl_int wrc = clGetKernelWorkGroupInfo(k->k[4], d->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof wg, &wg, NULL);
-            if (wrc != CL_SUCCESS || wg < (size_t)d->cfg.att_dw) {
-                OCL_LOG(LOOM_LOG_DEBUG, "attn_dec_%s allows work-groups of %zu, not %d: decode runs attn_%s", sfx, wg,
-                        d->cfg.att_dw, sfx);
-                clReleaseKernel(k->k[4]);
-                k->k[4] = NULL;
-            }
-        }
+            s[4]->offset % 16 == 0 && (st = kernel_wg(d, "attn_dec", sfx, d->cfg.att_dw, "decode", &k->k[4])))
+            return st;
         if (k->k[4]) { /* the most partitions run_node picks (dec_parts) */
             int64_t fill = ((int64_t)d->cus * 2 + (int64_t)pp->n_head_kv * HB - 1) / ((int64_t)pp->n_head_kv * HB);
             int64_t lo = (C + ATT_PLMAX - 1) / ATT_PLMAX, hi = (C + ATT_PLMIN - 1) / ATT_PLMIN;
@@ -497,15 +506,8 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
         if (rc == CL_SUCCESS)
             rc = set_args(k->k[2], 0, "mlmii", MEM(y), OFF(y), d->dummy, (int)pp->n_head, (int)pp->head_dim);
         if (rc == CL_SUCCESS && d->cfg.att_tw && pp->head_dim % 4 == 0 && pp->head_dim <= ATT_HD) {
-            if ((st = kernel(d, "attn_tile", sfx, &k->k[3]))) return st;
-            size_t wg = 0; /* what the compiled kernel allows (registers), not only the device */
-            cl_int wrc = clGetKernelWorkGroupInfo(k->k[3], d->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof wg, &wg, NULL);
-            if (wrc != CL_SUCCESS || wg < (size_t)d->cfg.att_tw) {
-                OCL_LOG(LOOM_LOG_DEBUG, "attn_tile_%s allows work-groups of %zu, not %d: prefill runs attn_%s", sfx, wg,
-                        d->cfg.att_tw, sfx);
-                clReleaseKernel(k->k[3]);
-                k->k[3] = NULL;
-            } else {
+            if ((st = kernel_wg(d, "attn_tile", sfx, d->cfg.att_tw, "prefill", &k->k[3]))) return st;
+            if (k->k[3]) {
                 rc = set_args(k->k[3], 0, "mlmlmlml", MEM(y), OFF(y), MEM(s[0]), OFF(s[0]), MEM(s[3]), OFF(s[3]),
                               MEM(s[4]), OFF(s[4]));
                 if (rc == CL_SUCCESS)

@@ -96,7 +96,7 @@ static const char *const typed_prologue[3] = {
     "#define LD4(p, i) as_float4(convert_uint4(vload4(0, (p) + (i))) << 16)\n#define CE 8\n#define CVT4 bf16x4\n",
 };
 static const char typed_epilogue[] = "#undef SFX\n#undef ET\n#undef LD\n#undef LD4\n#undef ST\n#undef CE\n#undef CVT4\n"
-                                     "#undef KN\n";
+                                     "#undef KN\n#undef WIDEN16\n";
 static const char *const nt_prologue[4] = {"#define NT 1\n", "#define NT 2\n", "#define NT 4\n", "#define NT 8\n"};
 static const char nt_epilogue[] = "#undef NT\n";
 static const char norm_prologue[] = "#define AWQ_NORM\n", norm_epilogue[] = "#undef AWQ_NORM\n";

@@ -8,6 +8,12 @@
  *            elements of words a, b as float4 (f16, bf16 only)
  * and undefining them afterwards; gemv.cl follows it once per row count. */
 #define KN(name) CAT(name, SFX)
+/* the 16-byte word u of a cache as CE / 4 float4s, d[i] (and d[i + 1]) */
+#if CE == 8
+#define WIDEN16(d, i, u) ((d)[i] = CVT4((u).x, (u).y), (d)[(i) + 1] = CVT4((u).z, (u).w))
+#else
+#define WIDEN16(d, i, u) ((d)[i] = as_float4(u))
+#endif
 
 /* embed: y[t][d] = table[ids[t]][d]. global (D.., T). An id outside the
  * vocabulary leaves NaN and reports LOOM_KERR_EMBED_ID. */
@@ -382,14 +388,7 @@ void KN(attn_dec)(global float *y, ulong yo, global const float *q, ulong qo, gl
         int c0 = c_beg + rd * ATT_DP;
         float4 kf[DKC * CE / 4];
 #pragma unroll
-        for (int i = 0; i < DKC; i++) {
-#if CE == 8
-            kf[2 * i] = CVT4(kr[i].x, kr[i].y);
-            kf[2 * i + 1] = CVT4(kr[i].z, kr[i].w);
-#else
-            kf[i] = as_float4(kr[i]);
-#endif
-        }
+        for (int i = 0; i < DKC; i++) WIDEN16(kf, i * (CE / 4), kr[i]);
         if (rd + 1 < rounds) KN(dat_fetch_k)(kr, kb, c0 + ATT_DP + jj, c_end, nch, l);
         local float *rb = red + (rd & 1) * (ATT_NQ * ATT_DP * 4);
         for (int v = 0; v < nq; v++) {
@@ -441,12 +440,7 @@ void KN(attn_dec)(global float *y, ulong yo, global const float *q, ulong qo, gl
         for (int i = 0; i < DKC; i++) {
             int f = lid + ATT_DW * i;
             if (i >= nch / 4) break;
-#if CE == 8
-            vs4[2 * f] = CVT4(vr[i].x, vr[i].y);
-            vs4[2 * f + 1] = CVT4(vr[i].z, vr[i].w);
-#else
-            vs4[f] = as_float4(vr[i]);
-#endif
+            WIDEN16(vs4, f * (CE / 4), vr[i]);
         }
         if (rd + 1 < rounds) KN(dat_fetch_v)(vr, vb, c0 + ATT_DP, c_end, nch);
         barrier(CLK_LOCAL_MEM_FENCE);
