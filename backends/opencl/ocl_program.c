@@ -78,6 +78,10 @@ static void build_options(const ocl_dev *d, char *out, size_t len)
     if (c->att_dw) snprintf(out + strlen(out), len - strlen(out), " -DATT_DW=%d", c->att_dw);
     if (d->mma) /* part of the cache key, like every option */
         snprintf(out + strlen(out), len - strlen(out), d->mma == 1 ? " -DLOOM_MMA" : " -DLOOM_MMA_EMU");
+    /* LOOM_OPENCL_BUILD_OPTIONS: appended as given (kernel experiments: -D switches an
+     * #ifdef in the sources reads; bench/opencl/device-sweep.sh compares them) */
+    const char *extra = getenv("LOOM_OPENCL_BUILD_OPTIONS");
+    if (extra && *extra) snprintf(out + strlen(out), len - strlen(out), " %s", extra);
 }
 
 /* ---- source --------------------------------------------------------------------
@@ -288,7 +292,7 @@ loom_status loom__ocl_build(ocl_dev *d)
     if (d->local_mem < 20 * 1024) /* users: the GEMM tiles (25.6 KiB, or 13.3 on a small device), the GEMVs (8 KiB) */
         return OCL_FAIL(LOOM_ERR_UNSUPPORTED, "device %s has %zu bytes of local memory; loom's kernels need 20 KiB",
                         d->label, d->local_mem);
-    char opts[256], dir[1024], path[1100];
+    char opts[512], dir[1024], path[1100];
     build_options(d, opts, sizeof opts);
     char *src = program_source();
     if (!src) return OCL_FAIL(LOOM_ERR_NOMEM, "out of memory");

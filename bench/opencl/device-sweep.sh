@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# On the GPU machine (carry .deps): NVIDIA's OpenCL, one build, a synthetic AWQ
+# checkpoint decoded under each environment given (LOOM_OPENCL_ATT_ONE,
+# LOOM_OPENCL_FUSE, or LOOM_OPENCL_BUILD_OPTIONS=-DNAME for an #ifdef under test):
+# tok/s unprofiled, then every kernel's device time (LOOM_OPENCL_PROFILE=1,
+# prof-summary.py). Configurations run twice, alternately, since end-to-end
+# figures drift by a few percent within a call.
+#   bash bench/opencl/device-sweep.sh $OUT preset "" "LOOM_OPENCL_ATT_ONE=0" ...
+#   ("" is the defaults; preset e.g. qwen2.5-7b)
+set -uo pipefail
+out=${1:-/tmp/out} preset=${2:-qwen2.5-7b}
+shift 2
+mkdir -p "$out"
+mkdir -p /etc/OpenCL/vendors && echo libnvidia-opencl.so.1 > /etc/OpenCL/vendors/nvidia.icd
+. scripts/device-env.sh
+[ -d /tmp/build-ocl ] || meson setup /tmp/build-ocl --buildtype=release -Dtests=disabled -Dvulkan=disabled -Dcuda=disabled > "$out/setup.log" 2>&1
+ninja -C /tmp/build-ocl > "$out/build.log" 2>&1 || { tail -30 "$out/setup.log" "$out/build.log"; exit 1; }
+loom=/tmp/build-ocl/tools/loom m=/tmp/prof-$preset
+[ -d $m ] || $loom synth --preset $preset --awq --out $m > /dev/null 2>&1
+for round in 1 2; do
+  for cfg in "$@"; do
+    echo "== [${cfg:-defaults}] round $round: $(env $cfg $loom bench model -m $m --backend opencl --prompt 128 --gen 64 | grep -E "^ *decode" | tr -s ' ')"
+  done
+done
+i=0
+for cfg in "$@"; do
+  i=$((i + 1))
+  env $cfg LOOM_OPENCL_PROFILE=1 LOOM_LOG=info $loom bench model -m $m --backend opencl --prompt 128 --gen 8 2> "$out/prof-$i.log" > /dev/null
+  echo "== [${cfg:-defaults}] decode at 128, per node"; python3 bench/opencl/prof-summary.py 1 < "$out/prof-$i.log" | head -12
+done
