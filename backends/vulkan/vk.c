@@ -528,7 +528,8 @@ static void vk_device_close(void *dctx)
 static const struct { const uint32_t *code; size_t size; } spv[VK_SH_COUNT] = {
 #define S(id, name) [id] = {vk_spv_##name, sizeof vk_spv_##name}
     S(VK_SH_ELTWISE, eltwise), S(VK_SH_EMBED, embed), S(VK_SH_RMSNORM, rmsnorm), S(VK_SH_RMSNORM_SG, rmsnorm_sg),
-    S(VK_SH_ROPE, rope), S(VK_SH_KV_STORE, kv_store), S(VK_SH_ATTN, attn), S(VK_SH_GEMV, gemv),
+    S(VK_SH_ROPE, rope), S(VK_SH_KV_STORE, kv_store), S(VK_SH_ATTN, attn), S(VK_SH_ATTN_TILE, attn_tile),
+    S(VK_SH_ATTN_DEC, attn_dec), S(VK_SH_ATTN_MERGE, attn_merge), S(VK_SH_GEMV, gemv),
     S(VK_SH_GEMV_SG, gemv_sg), S(VK_SH_GEMV_VEC, gemv_vec), S(VK_SH_GEMV_VEC_SG, gemv_vec_sg),
     S(VK_SH_GEMV_AWQ, gemv_awq), S(VK_SH_GEMM, gemm), S(VK_SH_GEMM_AWQ, gemm_awq),
     S(VK_SH_GEMV_AWQ_FUSED, gemv_awq_fused), S(VK_SH_GEMM_COOP, gemm_coop), S(VK_SH_GEMM_COOP_AWQ, gemm_coop_awq),

@@ -27,8 +27,16 @@
  * gemv_awq_fused dispatch each: rmsnorm + q/k/v + bias + RoPE + the k, v
  * store of gqa_attn; o_proj + residual add; rmsnorm + gate/up + swiglu;
  * down_proj + residual add. With gqa_attn's attention pass that is 5
- * dispatches per layer instead of 16. The replaced nodes keep their own
- * dispatches for larger steps only. */
+ * dispatches per layer instead of 16 (6 where the cache holds more than 256
+ * positions: attn_merge, which leaves at once for rows that one partition
+ * served). The replaced nodes keep their own dispatches for larger steps only.
+ *
+ * Attention (attn_plan): decode steps take attn_dec.comp, one work-group per
+ * (KV head, row, cache partition) serving the GQA group's query heads from
+ * one read of K and V, partitions joined by attn_merge; prefill takes
+ * attn_tile.comp, blocks of 32 rows sharing K/V tiles in shared memory;
+ * attn.comp covers what they do not (head_dim > 128 or not a multiple of 8,
+ * a cache not on 16 bytes, too little shared memory). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,7 +65,7 @@ typedef struct {
     VkDescriptorBufferInfo info[VK_BINDINGS];
     uint32_t               pc[VK_PC_WORDS];
     grid_mode              mode;
-    uint32_t               gx;
+    uint32_t               gx, gz;       /* gz: work-groups along z (1 but for attn_dec) */
     int64_t                cols;         /* G_ELEM */
     int32_t                min_t, max_t; /* used when min_t <= rows <= max_t */
     bool                   dyn;
@@ -108,6 +116,7 @@ typedef struct vk_prog {
     int32_t          n_rope;
     const loom_tensor *attn_cache[64]; /* first kv caches, for execute's bounds check */
     int32_t          n_attn;
+    loom_buffer     *part;     /* split decode attention's partials (attn_dec.comp), shared by the nodes */
     uint8_t         *role;     /* [n_nodes] F_*: the node's part in a decode fusion */
     VkCommandBuffer *cmd;      /* [max_t + 1], recorded on first use */
     struct vk_prog  *prev, *next;
@@ -202,7 +211,7 @@ static vk_disp *new_disp(vk_prog *p, const loom_node *n, VkPipeline pipe, grid_m
     }
     vk_disp *x = &p->disp[p->n_disp++];
     memset(x, 0, sizeof *x);
-    x->pipe = pipe, x->mode = mode, x->gx = gx, x->min_t = 1, x->max_t = 1 << 30;
+    x->pipe = pipe, x->mode = mode, x->gx = gx, x->gz = 1, x->min_t = 1, x->max_t = 1 << 30;
     x->dyn = n->dst->flags & LOOM_TENSOR_DYNAMIC;
     x->rows = n->dst->shape[0];
     for (int i = 0; i < (int)p->d->n_bind; i++) /* unused bindings: the step buffer */
@@ -482,6 +491,70 @@ static loom_status lower_fused(vk_prog *p, const loom_node *n, const vk_fuse *f)
     return LOOM_OK;
 }
 
+/* ---- attention: which shaders a gqa_attn node takes -------------------------------
+ * attn_dec.comp (with attn_merge) for steps of <= VK_GEMV_MAX_T rows and
+ * attn_tile.comp above, where head_dim is a multiple of 8 up to 128 and the
+ * caches start on 16 bytes (both read 16-byte chunks) and the device has the
+ * shared memory; attn.comp for whatever is left. attn_dec's partitions:
+ * at most pmax (the shader picks fewer for shorter contexts, see dec_parts
+ * there), for about ATT_DEC_WGS work-groups per row of a long context. */
+#define ATT_HDMAX      128   /* as in attn_dec.comp and attn_tile.comp */
+#define ATT_NQ         8     /* attn_dec.comp: query heads per work-group ... */
+#define ATT_PLMIN      64    /* ... and positions per partition */
+#define ATT_PLMAX      256
+#define ATT_DEC_SHARED 29728 /* ... and bytes of shared memory */
+#define ATT_DEC_WGS    256   /* about 2 per multiprocessor of a large GPU (H100: 132) */
+
+typedef struct {
+    bool     dec, tile;
+    uint32_t hb;         /* attn_dec: blocks of query heads per KV head ... */
+    uint32_t fill, pmax; /* ... work-groups per row wanted at T = 1, most partitions */
+    size_t   part_bytes; /* ... partials of VK_GEMV_MAX_T rows at pmax (0: never split) */
+    uint32_t hd_tile;    /* attn_tile: largest head_dim of its shared arrays, 64 or 128 */
+} vk_attn_plan;
+
+static vk_attn_plan attn_plan(const vk_dev *d, const loom_node *n)
+{
+    const loom_tensor *const *s = (const loom_tensor *const *)n->src;
+    int64_t Hq = n->p.n_head, Hkv = n->p.n_head_kv, hd = n->p.head_dim, C = s[3]->shape[2], T = n->dst->shape[0];
+    bool dyn = n->dst->flags & LOOM_TENSOR_DYNAMIC;
+    vk_attn_plan a = {.pmax = 1, .hd_tile = hd <= 64 ? 64 : 128};
+    bool chunks = hd % 8 == 0 && hd <= ATT_HDMAX && at16(s[3], 0) && at16(s[4], 0) && d->wg_max >= 128;
+    uint32_t ld = a.hd_tile / 4 + 1, tile_shared = (32 + 16) * ld * 16 + 16 * 9 * 16 + 4 * 32 * 4;
+    a.tile = chunks && T > VK_GEMV_MAX_T && tile_shared <= d->shared_max;
+    a.dec = chunks && (dyn || T <= VK_GEMV_MAX_T) && ATT_DEC_SHARED <= d->shared_max;
+    if (!a.dec) return a;
+    a.hb = (uint32_t)((Hq / Hkv + ATT_NQ - 1) / ATT_NQ);
+    int64_t wgs = Hkv * a.hb, fill = (ATT_DEC_WGS + wgs - 1) / wgs;
+    int64_t lo = (C + ATT_PLMAX - 1) / ATT_PLMAX, hi = (C + ATT_PLMIN - 1) / ATT_PLMIN;
+    a.fill = (uint32_t)fill;
+    if (C > ATT_PLMAX) a.pmax = (uint32_t)(fill < lo ? lo : fill > hi ? hi : fill);
+    if (a.pmax > 1) {
+        int64_t rows = T < VK_GEMV_MAX_T ? T : VK_GEMV_MAX_T;
+        a.part_bytes = (size_t)rows * (size_t)Hq * a.pmax * (size_t)(hd + 2) * 4;
+        if (!fits(d, a.part_bytes)) a.dec = false, a.pmax = 1, a.part_bytes = 0;
+    }
+    return a;
+}
+
+/* the attention pass's bindings: 0 q, 3 and 4 the caches (in elements of ces
+ * bytes: 16 for the shaders that read chunks), 5 y; p[7..12] */
+static loom_status bind_attn(vk_prog *p, vk_disp *x, const loom_node *n, size_t ces)
+{
+    const loom_tensor *y = n->dst, *const *s = (const loom_tensor *const *)n->src;
+    int32_t hd = n->p.head_dim;
+    size_t ybytes = (size_t)y->shape[0] * (size_t)y->shape[1] * 4;
+    float scale = n->p.attn_scale > 0 ? n->p.attn_scale : (float)(1.0 / sqrt((double)hd));
+    loom_status st;
+    TRY(bind(p, x, 0, s[0], 0, ybytes, 4, false));
+    TRY(bind(p, x, 3, s[3], 0, nbytes(s[3]), ces, false));
+    TRY(bind(p, x, 4, s[4], 0, nbytes(s[4]), ces, false));
+    TRY(bind(p, x, 5, y, 0, ybytes, 4, true));
+    x->pc[7] = (uint32_t)n->p.n_head, x->pc[8] = (uint32_t)n->p.n_head_kv, x->pc[9] = (uint32_t)hd;
+    x->pc[10] = (uint32_t)s[3]->shape[2], x->pc[11] = fbits(scale), x->pc[12] = p->seq_base;
+    return LOOM_OK;
+}
+
 static loom_status lower(vk_prog *p, const loom_node *n)
 {
     vk_dev *d = p->d;
@@ -598,7 +671,6 @@ static loom_status lower(vk_prog *p, const loom_node *n)
         uint32_t cdt = s[3]->dtype == LOOM_F16 ? 1u : 0u;
         size_t es = dt_size(s[3]->dtype), kvb = (size_t)T * (size_t)Hkv * (size_t)hd * 4;
         int64_t C = s[3]->shape[2];
-        float scale = n->p.attn_scale > 0 ? n->p.attn_scale : (float)(1.0 / sqrt((double)hd));
         TRY(loom__vk_pipeline(d, VK_SH_KV_STORE, cdt, 0, &pipe));
         NEWD(pipe, G_FIXED, (uint32_t)(((int64_t)Hkv * hd / 2 + 63) / 64));
         TRY(bind(p, x, 1, s[1], 0, kvb, 4, false));
@@ -609,14 +681,37 @@ static loom_status lower(vk_prog *p, const loom_node *n)
             return VK_ERR(LOOM_ERR_UNSUPPORTED, "gqa_attn: f16 cache not 4-byte aligned");
         x->pc[7] = (uint32_t)Hkv, x->pc[8] = (uint32_t)hd, x->pc[9] = (uint32_t)C, x->pc[10] = p->seq_base;
         x->acc[x->n_acc++] = (vk_access){p->step->buf, 0, p->step->size, false};
-        TRY(loom__vk_pipeline(d, VK_SH_ATTN, cdt, 0, &pipe));
-        NEWD(pipe, G_ROWS_Y, (uint32_t)Hq);
-        TRY(bind(p, x, 0, s[0], 0, ybytes, 4, false));
-        TRY(bind(p, x, 3, s[3], 0, nbytes(s[3]), es, false));
-        TRY(bind(p, x, 4, s[4], 0, nbytes(s[4]), es, false));
-        TRY(bind(p, x, 5, y, 0, ybytes, 4, true));
-        x->pc[7] = (uint32_t)Hq, x->pc[8] = (uint32_t)Hkv, x->pc[9] = (uint32_t)hd, x->pc[10] = (uint32_t)C;
-        x->pc[11] = fbits(scale), x->pc[12] = p->seq_base;
+        vk_attn_plan a = attn_plan(d, n);
+        if (a.dec) { /* decode: a GQA group per work-group, partitions (binding 1) joined by attn_merge */
+            loom_tensor part = {.name = "attention partials", .buf = p->part};
+            TRY(loom__vk_pipeline(d, VK_SH_ATTN_DEC, cdt, 0, &pipe));
+            NEWD(pipe, G_ROWS_Y, (uint32_t)Hkv * a.hb);
+            x->gz = a.pmax, x->max_t = VK_GEMV_MAX_T;
+            TRY(bind_attn(p, x, n, 16));
+            x->pc[13] = a.hb, x->pc[14] = a.fill, x->pc[15] = a.pmax;
+            if (a.pmax > 1) {
+                TRY(bind(p, x, 1, &part, 0, a.part_bytes, 4, true));
+                TRY(loom__vk_pipeline(d, VK_SH_ATTN_MERGE, 0, 0, &pipe));
+                NEWD(pipe, G_ROWS_Y, (uint32_t)Hq);
+                x->max_t = VK_GEMV_MAX_T;
+                TRY(bind(p, x, 5, y, 0, ybytes, 4, true));
+                TRY(bind(p, x, 1, &part, 0, a.part_bytes, 4, false));
+                x->pc[7] = (uint32_t)Hq, x->pc[9] = (uint32_t)hd, x->pc[14] = a.fill, x->pc[15] = a.pmax;
+            }
+        }
+        if (a.tile) { /* prefill: blocks of 32 rows share K/V tiles */
+            TRY(loom__vk_pipeline(d, VK_SH_ATTN_TILE, cdt, a.hd_tile, &pipe));
+            NEWD(pipe, G_ROWS_Y32, (uint32_t)Hq);
+            x->min_t = VK_GEMV_MAX_T + 1;
+            TRY(bind_attn(p, x, n, 16));
+        }
+        if (!a.dec || !a.tile) { /* attn.comp for the rest */
+            TRY(loom__vk_pipeline(d, VK_SH_ATTN, cdt, 0, &pipe));
+            NEWD(pipe, G_ROWS_Y, (uint32_t)Hq);
+            if (a.dec) x->min_t = VK_GEMV_MAX_T + 1;
+            if (a.tile) x->max_t = VK_GEMV_MAX_T;
+            TRY(bind_attn(p, x, n, es));
+        }
         if (p->n_attn < 64) p->attn_cache[p->n_attn++] = s[3];
         return LOOM_OK;
     }
@@ -650,6 +745,7 @@ void loom__vk_release(void *dctx, void *pv)
     }
     if (p->dpool) vkDestroyDescriptorPool(d->dev, p->dpool, NULL);
     if (p->step) loom__vk_free(d, p->step);
+    if (p->part) loom__vk_free(d, p->part);
     for (int32_t i = 0; i < p->n_rope; i++) free(p->ropes[i].inv_freq);
     free(p->ropes);
     free(p->role);
@@ -710,6 +806,13 @@ loom_status loom__vk_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
     if (!st && (!(p->role = calloc((size_t)n_nodes, 1)) || !(fz = calloc((size_t)n_nodes, sizeof *fz))))
         st = VK_ERR(LOOM_ERR_NOMEM, "out of memory");
     if (!st && d->fuse) plan_fusion(p, fz);
+    size_t part_bytes = 0; /* split decode attention's partials: the largest node's */
+    for (int32_t i = 0; i < n_nodes; i++)
+        if (nodes[i].op == LOOM_OP_GQA_ATTN) {
+            vk_attn_plan a = attn_plan(d, &nodes[i]);
+            if (a.part_bytes > part_bytes) part_bytes = a.part_bytes;
+        }
+    if (!st && part_bytes) st = loom__vk_alloc(d, part_bytes, false, &p->part);
     for (int32_t i = 0; i < n_nodes && !st; i++) {
         int32_t first = p->n_disp;
         if ((st = lower(p, &nodes[i]))) break;
@@ -822,7 +925,7 @@ static loom_status record(vk_prog *p, int32_t n, VkCommandBuffer *out)
         if (x->pipe != bound) vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, x->pipe), bound = x->pipe;
         vkCmdBindDescriptorSets(cb, VK_PIPELINE_BIND_POINT_COMPUTE, d->layout, 0, 1, &x->set, 0, NULL);
         vkCmdPushConstants(cb, d->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof pc, pc);
-        vkCmdDispatch(cb, gx, gy, 1);
+        vkCmdDispatch(cb, gx, gy, x->gz);
         n_rec++;
     }
     free(pending);
