@@ -502,7 +502,7 @@ static loom_status lower_fused(vk_prog *p, const loom_node *n, const vk_fuse *f)
 #define ATT_NQ         8     /* attn_dec.comp: query heads per work-group ... */
 #define ATT_PLMIN      64    /* ... and positions per partition */
 #define ATT_PLMAX      256
-#define ATT_DEC_SHARED 29728 /* ... and bytes of shared memory */
+#define ATT_DEC_SHARED ((8 * 128 + 32 * 128 + 8 * 257 + 2 * 128) * 4) /* ... and its shared memory: q, V round, scores, max, sum */
 #define ATT_DEC_WGS    256   /* about 2 per multiprocessor of a large GPU (H100: 132) */
 
 typedef struct {
@@ -520,6 +520,7 @@ static vk_attn_plan attn_plan(const vk_dev *d, const loom_node *n)
     bool dyn = n->dst->flags & LOOM_TENSOR_DYNAMIC;
     vk_attn_plan a = {.pmax = 1, .hd_tile = hd <= 64 ? 64 : 128};
     bool chunks = hd % 8 == 0 && hd <= ATT_HDMAX && at16(s[3], 0) && at16(s[4], 0) && d->wg_max >= 128;
+    /* attn_tile's shared memory: q rows and a K/V tile of vec4 rows, scores, 4 words per row */
     uint32_t ld = a.hd_tile / 4 + 1, tile_shared = (32 + 16) * ld * 16 + 16 * 9 * 16 + 4 * 32 * 4;
     a.tile = chunks && T > VK_GEMV_MAX_T && tile_shared <= d->shared_max;
     a.dec = chunks && (dyn || T <= VK_GEMV_MAX_T) && ATT_DEC_SHARED <= d->shared_max;
