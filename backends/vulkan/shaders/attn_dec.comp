@@ -25,7 +25,7 @@
  * to part [T][Hq][PMAX][hd + 2], joined by the MERGE variant of this file
  * (geometry (Hq, T)) in partition order, so nothing depends on timing.
  * head_dim <= 128 and a multiple of 8; caches start on 16 bytes (vk_prog.c
- * falls back to attn.comp otherwise). Shared memory: 29.3 KiB.
+ * falls back to attn.comp otherwise). Shared memory: 29.0 KiB.
  * CDT 1: f16 cache, 0: f32. p[7] Hq, p[8] Hkv, p[9] hd, p[10] C, p[11]
  * scale, p[12] seq base word, p[13] HB, p[14] FILL (work-groups per row
  * wanted at T = 1), p[15] PMAX; OFF(3), OFF(4) count 16-byte chunks. */

@@ -22,7 +22,7 @@
  * covers the positions up to the largest of its rows.
  * Geometry: (Hq, ceil(T / BQ)). head_dim <= HD and a multiple of 8; the
  * caches start on 16 bytes (vk_prog.c falls back to attn.comp otherwise).
- * Shared memory at HD 128: 27.6 KiB. CDT 1: f16 cache, 0: f32.
+ * Shared memory at HD 128: 27.5 KiB. CDT 1: f16 cache, 0: f32.
  * p[7] Hq, p[8] Hkv, p[9] hd, p[10] C, p[11] scale, p[12] seq base word;
  * OFF(3), OFF(4) count 16-byte chunks. */
 #include "common.glsl"
