@@ -17,6 +17,7 @@
  * paths (no subgroup arithmetic; scalar GEMV loads), so tests can cover them
  * on a device that would never take them. LOOM_VK_FUSE=0 runs every node of
  * a decode step as its own dispatch (to bisect a fusion problem).
+ * LOOM_VK_PROFILE=1 times every dispatch on the device (vk_prog.c).
  *
  * Prefill GEMMs of f16 and AWQ weights run on tensor cores (gemm_coop.comp)
  * where the device has VK_NV_cooperative_matrix with a 16x16x16 f16 x f16 ->
@@ -525,8 +526,8 @@ static void vk_device_close(void *dctx)
     free(d);
 }
 
-static const struct { const uint32_t *code; size_t size; } spv[VK_SH_COUNT] = {
-#define S(id, name) [id] = {vk_spv_##name, sizeof vk_spv_##name}
+static const struct { const uint32_t *code; size_t size; const char *name; } spv[VK_SH_COUNT] = {
+#define S(id, name) [id] = {vk_spv_##name, sizeof vk_spv_##name, #name}
     S(VK_SH_ELTWISE, eltwise), S(VK_SH_EMBED, embed), S(VK_SH_RMSNORM, rmsnorm), S(VK_SH_RMSNORM_SG, rmsnorm_sg),
     S(VK_SH_ROPE, rope), S(VK_SH_KV_STORE, kv_store), S(VK_SH_ATTN, attn), S(VK_SH_GEMV, gemv),
     S(VK_SH_GEMV_SG, gemv_sg), S(VK_SH_GEMV_VEC, gemv_vec), S(VK_SH_GEMV_VEC_SG, gemv_vec_sg),
@@ -534,6 +535,8 @@ static const struct { const uint32_t *code; size_t size; } spv[VK_SH_COUNT] = {
     S(VK_SH_GEMV_AWQ_FUSED, gemv_awq_fused), S(VK_SH_GEMM_COOP, gemm_coop), S(VK_SH_GEMM_COOP_AWQ, gemm_coop_awq),
 #undef S
 };
+
+const char *loom__vk_shader_name(vk_shader sh) { return sh >= 0 && sh < VK_SH_COUNT ? spv[sh].name : "?"; }
 
 /* VK_NV_cooperative_matrix with a subgroup-scope f16 x f16 -> f32 16x16x16
  * configuration, and what its shaders need besides (f16 arithmetic, the
@@ -613,6 +616,16 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
         if ((qf[i].queueFlags & VK_QUEUE_COMPUTE_BIT) && !(qf[i].queueFlags & VK_QUEUE_GRAPHICS_BIT)) d->qfam = i;
     for (uint32_t i = 0; i < nq && d->qfam == UINT32_MAX; i++)
         if (qf[i].queueFlags & VK_QUEUE_COMPUTE_BIT) d->qfam = i;
+    /* LOOM_VK_PROFILE=1: a device time per dispatch, where the queue has a timer */
+    const char *prof = getenv("LOOM_VK_PROFILE");
+    if (prof && !strcmp(prof, "1") && d->qfam != UINT32_MAX) {
+        uint32_t bits = qf[d->qfam].timestampValidBits;
+        if (!bits || !(f.p.limits.timestampPeriod > 0))
+            host->log(LOOM_LOG_WARN, "vulkan:%d: LOOM_VK_PROFILE=1, but queue family %u has no timestamps "
+                      "(timestampValidBits 0): not profiling", (int)dev, d->qfam);
+        else
+            d->profile = true, d->ts_ns = f.p.limits.timestampPeriod, d->ts_mask = bits >= 64 ? ~0ull : (1ull << bits) - 1;
+    }
     float prio = 1.0f;
     VkDeviceQueueCreateInfo qci = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO, .queueFamilyIndex = d->qfam,
                                    .queueCount = 1, .pQueuePriorities = &prio};
