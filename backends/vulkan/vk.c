@@ -22,7 +22,8 @@
  * Prefill GEMMs of f16 and AWQ weights run on tensor cores (gemm_coop.comp)
  * where the device has VK_NV_cooperative_matrix with a 16x16x16 f16 x f16 ->
  * f32 subgroup configuration and the GEMM passes its self-test at open
- * (vk_coop.c); LOOM_VK_COOPMAT=0 keeps the tiled GEMM, LOOM_VK_COOPMAT=test
+ * (vk_coop.c); LOOM_VK_COOP_ROWS=128 makes its tiles 128 tokens high instead
+ * of 64; LOOM_VK_COOPMAT=0 keeps the tiled GEMM, LOOM_VK_COOPMAT=test
  * runs the self-test's harness alone (on any device). LOOM_LOG=debug says
  * which was chosen and why. */
 #include <stdarg.h>
@@ -540,8 +541,9 @@ const char *loom__vk_shader_name(vk_shader sh) { return sh >= 0 && sh < VK_SH_CO
 
 /* VK_NV_cooperative_matrix with a subgroup-scope f16 x f16 -> f32 16x16x16
  * configuration, and what its shaders need besides (f16 arithmetic, the
- * Vulkan memory model glslang declares for them, 4 subgroups per work-group);
- * else *why says what is missing. */
+ * Vulkan memory model glslang declares for them, 8 subgroups of 32 per
+ * work-group, the shared memory of 128-row tiles); else *why says what is
+ * missing. */
 static bool coop_usable(VkInstance inst, VkPhysicalDevice pd, const pd_facts *f, const char **why)
 {
     if (!has_device_ext(pd, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME)) return *why = "no VK_NV_cooperative_matrix", false;
@@ -557,9 +559,9 @@ static bool coop_usable(VkInstance inst, VkPhysicalDevice pd, const pd_facts *f,
     vkGetPhysicalDeviceFeatures2(pd, &f2);
     if (!cm.cooperativeMatrix || !mm.vulkanMemoryModel || !h.shaderFloat16)
         return *why = "cooperativeMatrix, vulkanMemoryModel or shaderFloat16 not supported", false;
-    if (!(f->sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) || 4 * f->sg.subgroupSize > f->p.limits.maxComputeWorkGroupInvocations ||
-        f->p.limits.maxComputeSharedMemorySize < 24576)
-        return *why = "subgroups or shared memory too small", false;
+    if (!(f->sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) || f->sg.subgroupSize != 32 ||
+        f->p.limits.maxComputeWorkGroupInvocations < 256 || f->p.limits.maxComputeSharedMemorySize < VK_COOP_SHARED(128))
+        return *why = "subgroups not of 32, or work-groups or shared memory too small", false;
     PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV props = (PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV)
         vkGetInstanceProcAddr(inst, "vkGetPhysicalDeviceCooperativeMatrixPropertiesNV");
     uint32_t n = 0;
@@ -635,6 +637,8 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
     const char *cm_env = getenv("LOOM_VK_COOPMAT"), *cm_why = "off (LOOM_VK_COOPMAT=0)";
     bool cm_test = cm_env && !strcmp(cm_env, "test"); /* the self-test harness alone, on any device */
     d->coopmat = !(cm_env && !strcmp(cm_env, "0")) && coop_usable(c->inst, d->pd, &f, &cm_why);
+    const char *rows_env = getenv("LOOM_VK_COOP_ROWS"); /* its tile: 64 tokens, or 128 */
+    d->coop_rows = rows_env && !strcmp(rows_env, "128") ? 128 : 64;
     const char *cm_exts[3] = {VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME, VK_KHR_VULKAN_MEMORY_MODEL_EXTENSION_NAME,
                               VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME};
     VkPhysicalDeviceCooperativeMatrixFeaturesNV cmf = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
@@ -723,7 +727,7 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
         return st;
     }
     char cm_desc[96];
-    if (d->coopmat) snprintf(cm_desc, sizeof cm_desc, "%.2g", cm_nmse);
+    if (d->coopmat) snprintf(cm_desc, sizeof cm_desc, "%.2g, tiles %u x %d", cm_nmse, d->coop_rows, VK_COOP_N);
     else snprintf(cm_desc, sizeof cm_desc, "%s", cm_why);
     host->log(LOOM_LOG_DEBUG,
               "vulkan:%d: %s; queue family %u; buffers in memory type %u (%s), staging type %u, small buffers %d; "

@@ -55,6 +55,7 @@ typedef enum {
     G_ROWS_Y,  /* gx fixed, gy = rows */
     G_ROWS_Y32,/* gx fixed, gy = ceil(rows / 32) */
     G_ROWS_Y64,/* gx fixed, gy = ceil(rows / 64) */
+    G_ROWS_Y128,/* gx fixed, gy = ceil(rows / 128) */
     G_ELEM,    /* ceil(rows * cols / 256) workgroups, flat; pc[7] = rows * cols */
     G_FLAT,    /* gx workgroups, flat (over x and y when above 65535) */
 } grid_mode;
@@ -248,6 +249,9 @@ static uint32_t fbits(float f)
 /* Bytes from lo of tensor t start on 16 bytes: a vec4/uvec4 view of its
  * binding (bind() then pushes an offset that is a whole number of 16 bytes). */
 static bool at16(const loom_tensor *t, size_t lo) { return (t->offset + lo) % 16 == 0; }
+
+/* gemm_coop.comp's rows of tiles */
+static grid_mode coop_grid(const vk_dev *d) { return d->coop_rows == 128 ? G_ROWS_Y128 : G_ROWS_Y64; }
 
 /* matmul (GEMV or GEMM) on rows n0 .. n0+np of w: 0 x, 1 w, 2 bias, 3 y. */
 static loom_status bind_matmul(vk_prog *p, vk_disp *x, const loom_node *n, int64_t n0, int64_t np)
@@ -550,10 +554,11 @@ static loom_status lower(vk_prog *p, const loom_node *n)
                 if (!vec) break;
             }
             if (T > VK_GEMV_MAX_T) { /* f16 weights on tensor cores when the device has them (vk_coop.c) */
-                bool coop = d->coopmat && wdt == 1;
-                TRY(coop ? loom__vk_pipeline4(d, VK_SH_GEMM_COOP, wdt, bdt, 4 * d->sg_size, 0, &pipe)
+                bool coop = d->coopmat && wdt == 1 && K % 32 == 0 && at16(s[0], 0) && at16(s[1], (size_t)n0 * rowb);
+                TRY(coop ? loom__vk_pipeline4(d, VK_SH_GEMM_COOP, wdt, bdt, 0, d->coop_rows, &pipe)
                          : loom__vk_pipeline(d, VK_SH_GEMM, wdt, bdt, &pipe));
-                NEWD(pipe, coop ? G_ROWS_Y64 : G_ROWS_Y32, (uint32_t)((np + 63) / 64));
+                if (coop) NEWD(pipe, coop_grid(d), (uint32_t)((np + VK_COOP_N - 1) / VK_COOP_N));
+                else NEWD(pipe, G_ROWS_Y32, (uint32_t)((np + 63) / 64));
                 x->min_t = VK_GEMV_MAX_T + 1;
                 TRY(bind_matmul(p, x, n, n0, np));
             }
@@ -579,10 +584,14 @@ static loom_status lower(vk_prog *p, const loom_node *n)
             x->pc[7] = (uint32_t)K, x->pc[8] = (uint32_t)N, x->pc[9] = s[2] != NULL, x->pc[10] = gps;
         }
         if (T <= VK_GEMV_MAX_T) return LOOM_OK;
-        /* GEMM: 0 x, 1 q (as words), 2 bias, 3 y, 4 meta */
-        if (d->coopmat) TRY(loom__vk_pipeline4(d, VK_SH_GEMM_COOP_AWQ, 1, bdt, 4 * d->sg_size, 0, &pipe));
-        else TRY(loom__vk_pipeline(d, VK_SH_GEMM_AWQ, 0, bdt, &pipe));
-        NEWD(pipe, d->coopmat ? G_ROWS_Y64 : G_ROWS_Y32, (uint32_t)((N + 63) / 64));
+        /* GEMM: 0 x, 1 q (as words), 2 bias, 3 y, 4 meta; tensor cores read x as vec4 */
+        if (d->coopmat && at16(s[0], 0) && at16(s[1], 0)) {
+            TRY(loom__vk_pipeline4(d, VK_SH_GEMM_COOP_AWQ, 1, bdt, 0, d->coop_rows, &pipe));
+            NEWD(pipe, coop_grid(d), (uint32_t)((N + VK_COOP_N - 1) / VK_COOP_N));
+        } else {
+            TRY(loom__vk_pipeline(d, VK_SH_GEMM_AWQ, 0, bdt, &pipe));
+            NEWD(pipe, G_ROWS_Y32, (uint32_t)((N + 63) / 64));
+        }
         x->min_t = VK_GEMV_MAX_T + 1;
         TRY(bind(p, x, 0, s[0], 0, xbytes, 4, false));
         TRY(bind(p, x, 1, s[1], 0, qb, 4, false));
@@ -837,6 +846,7 @@ static loom_status record(vk_prog *p, int32_t n, VkCommandBuffer *out)
         case G_ROWS_Y: gy = (uint32_t)rows; break;
         case G_ROWS_Y32: gy = (uint32_t)((rows + 31) / 32); break;
         case G_ROWS_Y64: gy = (uint32_t)((rows + 63) / 64); break;
+        case G_ROWS_Y128: gy = (uint32_t)((rows + 127) / 128); break;
         case G_ELEM: pc[7] = (uint32_t)(rows * x->cols), gx = (uint32_t)((rows * x->cols + 255) / 256); break;
         case G_FLAT: break;
         }
