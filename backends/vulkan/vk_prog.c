@@ -36,7 +36,15 @@
  * one read of K and V, partitions joined by attn_merge; prefill takes
  * attn_tile.comp, blocks of 32 rows sharing K/V tiles in shared memory;
  * attn.comp covers what they do not (head_dim > 128 or not a multiple of 8,
- * a cache not on 16 bytes, too little shared memory). */
+ * a cache not on 16 bytes, too little shared memory).
+ *
+ * LOOM_VK_PROFILE=1 (d->profile): the command buffers are recorded with a
+ * timestamp before each dispatch (top of pipe, after its barrier) and after
+ * it (bottom of pipe), and every step waits for its results: each kernel's
+ * device time and the idle time before it, summed per shader (and per
+ * weight shape for matmuls, with their TFLOP/s) at info level, each dispatch
+ * at debug. Dispatches with no barrier between them may overlap; their
+ * times then overlap too. Without the variable nothing is recorded. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +63,7 @@ typedef enum {
     G_ROWS_Y,  /* gx fixed, gy = rows */
     G_ROWS_Y32,/* gx fixed, gy = ceil(rows / 32) */
     G_ROWS_Y64,/* gx fixed, gy = ceil(rows / 64) */
+    G_ROWS_Y128,/* gx fixed, gy = ceil(rows / 128) */
     G_ELEM,    /* ceil(rows * cols / 256) workgroups, flat; pc[7] = rows * cols */
     G_FLAT,    /* gx workgroups, flat (over x and y when above 65535) */
 } grid_mode;
@@ -72,6 +81,7 @@ typedef struct {
     int64_t                rows;         /* when not dynamic */
     vk_access              acc[VK_BINDINGS + 2];
     int                    n_acc;
+    const loom_node       *node;         /* what it computes (a fusion: its lead) */
 } vk_disp;
 
 typedef struct {
@@ -119,6 +129,8 @@ typedef struct vk_prog {
     loom_buffer     *part;     /* split decode attention's partials (attn_dec.comp), shared by the nodes */
     uint8_t         *role;     /* [n_nodes] F_*: the node's part in a decode fusion */
     VkCommandBuffer *cmd;      /* [max_t + 1], recorded on first use */
+    VkQueryPool      qpool;    /* LOOM_VK_PROFILE: 2 timestamps per dispatch */
+    int32_t        **rec;      /* LOOM_VK_PROFILE: [max_t + 1] the dispatches cmd[n] runs: count, then indices */
     struct vk_prog  *prev, *next;
 } vk_prog;
 
@@ -214,6 +226,7 @@ static vk_disp *new_disp(vk_prog *p, const loom_node *n, VkPipeline pipe, grid_m
     x->pipe = pipe, x->mode = mode, x->gx = gx, x->gz = 1, x->min_t = 1, x->max_t = 1 << 30;
     x->dyn = n->dst->flags & LOOM_TENSOR_DYNAMIC;
     x->rows = n->dst->shape[0];
+    x->node = n;
     for (int i = 0; i < (int)p->d->n_bind; i++) /* unused bindings: the step buffer */
         x->info[i] = (VkDescriptorBufferInfo){p->step->buf, 0, VK_WHOLE_SIZE};
     return x;
@@ -245,6 +258,9 @@ static uint32_t fbits(float f)
 /* Bytes from lo of tensor t start on 16 bytes: a vec4/uvec4 view of its
  * binding (bind() then pushes an offset that is a whole number of 16 bytes). */
 static bool at16(const loom_tensor *t, size_t lo) { return (t->offset + lo) % 16 == 0; }
+
+/* gemm_coop.comp's rows of tiles */
+static grid_mode coop_grid(const vk_dev *d) { return d->coop_rows == 128 ? G_ROWS_Y128 : G_ROWS_Y64; }
 
 /* matmul (GEMV or GEMM) on rows n0 .. n0+np of w: 0 x, 1 w, 2 bias, 3 y. */
 static loom_status bind_matmul(vk_prog *p, vk_disp *x, const loom_node *n, int64_t n0, int64_t np)
@@ -612,10 +628,11 @@ static loom_status lower(vk_prog *p, const loom_node *n)
                 if (!vec) break;
             }
             if (T > VK_GEMV_MAX_T) { /* f16 weights on tensor cores when the device has them (vk_coop.c) */
-                bool coop = d->coopmat && wdt == 1;
-                TRY(coop ? loom__vk_pipeline4(d, VK_SH_GEMM_COOP, wdt, bdt, 4 * d->sg_size, 0, &pipe)
+                bool coop = d->coopmat && wdt == 1 && K % 32 == 0 && at16(s[0], 0) && at16(s[1], (size_t)n0 * rowb);
+                TRY(coop ? loom__vk_pipeline4(d, VK_SH_GEMM_COOP, wdt, bdt, 0, d->coop_rows, &pipe)
                          : loom__vk_pipeline(d, VK_SH_GEMM, wdt, bdt, &pipe));
-                NEWD(pipe, coop ? G_ROWS_Y64 : G_ROWS_Y32, (uint32_t)((np + 63) / 64));
+                if (coop) NEWD(pipe, coop_grid(d), (uint32_t)((np + VK_COOP_N - 1) / VK_COOP_N));
+                else NEWD(pipe, G_ROWS_Y32, (uint32_t)((np + 63) / 64));
                 x->min_t = VK_GEMV_MAX_T + 1;
                 TRY(bind_matmul(p, x, n, n0, np));
             }
@@ -641,10 +658,14 @@ static loom_status lower(vk_prog *p, const loom_node *n)
             x->pc[7] = (uint32_t)K, x->pc[8] = (uint32_t)N, x->pc[9] = s[2] != NULL, x->pc[10] = gps;
         }
         if (T <= VK_GEMV_MAX_T) return LOOM_OK;
-        /* GEMM: 0 x, 1 q (as words), 2 bias, 3 y, 4 meta */
-        if (d->coopmat) TRY(loom__vk_pipeline4(d, VK_SH_GEMM_COOP_AWQ, 1, bdt, 4 * d->sg_size, 0, &pipe));
-        else TRY(loom__vk_pipeline(d, VK_SH_GEMM_AWQ, 0, bdt, &pipe));
-        NEWD(pipe, d->coopmat ? G_ROWS_Y64 : G_ROWS_Y32, (uint32_t)((N + 63) / 64));
+        /* GEMM: 0 x, 1 q (as words), 2 bias, 3 y, 4 meta; tensor cores read x as vec4 */
+        if (d->coopmat && at16(s[0], 0) && at16(s[1], 0)) {
+            TRY(loom__vk_pipeline4(d, VK_SH_GEMM_COOP_AWQ, 1, bdt, 0, d->coop_rows, &pipe));
+            NEWD(pipe, coop_grid(d), (uint32_t)((N + VK_COOP_N - 1) / VK_COOP_N));
+        } else {
+            TRY(loom__vk_pipeline(d, VK_SH_GEMM_AWQ, 0, bdt, &pipe));
+            NEWD(pipe, G_ROWS_Y32, (uint32_t)((N + 63) / 64));
+        }
         x->min_t = VK_GEMV_MAX_T + 1;
         TRY(bind(p, x, 0, s[0], 0, xbytes, 4, false));
         TRY(bind(p, x, 1, s[1], 0, qb, 4, false));
@@ -745,6 +766,10 @@ void loom__vk_release(void *dctx, void *pv)
         free(p->cmd);
     }
     if (p->dpool) vkDestroyDescriptorPool(d->dev, p->dpool, NULL);
+    if (p->qpool) vkDestroyQueryPool(d->dev, p->qpool, NULL);
+    if (p->rec)
+        for (int32_t i = 0; i <= p->max_t; i++) free(p->rec[i]);
+    free(p->rec);
     if (p->step) loom__vk_free(d, p->step);
     if (p->part) loom__vk_free(d, p->part);
     for (int32_t i = 0; i < p->n_rope; i++) free(p->ropes[i].inv_freq);
@@ -853,6 +878,13 @@ loom_status loom__vk_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
             vkUpdateDescriptorSets(d->dev, 1, &w, 0, NULL);
         }
     }
+    if (!st && d->profile && p->n_disp) {
+        VkQueryPoolCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
+                                    .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = 2 * (uint32_t)p->n_disp};
+        VkResult r = vkCreateQueryPool(d->dev, &qi, NULL, &p->qpool);
+        if (r != VK_SUCCESS) st = loom__vk_fail(r, "vkCreateQueryPool");
+        else if (!(p->rec = calloc((size_t)p->max_t + 1, sizeof *p->rec))) st = VK_ERR(LOOM_ERR_NOMEM, "out of memory");
+    }
     if (!st) st = loom__vk_check_validation(d);
     if (st) {
         loom__vk_release(d, p);
@@ -890,8 +922,11 @@ static loom_status record(vk_prog *p, int32_t n, VkCommandBuffer *out)
                           .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT,
                           .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT};
     vk_access *pending = malloc((size_t)(p->n_disp + 1) * (VK_BINDINGS + 2) * sizeof *pending);
+    int32_t *rec = p->qpool ? malloc((size_t)(p->n_disp + 1) * sizeof *rec) : NULL;
     int n_pend = 0, n_barriers = 0, n_rec = 0;
     VkPipeline bound = VK_NULL_HANDLE;
+    if (p->qpool && !rec) free(pending), pending = NULL;
+    if (rec) vkCmdResetQueryPool(cb, p->qpool, 0, 2 * (uint32_t)p->n_disp);
     for (int32_t i = 0; pending && i < p->n_disp; i++) {
         vk_disp *x = &p->disp[i];
         int64_t rows = x->dyn ? n : x->rows;
@@ -915,6 +950,7 @@ static loom_status record(vk_prog *p, int32_t n, VkCommandBuffer *out)
         case G_ROWS_Y: gy = (uint32_t)rows; break;
         case G_ROWS_Y32: gy = (uint32_t)((rows + 31) / 32); break;
         case G_ROWS_Y64: gy = (uint32_t)((rows + 63) / 64); break;
+        case G_ROWS_Y128: gy = (uint32_t)((rows + 127) / 128); break;
         case G_ELEM: pc[7] = (uint32_t)(rows * x->cols), gx = (uint32_t)((rows * x->cols + 255) / 256); break;
         case G_FLAT: break;
         }
@@ -926,11 +962,15 @@ static loom_status record(vk_prog *p, int32_t n, VkCommandBuffer *out)
         if (x->pipe != bound) vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, x->pipe), bound = x->pipe;
         vkCmdBindDescriptorSets(cb, VK_PIPELINE_BIND_POINT_COMPUTE, d->layout, 0, 1, &x->set, 0, NULL);
         vkCmdPushConstants(cb, d->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof pc, pc);
+        if (rec) vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, p->qpool, 2 * (uint32_t)n_rec);
         vkCmdDispatch(cb, gx, gy, x->gz);
+        if (rec) vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, p->qpool, 2 * (uint32_t)n_rec + 1);
+        if (rec) rec[1 + n_rec] = i;
         n_rec++;
     }
     free(pending);
     if (!pending) {
+        free(rec);
         vkFreeCommandBuffers(d->dev, d->cmd_pool, 1, &cb);
         return VK_ERR(LOOM_ERR_NOMEM, "out of memory");
     }
@@ -944,12 +984,107 @@ static loom_status record(vk_prog *p, int32_t n, VkCommandBuffer *out)
                              VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
                          0, 1, &end, 0, NULL, 0, NULL);
     if ((r = vkEndCommandBuffer(cb)) != VK_SUCCESS) {
+        free(rec);
         vkFreeCommandBuffers(d->dev, d->cmd_pool, 1, &cb);
         return loom__vk_fail(r, "vkEndCommandBuffer");
     }
+    if (rec) rec[0] = n_rec, free(p->rec[n]), p->rec[n] = rec;
     VK_LOG(LOOM_LOG_DEBUG, "recorded the command buffer for %d tokens: %d dispatches (of %d compiled), %d barriers",
            (int)n, n_rec, (int)p->n_disp, n_barriers);
     *out = cb;
+    return LOOM_OK;
+}
+
+/* ---- LOOM_VK_PROFILE ------------------------------------------------------------------ */
+static vk_shader pipe_shader(const vk_dev *d, VkPipeline pipe)
+{
+    for (const vk_pipe *q = d->pipes; q; q = q->next)
+        if (q->pipe == pipe) return q->sh;
+    return VK_SH_COUNT;
+}
+
+/* the unfused matmul shaders: p[7] K, p[8] N of the dispatch */
+static bool is_matmul_shader(vk_shader sh)
+{
+    return sh == VK_SH_GEMV || sh == VK_SH_GEMV_SG || sh == VK_SH_GEMV_VEC || sh == VK_SH_GEMV_VEC_SG ||
+           sh == VK_SH_GEMV_AWQ || sh == VK_SH_GEMM || sh == VK_SH_GEMM_AWQ || sh == VK_SH_GEMM_COOP ||
+           sh == VK_SH_GEMM_COOP_AWQ;
+}
+
+typedef struct {
+    vk_shader sh;
+    uint32_t  K, N; /* matmul shaders; else 0 */
+    int32_t   count;
+    double    ms, idle, flop;
+} vk_prof_row;
+
+static int by_time(const void *a, const void *b)
+{
+    double x = ((const vk_prof_row *)a)->ms, y = ((const vk_prof_row *)b)->ms;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* milliseconds from timestamp a to b, negative when b is earlier (counters of fewer than 64 valid bits wrap) */
+static double ticks_ms(const vk_dev *d, uint64_t a, uint64_t b)
+{
+    uint64_t t = (b - a) & d->ts_mask;
+    double v = t > d->ts_mask / 2 ? -(double)((a - b) & d->ts_mask) : (double)t;
+    return v * d->ts_ns * 1e-6;
+}
+
+/* Wait for the step, read its timestamps and log where its device time went. */
+static loom_status prof_report(vk_prog *p, int32_t n)
+{
+    vk_dev *d = p->d;
+    const int32_t *rec = p->rec[n];
+    int32_t nr = rec ? rec[0] : 0;
+    loom_status st = loom__vk_wait(d);
+    if (st || !nr) return st;
+    uint64_t *ts = malloc((size_t)nr * 2 * sizeof *ts);
+    vk_prof_row *rows = calloc((size_t)nr, sizeof *rows);
+    if (!ts || !rows) {
+        free(ts), free(rows);
+        return LOOM_OK; /* the step ran; only its report is lost */
+    }
+    VkResult r = vkGetQueryPoolResults(d->dev, p->qpool, 0, 2 * (uint32_t)nr, (size_t)nr * 2 * sizeof *ts, ts, 8,
+                                       VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
+    if (r != VK_SUCCESS) {
+        free(ts), free(rows);
+        return loom__vk_fail(r, "vkGetQueryPoolResults");
+    }
+    double busy = 0, idle = 0, span = 0;
+    int32_t n_rows = 0;
+    for (int32_t j = 0; j < nr; j++) {
+        const vk_disp *x = &p->disp[rec[1 + j]];
+        double ms = ticks_ms(d, ts[2 * j], ts[2 * j + 1]), gap = j ? ticks_ms(d, ts[2 * j - 1], ts[2 * j]) : 0;
+        if (gap < 0) gap = 0; /* it overlapped the previous one */
+        busy += ms, idle += gap;
+        vk_shader sh = pipe_shader(d, x->pipe);
+        bool mm = is_matmul_shader(sh);
+        int64_t rows_t = x->dyn ? n : x->rows;
+        const loom_tensor *y = x->node->dst;
+        VK_LOG(LOOM_LOG_DEBUG, "dispatch %d: node %d (%s '%s', %d rows) %s: %.4f ms, idle before %.4f ms", (int)j,
+               (int)(x->node - p->nodes), loom_op_str(x->node->op), y->name ? y->name : "?", (int)rows_t,
+               loom__vk_shader_name(sh), ms, gap);
+        uint32_t K = mm ? x->pc[7] : 0, N = mm ? x->pc[8] : 0;
+        int32_t k = 0;
+        while (k < n_rows && !(rows[k].sh == sh && rows[k].K == K && rows[k].N == N)) k++;
+        if (k == n_rows) rows[n_rows++] = (vk_prof_row){.sh = sh, .K = K, .N = N};
+        rows[k].count++, rows[k].ms += ms, rows[k].idle += gap, rows[k].flop += 2.0 * (double)rows_t * K * N;
+    }
+    span = ticks_ms(d, ts[0], ts[2 * nr - 1]);
+    qsort(rows, (size_t)n_rows, sizeof *rows, by_time);
+    VK_LOG(LOOM_LOG_INFO, "step of %d tokens: %.3f ms on the device, %.3f ms in %d dispatches, %.3f ms idle between",
+           (int)n, span, busy, (int)nr, idle);
+    for (int32_t k = 0; k < n_rows; k++) {
+        const vk_prof_row *w = &rows[k];
+        char shape[48] = "", rate[32] = "";
+        if (w->K) snprintf(shape, sizeof shape, " K=%u N=%u", w->K, w->N);
+        if (w->K && w->ms > 0) snprintf(rate, sizeof rate, ", %.3g TFLOP/s", w->flop / (w->ms * 1e9));
+        VK_LOG(LOOM_LOG_INFO, "  %s%s: %d dispatches, %.4f ms (%.1f%%), idle before %.4f ms%s", loom__vk_shader_name(w->sh),
+               shape, (int)w->count, w->ms, busy > 0 ? 100 * w->ms / busy : 0.0, w->idle, rate);
+    }
+    free(ts), free(rows);
     return LOOM_OK;
 }
 
@@ -996,5 +1131,7 @@ loom_status loom__vk_execute(void *dctx, void *pv, const loom_step *step)
             }
     }
     if (!p->cmd[n] && (st = record(p, n, &p->cmd[n]))) return st;
-    return loom__vk_submit(d, p->cmd[n], p);
+    st = loom__vk_submit(d, p->cmd[n], p);
+    if (!st && p->qpool) st = prof_report(p, n);
+    return st;
 }
