@@ -125,6 +125,10 @@ static const loom_check_case full_cases[] = {
     ATT("7B", LOOM_F16, 100, 28, 4, 128, 512, 300, 1), ATT("0.5B", LOOM_F32, 77, 14, 2, 64, 128, 77, 1),
     ATT("7B", LOOM_F32, 70, 28, 4, 128, 512, 200, 3), ATT_SHUF("0.5B", LOOM_F16, 64, 14, 2, 64, 256, 150, 2),
     ATT_SHUF("7B", LOOM_F16, 50, 28, 4, 128, 256, 90, 3),
+    /* head sizes outside Qwen's, where a backend has a general path besides its
+     * tuned ones: not a multiple of 8 (decode and prefill), and 256 */
+    ATT("hd20", LOOM_F16, 2, 8, 2, 20, 512, 300, 2), ATT("hd20", LOOM_F32, 20, 8, 2, 20, 128, 60, 1),
+    ATT("hd256", LOOM_F16, 1, 8, 2, 256, 512, 300, 1), ATT("hd256", LOOM_F16, 24, 8, 2, 256, 256, 100, 2),
     /* swiglu, add */
     EW("0.5B", LOOM_OP_SWIGLU, 16, 4864), EW("7B", LOOM_OP_SWIGLU, 1, 18944), EW("32B", LOOM_OP_SWIGLU, 3, 27648),
     EW("0.5B", LOOM_OP_ADD, 16, 896), EW("7B", LOOM_OP_ADD, 1, 3584), EW("32B", LOOM_OP_ADD, 5, 5120),
@@ -141,6 +145,7 @@ static const loom_check_case quick_cases[] = {
     ATT("small", LOOM_F32, 1, 4, 2, 16, 16, 9, 1), ATT("small", LOOM_F16, 6, 4, 2, 16, 32, 20, 1),
     ATT("small", LOOM_F32, 6, 4, 2, 16, 32, 20, 1), ATT("small", LOOM_F16, 5, 4, 2, 16, 32, 12, 3),
     ATT("small", LOOM_F16, 4, 8, 2, 32, 512, 300, 2), ATT("small", LOOM_F16, 40, 4, 2, 16, 64, 50, 2), ATT_SHUF("small", LOOM_F32, 37, 4, 1, 32, 64, 45, 1),
+    ATT("small", LOOM_F32, 2, 4, 2, 20, 32, 10, 1), ATT("small", LOOM_F16, 12, 4, 2, 20, 32, 20, 1),
     EW("small", LOOM_OP_SWIGLU, 3, 50), EW("small", LOOM_OP_ADD, 3, 50),
 };
 

@@ -17,11 +17,13 @@
  * paths (no subgroup arithmetic; scalar GEMV loads), so tests can cover them
  * on a device that would never take them. LOOM_VK_FUSE=0 runs every node of
  * a decode step as its own dispatch (to bisect a fusion problem).
+ * LOOM_VK_PROFILE=1 times every dispatch on the device (vk_prog.c).
  *
  * Prefill GEMMs of f16 and AWQ weights run on tensor cores (gemm_coop.comp)
  * where the device has VK_NV_cooperative_matrix with a 16x16x16 f16 x f16 ->
  * f32 subgroup configuration and the GEMM passes its self-test at open
- * (vk_coop.c); LOOM_VK_COOPMAT=0 keeps the tiled GEMM, LOOM_VK_COOPMAT=test
+ * (vk_coop.c); LOOM_VK_COOP_ROWS=128 makes its tiles 128 tokens high instead
+ * of 64; LOOM_VK_COOPMAT=0 keeps the tiled GEMM, LOOM_VK_COOPMAT=test
  * runs the self-test's harness alone (on any device). LOOM_LOG=debug says
  * which was chosen and why. */
 #include <stdarg.h>
@@ -525,20 +527,24 @@ static void vk_device_close(void *dctx)
     free(d);
 }
 
-static const struct { const uint32_t *code; size_t size; } spv[VK_SH_COUNT] = {
-#define S(id, name) [id] = {vk_spv_##name, sizeof vk_spv_##name}
+static const struct { const uint32_t *code; size_t size; const char *name; } spv[VK_SH_COUNT] = {
+#define S(id, name) [id] = {vk_spv_##name, sizeof vk_spv_##name, #name}
     S(VK_SH_ELTWISE, eltwise), S(VK_SH_EMBED, embed), S(VK_SH_RMSNORM, rmsnorm), S(VK_SH_RMSNORM_SG, rmsnorm_sg),
-    S(VK_SH_ROPE, rope), S(VK_SH_KV_STORE, kv_store), S(VK_SH_ATTN, attn), S(VK_SH_GEMV, gemv),
+    S(VK_SH_ROPE, rope), S(VK_SH_KV_STORE, kv_store), S(VK_SH_ATTN, attn), S(VK_SH_ATTN_TILE, attn_tile),
+    S(VK_SH_ATTN_DEC, attn_dec), S(VK_SH_ATTN_MERGE, attn_merge), S(VK_SH_GEMV, gemv),
     S(VK_SH_GEMV_SG, gemv_sg), S(VK_SH_GEMV_VEC, gemv_vec), S(VK_SH_GEMV_VEC_SG, gemv_vec_sg),
     S(VK_SH_GEMV_AWQ, gemv_awq), S(VK_SH_GEMM, gemm), S(VK_SH_GEMM_AWQ, gemm_awq),
     S(VK_SH_GEMV_AWQ_FUSED, gemv_awq_fused), S(VK_SH_GEMM_COOP, gemm_coop), S(VK_SH_GEMM_COOP_AWQ, gemm_coop_awq),
 #undef S
 };
 
+const char *loom__vk_shader_name(vk_shader sh) { return sh >= 0 && sh < VK_SH_COUNT ? spv[sh].name : "?"; }
+
 /* VK_NV_cooperative_matrix with a subgroup-scope f16 x f16 -> f32 16x16x16
  * configuration, and what its shaders need besides (f16 arithmetic, the
- * Vulkan memory model glslang declares for them, 4 subgroups per work-group);
- * else *why says what is missing. */
+ * Vulkan memory model glslang declares for them, 8 subgroups of 32 per
+ * work-group, the shared memory of 128-row tiles); else *why says what is
+ * missing. */
 static bool coop_usable(VkInstance inst, VkPhysicalDevice pd, const pd_facts *f, const char **why)
 {
     if (!has_device_ext(pd, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME)) return *why = "no VK_NV_cooperative_matrix", false;
@@ -554,9 +560,9 @@ static bool coop_usable(VkInstance inst, VkPhysicalDevice pd, const pd_facts *f,
     vkGetPhysicalDeviceFeatures2(pd, &f2);
     if (!cm.cooperativeMatrix || !mm.vulkanMemoryModel || !h.shaderFloat16)
         return *why = "cooperativeMatrix, vulkanMemoryModel or shaderFloat16 not supported", false;
-    if (!(f->sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) || 4 * f->sg.subgroupSize > f->p.limits.maxComputeWorkGroupInvocations ||
-        f->p.limits.maxComputeSharedMemorySize < 24576)
-        return *why = "subgroups or shared memory too small", false;
+    if (!(f->sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) || f->sg.subgroupSize != 32 ||
+        f->p.limits.maxComputeWorkGroupInvocations < 256 || f->p.limits.maxComputeSharedMemorySize < VK_COOP_SHARED(128))
+        return *why = "subgroups not of 32, or work-groups or shared memory too small", false;
     PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV props = (PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV)
         vkGetInstanceProcAddr(inst, "vkGetPhysicalDeviceCooperativeMatrixPropertiesNV");
     uint32_t n = 0;
@@ -613,6 +619,16 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
         if ((qf[i].queueFlags & VK_QUEUE_COMPUTE_BIT) && !(qf[i].queueFlags & VK_QUEUE_GRAPHICS_BIT)) d->qfam = i;
     for (uint32_t i = 0; i < nq && d->qfam == UINT32_MAX; i++)
         if (qf[i].queueFlags & VK_QUEUE_COMPUTE_BIT) d->qfam = i;
+    /* LOOM_VK_PROFILE=1: a device time per dispatch, where the queue has a timer */
+    const char *prof = getenv("LOOM_VK_PROFILE");
+    if (prof && !strcmp(prof, "1") && d->qfam != UINT32_MAX) {
+        uint32_t bits = qf[d->qfam].timestampValidBits;
+        if (!bits || !(f.p.limits.timestampPeriod > 0))
+            host->log(LOOM_LOG_WARN, "vulkan:%d: LOOM_VK_PROFILE=1, but queue family %u has no timestamps "
+                      "(timestampValidBits 0): not profiling", (int)dev, d->qfam);
+        else
+            d->profile = true, d->ts_ns = f.p.limits.timestampPeriod, d->ts_mask = bits >= 64 ? ~0ull : (1ull << bits) - 1;
+    }
     float prio = 1.0f;
     VkDeviceQueueCreateInfo qci = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO, .queueFamilyIndex = d->qfam,
                                    .queueCount = 1, .pQueuePriorities = &prio};
@@ -622,6 +638,8 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
     const char *cm_env = getenv("LOOM_VK_COOPMAT"), *cm_why = "off (LOOM_VK_COOPMAT=0)";
     bool cm_test = cm_env && !strcmp(cm_env, "test"); /* the self-test harness alone, on any device */
     d->coopmat = !(cm_env && !strcmp(cm_env, "0")) && coop_usable(c->inst, d->pd, &f, &cm_why);
+    const char *rows_env = getenv("LOOM_VK_COOP_ROWS"); /* its tile: 64 tokens, or 128 */
+    d->coop_rows = rows_env && !strcmp(rows_env, "128") ? 128 : 64;
     const char *cm_exts[3] = {VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME, VK_KHR_VULKAN_MEMORY_MODEL_EXTENSION_NAME,
                               VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME};
     VkPhysicalDeviceCooperativeMatrixFeaturesNV cmf = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
@@ -710,7 +728,7 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
         return st;
     }
     char cm_desc[96];
-    if (d->coopmat) snprintf(cm_desc, sizeof cm_desc, "%.2g", cm_nmse);
+    if (d->coopmat) snprintf(cm_desc, sizeof cm_desc, "%.2g, tiles %u x %d", cm_nmse, d->coop_rows, VK_COOP_N);
     else snprintf(cm_desc, sizeof cm_desc, "%s", cm_why);
     host->log(LOOM_LOG_DEBUG,
               "vulkan:%d: %s; queue family %u; buffers in memory type %u (%s), staging type %u, small buffers %d; "

@@ -32,6 +32,7 @@ loom_status loom__vk_fail(VkResult r, const char *what);
 /* ---- shaders ------------------------------------------------------------------ */
 typedef enum {
     VK_SH_ELTWISE, VK_SH_EMBED, VK_SH_RMSNORM, VK_SH_RMSNORM_SG, VK_SH_ROPE, VK_SH_KV_STORE, VK_SH_ATTN,
+    VK_SH_ATTN_TILE, VK_SH_ATTN_DEC, VK_SH_ATTN_MERGE,
     VK_SH_GEMV, VK_SH_GEMV_SG, VK_SH_GEMV_VEC, VK_SH_GEMV_VEC_SG, VK_SH_GEMV_AWQ, VK_SH_GEMM, VK_SH_GEMM_AWQ,
     VK_SH_GEMV_AWQ_FUSED, VK_SH_GEMM_COOP, VK_SH_GEMM_COOP_AWQ, /* the last two: only with d->coopmat */
     VK_SH_COUNT
@@ -41,6 +42,8 @@ typedef enum {
 #define VK_STEP_BIND  7
 #define VK_PC_WORDS   32 /* 128 bytes: the least maxPushConstantsSize */
 #define VK_GEMV_MAX_T 8 /* matmul: GEMV up to this many tokens (variants for 1, 2, 3-4, 5-8), tiled GEMM above */
+#define VK_COOP_N     128 /* gemm_coop.comp: output columns of a tile (its tokens: d->coop_rows), 256 invocations */
+#define VK_COOP_SHARED(rows) (2u * ((rows) + VK_COOP_N) * 80u) /* its two stages, 80 bytes a row */
 
 /* ---- AWQ in device memory --------------------------------------------------------
  * weight_prepare repacks the checkpoint's qweight/qzeros/scales once, on the
@@ -104,6 +107,10 @@ typedef struct vk_dev {
     uint32_t                         n_bind;      /* bindings in the set layout: VK_BINDINGS, or 8 */
     bool                             fuse;        /* decode fusion (needs 16 bindings; LOOM_VK_FUSE=0 turns it off) */
     bool                             coopmat;     /* prefill GEMM on VK_NV_cooperative_matrix (gemm_coop.comp) */
+    uint32_t                         coop_rows;   /* ... its tile's tokens: 64, or 128 (LOOM_VK_COOP_ROWS=128) */
+    bool                             profile;     /* LOOM_VK_PROFILE=1: timestamps around every dispatch (vk_prog.c) */
+    double                           ts_ns;       /* ... nanoseconds per timestamp tick (timestampPeriod) */
+    uint64_t                         ts_mask;     /* ... the queue's timestampValidBits as a mask */
     uint32_t                         mt_device;   /* memory type for buffers */
     bool                             mt_mappable; /* ... that is also host-visible + coherent */
     uint32_t                         mt_host;     /* host-visible coherent type (staging, step buffers) */
@@ -136,6 +143,7 @@ loom_status loom__vk_submit(vk_dev *d, VkCommandBuffer cb, struct vk_prog *p);
 loom_status loom__vk_pipeline4(vk_dev *d, vk_shader sh, uint32_t s0, uint32_t s1, uint32_t s2, uint32_t s3,
                                VkPipeline *out);
 #define loom__vk_pipeline(d, sh, s0, s1, out) loom__vk_pipeline4((d), (sh), (s0), (s1), 0, 0, (out))
+const char *loom__vk_shader_name(vk_shader sh); /* its SPIR-V module's stem: "gemm_coop_awq" */
 
 /* vk_coop.c: run the cooperative-matrix GEMM (candidate; else the tiled GEMM
  * against itself) on a small random problem; the worst NMSE against the tiled GEMM */

@@ -27,8 +27,24 @@
  * gemv_awq_fused dispatch each: rmsnorm + q/k/v + bias + RoPE + the k, v
  * store of gqa_attn; o_proj + residual add; rmsnorm + gate/up + swiglu;
  * down_proj + residual add. With gqa_attn's attention pass that is 5
- * dispatches per layer instead of 16. The replaced nodes keep their own
- * dispatches for larger steps only. */
+ * dispatches per layer instead of 16 (6 where the cache holds more than 256
+ * positions: attn_merge, which leaves at once for rows that one partition
+ * served). The replaced nodes keep their own dispatches for larger steps only.
+ *
+ * Attention (attn_plan): decode steps take attn_dec.comp, one work-group per
+ * (KV head, row, cache partition) serving the GQA group's query heads from
+ * one read of K and V, partitions joined by attn_merge; prefill takes
+ * attn_tile.comp, blocks of 32 rows sharing K/V tiles in shared memory;
+ * attn.comp covers what they do not (head_dim > 128 or not a multiple of 8,
+ * a cache not on 16 bytes, too little shared memory).
+ *
+ * LOOM_VK_PROFILE=1 (d->profile): the command buffers are recorded with a
+ * timestamp before each dispatch (top of pipe, after its barrier) and after
+ * it (bottom of pipe), and every step waits for its results: each kernel's
+ * device time and the idle time before it, summed per shader (and per
+ * weight shape for matmuls, with their TFLOP/s) at info level, each dispatch
+ * at debug. Dispatches with no barrier between them may overlap; their
+ * times then overlap too. Without the variable nothing is recorded. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +63,7 @@ typedef enum {
     G_ROWS_Y,  /* gx fixed, gy = rows */
     G_ROWS_Y32,/* gx fixed, gy = ceil(rows / 32) */
     G_ROWS_Y64,/* gx fixed, gy = ceil(rows / 64) */
+    G_ROWS_Y128,/* gx fixed, gy = ceil(rows / 128) */
     G_ELEM,    /* ceil(rows * cols / 256) workgroups, flat; pc[7] = rows * cols */
     G_FLAT,    /* gx workgroups, flat (over x and y when above 65535) */
 } grid_mode;
@@ -57,13 +74,14 @@ typedef struct {
     VkDescriptorBufferInfo info[VK_BINDINGS];
     uint32_t               pc[VK_PC_WORDS];
     grid_mode              mode;
-    uint32_t               gx;
+    uint32_t               gx, gz;       /* gz: work-groups along z (1 but for attn_dec) */
     int64_t                cols;         /* G_ELEM */
     int32_t                min_t, max_t; /* used when min_t <= rows <= max_t */
     bool                   dyn;
     int64_t                rows;         /* when not dynamic */
     vk_access              acc[VK_BINDINGS + 2];
     int                    n_acc;
+    const loom_node       *node;         /* what it computes (a fusion: its lead) */
 } vk_disp;
 
 typedef struct {
@@ -108,8 +126,11 @@ typedef struct vk_prog {
     int32_t          n_rope;
     const loom_tensor *attn_cache[64]; /* first kv caches, for execute's bounds check */
     int32_t          n_attn;
+    loom_buffer     *part;     /* split decode attention's partials (attn_dec.comp), shared by the nodes */
     uint8_t         *role;     /* [n_nodes] F_*: the node's part in a decode fusion */
     VkCommandBuffer *cmd;      /* [max_t + 1], recorded on first use */
+    VkQueryPool      qpool;    /* LOOM_VK_PROFILE: 2 timestamps per dispatch */
+    int32_t        **rec;      /* LOOM_VK_PROFILE: [max_t + 1] the dispatches cmd[n] runs: count, then indices */
     struct vk_prog  *prev, *next;
 } vk_prog;
 
@@ -202,9 +223,10 @@ static vk_disp *new_disp(vk_prog *p, const loom_node *n, VkPipeline pipe, grid_m
     }
     vk_disp *x = &p->disp[p->n_disp++];
     memset(x, 0, sizeof *x);
-    x->pipe = pipe, x->mode = mode, x->gx = gx, x->min_t = 1, x->max_t = 1 << 30;
+    x->pipe = pipe, x->mode = mode, x->gx = gx, x->gz = 1, x->min_t = 1, x->max_t = 1 << 30;
     x->dyn = n->dst->flags & LOOM_TENSOR_DYNAMIC;
     x->rows = n->dst->shape[0];
+    x->node = n;
     for (int i = 0; i < (int)p->d->n_bind; i++) /* unused bindings: the step buffer */
         x->info[i] = (VkDescriptorBufferInfo){p->step->buf, 0, VK_WHOLE_SIZE};
     return x;
@@ -236,6 +258,9 @@ static uint32_t fbits(float f)
 /* Bytes from lo of tensor t start on 16 bytes: a vec4/uvec4 view of its
  * binding (bind() then pushes an offset that is a whole number of 16 bytes). */
 static bool at16(const loom_tensor *t, size_t lo) { return (t->offset + lo) % 16 == 0; }
+
+/* gemm_coop.comp's rows of tiles */
+static grid_mode coop_grid(const vk_dev *d) { return d->coop_rows == 128 ? G_ROWS_Y128 : G_ROWS_Y64; }
 
 /* matmul (GEMV or GEMM) on rows n0 .. n0+np of w: 0 x, 1 w, 2 bias, 3 y. */
 static loom_status bind_matmul(vk_prog *p, vk_disp *x, const loom_node *n, int64_t n0, int64_t np)
@@ -482,6 +507,71 @@ static loom_status lower_fused(vk_prog *p, const loom_node *n, const vk_fuse *f)
     return LOOM_OK;
 }
 
+/* ---- attention: which shaders a gqa_attn node takes -------------------------------
+ * attn_dec.comp (with attn_merge) for steps of <= VK_GEMV_MAX_T rows and
+ * attn_tile.comp above, where head_dim is a multiple of 8 up to 128 and the
+ * caches start on 16 bytes (both read 16-byte chunks) and the device has the
+ * shared memory; attn.comp for whatever is left. attn_dec's partitions:
+ * at most pmax (the shader picks fewer for shorter contexts, see dec_parts
+ * there), for about ATT_DEC_WGS work-groups per row of a long context. */
+#define ATT_HDMAX      128   /* as in attn_dec.comp and attn_tile.comp */
+#define ATT_NQ         8     /* attn_dec.comp: query heads per work-group ... */
+#define ATT_PLMIN      64    /* ... and positions per partition */
+#define ATT_PLMAX      256
+#define ATT_DEC_SHARED ((8 * 128 + 32 * 128 + 8 * 257 + 2 * 128) * 4) /* ... and its shared memory: q, V round, scores, max, sum */
+#define ATT_DEC_WGS    256   /* about 2 per multiprocessor of a large GPU (H100: 132) */
+
+typedef struct {
+    bool     dec, tile;
+    uint32_t hb;         /* attn_dec: blocks of query heads per KV head ... */
+    uint32_t fill, pmax; /* ... work-groups per row wanted at T = 1, most partitions */
+    size_t   part_bytes; /* ... partials of VK_GEMV_MAX_T rows at pmax (0: never split) */
+    uint32_t hd_tile;    /* attn_tile: largest head_dim of its shared arrays, 64 or 128 */
+} vk_attn_plan;
+
+static vk_attn_plan attn_plan(const vk_dev *d, const loom_node *n)
+{
+    const loom_tensor *const *s = (const loom_tensor *const *)n->src;
+    int64_t Hq = n->p.n_head, Hkv = n->p.n_head_kv, hd = n->p.head_dim, C = s[3]->shape[2], T = n->dst->shape[0];
+    bool dyn = n->dst->flags & LOOM_TENSOR_DYNAMIC;
+    vk_attn_plan a = {.pmax = 1, .hd_tile = hd <= 64 ? 64 : 128};
+    bool chunks = hd % 8 == 0 && hd <= ATT_HDMAX && at16(s[3], 0) && at16(s[4], 0) && d->wg_max >= 128;
+    /* attn_tile's shared memory: q rows and a K/V tile of vec4 rows, scores, 4 words per row */
+    uint32_t ld = a.hd_tile / 4 + 1, tile_shared = (32 + 16) * ld * 16 + 16 * 9 * 16 + 4 * 32 * 4;
+    a.tile = chunks && T > VK_GEMV_MAX_T && tile_shared <= d->shared_max;
+    a.dec = chunks && (dyn || T <= VK_GEMV_MAX_T) && ATT_DEC_SHARED <= d->shared_max;
+    if (!a.dec) return a;
+    a.hb = (uint32_t)((Hq / Hkv + ATT_NQ - 1) / ATT_NQ);
+    int64_t wgs = Hkv * a.hb, fill = (ATT_DEC_WGS + wgs - 1) / wgs;
+    int64_t lo = (C + ATT_PLMAX - 1) / ATT_PLMAX, hi = (C + ATT_PLMIN - 1) / ATT_PLMIN;
+    a.fill = (uint32_t)fill;
+    if (C > ATT_PLMAX) a.pmax = (uint32_t)(fill < lo ? lo : fill > hi ? hi : fill);
+    if (a.pmax > 1) {
+        int64_t rows = T < VK_GEMV_MAX_T ? T : VK_GEMV_MAX_T;
+        a.part_bytes = (size_t)rows * (size_t)Hq * a.pmax * (size_t)(hd + 2) * 4;
+        if (!fits(d, a.part_bytes)) a.dec = false, a.pmax = 1, a.part_bytes = 0;
+    }
+    return a;
+}
+
+/* the attention pass's bindings: 0 q, 3 and 4 the caches (in elements of ces
+ * bytes: 16 for the shaders that read chunks), 5 y; p[7..12] */
+static loom_status bind_attn(vk_prog *p, vk_disp *x, const loom_node *n, size_t ces)
+{
+    const loom_tensor *y = n->dst, *const *s = (const loom_tensor *const *)n->src;
+    int32_t hd = n->p.head_dim;
+    size_t ybytes = (size_t)y->shape[0] * (size_t)y->shape[1] * 4;
+    float scale = n->p.attn_scale > 0 ? n->p.attn_scale : (float)(1.0 / sqrt((double)hd));
+    loom_status st;
+    TRY(bind(p, x, 0, s[0], 0, ybytes, 4, false));
+    TRY(bind(p, x, 3, s[3], 0, nbytes(s[3]), ces, false));
+    TRY(bind(p, x, 4, s[4], 0, nbytes(s[4]), ces, false));
+    TRY(bind(p, x, 5, y, 0, ybytes, 4, true));
+    x->pc[7] = (uint32_t)n->p.n_head, x->pc[8] = (uint32_t)n->p.n_head_kv, x->pc[9] = (uint32_t)hd;
+    x->pc[10] = (uint32_t)s[3]->shape[2], x->pc[11] = fbits(scale), x->pc[12] = p->seq_base;
+    return LOOM_OK;
+}
+
 static loom_status lower(vk_prog *p, const loom_node *n)
 {
     vk_dev *d = p->d;
@@ -538,10 +628,11 @@ static loom_status lower(vk_prog *p, const loom_node *n)
                 if (!vec) break;
             }
             if (T > VK_GEMV_MAX_T) { /* f16 weights on tensor cores when the device has them (vk_coop.c) */
-                bool coop = d->coopmat && wdt == 1;
-                TRY(coop ? loom__vk_pipeline4(d, VK_SH_GEMM_COOP, wdt, bdt, 4 * d->sg_size, 0, &pipe)
+                bool coop = d->coopmat && wdt == 1 && K % 32 == 0 && at16(s[0], 0) && at16(s[1], (size_t)n0 * rowb);
+                TRY(coop ? loom__vk_pipeline4(d, VK_SH_GEMM_COOP, wdt, bdt, 0, d->coop_rows, &pipe)
                          : loom__vk_pipeline(d, VK_SH_GEMM, wdt, bdt, &pipe));
-                NEWD(pipe, coop ? G_ROWS_Y64 : G_ROWS_Y32, (uint32_t)((np + 63) / 64));
+                if (coop) NEWD(pipe, coop_grid(d), (uint32_t)((np + VK_COOP_N - 1) / VK_COOP_N));
+                else NEWD(pipe, G_ROWS_Y32, (uint32_t)((np + 63) / 64));
                 x->min_t = VK_GEMV_MAX_T + 1;
                 TRY(bind_matmul(p, x, n, n0, np));
             }
@@ -567,10 +658,14 @@ static loom_status lower(vk_prog *p, const loom_node *n)
             x->pc[7] = (uint32_t)K, x->pc[8] = (uint32_t)N, x->pc[9] = s[2] != NULL, x->pc[10] = gps;
         }
         if (T <= VK_GEMV_MAX_T) return LOOM_OK;
-        /* GEMM: 0 x, 1 q (as words), 2 bias, 3 y, 4 meta */
-        if (d->coopmat) TRY(loom__vk_pipeline4(d, VK_SH_GEMM_COOP_AWQ, 1, bdt, 4 * d->sg_size, 0, &pipe));
-        else TRY(loom__vk_pipeline(d, VK_SH_GEMM_AWQ, 0, bdt, &pipe));
-        NEWD(pipe, d->coopmat ? G_ROWS_Y64 : G_ROWS_Y32, (uint32_t)((N + 63) / 64));
+        /* GEMM: 0 x, 1 q (as words), 2 bias, 3 y, 4 meta; tensor cores read x as vec4 */
+        if (d->coopmat && at16(s[0], 0) && at16(s[1], 0)) {
+            TRY(loom__vk_pipeline4(d, VK_SH_GEMM_COOP_AWQ, 1, bdt, 0, d->coop_rows, &pipe));
+            NEWD(pipe, coop_grid(d), (uint32_t)((N + VK_COOP_N - 1) / VK_COOP_N));
+        } else {
+            TRY(loom__vk_pipeline(d, VK_SH_GEMM_AWQ, 0, bdt, &pipe));
+            NEWD(pipe, G_ROWS_Y32, (uint32_t)((N + 63) / 64));
+        }
         x->min_t = VK_GEMV_MAX_T + 1;
         TRY(bind(p, x, 0, s[0], 0, xbytes, 4, false));
         TRY(bind(p, x, 1, s[1], 0, qb, 4, false));
@@ -598,7 +693,6 @@ static loom_status lower(vk_prog *p, const loom_node *n)
         uint32_t cdt = s[3]->dtype == LOOM_F16 ? 1u : 0u;
         size_t es = dt_size(s[3]->dtype), kvb = (size_t)T * (size_t)Hkv * (size_t)hd * 4;
         int64_t C = s[3]->shape[2];
-        float scale = n->p.attn_scale > 0 ? n->p.attn_scale : (float)(1.0 / sqrt((double)hd));
         TRY(loom__vk_pipeline(d, VK_SH_KV_STORE, cdt, 0, &pipe));
         NEWD(pipe, G_FIXED, (uint32_t)(((int64_t)Hkv * hd / 2 + 63) / 64));
         TRY(bind(p, x, 1, s[1], 0, kvb, 4, false));
@@ -609,14 +703,37 @@ static loom_status lower(vk_prog *p, const loom_node *n)
             return VK_ERR(LOOM_ERR_UNSUPPORTED, "gqa_attn: f16 cache not 4-byte aligned");
         x->pc[7] = (uint32_t)Hkv, x->pc[8] = (uint32_t)hd, x->pc[9] = (uint32_t)C, x->pc[10] = p->seq_base;
         x->acc[x->n_acc++] = (vk_access){p->step->buf, 0, p->step->size, false};
-        TRY(loom__vk_pipeline(d, VK_SH_ATTN, cdt, 0, &pipe));
-        NEWD(pipe, G_ROWS_Y, (uint32_t)Hq);
-        TRY(bind(p, x, 0, s[0], 0, ybytes, 4, false));
-        TRY(bind(p, x, 3, s[3], 0, nbytes(s[3]), es, false));
-        TRY(bind(p, x, 4, s[4], 0, nbytes(s[4]), es, false));
-        TRY(bind(p, x, 5, y, 0, ybytes, 4, true));
-        x->pc[7] = (uint32_t)Hq, x->pc[8] = (uint32_t)Hkv, x->pc[9] = (uint32_t)hd, x->pc[10] = (uint32_t)C;
-        x->pc[11] = fbits(scale), x->pc[12] = p->seq_base;
+        vk_attn_plan a = attn_plan(d, n);
+        if (a.dec) { /* decode: a GQA group per work-group, partitions (binding 1) joined by attn_merge */
+            loom_tensor part = {.name = "attention partials", .buf = p->part};
+            TRY(loom__vk_pipeline(d, VK_SH_ATTN_DEC, cdt, 0, &pipe));
+            NEWD(pipe, G_ROWS_Y, (uint32_t)Hkv * a.hb);
+            x->gz = a.pmax, x->max_t = VK_GEMV_MAX_T;
+            TRY(bind_attn(p, x, n, 16));
+            x->pc[13] = a.hb, x->pc[14] = a.fill, x->pc[15] = a.pmax;
+            if (a.pmax > 1) {
+                TRY(bind(p, x, 1, &part, 0, a.part_bytes, 4, true));
+                TRY(loom__vk_pipeline(d, VK_SH_ATTN_MERGE, 0, 0, &pipe));
+                NEWD(pipe, G_ROWS_Y, (uint32_t)Hq);
+                x->max_t = VK_GEMV_MAX_T;
+                TRY(bind(p, x, 5, y, 0, ybytes, 4, true));
+                TRY(bind(p, x, 1, &part, 0, a.part_bytes, 4, false));
+                x->pc[7] = (uint32_t)Hq, x->pc[9] = (uint32_t)hd, x->pc[14] = a.fill, x->pc[15] = a.pmax;
+            }
+        }
+        if (a.tile) { /* prefill: blocks of 32 rows share K/V tiles */
+            TRY(loom__vk_pipeline(d, VK_SH_ATTN_TILE, cdt, a.hd_tile, &pipe));
+            NEWD(pipe, G_ROWS_Y32, (uint32_t)Hq);
+            x->min_t = VK_GEMV_MAX_T + 1;
+            TRY(bind_attn(p, x, n, 16));
+        }
+        if (!a.dec || !a.tile) { /* attn.comp for the rest */
+            TRY(loom__vk_pipeline(d, VK_SH_ATTN, cdt, 0, &pipe));
+            NEWD(pipe, G_ROWS_Y, (uint32_t)Hq);
+            if (a.dec) x->min_t = VK_GEMV_MAX_T + 1;
+            if (a.tile) x->max_t = VK_GEMV_MAX_T;
+            TRY(bind_attn(p, x, n, es));
+        }
         if (p->n_attn < 64) p->attn_cache[p->n_attn++] = s[3];
         return LOOM_OK;
     }
@@ -649,7 +766,12 @@ void loom__vk_release(void *dctx, void *pv)
         free(p->cmd);
     }
     if (p->dpool) vkDestroyDescriptorPool(d->dev, p->dpool, NULL);
+    if (p->qpool) vkDestroyQueryPool(d->dev, p->qpool, NULL);
+    if (p->rec)
+        for (int32_t i = 0; i <= p->max_t; i++) free(p->rec[i]);
+    free(p->rec);
     if (p->step) loom__vk_free(d, p->step);
+    if (p->part) loom__vk_free(d, p->part);
     for (int32_t i = 0; i < p->n_rope; i++) free(p->ropes[i].inv_freq);
     free(p->ropes);
     free(p->role);
@@ -710,6 +832,13 @@ loom_status loom__vk_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
     if (!st && (!(p->role = calloc((size_t)n_nodes, 1)) || !(fz = calloc((size_t)n_nodes, sizeof *fz))))
         st = VK_ERR(LOOM_ERR_NOMEM, "out of memory");
     if (!st && d->fuse) plan_fusion(p, fz);
+    size_t part_bytes = 0; /* split decode attention's partials: the largest node's */
+    for (int32_t i = 0; i < n_nodes; i++)
+        if (nodes[i].op == LOOM_OP_GQA_ATTN) {
+            vk_attn_plan a = attn_plan(d, &nodes[i]);
+            if (a.part_bytes > part_bytes) part_bytes = a.part_bytes;
+        }
+    if (!st && part_bytes) st = loom__vk_alloc(d, part_bytes, false, &p->part);
     for (int32_t i = 0; i < n_nodes && !st; i++) {
         int32_t first = p->n_disp;
         if ((st = lower(p, &nodes[i]))) break;
@@ -749,6 +878,13 @@ loom_status loom__vk_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
             vkUpdateDescriptorSets(d->dev, 1, &w, 0, NULL);
         }
     }
+    if (!st && d->profile && p->n_disp) {
+        VkQueryPoolCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
+                                    .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = 2 * (uint32_t)p->n_disp};
+        VkResult r = vkCreateQueryPool(d->dev, &qi, NULL, &p->qpool);
+        if (r != VK_SUCCESS) st = loom__vk_fail(r, "vkCreateQueryPool");
+        else if (!(p->rec = calloc((size_t)p->max_t + 1, sizeof *p->rec))) st = VK_ERR(LOOM_ERR_NOMEM, "out of memory");
+    }
     if (!st) st = loom__vk_check_validation(d);
     if (st) {
         loom__vk_release(d, p);
@@ -786,8 +922,11 @@ static loom_status record(vk_prog *p, int32_t n, VkCommandBuffer *out)
                           .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT,
                           .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT};
     vk_access *pending = malloc((size_t)(p->n_disp + 1) * (VK_BINDINGS + 2) * sizeof *pending);
+    int32_t *rec = p->qpool ? malloc((size_t)(p->n_disp + 1) * sizeof *rec) : NULL;
     int n_pend = 0, n_barriers = 0, n_rec = 0;
     VkPipeline bound = VK_NULL_HANDLE;
+    if (p->qpool && !rec) free(pending), pending = NULL;
+    if (rec) vkCmdResetQueryPool(cb, p->qpool, 0, 2 * (uint32_t)p->n_disp);
     for (int32_t i = 0; pending && i < p->n_disp; i++) {
         vk_disp *x = &p->disp[i];
         int64_t rows = x->dyn ? n : x->rows;
@@ -811,6 +950,7 @@ static loom_status record(vk_prog *p, int32_t n, VkCommandBuffer *out)
         case G_ROWS_Y: gy = (uint32_t)rows; break;
         case G_ROWS_Y32: gy = (uint32_t)((rows + 31) / 32); break;
         case G_ROWS_Y64: gy = (uint32_t)((rows + 63) / 64); break;
+        case G_ROWS_Y128: gy = (uint32_t)((rows + 127) / 128); break;
         case G_ELEM: pc[7] = (uint32_t)(rows * x->cols), gx = (uint32_t)((rows * x->cols + 255) / 256); break;
         case G_FLAT: break;
         }
@@ -822,11 +962,15 @@ static loom_status record(vk_prog *p, int32_t n, VkCommandBuffer *out)
         if (x->pipe != bound) vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, x->pipe), bound = x->pipe;
         vkCmdBindDescriptorSets(cb, VK_PIPELINE_BIND_POINT_COMPUTE, d->layout, 0, 1, &x->set, 0, NULL);
         vkCmdPushConstants(cb, d->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof pc, pc);
-        vkCmdDispatch(cb, gx, gy, 1);
+        if (rec) vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, p->qpool, 2 * (uint32_t)n_rec);
+        vkCmdDispatch(cb, gx, gy, x->gz);
+        if (rec) vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, p->qpool, 2 * (uint32_t)n_rec + 1);
+        if (rec) rec[1 + n_rec] = i;
         n_rec++;
     }
     free(pending);
     if (!pending) {
+        free(rec);
         vkFreeCommandBuffers(d->dev, d->cmd_pool, 1, &cb);
         return VK_ERR(LOOM_ERR_NOMEM, "out of memory");
     }
@@ -840,12 +984,107 @@ static loom_status record(vk_prog *p, int32_t n, VkCommandBuffer *out)
                              VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
                          0, 1, &end, 0, NULL, 0, NULL);
     if ((r = vkEndCommandBuffer(cb)) != VK_SUCCESS) {
+        free(rec);
         vkFreeCommandBuffers(d->dev, d->cmd_pool, 1, &cb);
         return loom__vk_fail(r, "vkEndCommandBuffer");
     }
+    if (rec) rec[0] = n_rec, free(p->rec[n]), p->rec[n] = rec;
     VK_LOG(LOOM_LOG_DEBUG, "recorded the command buffer for %d tokens: %d dispatches (of %d compiled), %d barriers",
            (int)n, n_rec, (int)p->n_disp, n_barriers);
     *out = cb;
+    return LOOM_OK;
+}
+
+/* ---- LOOM_VK_PROFILE ------------------------------------------------------------------ */
+static vk_shader pipe_shader(const vk_dev *d, VkPipeline pipe)
+{
+    for (const vk_pipe *q = d->pipes; q; q = q->next)
+        if (q->pipe == pipe) return q->sh;
+    return VK_SH_COUNT;
+}
+
+/* the unfused matmul shaders: p[7] K, p[8] N of the dispatch */
+static bool is_matmul_shader(vk_shader sh)
+{
+    return sh == VK_SH_GEMV || sh == VK_SH_GEMV_SG || sh == VK_SH_GEMV_VEC || sh == VK_SH_GEMV_VEC_SG ||
+           sh == VK_SH_GEMV_AWQ || sh == VK_SH_GEMM || sh == VK_SH_GEMM_AWQ || sh == VK_SH_GEMM_COOP ||
+           sh == VK_SH_GEMM_COOP_AWQ;
+}
+
+typedef struct {
+    vk_shader sh;
+    uint32_t  K, N; /* matmul shaders; else 0 */
+    int32_t   count;
+    double    ms, idle, flop;
+} vk_prof_row;
+
+static int by_time(const void *a, const void *b)
+{
+    double x = ((const vk_prof_row *)a)->ms, y = ((const vk_prof_row *)b)->ms;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* milliseconds from timestamp a to b, negative when b is earlier (counters of fewer than 64 valid bits wrap) */
+static double ticks_ms(const vk_dev *d, uint64_t a, uint64_t b)
+{
+    uint64_t t = (b - a) & d->ts_mask;
+    double v = t > d->ts_mask / 2 ? -(double)((a - b) & d->ts_mask) : (double)t;
+    return v * d->ts_ns * 1e-6;
+}
+
+/* Wait for the step, read its timestamps and log where its device time went. */
+static loom_status prof_report(vk_prog *p, int32_t n)
+{
+    vk_dev *d = p->d;
+    const int32_t *rec = p->rec[n];
+    int32_t nr = rec ? rec[0] : 0;
+    loom_status st = loom__vk_wait(d);
+    if (st || !nr) return st;
+    uint64_t *ts = malloc((size_t)nr * 2 * sizeof *ts);
+    vk_prof_row *rows = calloc((size_t)nr, sizeof *rows);
+    if (!ts || !rows) {
+        free(ts), free(rows);
+        return LOOM_OK; /* the step ran; only its report is lost */
+    }
+    VkResult r = vkGetQueryPoolResults(d->dev, p->qpool, 0, 2 * (uint32_t)nr, (size_t)nr * 2 * sizeof *ts, ts, 8,
+                                       VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
+    if (r != VK_SUCCESS) {
+        free(ts), free(rows);
+        return loom__vk_fail(r, "vkGetQueryPoolResults");
+    }
+    double busy = 0, idle = 0, span = 0;
+    int32_t n_rows = 0;
+    for (int32_t j = 0; j < nr; j++) {
+        const vk_disp *x = &p->disp[rec[1 + j]];
+        double ms = ticks_ms(d, ts[2 * j], ts[2 * j + 1]), gap = j ? ticks_ms(d, ts[2 * j - 1], ts[2 * j]) : 0;
+        if (gap < 0) gap = 0; /* it overlapped the previous one */
+        busy += ms, idle += gap;
+        vk_shader sh = pipe_shader(d, x->pipe);
+        bool mm = is_matmul_shader(sh);
+        int64_t rows_t = x->dyn ? n : x->rows;
+        const loom_tensor *y = x->node->dst;
+        VK_LOG(LOOM_LOG_DEBUG, "dispatch %d: node %d (%s '%s', %d rows) %s: %.4f ms, idle before %.4f ms", (int)j,
+               (int)(x->node - p->nodes), loom_op_str(x->node->op), y->name ? y->name : "?", (int)rows_t,
+               loom__vk_shader_name(sh), ms, gap);
+        uint32_t K = mm ? x->pc[7] : 0, N = mm ? x->pc[8] : 0;
+        int32_t k = 0;
+        while (k < n_rows && !(rows[k].sh == sh && rows[k].K == K && rows[k].N == N)) k++;
+        if (k == n_rows) rows[n_rows++] = (vk_prof_row){.sh = sh, .K = K, .N = N};
+        rows[k].count++, rows[k].ms += ms, rows[k].idle += gap, rows[k].flop += 2.0 * (double)rows_t * K * N;
+    }
+    span = ticks_ms(d, ts[0], ts[2 * nr - 1]);
+    qsort(rows, (size_t)n_rows, sizeof *rows, by_time);
+    VK_LOG(LOOM_LOG_INFO, "step of %d tokens: %.3f ms on the device, %.3f ms in %d dispatches, %.3f ms idle between",
+           (int)n, span, busy, (int)nr, idle);
+    for (int32_t k = 0; k < n_rows; k++) {
+        const vk_prof_row *w = &rows[k];
+        char shape[48] = "", rate[32] = "";
+        if (w->K) snprintf(shape, sizeof shape, " K=%u N=%u", w->K, w->N);
+        if (w->K && w->ms > 0) snprintf(rate, sizeof rate, ", %.3g TFLOP/s", w->flop / (w->ms * 1e9));
+        VK_LOG(LOOM_LOG_INFO, "  %s%s: %d dispatches, %.4f ms (%.1f%%), idle before %.4f ms%s", loom__vk_shader_name(w->sh),
+               shape, (int)w->count, w->ms, busy > 0 ? 100 * w->ms / busy : 0.0, w->idle, rate);
+    }
+    free(ts), free(rows);
     return LOOM_OK;
 }
 
@@ -892,5 +1131,7 @@ loom_status loom__vk_execute(void *dctx, void *pv, const loom_step *step)
             }
     }
     if (!p->cmd[n] && (st = record(p, n, &p->cmd[n]))) return st;
-    return loom__vk_submit(d, p->cmd[n], p);
+    st = loom__vk_submit(d, p->cmd[n], p);
+    if (!st && p->qpool) st = prof_report(p, n);
+    return st;
 }

@@ -1,5 +1,9 @@
 #version 450
-/* gqa_attn, part 2: one workgroup per (query head, token); online softmax
+/* gqa_attn, part 2, the general one: what attn_dec.comp (decode) and
+ * attn_tile.comp (prefill) do not take (vk_prog.c attn_plan: head_dim above
+ * 128 or not a multiple of 8, a cache not on 16 bytes, too little shared
+ * memory). Slow: K and V are read once per (query head, token).
+ * One workgroup per (query head, token); online softmax
  * over positions 0..pos[t] of slot seq[t] in blocks of 64: each invocation
  * scores one position of the block, then owns head dims l, l+64, ... for
  * the weighted sum of v. CDT 1: f16 cache, 0: f32.
