@@ -694,7 +694,7 @@ static loom_status lower(vk_prog *p, const loom_node *n)
         size_t es = dt_size(s[3]->dtype), kvb = (size_t)T * (size_t)Hkv * (size_t)hd * 4;
         int64_t C = s[3]->shape[2];
         TRY(loom__vk_pipeline(d, VK_SH_KV_STORE, cdt, 0, &pipe));
-        NEWD(pipe, G_FIXED, (uint32_t)(((int64_t)Hkv * hd / 2 + 63) / 64));
+        NEWD(pipe, G_ROWS_Y, (uint32_t)(((int64_t)Hkv * hd / 2 + 63) / 64)); /* a token per work-group row */
         TRY(bind(p, x, 1, s[1], 0, kvb, 4, false));
         TRY(bind(p, x, 2, s[2], 0, kvb, 4, false));
         TRY(bind(p, x, 3, s[3], 0, nbytes(s[3]), es, true));
