@@ -6,14 +6,8 @@
 #   bash bench/opencl/device-ab.sh $OUT [preset]
 set -uo pipefail
 out=${1:-/tmp/out} preset=${2:-qwen2.5-7b}
-mkdir -p "$out"
-mkdir -p /etc/OpenCL/vendors && echo libnvidia-opencl.so.1 > /etc/OpenCL/vendors/nvidia.icd
-. scripts/device-env.sh
-for v in new old; do
-  src=$PWD; [ $v = old ] && src=$PWD/abold
-  [ -d /tmp/ab-$v ] || meson setup /tmp/ab-$v $src --buildtype=release -Dtests=disabled -Dvulkan=disabled -Dcuda=disabled > "$out/setup-$v.log" 2>&1
-  ninja -C /tmp/ab-$v > "$out/build-$v.log" 2>&1 || { tail -30 "$out/setup-$v.log" "$out/build-$v.log"; exit 1; }
-done
+. bench/opencl/device-build.sh
+build_ocl /tmp/ab-new "$PWD" -new && build_ocl /tmp/ab-old "$PWD/abold" -old || exit 1
 m=/tmp/prof-$preset
 [ -d $m ] || /tmp/ab-new/tools/loom synth --preset $preset --awq --out $m > /dev/null 2>&1
 for round in 1 2; do

@@ -8,11 +8,8 @@
 # (decode is also timed with LOOM_OPENCL_MMA=0: the portable kernels, for comparison)
 set -uo pipefail
 out=${1:-/tmp/out} preset=${2:-qwen2.5-7b}
-mkdir -p "$out"
-mkdir -p /etc/OpenCL/vendors && echo libnvidia-opencl.so.1 > /etc/OpenCL/vendors/nvidia.icd
-. scripts/device-env.sh
-[ -d /tmp/build-ocl ] || meson setup /tmp/build-ocl --buildtype=release -Dtests=disabled -Dvulkan=disabled -Dcuda=disabled > "$out/setup.log" 2>&1
-ninja -C /tmp/build-ocl > "$out/build.log" 2>&1 || { tail -30 "$out/setup.log" "$out/build.log"; exit 1; }
+. bench/opencl/device-build.sh
+build_ocl /tmp/build-ocl || exit 1
 loom=/tmp/build-ocl/tools/loom m=/tmp/prof-$preset
 LOOM_LOG=debug $loom check ops --backend opencl > "$out/check-ops.txt" 2>&1
 grep -E "prefill GEMMs|tensor-core|warning" "$out/check-ops.txt" | sort | uniq | head -5
