@@ -11,6 +11,7 @@
 #include "graph_impl.h"
 
 #define ARENA_ALIGN 256
+#define ARENA_FUSE_SLACK 2 /* nodes; see lifetime() */
 
 typedef struct {
     loom_tid tid;
@@ -178,6 +179,10 @@ static void lifetime(const loom_exec *e, loom_tid t, int32_t d, int32_t *first, 
         for (int32_t s = 0; s < g->n[i].n_src; s++)
             if (g->n[i].src[s] == t && (e->place[i] == d || e->home[t] == d) && i > *last) *last = i;
     if (g->t[t].output && e->home[t] == d) *last = g->nn;
+    /* Backends fuse a node with up to two after it (CUDA: a GEMV with the residual add and
+     * the next rmsnorm, or with RoPE), writing those nodes' outputs while the first one still
+     * reads its inputs: keep an input's bytes that long past its last reader. */
+    *last = *last + ARENA_FUSE_SLACK < g->nn ? *last + ARENA_FUSE_SLACK : g->nn;
 }
 
 static loom_status plan_arenas(loom_exec *e)

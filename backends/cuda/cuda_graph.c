@@ -318,8 +318,10 @@ loom_status loom__cu_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
         st = CU_ERR(LOOM_ERR_NOMEM, "cuda: out of memory compiling");
         goto fail;
     }
-    CU_LOG(LOOM_LOG_DEBUG, "cuda:%d: compiled %d nodes, max %d tokens, scratch %.1f MiB", d->dev, (int)n_nodes,
-           (int)p->max_t, need * 4.0 / 1048576.0);
+    int leads = 0, members = 0;
+    for (int32_t i = 0; i < n_nodes; i++) leads += p->plan[i].fuse == FUSE_LEAD, members += p->plan[i].fuse == FUSE_MEMBER;
+    CU_LOG(LOOM_LOG_DEBUG, "cuda:%d: compiled %d nodes, max %d tokens, scratch %.1f MiB; decode fuses %d nodes into %d launches",
+           d->dev, (int)n_nodes, (int)p->max_t, need * 4.0 / 1048576.0, leads + members, leads);
     *progp = p;
     return LOOM_OK;
 fail:

@@ -47,9 +47,11 @@ __global__ void kv_store_kernel(const float *__restrict__ k, const float *__rest
 }
 
 /* ---- 3. merge of the splits (by the last block): weights exp(m_s - M) * l_s --------------------- */
-/* w: shared, ROWS * CU_ATTN_MAX_SPLITS + ROWS floats. Sums run in a fixed order (deterministic). */
+/* w: shared, ROWS * CU_ATTN_MAX_SPLITS + ROWS floats. Only splits 0 .. ns-1 hold positions (the
+ * split length follows the context, so at short contexts most splits are empty). Sums run in a
+ * fixed order (deterministic). */
 template <int HD>
-static __device__ void attn_merge(const cu_attn_args &a, int t0, int t1, int hk, float *w)
+static __device__ void attn_merge(const cu_attn_args &a, int t0, int t1, int hk, int ns, float *w)
 {
     int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, G = a.Hq / a.Hkv, R = (t1 - t0) * G;
     size_t stride = (size_t)a.T * a.Hq * (HD + 2), qw = (size_t)a.Hq * HD;
@@ -57,10 +59,10 @@ static __device__ void attn_merge(const cu_attn_args &a, int t0, int t1, int hk,
     for (int r = warp; r < R; r += NTH / 32) { /* a warp per row, a lane per split */
         const float *p0 = a.part + ((size_t)(t0 + r / G) * a.Hq + hk * G + r % G) * (HD + 2);
         float M = -INFINITY, sum = 0.0f;
-        for (int s = lane; s < a.splits; s += 32)
+        for (int s = lane; s < ns; s += 32)
             if (__ldcg(p0 + s * stride + HD + 1) > 0.0f) M = fmaxf(M, __ldcg(p0 + s * stride + HD));
         M = cu_warp_max(M);
-        for (int s = lane; s < a.splits; s += 32) {
+        for (int s = lane; s < ns; s += 32) {
             float l = __ldcg(p0 + s * stride + HD + 1), ws = l > 0.0f ? expf(__ldcg(p0 + s * stride + HD) - M) * l : 0.0f;
             w[r * CU_ATTN_MAX_SPLITS + s] = ws, sum += ws;
         }
@@ -73,7 +75,7 @@ static __device__ void attn_merge(const cu_attn_args &a, int t0, int t1, int hk,
         const float *p0 = a.part + ((size_t)tok * a.Hq + h) * (HD + 2) + d;
         float num = 0.0f;
 #pragma unroll 8
-        for (int s = 0; s < a.splits; s++) num = fmaf(w[r * CU_ATTN_MAX_SPLITS + s], __ldcg(p0 + s * stride), num);
+        for (int s = 0; s < ns; s++) num = fmaf(w[r * CU_ATTN_MAX_SPLITS + s], __ldcg(p0 + s * stride), num);
         a.y[(size_t)tok * qw + (size_t)h * HD + d] = num / den[r];
     }
 }
@@ -98,6 +100,7 @@ __global__ void __launch_bounds__(NTH) attn_kernel(const cu_attn_args a, int qt)
     int G = a.Hq / a.Hkv, split = blockIdx.x, hk = blockIdx.y;
     int t0 = blockIdx.z * qt, t1 = min(t0 + qt, a.T);
     size_t qw = (size_t)a.Hq * HD;
+    int used = 1; /* splits holding positions, over the tile's sub-batches */
     cu_pdl_trigger();
     cu_pdl_wait(); /* q and this step's k, v come from the kernel before */
 
@@ -108,6 +111,7 @@ __global__ void __launch_bounds__(NTH) attn_kernel(const cu_attn_args a, int qt)
         int chunk = (kmax + a.splits - 1) / a.splits;
         chunk = (chunk + TP - 1) / TP * TP;
         int lo = split * chunk, hi = min(lo + chunk, kmax);
+        used = max(used, (kmax + chunk - 1) / chunk);
 
         for (int i = tid; i < R * HD; i += NTH) {
             int r = i / HD, dd = i - r * HD, tok = ta + r / G, h = hk * G + r % G;
@@ -192,7 +196,7 @@ __global__ void __launch_bounds__(NTH) attn_kernel(const cu_attn_args a, int qt)
     if (a.splits == 1) return;
     /* publish this block's partials; the last of the splits merges */
     if (!cu_arrive_last(a.counters + blockIdx.z * a.Hkv + hk, a.splits)) return;
-    attn_merge<HD>(a, t0, t1, hk, sm);
+    attn_merge<HD>(a, t0, t1, hk, min(used, a.splits), sm);
 }
 
 /* ---- launchers ---------------------------------------------------------------------------- */

@@ -268,11 +268,6 @@ static __device__ __forceinline__ bool cu_arrive_last(int *c, int n)
     return last;
 }
 
-static __device__ __forceinline__ void cu_prefetch_l2(const void *p)
-{
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
-}
-
 template <typename... P, typename... A>
 static cudaError_t cu_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, bool pdl,
                              A &&...args)
