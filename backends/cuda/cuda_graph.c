@@ -31,6 +31,8 @@ typedef struct cu_plan {
     const cu_awq    *awq;      /* matmul_awq: the repacked weight */
     int              fuse;     /* FUSE_* */
     bool             kv_stored; /* gqa_attn: the lead GEMV stores k and v in decode steps */
+    int              xnorm;     /* matmul_awq right after an rmsnorm that only it and this many - 1
+                                 * nodes after it read: the lead may normalise x on load */
     cu_awq_gemv_args gemv;     /* FUSE_LEAD, or a lone matmul_awq: everything but T */
 } cu_plan;
 
@@ -107,14 +109,29 @@ static bool overlap(const loom_tensor *a, const loom_tensor *b)
     return a->buf == b->buf && a->offset < b->offset + tbytes(b) && b->offset < a->offset + tbytes(a);
 }
 
+static int uses(const loom_node *nodes, int32_t n_nodes, const loom_tensor *t)
+{
+    int n = 0;
+    for (int32_t i = 0; i < n_nodes; i++)
+        for (int k = 0; k < nodes[i].n_src; k++) n += nodes[i].src[k] == t;
+    return n;
+}
+
 /* t is read by exactly one node and nobody after the program: fusing may leave it unwritten. */
 static bool private_to(const loom_node *nodes, int32_t n_nodes, const loom_tensor *t)
 {
-    if (t->flags & LOOM_TENSOR_OUTPUT) return false;
-    int uses = 0;
-    for (int32_t i = 0; i < n_nodes; i++)
-        for (int k = 0; k < nodes[i].n_src; k++) uses += nodes[i].src[k] == t;
-    return uses == 1;
+    return !(t->flags & LOOM_TENSOR_OUTPUT) && uses(nodes, n_nodes, t) == 1;
+}
+
+/* Is t read after node i (or by the program's caller)? Then the arena keeps its bytes
+ * through node i: nothing written up to there lands on them. */
+static bool read_after(const loom_node *nodes, int32_t n_nodes, const loom_tensor *t, int32_t i)
+{
+    if (t->flags & LOOM_TENSOR_OUTPUT) return true;
+    for (int32_t j = i + 1; j < n_nodes; j++)
+        for (int k = 0; k < nodes[j].n_src; k++)
+            if (nodes[j].src[k] == t) return true;
+    return false;
 }
 
 static bool same_rows(const loom_tensor *a, const loom_tensor *b)
@@ -131,6 +148,39 @@ static void gemv_add(cu_awq_gemv_args *g, const loom_node *n, const cu_awq *w)
     g->n++;
 }
 
+/* Before the leads are planned: reserve each rmsnorm whose output only the AWQ matmuls right
+ * after it read (q, k, v; gate, up). Their lead normalises x as it stages it, so the launch
+ * before needs no last-block rmsnorm (a serial tail of the o and down GEMVs). */
+static void reserve_xnorm(const loom_node *nodes, int32_t n_nodes, cu_plan *plan)
+{
+    for (int32_t k = 0; k + 1 < n_nodes; k++) {
+        const loom_node *c = &nodes[k];
+        if (c->op != LOOM_OP_RMSNORM || (c->dst->flags & LOOM_TENSOR_OUTPUT) || !same_rows(c->src[0], c->dst) ||
+            c->dst->shape[1] > CU_AWQ_XNORM_MAX_K)
+            continue;
+        int readers = uses(nodes, n_nodes, c->dst), j = k + 1;
+        while (j < n_nodes && j <= k + readers && is_awq(&nodes[j]) && nodes[j].src[0] == c->dst) j++;
+        if (readers > 0 && j == k + 1 + readers) plan[k].fuse = FUSE_MEMBER, plan[k + 1].xnorm = readers;
+    }
+}
+
+/* After: the lead at i takes the reserved rmsnorm at i - 1 on load if it fused every reader of
+ * the norm's output and the norm's input outlives the lead's members; else the norm runs. */
+static void take_xnorm(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, int32_t i)
+{
+    cu_plan *pl = &plan[i];
+    const loom_node *c = &nodes[i - 1];
+    int32_t last = i;
+    while (last + 1 < n_nodes && plan[last + 1].fuse == FUSE_MEMBER) last++;
+    int fused = pl->gemv.epi == CU_EPI_SWIGLU ? 2 : pl->gemv.n;
+    if (pl->fuse != FUSE_MEMBER && fused == pl->xnorm && read_after(nodes, n_nodes, c->src[0], last)) {
+        pl->gemv.x = tdata(c->src[0]), pl->gemv.xnorm_w = tdata(c->src[1]);
+        pl->gemv.xnorm_wdt = (int)c->src[1]->dtype, pl->gemv.xnorm_eps = c->p.eps;
+    } else {
+        plan[i - 1].fuse = FUSE_NONE, pl->xnorm = 0;
+    }
+}
+
 /* Fused writes happen at the lead node, earlier than the nodes they replace:
  * a fused output must not share memory with x, which the lead still reads
  * (the arena may hand x's bytes to a tensor born after x's last reader). */
@@ -138,6 +188,8 @@ static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, in
 {
     const char *env = getenv("LOOM_CUDA_FUSE"); /* 0: every node on its own (to isolate a fusion bug) */
     bool fuse = !env || strcmp(env, "0");
+    const char *xn = getenv("LOOM_CUDA_XNORM"); /* 0: rmsnorm by the last block of the launch before */
+    if (fuse && (!xn || strcmp(xn, "0"))) reserve_xnorm(nodes, n_nodes, plan);
     for (int32_t i = 0; i < n_nodes; i++) {
         const loom_node *a = &nodes[i];
         if (!is_awq(a)) continue;
@@ -157,16 +209,17 @@ static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, in
             i += 2;
             continue;
         }
-        /* matmul, then the residual add of its result (then the rmsnorm of that sum,
-         * by the block that finishes last: every read of x is over by then) */
+        /* matmul, then the residual add of its result (then the rmsnorm of that sum, unless the
+         * next lead takes it on load, by the block that finishes last: every read of x is over
+         * by then) */
         if (b && b->op == LOOM_OP_ADD && (b->src[0] == a->dst) != (b->src[1] == a->dst) && same_rows(a->dst, b->dst) &&
             private_to(nodes, n_nodes, a->dst) && !overlap(b->dst, x)) {
             const loom_tensor *r = b->src[0] == a->dst ? b->src[1] : b->src[0];
             if (!overlap(b->dst, r) || (r->buf == b->dst->buf && r->offset == b->dst->offset)) {
                 pl->gemv.epi = CU_EPI_ADD, pl->gemv.r = tdata(r), pl->gemv.y[0] = tdata(b->dst);
                 pl->fuse = FUSE_LEAD, plan[i + 1].fuse = FUSE_MEMBER;
-                if (c && c->op == LOOM_OP_RMSNORM && c->src[0] == b->dst && same_rows(b->dst, c->dst) &&
-                    !overlap(c->dst, b->dst) && !overlap(c->dst, r)) {
+                if (c && c->op == LOOM_OP_RMSNORM && plan[i + 2].fuse == FUSE_NONE && c->src[0] == b->dst &&
+                    same_rows(b->dst, c->dst) && !overlap(c->dst, b->dst) && !overlap(c->dst, r)) {
                     pl->gemv.norm_w = tdata(c->src[1]), pl->gemv.norm_wdt = (int)c->src[1]->dtype;
                     pl->gemv.norm_eps = c->p.eps, pl->gemv.norm_y = tdata(c->dst), pl->gemv.counter = counters + i;
                     plan[i + 2].fuse = FUSE_MEMBER;
@@ -209,6 +262,8 @@ static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, in
         if (j > i + 1) pl->fuse = FUSE_LEAD;
         i = j - 1;
     }
+    for (int32_t i = 0; i < n_nodes; i++)
+        if (plan[i].xnorm) take_xnorm(nodes, n_nodes, plan, i);
 }
 
 /* ---- compile ------------------------------------------------------------------------------------- */

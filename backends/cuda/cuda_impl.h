@@ -88,6 +88,7 @@ cudaError_t loom__cu_awq_init(void); /* likewise, for the AWQ GEMV */
  * fixed order. */
 enum { CU_EPI_PLAIN, CU_EPI_SWIGLU, CU_EPI_ADD };
 #define CU_GEMV_MAX_W 3
+#define CU_AWQ_XNORM_MAX_K 5440 /* T + 1 rows of x as f16 still fit the staging space */
 typedef struct cu_awq_gemv_args {
     const float  *x;
     int           T, n, epi;
@@ -118,6 +119,12 @@ typedef struct cu_awq_gemv_args {
     const int32_t *seq;
     int           pdl;                 /* launch as a programmatic dependent (k_common.cuh) */
     int           warps;               /* per block; 0: the launcher's choice (kbench --awq sweeps it) */
+    /* optional: x is the residual stream and the GEMV reads rmsnorm(x) * xnorm_w (eps xnorm_eps)
+     * instead, which every block computes as it stages x (K <= CU_AWQ_XNORM_MAX_K): the launch
+     * before then needs no last-block rmsnorm, the serial tail of an o or down launch */
+    const void   *xnorm_w;
+    int           xnorm_wdt;
+    float         xnorm_eps;
     int           x_global;            /* 1: read x from global memory even where it fits staged (kbench) */
 } cu_awq_gemv_args;
 cudaError_t loom__cu_awq_gemv(cudaStream_t s, const cu_awq_gemv_args *a, int sm_count);

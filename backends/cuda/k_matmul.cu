@@ -308,6 +308,9 @@ struct awq_params {
     int         *counter;
     const int32_t *pos, *seq; /* RoPE, cache store: the step's positions and sequence slots */
     int          cache_f16, cache_hd, cache_C;
+    const void  *xw;    /* x is the residual stream: the GEMV reads rmsnorm(x) * xw (dtype xwdt, eps xeps) */
+    int          xwdt;
+    float        xeps;
 };
 
 /* Store v as element (seq[t], head, pos[t], d) of a [S, N/hd, C, hd] cache,
@@ -397,8 +400,9 @@ static CU_HD void awq_bfrag(const float *x, int T, int K, int k, int lane, uint3
  * consecutive rows gives a step in distinct banks (K is a multiple of 128; with 8 halves
  * rows g and g + 1 overlapped: ncu counted 29% of the shared wavefronts as conflicts). */
 #define AWQ_XS_MAX (96 << 10)
-static CU_HD int awq_xs_ld(int K) { return K + 16; }
-static CU_HD size_t awq_xs_bytes(int T, int K) { return (size_t)(T + 1) * awq_xs_ld(K) * 2; }
+static constexpr CU_HD int awq_xs_ld(int K) { return K + 16; }
+static constexpr CU_HD size_t awq_xs_bytes(int T, int K) { return (size_t)(T + 1) * awq_xs_ld(K) * 2; }
+static_assert(awq_xs_bytes(CU_GEMV_MAX_T, CU_AWQ_XNORM_MAX_K) <= AWQ_XS_MAX, "x normalised on load is always staged");
 /* Whether a launch stages x (the launcher and tests/cuda_host.cu decide alike). */
 static bool awq_staged(const cu_awq_gemv_args *a, const awq_params &P)
 {
@@ -410,9 +414,11 @@ static bool awq_staged(const cu_awq_gemv_args *a, const awq_params &P)
  * row at the start of every block (SASS). */
 #define AWQ_BATCH 8
 
-static CU_HD void awq_stage_x(const float *x, int T, int K, int tid, int nthreads, uint16_t *xs)
+/* With P.xw, x's rows are normalised as they are staged: inv holds each row's 1/rms. */
+static CU_HD void awq_stage_x(const awq_params &P, int tid, int nthreads, uint16_t *xs, const float *inv)
 {
-    const int K4 = K / 4, n = T * K4; /* float4s of x's T rows */
+    const float *x = P.x;
+    const int T = P.T, K = P.K, K4 = K / 4, n = T * K4; /* float4s of x's T rows */
     for (int i0 = tid; i0 < n; i0 += AWQ_BATCH * nthreads) {
         float4 v[AWQ_BATCH];
 CU_UNROLL
@@ -422,10 +428,15 @@ CU_UNROLL
         }
 CU_UNROLL
         for (int j = 0; j < AWQ_BATCH; j++) {
-            int i = i0 + j * nthreads;
-            if (i < n)
-                *reinterpret_cast<uint2 *>(xs + i / K4 * awq_xs_ld(K) + i % K4 * 4) =
-                    make_uint2(cu_pack2(v[j].x, v[j].y, false), cu_pack2(v[j].z, v[j].w, false));
+            int i = i0 + j * nthreads, t = i / K4, k = i % K4 * 4;
+            if (i >= n) continue;
+            if (P.xw) {
+                float s = inv[t];
+                v[j].x *= s * cu_load_dt(P.xw, P.xwdt, k), v[j].y *= s * cu_load_dt(P.xw, P.xwdt, k + 1);
+                v[j].z *= s * cu_load_dt(P.xw, P.xwdt, k + 2), v[j].w *= s * cu_load_dt(P.xw, P.xwdt, k + 3);
+            }
+            *reinterpret_cast<uint2 *>(xs + t * awq_xs_ld(K) + k) =
+                make_uint2(cu_pack2(v[j].x, v[j].y, false), cu_pack2(v[j].z, v[j].w, false));
         }
     }
     for (int i = tid; i < K4; i += nthreads) *reinterpret_cast<uint2 *>(xs + T * awq_xs_ld(K) + 4 * i) = make_uint2(0, 0);
@@ -512,16 +523,19 @@ CU_UNROLL
  * no thread adds more than nthreads / 32 terms (one thread adding a row's 512
  * was a ~2 us serial tail). red holds T x nthreads floats, then T x 32, then
  * T inverses. */
-static CU_HD void awq_norm_a(const awq_params &P, int tid, int nthreads, float *red)
+/* rows: T x N; CG: written by other blocks of this launch, so read through L2 only */
+template <bool CG> static CU_HD void awq_norm_a(const float *rows, int T, int N, int tid, int nthreads, float *red)
 {
-    const awq_seg &sg = P.seg[0];
-    for (int t = 0; t < P.T; t++) {
-        const float *y = sg.y + (int64_t)t * sg.N;
+    for (int t = 0; t < T; t++) {
+        const float *y = rows + (int64_t)t * N;
         float ss = 0.0f;
-        for (int n0 = tid; n0 < sg.N; n0 += AWQ_BATCH * nthreads) {
+        for (int n0 = tid; n0 < N; n0 += AWQ_BATCH * nthreads) {
             float v[AWQ_BATCH];
 CU_UNROLL
-            for (int j = 0; j < AWQ_BATCH; j++) v[j] = n0 + j * nthreads < sg.N ? CU_LDCG(y + n0 + j * nthreads) : 0.0f;
+            for (int j = 0; j < AWQ_BATCH; j++) {
+                int n = n0 + j * nthreads;
+                v[j] = n >= N ? 0.0f : CG ? CU_LDCG(y + n) : CU_LDG(y + n);
+            }
 CU_UNROLL
             for (int j = 0; j < AWQ_BATCH; j++) ss = fmaf(v[j], v[j], ss);
         }
@@ -538,19 +552,25 @@ static CU_HD void awq_norm_b(const awq_params &P, int tid, int nthreads, float *
     }
 }
 
-static CU_HD void awq_norm_b2(const awq_params &P, int tid, int nthreads, float *red)
+static CU_HD void awq_norm_b2(const awq_params &P, int N, float eps, int tid, int nthreads, float *red)
 {
     if (tid >= P.T) return; /* T <= 8: fewer than any block's threads */
     float ss = 0.0f;
     for (int l = 0; l < 32; l++) ss += red[P.T * nthreads + tid * 32 + l];
-    red[P.T * (nthreads + 32) + tid] = cu_rms_inv(ss, P.seg[0].N, P.eps);
+    red[P.T * (nthreads + 32) + tid] = cu_rms_inv(ss, N, eps);
+}
+
+/* Where the 1/rms of row t sits in red after awq_norm_b2. */
+static CU_HD const float *awq_norm_inv(const awq_params &P, int nthreads, const float *red)
+{
+    return red + P.T * (nthreads + 32);
 }
 
 static CU_HD void awq_norm_c(const awq_params &P, int tid, int nthreads, const float *red)
 {
     const awq_seg &sg = P.seg[0];
     for (int t = 0; t < P.T; t++) {
-        const float inv = red[P.T * (nthreads + 32) + t], *y = sg.y + (int64_t)t * sg.N;
+        const float inv = awq_norm_inv(P, nthreads, red)[t], *y = sg.y + (int64_t)t * sg.N;
         for (int n0 = tid; n0 < sg.N; n0 += AWQ_BATCH * nthreads) {
             float v[AWQ_BATCH], w[AWQ_BATCH];
 CU_UNROLL
@@ -617,7 +637,15 @@ __global__ void __launch_bounds__(AWQ_MAX_WARPS * 32) awq_gemv_kernel(const awq_
     if (busy) awq_load(sg, wp, P.K, wp.sl, lane, cur);
     cu_pdl_wait();
     if (XS) {
-        awq_stage_x(P.x, P.T, P.K, threadIdx.x, blockDim.x, awq_xs);
+        if (P.xw) { /* every block normalises x for itself: no serial tail in the launch before */
+            awq_norm_a<false>(P.x, P.T, P.K, threadIdx.x, blockDim.x, red);
+            __syncthreads();
+            awq_norm_b(P, threadIdx.x, blockDim.x, red);
+            __syncthreads();
+            awq_norm_b2(P, P.K, P.xeps, threadIdx.x, blockDim.x, red);
+            __syncthreads();
+        }
+        awq_stage_x(P, threadIdx.x, blockDim.x, awq_xs, awq_norm_inv(P, blockDim.x, red));
         __syncthreads();
     }
     if (wp.o >= 0) {
@@ -630,11 +658,11 @@ __global__ void __launch_bounds__(AWQ_MAX_WARPS * 32) awq_gemv_kernel(const awq_
     if (EPI != CU_EPI_ADD || !P.yn) return;
     /* the block that finishes last sees every block's outputs and normalises the rows */
     if (!cu_arrive_last(P.counter, P.blocks)) return;
-    awq_norm_a(P, threadIdx.x, blockDim.x, red);
+    awq_norm_a<true>(P.seg[0].y, P.T, P.seg[0].N, threadIdx.x, blockDim.x, red);
     __syncthreads();
     awq_norm_b(P, threadIdx.x, blockDim.x, red);
     __syncthreads();
-    awq_norm_b2(P, threadIdx.x, blockDim.x, red);
+    awq_norm_b2(P, P.seg[0].N, P.eps, threadIdx.x, blockDim.x, red);
     __syncthreads();
     awq_norm_c(P, threadIdx.x, blockDim.x, red);
 #endif
@@ -677,6 +705,8 @@ static cudaError_t awq_geometry(const cu_awq_gemv_args *a, int sm_count, awq_par
     if (a->norm_y && (a->epi != CU_EPI_ADD || !a->norm_w || !a->counter)) return cudaErrorInvalidValue;
     P->pos = a->pos, P->seq = a->seq, P->cache_f16 = a->cache_f16, P->cache_hd = a->cache_hd, P->cache_C = a->cache_C;
     P->nw = a->norm_w, P->nwdt = a->norm_wdt, P->eps = a->norm_eps, P->yn = a->norm_y, P->counter = a->counter;
+    P->xw = a->xnorm_w, P->xwdt = a->xnorm_wdt, P->xeps = a->xnorm_eps;
+    if (P->xw && (!awq_staged(a, *P) || P->K > CU_AWQ_XNORM_MAX_K)) return cudaErrorInvalidValue;
     int warps = a->warps ? a->warps : nb < 2 * sm_count ? 16 : 8;
     if (warps > AWQ_MAX_WARPS || warps % (2 * no)) return cudaErrorInvalidValue; /* 2: tiles per RoPE block */
     P->nseg = nw, P->warps = warps, P->blocks = nb;

@@ -2,10 +2,11 @@
 # toolchain on PATH and the two builds they share. Logs go under $out.
 export PATH=/usr/local/cuda/bin:$PATH
 
-# loom, release, CUDA only, in /tmp/build
+# loom, release, CUDA only, in /tmp/build (again: an incremental build)
 build_loom() {
-  (meson setup /tmp/build --buildtype=release -Dtests=disabled -Dvulkan=disabled -Dopencl=disabled > "$out/setup.log" 2>&1 &&
-   ninja -C /tmp/build > "$out/build.log" 2>&1) || { tail -30 "$out/setup.log" "$out/build.log"; return 1; }
+  { [ -f /tmp/build/build.ninja ] ||
+    meson setup /tmp/build --buildtype=release -Dtests=disabled -Dvulkan=disabled -Dopencl=disabled > "$out/setup.log" 2>&1; } &&
+    ninja -C /tmp/build > "$out/build.log" 2>&1 || { tail -30 "$out/setup.log" "$out/build.log"; return 1; }
 }
 
 # /tmp/kbench, linked with cuBLAS (the prefill baseline): the toolkit's, else the one

@@ -126,10 +126,18 @@ static cu_awq upload_awq(const awq_host &h)
     return w;
 }
 
-static const char *epi_name(int e) { return e == CU_EPI_SWIGLU ? "gate+up+swiglu" : e == CU_EPI_ADD ? "+resid+norm" : "plain"; }
+static const char *epi_name(int e, bool nrm)
+{
+    return e == CU_EPI_SWIGLU ? (nrm ? "norm+gate+up+sw" : "gate+up+swiglu")
+         : e == CU_EPI_ADD    ? (nrm ? "+resid+norm" : "+resid")
+                              : (nrm ? "norm+plain" : "plain");
+}
 
 // One launch over n weights of the same K (epi as the backend fuses them).
-static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, int T, int warps, double roof, int x_global = 0)
+// nrm: the step's rmsnorm in this launch: on load for PLAIN and SWIGLU (x is the residual
+// stream), by the last block for ADD (how decode ran before the norm moved to the next launch)
+static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, int T, int warps, double roof,
+                      int x_global = 0, bool nrm = false)
 {
     if (g_only && strcmp(g_only, label)) return;
     int n = (int)Ns.size();
@@ -164,10 +172,20 @@ static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, in
         CHECK(cudaMemcpy(r, rh.data(), rh.size() * 4, cudaMemcpyHostToDevice));
     }
     for (int i = 0; i < n; i++) CHECK(cudaMalloc(&ys[i], (size_t)T * Ns[i] * 4));
-    // ADD cases also normalise (the fused o/down + residual + next rmsnorm of a decode step)
+    std::vector<double> xr(xh.begin(), xh.end()); // what the GEMV multiplies
     float *g = nullptr, *yn = nullptr;
     int *counter = nullptr;
-    if (epi == CU_EPI_ADD) {
+    if (nrm && epi != CU_EPI_ADD) { // rmsnorm on load, weight 1
+        for (int t = 0; t < T; t++) {
+            double ss = 0;
+            for (int k = 0; k < K; k++) ss += xr[(size_t)t * K + k] * xr[(size_t)t * K + k];
+            for (int k = 0; k < K; k++) xr[(size_t)t * K + k] /= sqrt(ss / K + 1e-6);
+        }
+        std::vector<float> gh(K, 1.0f);
+        CHECK(cudaMalloc(&g, gh.size() * 4));
+        CHECK(cudaMemcpy(g, gh.data(), gh.size() * 4, cudaMemcpyHostToDevice));
+    }
+    if (nrm && epi == CU_EPI_ADD) {
         std::vector<float> gh(Ns[0], 1.0f);
         CHECK(cudaMalloc(&g, gh.size() * 4));
         CHECK(cudaMemcpy(g, gh.data(), gh.size() * 4, cudaMemcpyHostToDevice));
@@ -178,7 +196,8 @@ static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, in
     auto args = [&](int c) {
         cu_awq_gemv_args a{};
         a.x = x, a.T = T, a.n = n, a.epi = epi, a.r = r, a.warps = warps, a.x_global = x_global;
-        a.norm_w = g, a.norm_wdt = LOOM_F32, a.norm_eps = 1e-6f, a.norm_y = yn, a.counter = counter;
+        if (epi == CU_EPI_ADD) a.norm_w = g, a.norm_wdt = LOOM_F32, a.norm_eps = 1e-6f, a.norm_y = yn, a.counter = counter;
+        else a.xnorm_w = g, a.xnorm_wdt = LOOM_F32, a.xnorm_eps = 1e-6f;
         for (int i = 0; i < n; i++) a.w[i] = &ws[c][i], a.bias[i] = nullptr, a.bdt[i] = 0, a.y[i] = ys[i];
         return a;
     };
@@ -202,8 +221,8 @@ static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, in
             for (int col = 0; col < N; col += step) {
                 double s0 = 0, s1 = 0;
                 for (int k = 0; k < K; k++) {
-                    s0 += (double)xh[(size_t)t * K + k] * hs[i].w(k, col);
-                    if (epi == CU_EPI_SWIGLU) s1 += (double)xh[(size_t)t * K + k] * hs[1].w(k, col);
+                    s0 += xr[(size_t)t * K + k] * hs[i].w(k, col);
+                    if (epi == CU_EPI_SWIGLU) s1 += xr[(size_t)t * K + k] * hs[1].w(k, col);
                 }
                 double v = epi == CU_EPI_SWIGLU ? s0 / (1 + exp(-s0)) * s1
                          : epi == CU_EPI_ADD    ? s0 + rh[(size_t)t * N + col]
@@ -220,7 +239,7 @@ static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, in
     double gbs = bytes / (ms * 1e-3) / 1e9;
     char shape[64];
     snprintf(shape, sizeof shape, "K=%d N=%d%s", K, Ns[0], n > 1 ? (n == 2 ? "x2" : "+..") : "");
-    printf("awq %-18s %-16s %-15s T=%d warps=%-2d x %-6s %8.2f us %7.1f GB/s %5.3f  nmse %.1e %s\n", label, shape, epi_name(epi),
+    printf("awq %-18s %-16s %-15s T=%d warps=%-2d x %-6s %8.2f us %7.1f GB/s %5.3f  nmse %.1e %s\n", label, shape, epi_name(epi, nrm),
            T, warps, x_global ? "global" : "auto", ms * 1e3, gbs, gbs / roof, worst, same ? "det" : "NONDET");
     for (int c = 0; c < copies; c++)
         for (auto &w : ws[c]) cudaFree(w.q);
@@ -373,18 +392,23 @@ int main(int argc, char **argv)
     bool sweep = argc > 1 && !strcmp(argv[1], "--awq");
     for (int v = 0; v < (sweep ? 8 : 1); v++) {
         int w = v % 4 ? 2 << v % 4 : 0, xg = v / 4; // warps 0, 4, 8, 16
-        bench_awq("7b qkv", 3584, {3584, 512, 512}, CU_EPI_PLAIN, 1, w, roof, xg);
+        bench_awq("7b qkv", 3584, {3584, 512, 512}, CU_EPI_PLAIN, 1, w, roof, xg, !xg);
         bench_awq("7b o", 3584, {3584}, CU_EPI_ADD, 1, w, roof, xg);
-        bench_awq("7b gate/up", 3584, {18944, 18944}, CU_EPI_SWIGLU, 1, w, roof, xg);
+        bench_awq("7b gate/up", 3584, {18944, 18944}, CU_EPI_SWIGLU, 1, w, roof, xg, !xg);
         bench_awq("7b down", 18944, {3584}, CU_EPI_ADD, 1, w, roof, xg);
     }
+    // the same layer with each rmsnorm by the last block of the launch before
+    bench_awq("7b qkv", 3584, {3584, 512, 512}, CU_EPI_PLAIN, 1, 0, roof);
+    bench_awq("7b o", 3584, {3584}, CU_EPI_ADD, 1, 0, roof, 0, true);
+    bench_awq("7b gate/up", 3584, {18944, 18944}, CU_EPI_SWIGLU, 1, 0, roof);
+    bench_awq("7b down", 18944, {3584}, CU_EPI_ADD, 1, 0, roof, 0, true);
     if (sweep || g_only) return 0;
     bench_awq("7b gate/up", 3584, {18944, 18944}, CU_EPI_SWIGLU, 4, 0, roof);
     bench_awq("7b gate/up", 3584, {18944, 18944}, CU_EPI_SWIGLU, 8, 0, roof);
-    bench_awq("32b gate/up", 5120, {27648, 27648}, CU_EPI_SWIGLU, 1, 0, roof);
+    bench_awq("32b gate/up", 5120, {27648, 27648}, CU_EPI_SWIGLU, 1, 0, roof, 0, true);
     bench_awq("32b down", 27648, {5120}, CU_EPI_ADD, 1, 0, roof);
-    bench_awq("0.5b qkv", 896, {896, 128, 128}, CU_EPI_PLAIN, 1, 0, roof);
-    bench_awq("0.5b gate/up", 896, {4864, 4864}, CU_EPI_SWIGLU, 1, 0, roof);
+    bench_awq("0.5b qkv", 896, {896, 128, 128}, CU_EPI_PLAIN, 1, 0, roof, 0, true);
+    bench_awq("0.5b gate/up", 896, {4864, 4864}, CU_EPI_SWIGLU, 1, 0, roof, 0, true);
     bench_awq("0.5b down", 4864, {896}, CU_EPI_ADD, 1, 0, roof);
     bench_dense("7b lm_head", 3584, 152064, 1, sm, roof);
     bench_dense("0.5b lm_head", 896, 151936, 1, sm, roof);
