@@ -414,32 +414,42 @@ static bool awq_staged(const cu_awq_gemv_args *a, const awq_params &P)
  * row at the start of every block (SASS). */
 #define AWQ_BATCH 8
 
-/* With P.xw, x's rows are normalised as they are staged: inv holds each row's 1/rms. */
-static CU_HD void awq_stage_x(const awq_params &P, int tid, int nthreads, uint16_t *xs, const float *inv)
+/* B float4s in flight per thread; NORM: rows normalised as they are staged (inv: each row's
+ * 1/rms, times P.xw), in batches half the size: with the weight's loads in flight too, a full
+ * batch took the kernel from 64 to 100 registers (half the blocks per SM). */
+template <int B, bool NORM>
+static CU_HD void awq_stage_rows(const awq_params &P, int tid, int nthreads, uint16_t *xs, const float *inv)
 {
-    const float *x = P.x;
-    const int T = P.T, K = P.K, K4 = K / 4, n = T * K4; /* float4s of x's T rows */
-    for (int i0 = tid; i0 < n; i0 += AWQ_BATCH * nthreads) {
-        float4 v[AWQ_BATCH];
+    const int K4 = P.K / 4, n = P.T * K4; /* float4s of x's T rows */
+    for (int i0 = tid; i0 < n; i0 += B * nthreads) {
+        float4 v[B];
 CU_UNROLL
-        for (int j = 0; j < AWQ_BATCH; j++) {
+        for (int j = 0; j < B; j++) {
             int i = i0 + j * nthreads;
-            v[j] = i < n ? CU_LDG(reinterpret_cast<const float4 *>(x) + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+            v[j] = i < n ? CU_LDG(reinterpret_cast<const float4 *>(P.x) + i) : make_float4(0.f, 0.f, 0.f, 0.f);
         }
 CU_UNROLL
-        for (int j = 0; j < AWQ_BATCH; j++) {
+        for (int j = 0; j < B; j++) {
             int i = i0 + j * nthreads, t = i / K4, k = i % K4 * 4;
             if (i >= n) continue;
-            if (P.xw) {
+            if (NORM) {
                 float s = inv[t];
                 v[j].x *= s * cu_load_dt(P.xw, P.xwdt, k), v[j].y *= s * cu_load_dt(P.xw, P.xwdt, k + 1);
                 v[j].z *= s * cu_load_dt(P.xw, P.xwdt, k + 2), v[j].w *= s * cu_load_dt(P.xw, P.xwdt, k + 3);
             }
-            *reinterpret_cast<uint2 *>(xs + t * awq_xs_ld(K) + k) =
+            *reinterpret_cast<uint2 *>(xs + t * awq_xs_ld(P.K) + k) =
                 make_uint2(cu_pack2(v[j].x, v[j].y, false), cu_pack2(v[j].z, v[j].w, false));
         }
     }
-    for (int i = tid; i < K4; i += nthreads) *reinterpret_cast<uint2 *>(xs + T * awq_xs_ld(K) + 4 * i) = make_uint2(0, 0);
+}
+
+/* x's T rows into xs as f16 (normalised with P.xw), then the zero row. */
+static CU_HD void awq_stage_x(const awq_params &P, int tid, int nthreads, uint16_t *xs, const float *inv)
+{
+    if (P.xw) awq_stage_rows<AWQ_BATCH / 2, true>(P, tid, nthreads, xs, inv);
+    else awq_stage_rows<AWQ_BATCH, false>(P, tid, nthreads, xs, inv);
+    const int K4 = P.K / 4;
+    for (int i = tid; i < K4; i += nthreads) *reinterpret_cast<uint2 *>(xs + P.T * awq_xs_ld(P.K) + 4 * i) = make_uint2(0, 0);
 }
 
 /* The lane's row of the staged x (the zero row for g >= T), at its k offset 4j. */
