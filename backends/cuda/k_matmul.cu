@@ -528,37 +528,55 @@ CU_UNROLL
 
 /* ADD + rmsnorm, run by the block that finishes last, when every block's
  * outputs are in memory: the rows of y (N wide) are normalised into yn.
- * a: per-thread sums of squares; b: 32 per row, each of every 32nd thread's;
- * b2: their sum, 1/rms per row; c: yn = y * inv * w. A fixed order in which
- * no thread adds more than nthreads / 32 terms (one thread adding a row's 512
- * was a ~2 us serial tail). red holds T x nthreads floats, then T x 32, then
- * T inverses. */
-/* rows: T x N; CG: written by other blocks of this launch, so read through L2 only */
+ * a: per-thread sums of squares; b: each warp's 32 of them added; b2: the
+ * warps' sums added, 1/rms per row; c: yn = y * inv * w. A fixed order, no
+ * long serial chain (one thread adding a row's 512 was a ~2 us tail; 32 then
+ * 8 smem adds per row made the rmsnorm on load cost gate/up ~5 us). red holds
+ * T x nthreads floats, then T x 32, then T inverses. The same phases give
+ * the GEMVs that normalise x on load their 1/rms. */
+/* rows: T x N (N % 8 == 0, as AWQ packs columns); CG: written by other blocks of this launch,
+ * so read through L2 only */
 template <bool CG> static CU_HD void awq_norm_a(const float *rows, int T, int N, int tid, int nthreads, float *red)
 {
     for (int t = 0; t < T; t++) {
         const float *y = rows + (int64_t)t * N;
         float ss = 0.0f;
-        for (int n0 = tid; n0 < N; n0 += AWQ_BATCH * nthreads) {
-            float v[AWQ_BATCH];
+        const float4 *y4 = reinterpret_cast<const float4 *>(y); /* a row of 3584: one batch of loads */
+        for (int n0 = tid; n0 < N / 4; n0 += AWQ_BATCH / 2 * nthreads) {
+            float4 v[AWQ_BATCH / 2];
 CU_UNROLL
-            for (int j = 0; j < AWQ_BATCH; j++) {
+            for (int j = 0; j < AWQ_BATCH / 2; j++) {
                 int n = n0 + j * nthreads;
-                v[j] = n >= N ? 0.0f : CG ? CU_LDCG(y + n) : CU_LDG(y + n);
+                v[j] = n >= N / 4 ? make_float4(0.f, 0.f, 0.f, 0.f) : CG ? CU_LDCG(y4 + n) : CU_LDG(y4 + n);
             }
 CU_UNROLL
-            for (int j = 0; j < AWQ_BATCH; j++) ss = fmaf(v[j], v[j], ss);
+            for (int j = 0; j < AWQ_BATCH / 2; j++)
+                ss = fmaf(v[j].x, v[j].x, ss), ss = fmaf(v[j].y, v[j].y, ss), ss = fmaf(v[j].z, v[j].z, ss),
+                ss = fmaf(v[j].w, v[j].w, ss);
         }
         red[t * nthreads + tid] = ss;
     }
 }
 
+/* A thread reads only its own phase-a sums (no barrier between a and b). The host adds a
+ * warp's 32 in the order of the device's xor-shuffle tree (cu_warp_sum). */
 static CU_HD void awq_norm_b(const awq_params &P, int tid, int nthreads, float *red)
 {
-    for (int j = tid; j < P.T * 32; j += nthreads) {
-        float ss = 0.0f;
-        for (int i = j % 32; i < nthreads; i += 32) ss += red[j / 32 * nthreads + i];
-        red[P.T * nthreads + j] = ss;
+    const int lane = tid & 31, w = tid >> 5;
+    for (int t = 0; t < P.T; t++) {
+#ifdef __CUDA_ARCH__
+        float v = cu_warp_sum(red[t * nthreads + tid]);
+#else
+        if (lane) continue;
+        float v32[32], n32[32];
+        for (int l = 0; l < 32; l++) v32[l] = red[t * nthreads + w * 32 + l];
+        for (int o = 16; o > 0; o >>= 1) {
+            for (int l = 0; l < 32; l++) n32[l] = v32[l] + v32[l ^ o];
+            memcpy(v32, n32, sizeof v32);
+        }
+        float v = v32[0];
+#endif
+        if (lane == 0) red[P.T * nthreads + t * 32 + w] = v;
     }
 }
 
@@ -566,7 +584,7 @@ static CU_HD void awq_norm_b2(const awq_params &P, int N, float eps, int tid, in
 {
     if (tid >= P.T) return; /* T <= 8: fewer than any block's threads */
     float ss = 0.0f;
-    for (int l = 0; l < 32; l++) ss += red[P.T * nthreads + tid * 32 + l];
+    for (int w = 0; w < nthreads / 32; w++) ss += red[P.T * nthreads + tid * 32 + w];
     red[P.T * (nthreads + 32) + tid] = cu_rms_inv(ss, N, eps);
 }
 
@@ -649,7 +667,6 @@ __global__ void __launch_bounds__(AWQ_MAX_WARPS * 32) awq_gemv_kernel(const awq_
     if (XS) {
         if (P.xw) { /* every block normalises x for itself: no serial tail in the launch before */
             awq_norm_a<false>(P.x, P.T, P.K, threadIdx.x, blockDim.x, red);
-            __syncthreads();
             awq_norm_b(P, threadIdx.x, blockDim.x, red);
             __syncthreads();
             awq_norm_b2(P, P.K, P.xeps, threadIdx.x, blockDim.x, red);
@@ -669,7 +686,6 @@ __global__ void __launch_bounds__(AWQ_MAX_WARPS * 32) awq_gemv_kernel(const awq_
     /* the block that finishes last sees every block's outputs and normalises the rows */
     if (!cu_arrive_last(P.counter, P.blocks)) return;
     awq_norm_a<true>(P.seg[0].y, P.T, P.seg[0].N, threadIdx.x, blockDim.x, red);
-    __syncthreads();
     awq_norm_b(P, threadIdx.x, blockDim.x, red);
     __syncthreads();
     awq_norm_b2(P, P.seg[0].N, P.eps, threadIdx.x, blockDim.x, red);
@@ -692,7 +708,7 @@ static cudaError_t awq_geometry(const cu_awq_gemv_args *a, int sm_count, awq_par
     int nb = 0;
     for (int i = 0; i < nw; i++) {
         const cu_awq *w = a->w[i];
-        if (w->K != P->K || w->K % LOOM_AWQ_GROUP) return cudaErrorInvalidValue;
+        if (w->K != P->K || w->K % LOOM_AWQ_GROUP || w->N % 8) return cudaErrorInvalidValue;
         awq_seg &g = P->seg[i];
         g.q = (const uint4 *)w->q, g.meta = w->meta, g.bias = a->bias[i], g.bdt = a->bdt[i], g.y = a->y[i];
         g.N = (int)w->N, g.N16 = (int)CU_AWQ_N16(w->N), g.blk0 = nb;
