@@ -17,7 +17,9 @@
  *    3. the last split block of a (token tile, kv head) to finish (a fence and
  *    an arrival counter) merges them, so no separate combine launch. The
  *    split length follows the step's real length (read on the device), so a
- *    replayed CUDA graph stays right as the context grows. */
+ *    replayed CUDA graph stays right as the context grows; splits past the
+ *    positions leave at once, and a context that one split holds is written
+ *    by it directly (no partials, no merge). */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <math.h>
@@ -89,6 +91,30 @@ static constexpr size_t attn_smem_bytes()
 /* the merge reuses the tiles' space for its weights */
 static_assert(attn_smem_bytes<64>() >= ((size_t)ROWS * CU_ATTN_MAX_SPLITS + ROWS) * sizeof(float), "merge weights");
 
+/* The sub-batch starting at token ta of a tile ending at t1: consecutive tokens in one sequence
+ * slot (returns the token after it), kmax = its longest row's positions, and the split length
+ * (kmax spread over the splits in whole tiles of positions). */
+static __device__ __forceinline__ int attn_sub(const cu_attn_args &a, int ta, int t1, int *kmax, int *chunk)
+{
+    int sl = a.seq[ta], tb = ta + 1;
+    *kmax = a.pos[ta] + 1;
+    while (tb < t1 && a.seq[tb] == sl) *kmax = max(*kmax, a.pos[tb] + 1), tb++;
+    int c = (*kmax + a.splits - 1) / a.splits;
+    *chunk = (c + TP - 1) / TP * TP;
+    return tb;
+}
+
+/* Splits that hold positions for some sub-batch of tokens t0 .. t1-1: the same in every block. */
+static __device__ int attn_used(const cu_attn_args &a, int t0, int t1)
+{
+    int used = 1, kmax, chunk;
+    for (int ta = t0; ta < t1;) {
+        ta = attn_sub(a, ta, t1, &kmax, &chunk);
+        used = max(used, (kmax + chunk - 1) / chunk);
+    }
+    return min(used, a.splits);
+}
+
 template <typename CT, int HD>
 __global__ void __launch_bounds__(NTH) attn_kernel(const cu_attn_args a, int qt)
 {
@@ -100,18 +126,18 @@ __global__ void __launch_bounds__(NTH) attn_kernel(const cu_attn_args a, int qt)
     int G = a.Hq / a.Hkv, split = blockIdx.x, hk = blockIdx.y;
     int t0 = blockIdx.z * qt, t1 = min(t0 + qt, a.T);
     size_t qw = (size_t)a.Hq * HD;
-    int used = 1; /* splits holding positions, over the tile's sub-batches */
     cu_pdl_trigger();
     cu_pdl_wait(); /* q and this step's k, v come from the kernel before */
+    /* At short contexts most splits hold no positions: they leave at once, the merge counts only
+     * the others, and where one split holds them all it writes y itself (no partials, no merge). */
+    const int used = a.splits > 1 ? attn_used(a, t0, t1) : 1;
+    if (split >= used) return;
+    const bool direct = used == 1;
 
     for (int ta = t0; ta < t1;) {
-        int sl = a.seq[ta], tb = ta + 1, kmax = a.pos[ta] + 1;
-        while (tb < t1 && a.seq[tb] == sl) kmax = max(kmax, a.pos[tb] + 1), tb++;
+        int kmax, chunk, tb = attn_sub(a, ta, t1, &kmax, &chunk), sl = a.seq[ta];
         int R = (tb - ta) * G;
-        int chunk = (kmax + a.splits - 1) / a.splits;
-        chunk = (chunk + TP - 1) / TP * TP;
         int lo = split * chunk, hi = min(lo + chunk, kmax);
-        used = max(used, (kmax + chunk - 1) / chunk);
 
         for (int i = tid; i < R * HD; i += NTH) {
             int r = i / HD, dd = i - r * HD, tok = ta + r / G, h = hk * G + r % G;
@@ -182,7 +208,7 @@ __global__ void __launch_bounds__(NTH) attn_kernel(const cu_attn_args a, int qt)
         for (int i = 0; i < NP; i++) {
             int r = rb + i * RS, tok = ta + r / G, h = hk * G + r % G;
             float l = r < R ? rl[r] : 0.0f;
-            if (r < R && a.splits == 1) {
+            if (r < R && direct) {
                 a.y[(size_t)tok * qw + (size_t)h * HD + d] = o[i] / l;
             } else if (r < R) {
                 float *pp = a.part + (((size_t)split * a.T + tok) * a.Hq + h) * (HD + 2);
@@ -193,10 +219,10 @@ __global__ void __launch_bounds__(NTH) attn_kernel(const cu_attn_args a, int qt)
         __syncthreads();
         ta = tb;
     }
-    if (a.splits == 1) return;
-    /* publish this block's partials; the last of the splits merges */
-    if (!cu_arrive_last(a.counters + blockIdx.z * a.Hkv + hk, a.splits)) return;
-    attn_merge<HD>(a, t0, t1, hk, min(used, a.splits), sm);
+    if (direct) return;
+    /* publish this block's partials; the last of the splits that hold positions merges */
+    if (!cu_arrive_last(a.counters + blockIdx.z * a.Hkv + hk, used)) return;
+    attn_merge<HD>(a, t0, t1, hk, used, sm);
 }
 
 /* ---- launchers ---------------------------------------------------------------------------- */
