@@ -2,7 +2,8 @@
 # On the GPU machine: every kernel of a few 7B AWQ decode steps under Nsight
 # Compute (duration only), summed per kernel and per token, beside the token
 # time `loom bench model` measures without the profiler: where a decode step's
-# time goes, and how much of it is between kernels. Carry .deps.
+# time goes, and how much of it is between kernels (each kernel runs alone under
+# the profiler: no overlap from programmatic dependent launch). Carry .deps.
 # Usage: bash bench/cuda/device-decode-ncu.sh $OUT [preset]
 set -uo pipefail
 out=${1:-/tmp/out}
@@ -16,7 +17,8 @@ m=/tmp/ncu_$preset
 [ -d $m ] || $loom synth --preset $preset --awq --out $m > /dev/null
 $loom bench model -m $m --backend cuda --prompt 1 --gen 32 | grep decode
 gen=4
-LOOM_CUDA_GRAPHS=0 ncu --csv --metrics gpu__time_duration.sum --print-units base \
+# caches kept warm and clocks as they run (ncu flushes caches and locks base clocks by default)
+LOOM_CUDA_GRAPHS=0 ncu --csv --metrics gpu__time_duration.sum --print-units base --cache-control none --clock-control none \
   $loom bench model -m $m --backend cuda --prompt 1 --gen $gen > "$out/decode_ncu.csv" 2> "$out/decode_ncu.err"
 python3 - "$out/decode_ncu.csv" <<'PY'
 import csv, sys, re, collections

@@ -3,8 +3,8 @@
 # model` on the goldens; SWEEP_CHECK=0 skips), the copy roofline, then each synthetic AWQ
 # checkpoint decoded under every environment given (LOOM_CUDA_PREFETCH_MB, LOOM_CUDA_PDL,
 # ...): decode after a 128-token prompt, twice, alternately, since end-to-end figures drift
-# by a few percent within a call. Then, where nsys is there (SWEEP_NSYS=0 skips), each
-# preset's decode step under the first setting, kernel by kernel (nsys-steps.py). Logs under $1.
+# by a few percent within a call. Logs under $1. (No nsys on the lent machine: a step's
+# kernels are timed by device-decode-ncu.sh.)
 #   bash bench/cuda/device-sweep.sh $OUT "qwen2.5-7b qwen2.5-0.5b" "" "LOOM_CUDA_PREFETCH_MB=0" ...
 #   ("" is the defaults)
 set -uo pipefail
@@ -34,11 +34,4 @@ for preset in $presets; do
       echo "  [${cfg:-defaults}] round $round: $(env $cfg $loom bench model -m $m --backend cuda --prompt 128 --gen 128 | grep -E "^ *decode" | tr -s ' ')"
     done
   done
-  if [ "${SWEEP_NSYS:-1}" != 0 ] && command -v nsys > /dev/null; then
-    env ${1:-} nsys profile -o /tmp/sweep-prof --force-overwrite true $loom bench model -m $m --backend cuda --prompt 128 \
-      --gen 32 > /dev/null 2>&1
-    nsys stats --report cuda_gpu_trace --format csv /tmp/sweep-prof.nsys-rep 2>/dev/null > "$out/trace-$preset.csv"
-    echo "  [${1:-defaults}] under nsys: $(python3 bench/cuda/nsys-steps.py "$out/trace-$preset.csv" 2>&1 | head -1)"
-    python3 bench/cuda/nsys-steps.py "$out/trace-$preset.csv" 2>&1 | tail -n +2 | head -14
-  fi
 done
