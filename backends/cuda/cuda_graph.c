@@ -176,6 +176,7 @@ static void take_xnorm(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, i
     if (pl->fuse != FUSE_MEMBER && fused == pl->xnorm && read_after(nodes, n_nodes, c->src[0], last)) {
         pl->gemv.x = tdata(c->src[0]), pl->gemv.xnorm_w = tdata(c->src[1]);
         pl->gemv.xnorm_wdt = (int)c->src[1]->dtype, pl->gemv.xnorm_eps = c->p.eps;
+        pl->fuse = FUSE_LEAD; /* a lone matmul too: it now computes the norm's node */
     } else {
         plan[i - 1].fuse = FUSE_NONE, pl->xnorm = 0;
     }
