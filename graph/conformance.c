@@ -61,12 +61,11 @@ double loom_check_threshold(loom_op op, loom_dtype dt)
 /* ---- the case table ------------------------------------------------------- */
 #define MM(l, d, t, k, n, b)        {.label = l, .op = LOOM_OP_MATMUL, .dtype = d, .T = t, .K = k, .N = n, .bias = b}
 #define AWQ(l, t, k, n, b)          {.label = l, .op = LOOM_OP_MATMUL_AWQ, .dtype = LOOM_Q4_AWQ, .T = t, .K = k, .N = n, .bias = b}
-#define ATT(l, d, t, hq, hkv, hd, c, len, ns) \
+#define ATT_X(l, d, t, hq, hkv, hd, c, len, ns, shuf) \
     {.label = l, .op = LOOM_OP_GQA_ATTN, .dtype = d, .T = t, .n_head = hq, .n_head_kv = hkv, .head_dim = hd, \
-     .ctx = c, .kv_len = len, .n_seq = ns}
-#define ATT_SHUF(l, d, t, hq, hkv, hd, c, len, ns) \
-    {.label = l, .op = LOOM_OP_GQA_ATTN, .dtype = d, .T = t, .n_head = hq, .n_head_kv = hkv, .head_dim = hd, \
-     .ctx = c, .kv_len = len, .n_seq = ns, .shuffle = true}
+     .ctx = c, .kv_len = len, .n_seq = ns, .shuffle = shuf}
+#define ATT(l, d, t, hq, hkv, hd, c, len, ns)      ATT_X(l, d, t, hq, hkv, hd, c, len, ns, false)
+#define ATT_SHUF(l, d, t, hq, hkv, hd, c, len, ns) ATT_X(l, d, t, hq, hkv, hd, c, len, ns, true)
 #define ROPE(l, t, h, hd, maxpos, y) \
     {.label = l, .op = LOOM_OP_ROPE, .dtype = LOOM_F32, .T = t, .n_head = h, .head_dim = hd, .ctx = maxpos, .yarn = y}
 #define NORM(l, d, t, n)            {.label = l, .op = LOOM_OP_RMSNORM, .dtype = d, .T = t, .N = n}

@@ -109,10 +109,11 @@ static bool overlap(const loom_tensor *a, const loom_tensor *b)
     return a->buf == b->buf && a->offset < b->offset + tbytes(b) && b->offset < a->offset + tbytes(a);
 }
 
-static int uses(const loom_node *nodes, int32_t n_nodes, const loom_tensor *t)
+/* How many times the nodes from index `from` on read t. */
+static int uses(const loom_node *nodes, int32_t n_nodes, const loom_tensor *t, int32_t from)
 {
     int n = 0;
-    for (int32_t i = 0; i < n_nodes; i++)
+    for (int32_t i = from; i < n_nodes; i++)
         for (int k = 0; k < nodes[i].n_src; k++) n += nodes[i].src[k] == t;
     return n;
 }
@@ -120,18 +121,14 @@ static int uses(const loom_node *nodes, int32_t n_nodes, const loom_tensor *t)
 /* t is read by exactly one node and nobody after the program: fusing may leave it unwritten. */
 static bool private_to(const loom_node *nodes, int32_t n_nodes, const loom_tensor *t)
 {
-    return !(t->flags & LOOM_TENSOR_OUTPUT) && uses(nodes, n_nodes, t) == 1;
+    return !(t->flags & LOOM_TENSOR_OUTPUT) && uses(nodes, n_nodes, t, 0) == 1;
 }
 
 /* Is t read after node i (or by the program's caller)? Then the arena keeps its bytes
  * through node i: nothing written up to there lands on them. */
 static bool read_after(const loom_node *nodes, int32_t n_nodes, const loom_tensor *t, int32_t i)
 {
-    if (t->flags & LOOM_TENSOR_OUTPUT) return true;
-    for (int32_t j = i + 1; j < n_nodes; j++)
-        for (int k = 0; k < nodes[j].n_src; k++)
-            if (nodes[j].src[k] == t) return true;
-    return false;
+    return (t->flags & LOOM_TENSOR_OUTPUT) || uses(nodes, n_nodes, t, i + 1) > 0;
 }
 
 static bool same_rows(const loom_tensor *a, const loom_tensor *b)
@@ -158,7 +155,7 @@ static void reserve_xnorm(const loom_node *nodes, int32_t n_nodes, cu_plan *plan
         if (c->op != LOOM_OP_RMSNORM || (c->dst->flags & LOOM_TENSOR_OUTPUT) || !same_rows(c->src[0], c->dst) ||
             c->dst->shape[1] > CU_AWQ_XNORM_MAX_K)
             continue;
-        int readers = uses(nodes, n_nodes, c->dst), j = k + 1;
+        int readers = uses(nodes, n_nodes, c->dst, 0), j = k + 1;
         while (j < n_nodes && j <= k + readers && is_awq(&nodes[j]) && nodes[j].src[0] == c->dst) j++;
         if (readers > 0 && j == k + 1 + readers) plan[k].fuse = FUSE_MEMBER, plan[k + 1].xnorm = readers;
     }
