@@ -64,6 +64,15 @@ static weight make_weight(int64_t K, int64_t N)
     return h;
 }
 
+// v rounded to f16's 11 significant bits, whatever its exponent (the GEMV stages x * w scaled
+// by a power of two where f16 would overflow)
+static float f16_mantissa(float v)
+{
+    int e = 0;
+    float m = std::frexp(v, &e);
+    return std::ldexp(loom_f16_to_f32(loom_f32_to_f16(m)), e);
+}
+
 // x16: x rounded to f16 first, as the decode GEMV's tensor cores take it
 static double dot(const weight &h, const std::vector<float> &x, int t, int64_t n, bool x16 = false)
 {
@@ -81,11 +90,12 @@ static double dot(const weight &h, const std::vector<float> &x, int t, int64_t n
 static void host_mma(float c[32][4], const uint32_t a[32][4], const uint32_t b[32][2], bool bf);
 
 // The CPU twin of awq_warp_sum: the same loads, fragments and scaling, all 32 lanes at once
-// around an emulated mma.
-static void host_awq_warp(const awq_params &P, const awq_seg &sg, const awq_warp &wp, const uint16_t *xs, float (*acc)[4])
+// around an emulated mma. xs: x staged per block (xm AWQ_XB) or this warp's slot (AWQ_XW).
+static void host_awq_warp(const awq_params &P, const awq_seg &sg, const awq_warp &wp, int xm, const uint16_t *xs,
+                          float (*acc)[4])
 {
     const int K = P.K, G = K / LOOM_AWQ_GROUP;
-    for (int gi = wp.sl; gi < G; gi += wp.S) {
+    for (int gi = wp.sl, m = 0; gi < G; gi += wp.S, m++) {
         awq_lane_group r[32];
         for (int l = 0; l < 32; l++) awq_load(sg, wp, K, gi, l, r[l]);
         float d[32][4] = {};
@@ -96,9 +106,10 @@ static void host_awq_warp(const awq_params &P, const awq_seg &sg, const awq_warp
                     const uint32_t ws[4] = {r[l].w[h].x, r[l].w[h].y, r[l].w[h].z, r[l].w[h].w};
                     uint32_t af[4], bf[2];
                     cu_awq_frag(ws[s], cu_awq_za(r[l].m[0]), cu_awq_zb(r[l].m[1]), af);
-                    int k = gi * LOOM_AWQ_GROUP + h * 64 + s * 16;
-                    if (xs) awq_bfrag_xs(awq_xs_row(xs, P.T, K, l), k, bf);
-                    else awq_bfrag(P.x, P.T, K, k, l, bf);
+                    int k = h * 64 + s * 16;
+                    if (xm == AWQ_XB) awq_bfrag_xs(awq_xs_row(xs, P.T, K, l), gi * LOOM_AWQ_GROUP + k, bf);
+                    else if (xm == AWQ_XW) awq_bfrag_xw(awq_xw_row(P, xs, l), m * LOOM_AWQ_GROUP + k, bf);
+                    else awq_bfrag(P.x, P.T, K, gi * LOOM_AWQ_GROUP + k, l, bf);
                     for (int i = 0; i < 4; i++) a[l][i] = af[i];
                     b[l][0] = bf[0], b[l][1] = bf[1];
                 }
@@ -110,13 +121,34 @@ static void host_awq_warp(const awq_params &P, const awq_seg &sg, const awq_warp
 
 // awq_gemv_kernel's grid, block by block: each warp's sums into red (NaN first: a slot read
 // before it is written shows), each thread's outputs, then the last block's rmsnorm.
-template <int EPI> static void host_awq_blocks(const awq_params &P, int blocks, int threads, bool staged)
+template <int EPI> static void host_awq_blocks(const awq_params &P, int blocks, int threads, int xm)
 {
-    static float red[AWQ_RED];
-    std::vector<uint16_t> xs(staged ? awq_xs_bytes(P.T, P.K) / 2 : 0);
+    static float red[AWQ_RED], wsum[CU_GEMV_MAX_T * AWQ_MAX_WARPS], fit[AWQ_MAX_WARPS][CU_GEMV_MAX_T];
+    const bool staged = xm == AWQ_XB, xwn = xm == AWQ_XW && P.xw;
+    std::vector<uint16_t> xs(xm == AWQ_XB ? awq_xs_bytes(P.T, P.K) / 2 : xm == AWQ_XW ? awq_xw_bytes(P) / 2 : 0);
     for (int b = 0; b < blocks; b++) {
         std::fill(red, red + AWQ_RED, NAN);
         std::fill(xs.begin(), xs.end(), 0x7e00); // NaN: a half never staged shows
+        for (int w = 0; xm == AWQ_XW && w < threads / 32; w++) { // each warp stages its own chunks
+            awq_warp wp = awq_warp_of<EPI>(P, b, w);
+            uint16_t *slot = xs.data() + awq_xw_slot(P, w);
+            for (int t = 0; t < P.T; t++) {
+                float ss[32] = {}, f = 1.0f, unused = 0.0f;
+                bool ovf = false;
+                for (int l = 0; wp.o >= 0 && l < 32; l++)
+                    ovf |= P.xw ? awq_xw_put<AWQ_BATCH / 2, true>(P, wp, t, l, slot, 1.0f, ss[l])
+                                : awq_xw_put<AWQ_BATCH, false>(P, wp, t, l, slot, 1.0f, ss[l]);
+                if (!xwn) continue;
+                if (ovf) { // the warp's largest |x * w| sets the scale, and it stages again
+                    float mx = 0.0f;
+                    for (int l = 0; l < 32; l++) mx = std::max(mx, awq_xw_max(P, wp, t, l));
+                    f = awq_xw_fit(mx);
+                    for (int l = 0; l < 32; l++) awq_xw_put<AWQ_BATCH / 2, true>(P, wp, t, l, slot, f, unused);
+                }
+                // the lanes' sums added as the device's shuffle tree adds them
+                wsum[t * AWQ_MAX_WARPS + w] = w < wp.S ? cu_host_warp_sum(ss) : 0.0f, fit[w][t] = f;
+            }
+        }
         if (staged && P.xw) { // x normalised by every block as it is staged
             for (int t = 0; t < threads; t++) awq_norm_a<false>(P.x, P.T, P.K, t, threads, red);
             for (int t = 0; t < threads; t++) awq_norm_b(P, t, threads, red);
@@ -127,10 +159,11 @@ template <int EPI> static void host_awq_blocks(const awq_params &P, int blocks, 
             awq_warp wp = awq_warp_of<EPI>(P, b, w);
             if (wp.o < 0) continue;
             float acc[32][4] = {};
-            host_awq_warp(P, awq_segment(P, b), wp, staged ? xs.data() : nullptr, acc);
+            host_awq_warp(P, awq_segment(P, b), wp, xm, xm == AWQ_XW ? xs.data() + awq_xw_slot(P, w) : xs.data(), acc);
+            for (int l = 0; xwn && l < 32; l++) awq_xw_unscale(P, fit[w], l, acc[l]);
             for (int l = 0; l < 32; l++) awq_red_put(red, w, l, acc[l]);
         }
-        for (int t = 0; t < threads; t++) awq_gemv_out<EPI>(P, b, t, threads, red);
+        for (int t = 0; t < threads; t++) awq_gemv_out<EPI>(P, b, t, threads, red, xwn ? wsum : nullptr);
     }
     if (P.yn) {
         for (int t = 0; t < threads; t++) awq_norm_a<true>(P.seg[0].y, P.T, P.seg[0].N, t, threads, red);
@@ -146,40 +179,52 @@ static cudaError_t host_awq_gemv(const cu_awq_gemv_args *a, int sm = 132)
     int blocks, threads;
     cudaError_t e = awq_geometry(a, sm, &P, &blocks, &threads);
     if (e) return e;
-    bool staged = awq_staged(a, P);
-    if (a->epi == CU_EPI_PLAIN) host_awq_blocks<CU_EPI_PLAIN>(P, blocks, threads, staged);
-    else if (a->epi == CU_EPI_SWIGLU) host_awq_blocks<CU_EPI_SWIGLU>(P, blocks, threads, staged);
-    else host_awq_blocks<CU_EPI_ADD>(P, blocks, threads, staged);
+    int xm = awq_xmode(a, P);
+    if (a->epi == CU_EPI_PLAIN) host_awq_blocks<CU_EPI_PLAIN>(P, blocks, threads, xm);
+    else if (a->epi == CU_EPI_SWIGLU) host_awq_blocks<CU_EPI_SWIGLU>(P, blocks, threads, xm);
+    else host_awq_blocks<CU_EPI_ADD>(P, blocks, threads, xm);
     return cudaSuccess;
 }
 
 static int failures = 0;
 
 static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns, int T, int warps, bool norm = false,
-                  int rope_hd = 0, bool x_global = false, bool xnorm = false)
+                  int rope_hd = 0, int x_place = CU_X_AUTO, bool xnorm = false, float outlier = 0)
 {
     std::vector<weight> ws;
     for (int64_t N : Ns) ws.push_back(make_weight(K, N));
     std::vector<float> x((size_t)(T * K)), r, xg;
     for (auto &v : x) v = rndf();
+    for (size_t i = 7; outlier != 0 && i < x.size(); i += 301) x[i] = i % 2 ? outlier : -outlier; // past f16's range
     cu_awq_gemv_args a{};
-    a.x = x.data(), a.T = T, a.n = (int)Ns.size(), a.epi = epi, a.warps = warps, a.x_global = x_global;
-    std::vector<float> xm = x; // what the GEMV multiplies: x, or rmsnorm(x) * xg
-    if (xnorm) {
-        xg.resize((size_t)K);
-        for (auto &v : xg) v = rndf();
-        for (int t = 0; t < T; t++) {
-            double ss = 0;
-            for (int64_t k = 0; k < K; k++) ss += (double)x[(size_t)(t * K + k)] * x[(size_t)(t * K + k)];
-            double inv = 1 / std::sqrt(ss / (double)K + 1e-6);
-            for (int64_t k = 0; k < K; k++) xm[(size_t)(t * K + k)] = (float)(x[(size_t)(t * K + k)] * inv * xg[(size_t)k]);
-        }
-        a.xnorm_w = xg.data(), a.xnorm_wdt = LOOM_F32, a.xnorm_eps = 1e-6f;
-    }
+    a.x = x.data(), a.T = T, a.n = (int)Ns.size(), a.epi = epi, a.warps = warps, a.x_place = x_place;
     std::vector<std::vector<float>> ys(Ns.size());
     for (size_t i = 0; i < Ns.size(); i++) {
         ys[i].assign((size_t)(T * Ns[i]), NAN);
         a.w[i] = &ws[i].w, a.bias[i] = ws[i].bias.data(), a.bdt[i] = LOOM_F16, a.y[i] = ys[i].data();
+    }
+    std::vector<float> xm = x; // what the GEMV multiplies: x, or rmsnorm(x) * xg
+    bool x16 = true;            // ... rounded to f16 (by the reference's dot)
+    if (xnorm) {
+        xg.resize((size_t)K);
+        for (auto &v : xg) v = rndf();
+        a.xnorm_w = xg.data(), a.xnorm_wdt = LOOM_F32, a.xnorm_eps = 1e-6f;
+        awq_params P;
+        int blocks, threads;
+        // staged per warp, x * xg is rounded to f16 and 1/rms applied to the sums; per block,
+        // rmsnorm(x) * xg is rounded
+        const bool per_warp = !awq_geometry(&a, 132, &P, &blocks, &threads) && awq_xmode(&a, P) == AWQ_XW;
+        x16 = !per_warp;
+        for (int t = 0; t < T; t++) {
+            double ss = 0;
+            for (int64_t k = 0; k < K; k++) ss += (double)x[(size_t)(t * K + k)] * x[(size_t)(t * K + k)];
+            double inv = 1 / std::sqrt(ss / (double)K + 1e-6);
+            for (int64_t k = 0; k < K; k++) {
+                float xk = x[(size_t)(t * K + k)];
+                xm[(size_t)(t * K + k)] = per_warp ? (float)(f16_mantissa(xk * xg[(size_t)k]) * inv)
+                                                   : (float)(xk * inv * xg[(size_t)k]);
+            }
+        }
     }
     if (epi == CU_EPI_ADD) {
         r.resize((size_t)(T * Ns[0]));
@@ -211,14 +256,14 @@ static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns,
     for (size_t i = 0; i < outs; i++)
         for (int t = 0; t < T; t++)
             for (int64_t n = 0; n < Ns[i]; n++) {
-                double ref = dot(ws[i], xm, t, n, true);
+                double ref = dot(ws[i], xm, t, n, x16);
                 if (a.rope_freq[i]) {
                     int64_t h2 = rope_hd / 2, j = n % rope_hd, pn = j < h2 ? n + h2 : n - h2;
-                    double ang = pos[(size_t)t] * freq[(size_t)(j % h2)], other = dot(ws[i], xm, t, pn, true);
+                    double ang = pos[(size_t)t] * freq[(size_t)(j % h2)], other = dot(ws[i], xm, t, pn, x16);
                     ref = j < h2 ? (ref * std::cos(ang) - other * std::sin(ang)) * mscale
                                  : (ref * std::cos(ang) + other * std::sin(ang)) * mscale;
                 }
-                if (epi == CU_EPI_SWIGLU) ref = ref / (1 + std::exp(-ref)) * dot(ws[1], xm, t, n, true);
+                if (epi == CU_EPI_SWIGLU) ref = ref / (1 + std::exp(-ref)) * dot(ws[1], xm, t, n, x16);
                 if (epi == CU_EPI_ADD) ref += r[(size_t)(t * Ns[0] + n)];
                 float y = ys[i][(size_t)(t * Ns[i] + n)];
                 if (!std::isfinite(y)) bad++;
@@ -229,7 +274,7 @@ static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns,
             std::vector<double> row((size_t)Ns[0]);
             double ss = 0;
             for (int64_t n = 0; n < Ns[0]; n++) {
-                row[(size_t)n] = dot(ws[0], xm, t, n, true) + r[(size_t)(t * Ns[0] + n)];
+                row[(size_t)n] = dot(ws[0], xm, t, n, x16) + r[(size_t)(t * Ns[0] + n)];
                 ss += row[(size_t)n] * row[(size_t)n];
             }
             double inv = 1 / std::sqrt(ss / (double)Ns[0] + 1e-6);
@@ -487,15 +532,23 @@ int main()
     check("few blocks (16 warps by default)", CU_EPI_ADD, 8192, {48}, 1, 0);
     check("rmsnorm of 8 rows by 4 warps", CU_EPI_ADD, 256, {200}, 8, 4, true);
     // x read from global memory: forced, and where T + 1 staged rows would not fit
-    check("q, k (RoPE), v, x from global", CU_EPI_PLAIN, 256, {256, 128, 128}, 3, 0, false, 64, true);
-    check("gate, up, swiglu, x from global", CU_EPI_SWIGLU, 512, {200, 200}, 2, 0, false, 0, true);
+    check("q, k (RoPE), v, x from global", CU_EPI_PLAIN, 256, {256, 128, 128}, 3, 0, false, 64, CU_X_GLOBAL);
+    check("gate, up, swiglu, x from global", CU_EPI_SWIGLU, 512, {200, 200}, 2, 0, false, 0, CU_X_GLOBAL);
+    // x staged once per block where per warp (the default) would fit too, and per warp forced
+    check("gate, up, swiglu, x per block", CU_EPI_SWIGLU, 512, {200, 200}, 2, 0, false, 0, CU_X_BLOCK);
+    check("down + residual, x per warp, 16 warps", CU_EPI_ADD, 2304, {48}, 1, 16, false, 0, CU_X_WARP);
+    check("q, k (RoPE), v, x per warp, 8 rows", CU_EPI_PLAIN, 512, {256, 128, 128}, 8, 8, false, 64, CU_X_WARP);
     check("x too large to stage", CU_EPI_PLAIN, 6144, {32}, 8, 0);
     for (int T : {1, 2, 4, 6, 8}) check("plain, tokens", CU_EPI_PLAIN, 640, {96}, T, 8);
     check("one group (K = 128)", CU_EPI_PLAIN, 128, {64}, 8, 0);
     // x normalised on load (the rmsnorm before q/k/v or gate/up), up to the largest K it takes
-    check("rmsnorm on load, q, k (RoPE), v", CU_EPI_PLAIN, 256, {256, 128, 128}, 3, 0, false, 64, false, true);
-    check("rmsnorm on load, gate, up, swiglu", CU_EPI_SWIGLU, 512, {200, 200}, 1, 4, false, 0, false, true);
-    check("rmsnorm on load, 8 rows", CU_EPI_PLAIN, CU_AWQ_XNORM_MAX_K / 128 * 128, {32}, 8, 0, false, 0, false, true);
+    check("rmsnorm on load, q, k (RoPE), v", CU_EPI_PLAIN, 256, {256, 128, 128}, 3, 0, false, 64, CU_X_AUTO, true);
+    check("rmsnorm on load, gate, up, swiglu", CU_EPI_SWIGLU, 512, {200, 200}, 1, 4, false, 0, CU_X_AUTO, true);
+    check("rmsnorm on load, gate, up, swiglu, x per block", CU_EPI_SWIGLU, 512, {200, 200}, 2, 8, false, 0, CU_X_BLOCK, true);
+    check("rmsnorm on load, q, k (RoPE), v, 16 warps", CU_EPI_PLAIN, 1024, {256, 128, 128}, 3, 16, false, 64, CU_X_WARP, true);
+    check("rmsnorm on load, outliers past f16", CU_EPI_SWIGLU, 1024, {64, 64}, 2, 8, false, 0, CU_X_WARP, true, 3e5f);
+    check("rmsnorm on load, outliers, x per block", CU_EPI_SWIGLU, 1024, {64, 64}, 2, 8, false, 0, CU_X_BLOCK, true, 3e5f);
+    check("rmsnorm on load, 8 rows", CU_EPI_PLAIN, CU_AWQ_XNORM_MAX_K / 128 * 128, {32}, 8, 0, false, 0, CU_X_AUTO, true);
     // prefill GEMM: both row tiles, partial row / column / k tiles, odd N (scalar stores), 3 AWQ groups
     for (int sm : {1, 1 << 20}) {
         check_gemm(LOOM_Q4_AWQ, 256, 200, 40, sm);
@@ -514,7 +567,7 @@ int main()
     bad.epi = CU_EPI_PLAIN, bad.warps = 5;
     if (host_awq_gemv(&bad) == cudaSuccess) printf("FAIL 5 warps per block accepted\n"), failures++;
     float g[128] = {};
-    bad.warps = 0, bad.xnorm_w = g, bad.x_global = 1;
+    bad.warps = 0, bad.xnorm_w = g, bad.x_place = CU_X_GLOBAL;
     if (host_awq_gemv(&bad) == cudaSuccess) printf("FAIL rmsnorm on load without staging accepted\n"), failures++;
     printf("%s\n", failures ? "FAILED" : "all passed");
     return failures ? 1 : 0;

@@ -125,8 +125,11 @@ typedef struct cu_awq_gemv_args {
     const void   *xnorm_w;
     int           xnorm_wdt;
     float         xnorm_eps;
-    int           x_global;            /* 1: read x from global memory even where it fits staged (kbench) */
+    int           x_place;             /* CU_X_*: where the GEMV reads x from; CU_X_AUTO for decode */
 } cu_awq_gemv_args;
+/* x_place: AUTO stages x per warp for one row (or where per block does not fit), else per block,
+ * else reads it from global memory; the others force one (kbench, tests; LOOM_CUDA_XSTAGE=block). */
+enum { CU_X_AUTO, CU_X_GLOBAL, CU_X_BLOCK, CU_X_WARP };
 cudaError_t loom__cu_awq_gemv(cudaStream_t s, const cu_awq_gemv_args *a, int sm_count);
 /* AWQ on the tensor cores: tiles dequantised into shared memory. */
 cudaError_t loom__cu_awq_gemm(cudaStream_t s, const float *x, const cu_awq *w, const void *bias, int bdt, float *y,

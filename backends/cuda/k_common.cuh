@@ -32,6 +32,18 @@ static __host__ __device__ __forceinline__ float cu_bits_f32(uint32_t u)
 
 static __host__ __device__ __forceinline__ float cu_f16_f32(unsigned short h) { return __half2float(__ushort_as_half(h)); }
 
+/* Elements i .. i + 3 (i % 4 == 0, p aligned as the arena aligns tensors) in one load. */
+static __host__ __device__ __forceinline__ float4 cu_load4_dt(const void *p, int dt, int64_t i)
+{
+    if (dt == LOOM_F32) return reinterpret_cast<const float4 *>(p)[i / 4];
+    uint2 u = reinterpret_cast<const uint2 *>(p)[i / 4];
+    if (dt == LOOM_F16)
+        return make_float4(cu_f16_f32((unsigned short)(u.x & 0xffffu)), cu_f16_f32((unsigned short)(u.x >> 16)),
+                           cu_f16_f32((unsigned short)(u.y & 0xffffu)), cu_f16_f32((unsigned short)(u.y >> 16)));
+    return make_float4(cu_bits_f32(u.x << 16), cu_bits_f32(u.x & 0xffff0000u), /* bf16: an f32's high half */
+                       cu_bits_f32(u.y << 16), cu_bits_f32(u.y & 0xffff0000u));
+}
+
 static CU_HD float cu_to_f32(float v) { return v; }
 static CU_HD float cu_to_f32(__half v) { return __half2float(v); }
 static CU_HD float cu_to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
@@ -58,6 +70,18 @@ static __device__ __forceinline__ float cu_warp_sum(float v)
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
+}
+
+/* cu_warp_sum on the CPU (tests/cuda_host.cu): lane 0's result of the same xor tree over v[32]. */
+static inline __host__ float cu_host_warp_sum(const float *v)
+{
+    float a[32], b[32];
+    memcpy(a, v, sizeof a);
+    for (int o = 16; o > 0; o >>= 1) {
+        for (int l = 0; l < 32; l++) b[l] = a[l] + a[l ^ o];
+        memcpy(a, b, sizeof a);
+    }
+    return a[0];
 }
 
 static __device__ __forceinline__ float cu_warp_max(float v)

@@ -311,6 +311,7 @@ struct awq_params {
     const void  *xw;    /* x is the residual stream: the GEMV reads rmsnorm(x) * xw (dtype xwdt, eps xeps) */
     int          xwdt;
     float        xeps;
+    int          xw_ng;  /* x staged per warp: groups a warp's slot holds per row (the most any warp takes) */
 };
 
 /* Store v as element (seq[t], head, pos[t], d) of a [S, N/hd, C, hd] cache,
@@ -403,10 +404,33 @@ static CU_HD void awq_bfrag(const float *x, int T, int K, int k, int lane, uint3
 static constexpr CU_HD int awq_xs_ld(int K) { return K + 16; }
 static constexpr CU_HD size_t awq_xs_bytes(int T, int K) { return (size_t)(T + 1) * awq_xs_ld(K) * 2; }
 static_assert(awq_xs_bytes(CU_GEMV_MAX_T, CU_AWQ_XNORM_MAX_K) <= AWQ_XS_MAX, "x normalised on load is always staged");
-/* Whether a launch stages x (the launcher and tests/cuda_host.cu decide alike). */
-static bool awq_staged(const cu_awq_gemv_args *a, const awq_params &P)
+
+/* ... or, for one row (decode), staged per warp (XW): each warp converts only the chunks of x its
+ * own groups multiply (k = 128 gi .. 128 gi + 127 for gi = sl, sl + S, ...) into its own slot, T
+ * rows of xw_ng chunks. No block-wide pass over x and no barrier stand between the block's start
+ * and its weight stream (kbench, 7B gate/up with the arithmetic taken out: 35.3 us with x staged
+ * per block, 29.9 with no x at all; all four 7B GEMVs 1-3 us faster per warp than per block).
+ * Lanes g >= T take zeros instead of a staged zero row. */
+static CU_HD size_t awq_xw_bytes(const awq_params &P) { return (size_t)P.warps * P.T * P.xw_ng * LOOM_AWQ_GROUP * 2; }
+static CU_HD size_t awq_xw_slot(const awq_params &P, int warp) { return (size_t)warp * P.T * P.xw_ng * LOOM_AWQ_GROUP; }
+/* The groups warp wp multiplies. */
+static CU_HD int awq_xw_count(const awq_params &P, const awq_warp &wp)
 {
-    return awq_xs_bytes(P.T, P.K) <= AWQ_XS_MAX && !a->x_global;
+    const int G = P.K / LOOM_AWQ_GROUP;
+    return wp.sl < G ? (G - wp.sl + wp.S - 1) / wp.S : 0;
+}
+
+/* Where a launch reads x from (the launcher and tests/cuda_host.cu decide alike). */
+enum { AWQ_XG, AWQ_XB, AWQ_XW }; /* global memory, staged per block, staged per warp */
+static int awq_xmode(const cu_awq_gemv_args *a, const awq_params &P)
+{
+    const bool xb = awq_xs_bytes(P.T, P.K) <= AWQ_XS_MAX, xw = awq_xw_bytes(P) <= AWQ_XS_MAX;
+    switch (a->x_place) {
+    case CU_X_GLOBAL: return AWQ_XG;
+    case CU_X_BLOCK: return xb ? AWQ_XB : -1;
+    case CU_X_WARP: return xw ? AWQ_XW : -1;
+    default: return xw && (P.T == 1 || !xb) ? AWQ_XW : xb ? AWQ_XB : AWQ_XG; /* T > 1: XW's slots grow T-fold per warp */
+    }
 }
 
 /* Loads in flight per thread in the block-wide loops below (staging x, the last block's
@@ -465,6 +489,101 @@ static CU_HD void awq_bfrag_xs(const uint16_t *xrow, int k, uint32_t (&b)[2])
     b[0] = v.x, b[1] = v.y;
 }
 
+/* XW with the rmsnorm on load. The GEMV is linear, so 1/rms(x[t]) waits for the epilogue: each
+ * warp stages x[t] * w (w: the norm weight) in the same pass that sums its x², with no barrier
+ * before its weights stream; the warps' sums reach the epilogue through the barrier it has
+ * anyway. Where x * w overflows f16 (residual streams carry outliers of thousands) the warp
+ * stages it again times 2^-p (exact) and multiplies its sums back (awq_xw_unscale).
+ * One row t: the lane's float4 of each of the warp's chunks into its slot as f16 (NORM: times w,
+ * then f); ss += their sum of x². Returns whether a staged value overflowed. */
+template <int B, bool NORM>
+static CU_HD bool awq_xw_put(const awq_params &P, const awq_warp &wp, int t, int lane, uint16_t *slot, float f, float &ss)
+{
+    const int n = awq_xw_count(P, wp);
+    const float4 *x4 = reinterpret_cast<const float4 *>(P.x + (int64_t)t * P.K) + lane;
+    uint16_t *row = slot + (size_t)t * P.xw_ng * LOOM_AWQ_GROUP + 4 * lane;
+    uint32_t ovf = 0;
+    for (int m0 = 0; m0 < n; m0 += B) {
+        float4 v[B], w[B];
+CU_UNROLL
+        for (int j = 0; j < B; j++) {
+            const int gi = wp.sl + (m0 + j) * wp.S;
+            v[j] = m0 + j < n ? CU_LDG(x4 + gi * (LOOM_AWQ_GROUP / 4)) : make_float4(0.f, 0.f, 0.f, 0.f);
+            if (NORM) w[j] = m0 + j < n ? cu_load4_dt(P.xw, P.xwdt, gi * LOOM_AWQ_GROUP + 4 * lane) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+CU_UNROLL
+        for (int j = 0; j < B; j++) {
+            if (m0 + j >= n) continue;
+            if (NORM) {
+                ss = fmaf(v[j].x, v[j].x, ss), ss = fmaf(v[j].y, v[j].y, ss), ss = fmaf(v[j].z, v[j].z, ss),
+                ss = fmaf(v[j].w, v[j].w, ss);
+                v[j] = make_float4(v[j].x * w[j].x * f, v[j].y * w[j].y * f, v[j].z * w[j].z * f, v[j].w * w[j].w * f);
+            }
+            const uint32_t lo = cu_pack2(v[j].x, v[j].y, false), hi = cu_pack2(v[j].z, v[j].w, false);
+            ovf |= (lo & 0x7c00u) == 0x7c00u || (lo & 0x7c000000u) == 0x7c000000u || (hi & 0x7c00u) == 0x7c00u ||
+                   (hi & 0x7c000000u) == 0x7c000000u;
+            *reinterpret_cast<uint2 *>(row + (m0 + j) * LOOM_AWQ_GROUP) = make_uint2(lo, hi);
+        }
+    }
+    return ovf != 0;
+}
+
+/* The lane's largest |x[t] * w| over the warp's chunks (the rare second pass). */
+static CU_HD float awq_xw_max(const awq_params &P, const awq_warp &wp, int t, int lane)
+{
+    const int n = awq_xw_count(P, wp);
+    float mx = 0.0f;
+    for (int m = 0; m < n; m++) {
+        const int k = (wp.sl + m * wp.S) * LOOM_AWQ_GROUP + 4 * lane;
+        const float4 v = CU_LDG(reinterpret_cast<const float4 *>(P.x + (int64_t)t * P.K + k)), w = cu_load4_dt(P.xw, P.xwdt, k);
+        mx = fmaxf(mx, fmaxf(fmaxf(fabsf(v.x * w.x), fabsf(v.y * w.y)), fmaxf(fabsf(v.z * w.z), fabsf(v.w * w.w))));
+    }
+    return mx;
+}
+
+/* 2^-p, p >= 0 the least that brings mx under 2^15 (f16 holds up to 65504). */
+static CU_HD float awq_xw_fit(float mx)
+{
+    int e = 0;
+    frexpf(mx, &e); /* mx < 2^e */
+    return e > 15 ? ldexpf(1.0f, 15 - e) : 1.0f;
+}
+
+/* The warp's sums back to x * w's scale: the lane's acc holds tokens 2j and 2j + 1. */
+static CU_HD void awq_xw_unscale(const awq_params &P, const float *fit, int lane, float (&acc)[4])
+{
+    const int t0 = 2 * (lane & 3), t1 = t0 + 1;
+    const float a = t0 < P.T ? 1.0f / fit[t0] : 1.0f, b = t1 < P.T ? 1.0f / fit[t1] : 1.0f;
+    acc[0] *= a, acc[1] *= b, acc[2] *= a, acc[3] *= b;
+}
+
+/* 1/rms(x[t]) from the warps' published sums of squares (warp order), or 1 (x normalised as
+ * staged, or no rmsnorm). */
+static CU_HD float awq_xw_inv(const awq_params &P, const float *wss, int t)
+{
+    if (!wss) return 1.0f;
+    float ss = 0.0f;
+    for (int w = 0; w < P.warps; w++) ss += wss[t * AWQ_MAX_WARPS + w];
+    return cu_rms_inv(ss, P.K, P.xeps);
+}
+
+/* The lane's row of its warp's slot (nullptr for g >= T: zeros), at its k offset 4j. */
+static CU_HD const uint16_t *awq_xw_row(const awq_params &P, const uint16_t *slot, int lane)
+{
+    int g = lane >> 2;
+    return g < P.T ? slot + (size_t)g * P.xw_ng * LOOM_AWQ_GROUP + (lane & 3) * 4 : nullptr;
+}
+
+static CU_HD void awq_bfrag_xw(const uint16_t *xrow, int k, uint32_t (&b)[2])
+{
+    if (!xrow) {
+        b[0] = b[1] = 0;
+        return;
+    }
+    uint2 v = *reinterpret_cast<const uint2 *>(xrow + k);
+    b[0] = v.x, b[1] = v.y;
+}
+
 /* acc += the group's sums d (D fragment: columns g, g + 8 x tokens 2j, 2j + 1) times the columns' scales. */
 static CU_HD void awq_scale(const awq_lane_group &r, const float (&d)[4], float (&acc)[4])
 {
@@ -490,9 +609,11 @@ template <int EPI> static CU_HD float awq_red_sum(const awq_params &P, const awq
     return s;
 }
 
-/* The T x cb outputs of block b, then the epilogue. */
+/* The T x cb outputs of block b, then the epilogue. wss: XW's sums of squares, where 1/rms
+ * multiplies the sums here (awq_xw_put). */
 template <int EPI>
-static CU_HD void awq_gemv_out(const awq_params &P, int b, int tid, int nthreads, const float *red)
+static CU_HD void awq_gemv_out(const awq_params &P, int b, int tid, int nthreads, const float *red,
+                               const float *wss = nullptr)
 {
     constexpr int NO = awq_outs<EPI>::n;
     const awq_seg &sg = awq_segment(P, b);
@@ -501,14 +622,15 @@ static CU_HD void awq_gemv_out(const awq_params &P, int b, int tid, int nthreads
         int t = i / cb, c = i % cb, n = awq_column(sg, b, c);
         if (n >= N) continue;
         float v[NO];
+        const float inv = awq_xw_inv(P, wss, t);
 CU_UNROLL
-        for (int o = 0; o < NO; o++) v[o] = awq_red_sum<EPI>(P, sg, red, o, t, c);
+        for (int o = 0; o < NO; o++) v[o] = awq_red_sum<EPI>(P, sg, red, o, t, c) * inv;
         v[0] += sg.bias ? cu_load_dt(sg.bias, sg.bdt, n) : 0.0f;
         int64_t at = (int64_t)t * N + n;
         if (EPI == CU_EPI_PLAIN && sg.rope_hd) { /* neox pair (n, n ± hd/2), as rope_kernel turns it */
             int h2 = sg.rope_hd / 2, first = c < cb / 2, pc = first ? c + cb / 2 : c - cb / 2;
             int pn = first ? n + h2 : n - h2, fi = n % sg.rope_hd % h2;
-            float other = awq_red_sum<EPI>(P, sg, red, 0, t, pc) + (sg.bias ? cu_load_dt(sg.bias, sg.bdt, pn) : 0.0f);
+            float other = awq_red_sum<EPI>(P, sg, red, 0, t, pc) * inv + (sg.bias ? cu_load_dt(sg.bias, sg.bdt, pn) : 0.0f);
             double sn, cs;
             sincos((double)P.pos[t] * sg.rope_freq[fi], &sn, &cs);
             float fc = (float)(cs * sg.rope_mscale), fs = (float)(sn * sg.rope_mscale);
@@ -568,13 +690,7 @@ static CU_HD void awq_norm_b(const awq_params &P, int tid, int nthreads, float *
         float v = cu_warp_sum(red[t * nthreads + tid]);
 #else
         if (lane) continue;
-        float v32[32], n32[32];
-        for (int l = 0; l < 32; l++) v32[l] = red[t * nthreads + w * 32 + l];
-        for (int o = 16; o > 0; o >>= 1) {
-            for (int l = 0; l < 32; l++) n32[l] = v32[l] + v32[l ^ o];
-            memcpy(v32, n32, sizeof v32);
-        }
-        float v = v32[0];
+        float v = cu_host_warp_sum(red + t * nthreads + w * 32);
 #endif
         if (lane == 0) red[P.T * nthreads + t * 32 + w] = v;
     }
@@ -616,16 +732,16 @@ CU_UNROLL
 
 #ifdef __CUDA_ARCH__
 /* The warp's groups gi = sl, sl + S, ... (cur: the first one's loads, issued by the caller),
- * each group's loads in flight while the one before it is multiplied. XS: x from the block's
- * staged copy (xs), else from global memory. (Two or three groups in flight: no faster on the
- * H100, and more registers.) */
-template <bool XS>
+ * each group's loads in flight while the one before it is multiplied. XM: x from the block's
+ * staged copy (xs), the warp's slot (xs: the slot), or global memory. (Two or three groups in
+ * flight: no faster on the H100, and more registers.) */
+template <int XM>
 static __device__ __forceinline__ void awq_warp_sum(const awq_params &P, const awq_seg &sg, const awq_warp &wp,
                                                     int lane, const uint16_t *xs, awq_lane_group cur, float (&acc)[4])
 {
     const int K = P.K, G = K / LOOM_AWQ_GROUP;
-    const uint16_t *xrow = XS ? awq_xs_row(xs, P.T, K, lane) : nullptr;
-    for (int gi = wp.sl; gi < G; gi += wp.S) {
+    const uint16_t *xrow = XM == AWQ_XB ? awq_xs_row(xs, P.T, K, lane) : XM == AWQ_XW ? awq_xw_row(P, xs, lane) : nullptr;
+    for (int gi = wp.sl, m = 0; gi < G; gi += wp.S, m++) {
         awq_lane_group nxt = cur;
         if (gi + wp.S < G) awq_load(sg, wp, K, gi + wp.S, lane, nxt);
         const uint32_t za = cu_awq_za(cur.m[0]), zb = cu_awq_zb(cur.m[1]);
@@ -637,9 +753,10 @@ static __device__ __forceinline__ void awq_warp_sum(const awq_params &P, const a
             for (int s = 0; s < 4; s++) {
                 uint32_t a[4], b[2];
                 cu_awq_frag(ws[s], za, zb, a);
-                const int k = gi * LOOM_AWQ_GROUP + h * 64 + s * 16;
-                if (XS) awq_bfrag_xs(xrow, k, b);
-                else awq_bfrag(P.x, P.T, K, k, lane, b);
+                const int k = h * 64 + s * 16;
+                if (XM == AWQ_XB) awq_bfrag_xs(xrow, gi * LOOM_AWQ_GROUP + k, b);
+                else if (XM == AWQ_XW) awq_bfrag_xw(xrow, m * LOOM_AWQ_GROUP + k, b);
+                else awq_bfrag(P.x, P.T, K, gi * LOOM_AWQ_GROUP + k, lane, b);
                 cu_mma<false>(d, a, b[0], b[1]);
             }
         }
@@ -649,13 +766,17 @@ static __device__ __forceinline__ void awq_warp_sum(const awq_params &P, const a
 }
 #endif
 
-template <int EPI, bool XS>
+template <int EPI, int XM>
 __global__ void __launch_bounds__(AWQ_MAX_WARPS * 32) awq_gemv_kernel(const awq_params P)
 {
 #ifdef __CUDA_ARCH__
     __shared__ float red[AWQ_RED];
+    /* XW with the rmsnorm on load: each warp's sum of x² per row (row t at t * AWQ_MAX_WARPS), and its
+     * scale per row (awq_xw_fit) */
+    __shared__ float wsum[XM == AWQ_XW ? CU_GEMV_MAX_T * AWQ_MAX_WARPS : 1], wfit[XM == AWQ_XW ? AWQ_MAX_WARPS * CU_GEMV_MAX_T : 1];
     extern __shared__ __align__(16) uint16_t awq_xs[];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float *fit = wfit + (XM == AWQ_XW ? warp * CU_GEMV_MAX_T : 0);
     const awq_seg &sg = awq_segment(P, blockIdx.x);
     const awq_warp wp = awq_warp_of<EPI>(P, blockIdx.x, warp);
     cu_pdl_trigger();
@@ -664,7 +785,27 @@ __global__ void __launch_bounds__(AWQ_MAX_WARPS * 32) awq_gemv_kernel(const awq_
     const bool busy = wp.o >= 0 && wp.sl < P.K / LOOM_AWQ_GROUP;
     if (busy) awq_load(sg, wp, P.K, wp.sl, lane, cur);
     cu_pdl_wait();
-    if (XS) {
+    if (XM == AWQ_XW) {
+        uint16_t *slot = awq_xs + awq_xw_slot(P, warp);
+        for (int t = 0; t < P.T; t++) {
+            if (!P.xw) {
+                float ss = 0.0f;
+                if (busy) awq_xw_put<AWQ_BATCH, false>(P, wp, t, lane, slot, 1.0f, ss);
+                continue;
+            }
+            float ss = 0.0f, f = 1.0f;
+            const bool ovf = busy && awq_xw_put<AWQ_BATCH / 2, true>(P, wp, t, lane, slot, 1.0f, ss);
+            if (__any_sync(0xffffffffu, ovf)) {
+                f = awq_xw_fit(cu_warp_max(awq_xw_max(P, wp, t, lane)));
+                float ss2 = 0.0f;
+                awq_xw_put<AWQ_BATCH / 2, true>(P, wp, t, lane, slot, f, ss2);
+            }
+            ss = cu_warp_sum(ss);
+            if (lane == 0) wsum[t * AWQ_MAX_WARPS + warp] = warp < wp.S ? ss : 0.0f, fit[t] = f;
+        }
+        __syncwarp();
+    }
+    if (XM == AWQ_XB) {
         if (P.xw) { /* every block normalises x for itself: no serial tail in the launch before */
             awq_norm_a<false>(P.x, P.T, P.K, threadIdx.x, blockDim.x, red);
             awq_norm_b(P, threadIdx.x, blockDim.x, red);
@@ -677,11 +818,12 @@ __global__ void __launch_bounds__(AWQ_MAX_WARPS * 32) awq_gemv_kernel(const awq_
     }
     if (wp.o >= 0) {
         float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        if (busy) awq_warp_sum<XS>(P, sg, wp, lane, awq_xs, cur, acc);
+        if (busy) awq_warp_sum<XM>(P, sg, wp, lane, XM == AWQ_XW ? awq_xs + awq_xw_slot(P, warp) : awq_xs, cur, acc);
+        if (XM == AWQ_XW && P.xw) awq_xw_unscale(P, fit, lane, acc);
         awq_red_put(red, warp, lane, acc);
     }
     __syncthreads();
-    awq_gemv_out<EPI>(P, blockIdx.x, threadIdx.x, blockDim.x, red);
+    awq_gemv_out<EPI>(P, blockIdx.x, threadIdx.x, blockDim.x, red, XM == AWQ_XW && P.xw ? wsum : nullptr);
     if (EPI != CU_EPI_ADD || !P.yn) return;
     /* the block that finishes last sees every block's outputs and normalises the rows */
     if (!cu_arrive_last(P.counter, P.blocks)) return;
@@ -732,10 +874,15 @@ static cudaError_t awq_geometry(const cu_awq_gemv_args *a, int sm_count, awq_par
     P->pos = a->pos, P->seq = a->seq, P->cache_f16 = a->cache_f16, P->cache_hd = a->cache_hd, P->cache_C = a->cache_C;
     P->nw = a->norm_w, P->nwdt = a->norm_wdt, P->eps = a->norm_eps, P->yn = a->norm_y, P->counter = a->counter;
     P->xw = a->xnorm_w, P->xwdt = a->xnorm_wdt, P->xeps = a->xnorm_eps;
-    if (P->xw && (!awq_staged(a, *P) || P->K > CU_AWQ_XNORM_MAX_K)) return cudaErrorInvalidValue;
     int warps = a->warps ? a->warps : nb < 2 * sm_count ? 16 : 8;
     if (warps > AWQ_MAX_WARPS || warps % (2 * no)) return cudaErrorInvalidValue; /* 2: tiles per RoPE block */
     P->nseg = nw, P->warps = warps, P->blocks = nb;
+    int tb = 1; /* the fewest slices any block has: the most groups a warp takes */
+    for (int i = 0; i < nw; i++) tb = P->seg[i].cb / 16 > tb ? P->seg[i].cb / 16 : tb;
+    const int smin = warps / (no * tb);
+    P->xw_ng = (P->K / LOOM_AWQ_GROUP + smin - 1) / smin;
+    const int xm = awq_xmode(a, *P);
+    if (xm < 0 || (P->xw && (xm == AWQ_XG || P->K > CU_AWQ_XNORM_MAX_K))) return cudaErrorInvalidValue;
     *threads = warps * 32;
     *blocks = nb;
     return cudaSuccess;
@@ -745,8 +892,10 @@ static cudaError_t awq_geometry(const cu_awq_gemv_args *a, int sm_count, awq_par
 extern "C" cudaError_t loom__cu_awq_init(void)
 {
     cudaError_t e;
-#define AWQ_ALLOW(E) cudaFuncSetAttribute(awq_gemv_kernel<E, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, AWQ_XS_MAX)
-    if ((e = AWQ_ALLOW(CU_EPI_PLAIN)) || (e = AWQ_ALLOW(CU_EPI_SWIGLU)) || (e = AWQ_ALLOW(CU_EPI_ADD))) return e;
+#define AWQ_ALLOW(E, M) cudaFuncSetAttribute(awq_gemv_kernel<E, M>, cudaFuncAttributeMaxDynamicSharedMemorySize, AWQ_XS_MAX)
+    if ((e = AWQ_ALLOW(CU_EPI_PLAIN, AWQ_XB)) || (e = AWQ_ALLOW(CU_EPI_SWIGLU, AWQ_XB)) || (e = AWQ_ALLOW(CU_EPI_ADD, AWQ_XB)) ||
+        (e = AWQ_ALLOW(CU_EPI_PLAIN, AWQ_XW)) || (e = AWQ_ALLOW(CU_EPI_SWIGLU, AWQ_XW)) || (e = AWQ_ALLOW(CU_EPI_ADD, AWQ_XW)))
+        return e;
 #undef AWQ_ALLOW
     return cudaSuccess;
 }
@@ -757,10 +906,10 @@ extern "C" cudaError_t loom__cu_awq_gemv(cudaStream_t s, const cu_awq_gemv_args 
     int blocks, threads;
     cudaError_t e = awq_geometry(a, sm_count, &P, &blocks, &threads);
     if (e) return e;
-    size_t xs = awq_xs_bytes(P.T, P.K);
-    bool staged = awq_staged(a, P);
-#define AWQ_GO(E) staged ? cu_launch(awq_gemv_kernel<E, true>, dim3(blocks), dim3(threads), xs, s, a->pdl, P) \
-                         : cu_launch(awq_gemv_kernel<E, false>, dim3(blocks), dim3(threads), 0, s, a->pdl, P)
+    const int xm = awq_xmode(a, P);
+#define AWQ_GO(E) xm == AWQ_XW ? cu_launch(awq_gemv_kernel<E, AWQ_XW>, dim3(blocks), dim3(threads), awq_xw_bytes(P), s, a->pdl, P) \
+                : xm == AWQ_XB ? cu_launch(awq_gemv_kernel<E, AWQ_XB>, dim3(blocks), dim3(threads), awq_xs_bytes(P.T, P.K), s, a->pdl, P) \
+                               : cu_launch(awq_gemv_kernel<E, AWQ_XG>, dim3(blocks), dim3(threads), 0, s, a->pdl, P)
     switch (a->epi) {
     case CU_EPI_PLAIN: return AWQ_GO(CU_EPI_PLAIN);
     case CU_EPI_SWIGLU: return AWQ_GO(CU_EPI_SWIGLU);

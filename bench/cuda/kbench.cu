@@ -9,6 +9,9 @@
 //   ./kbench --awq      the 7B AWQ GEMVs at each block size, x as the launcher picks or from global, only
 //   ./kbench --gemm     the prefill GEMMs only
 //   ./kbench --only L   the AWQ GEMV case labelled L only (e.g. "7b down"; for ncu)
+//   ./kbench --fit      plain AWQ GEMVs over a range of N at two K (time = fixed cost + bytes /
+//                       rate: the fit separates them) and gate/up at whole and partial waves
+//   KBENCH_PDL=1        launch every AWQ GEMV as a programmatic dependent, as decode does
 //
 // Each case: a random AWQ blob in the checkpoint's layout (or a random f16
 // matrix), repacked by the backend's own launcher, enough copies that one
@@ -81,6 +84,7 @@ static double nmse(const std::vector<float> &y, const std::vector<double> &ref)
 
 static int g_sm;           // the device's SM count (the GEMV launcher picks its block size with it)
 static const char *g_only; // --only: the one AWQ case to run
+static bool g_pdl;         // KBENCH_PDL=1: AWQ GEMVs launched as programmatic dependents
 
 // ---- AWQ ---------------------------------------------------------------------------------------
 struct awq_host {
@@ -137,7 +141,7 @@ static const char *epi_name(int e, bool nrm)
 // nrm: the step's rmsnorm in this launch: on load for PLAIN and SWIGLU (x is the residual
 // stream), by the last block for ADD (how decode ran before the norm moved to the next launch)
 static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, int T, int warps, double roof,
-                      int x_global = 0, bool nrm = false)
+                      int x_place = CU_X_AUTO, bool nrm = false)
 {
     if (g_only && strcmp(g_only, label)) return;
     int n = (int)Ns.size();
@@ -195,7 +199,7 @@ static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, in
     }
     auto args = [&](int c) {
         cu_awq_gemv_args a{};
-        a.x = x, a.T = T, a.n = n, a.epi = epi, a.r = r, a.warps = warps, a.x_global = x_global;
+        a.x = x, a.T = T, a.n = n, a.epi = epi, a.r = r, a.warps = warps, a.x_place = x_place, a.pdl = g_pdl;
         if (epi == CU_EPI_ADD) a.norm_w = g, a.norm_wdt = LOOM_F32, a.norm_eps = 1e-6f, a.norm_y = yn, a.counter = counter;
         else a.xnorm_w = g, a.xnorm_wdt = LOOM_F32, a.xnorm_eps = 1e-6f;
         for (int i = 0; i < n; i++) a.w[i] = &ws[c][i], a.bias[i] = nullptr, a.bdt[i] = 0, a.y[i] = ys[i];
@@ -240,11 +244,89 @@ static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, in
     char shape[64];
     snprintf(shape, sizeof shape, "K=%d N=%d%s", K, Ns[0], n > 1 ? (n == 2 ? "x2" : "+..") : "");
     printf("awq %-18s %-16s %-15s T=%d warps=%-2d x %-6s %8.2f us %7.1f GB/s %5.3f  nmse %.1e %s\n", label, shape, epi_name(epi, nrm),
-           T, warps, x_global ? "global" : "auto", ms * 1e3, gbs, gbs / roof, worst, same ? "det" : "NONDET");
+           T, warps, x_place == CU_X_GLOBAL ? "global" : x_place == CU_X_BLOCK ? "block" : x_place == CU_X_WARP ? "warp" : "auto", ms * 1e3, gbs, gbs / roof, worst, same ? "det" : "NONDET");
     for (int c = 0; c < copies; c++)
         for (auto &w : ws[c]) cudaFree(w.q);
     for (auto y : ys) cudaFree(y);
     cudaFree(x), cudaFree(r), cudaFree(g), cudaFree(yn), cudaFree(counter);
+}
+
+// ---- streaming read: what the GEMVs could reach -------------------------------------------------
+__global__ void read_kernel(const uint4 *p, size_t n, unsigned *out)
+{
+    const size_t step = (size_t)gridDim.x * blockDim.x;
+    unsigned acc = 0;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += 4 * step) {
+        uint4 v[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) v[j] = i + j * step < n ? __ldg(p + i + j * step) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc ^= v[j].x ^ v[j].y ^ v[j].z ^ v[j].w;
+    }
+    if (acc == 0x9e3779b9u) *out = acc; // never in practice: keeps the loads
+}
+
+// The AWQ GEMV's load pattern alone: a block of 8 warps per 16-column tile (28 KiB of a K = 3584
+// gate/up tile: 28 groups of 1 KiB), warp w reading groups w, w + 8, ... with D groups in
+// flight, B blocks resident a SM (launch bounds), no arithmetic.
+template <int D, int B> __global__ void __launch_bounds__(256, B) read_tiles(const uint4 *p, int groups, unsigned *out)
+{
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const uint4 *t = p + (size_t)blockIdx.x * groups * 64 + lane;
+    uint4 v[D][2];
+    unsigned acc = 0;
+    int g = warp;
+#pragma unroll
+    for (int d = 0; d < D; d++)
+        if (g + 8 * d < groups) v[d][0] = __ldg(t + (g + 8 * d) * 64), v[d][1] = __ldg(t + (g + 8 * d) * 64 + 32);
+    for (; g < groups; g += 8 * D) {
+#pragma unroll
+        for (int d = 0; d < D; d++) {
+            if (g + 8 * d >= groups) break;
+            acc ^= v[d][0].x ^ v[d][0].y ^ v[d][0].z ^ v[d][0].w ^ v[d][1].x ^ v[d][1].y ^ v[d][1].z ^ v[d][1].w;
+            int n = g + 8 * (d + D);
+            if (n < groups) v[d][0] = __ldg(t + n * 64), v[d][1] = __ldg(t + n * 64 + 32);
+        }
+    }
+    if (acc == 0x9e3779b9u) *out = acc;
+}
+
+template <int D, int B> static void bench_read_tiles(const uint4 *p, size_t bytes, int groups, unsigned *o, double roof)
+{
+    const int tiles = (int)(bytes / ((size_t)groups * 1024)), copies = (int)(((size_t)1 << 30) / bytes);
+    const int smem = (200 << 10) / B; // shared memory caps the blocks a SM at B, as the GEMV's registers do
+    CHECK(cudaFuncSetAttribute(read_tiles<D, B>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    double ms = time_ms([&](int c) { read_tiles<D, B><<<tiles, 256, smem>>>(p + c * bytes / 16, groups, o); }, copies);
+    printf("read as the GEMV: %d groups a tile, %d tiles, %d in flight a warp, %d blocks a SM: %8.2f us %7.1f GB/s %5.3f\n",
+           groups, tiles, D, B, ms * 1e3, tiles * (double)groups * 1024 / (ms * 1e-3) / 1e9,
+           tiles * (double)groups * 1024 / (ms * 1e-3) / 1e9 / roof);
+}
+
+static void bench_read(double roof)
+{
+    const size_t bytes = (size_t)1 << 30, n = bytes / 16;
+    uint4 *p;
+    unsigned *o;
+    CHECK(cudaMalloc(&p, bytes));
+    CHECK(cudaMalloc(&o, 4));
+    CHECK(cudaMemset(p, 1, bytes));
+    for (int bps : {4, 8}) {
+        double ms = time_ms([&](int) { read_kernel<<<g_sm * bps, 256>>>(p, n, o); }, 1);
+        printf("read 1 GiB, %d blocks of 256 a SM: %8.1f us %7.1f GB/s %5.3f of the copy roofline\n", bps, ms * 1e3,
+               bytes / (ms * 1e-3) / 1e9, bytes / (ms * 1e-3) / 1e9 / roof);
+    }
+    // 2368 tiles of 28 groups: 7B gate + up (66 MiB); 224 of 148: 7B down
+    bench_read_tiles<1, 4>(p, (size_t)2368 * 28 * 1024, 28, o, roof);
+    bench_read_tiles<2, 4>(p, (size_t)2368 * 28 * 1024, 28, o, roof);
+    bench_read_tiles<4, 4>(p, (size_t)2368 * 28 * 1024, 28, o, roof);
+    bench_read_tiles<1, 8>(p, (size_t)2368 * 28 * 1024, 28, o, roof);
+    bench_read_tiles<2, 8>(p, (size_t)2368 * 28 * 1024, 28, o, roof);
+    bench_read_tiles<1, 4>(p, (size_t)224 * 148 * 1024, 148, o, roof);
+    bench_read_tiles<2, 4>(p, (size_t)224 * 148 * 1024, 148, o, roof);
+    bench_read_tiles<4, 4>(p, (size_t)224 * 148 * 1024, 148, o, roof);
+    bench_read_tiles<1, 4>(p, (size_t)4 * 2368 * 28 * 1024, 28, o, roof);
+    bench_read_tiles<4, 4>(p, (size_t)4 * 2368 * 28 * 1024, 28, o, roof);
+    cudaFree(p), cudaFree(o);
 }
 
 // ---- dense f16 GEMV ----------------------------------------------------------------------------
@@ -386,16 +468,27 @@ int main(int argc, char **argv)
     CHECK(loom__cu_awq_init());
     if (argc > 1 && !strcmp(argv[1], "--gemm")) return bench_gemms(sm), 0;
     if (argc > 2 && !strcmp(argv[1], "--only")) g_only = argv[2];
+    g_pdl = getenv("KBENCH_PDL") && atoi(getenv("KBENCH_PDL"));
+    if (argc > 1 && !strcmp(argv[1], "--fit")) {
+        bench_read(roof);
+        // one output a launch, no epilogue: the GEMV's own fixed cost and streaming rate
+        for (int N : {1792, 3584, 7168, 14336, 28672, 57344}) bench_awq("fit K=3584", 3584, {N}, CU_EPI_PLAIN, 1, 0, roof);
+        for (int N : {896, 1792, 3584, 7168, 14336}) bench_awq("fit K=18944", 18944, {N}, CU_EPI_PLAIN, 1, 0, roof);
+        // 16-column blocks, 4 resident a SM at 64 registers: 8448 is one wave of 132 SMs, 16896 two, 25344 three
+        for (int N : {8448, 16896, 18944, 21120, 25344}) bench_awq("fit waves", 3584, {N, N}, CU_EPI_SWIGLU, 1, 0, roof);
+        return 0;
+    }
     // Qwen2.5-7B layer: q, k, v (one launch), o + residual, gate + up + swiglu, down + residual;
-    // --awq: at each block size (0: the launcher's choice), x as the launcher picks (staged in
-    // shared memory where it fits) or forced from global memory
+    // --awq: at each block size (0: the launcher's choice), x as the launcher picks (staged per
+    // warp where that fits), staged per block, or from global memory (no rmsnorm on load there)
     bool sweep = argc > 1 && !strcmp(argv[1], "--awq");
-    for (int v = 0; v < (sweep ? 8 : 1); v++) {
-        int w = v % 4 ? 2 << v % 4 : 0, xg = v / 4; // warps 0, 4, 8, 16
-        bench_awq("7b qkv", 3584, {3584, 512, 512}, CU_EPI_PLAIN, 1, w, roof, xg, !xg);
-        bench_awq("7b o", 3584, {3584}, CU_EPI_ADD, 1, w, roof, xg);
-        bench_awq("7b gate/up", 3584, {18944, 18944}, CU_EPI_SWIGLU, 1, w, roof, xg, !xg);
-        bench_awq("7b down", 18944, {3584}, CU_EPI_ADD, 1, w, roof, xg);
+    for (int v = 0; v < (sweep ? 12 : 2); v++) {
+        int w = v % 4 ? 2 << v % 4 : 0, xp = v / 4 == 0 ? CU_X_AUTO : v / 4 == 1 ? CU_X_BLOCK : CU_X_GLOBAL;
+        if (!sweep && v == 1) w = 0, xp = CU_X_BLOCK; // without --awq: the launcher's choice, then x per block
+        bench_awq("7b qkv", 3584, {3584, 512, 512}, CU_EPI_PLAIN, 1, w, roof, xp, xp != CU_X_GLOBAL);
+        bench_awq("7b o", 3584, {3584}, CU_EPI_ADD, 1, w, roof, xp);
+        bench_awq("7b gate/up", 3584, {18944, 18944}, CU_EPI_SWIGLU, 1, w, roof, xp, xp != CU_X_GLOBAL);
+        bench_awq("7b down", 18944, {3584}, CU_EPI_ADD, 1, w, roof, xp);
     }
     // the same layer with each rmsnorm by the last block of the launch before
     bench_awq("7b qkv", 3584, {3584, 512, 512}, CU_EPI_PLAIN, 1, 0, roof);
