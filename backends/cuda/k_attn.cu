@@ -60,13 +60,20 @@ static __device__ void attn_merge(const cu_attn_args &a, int t0, int t1, int hk,
     float *den = w + ROWS * CU_ATTN_MAX_SPLITS;
     for (int r = warp; r < R; r += NTH / 32) { /* a warp per row, a lane per split */
         const float *p0 = a.part + ((size_t)(t0 + r / G) * a.Hq + hk * G + r % G) * (HD + 2);
-        float M = -INFINITY, sum = 0.0f;
-        for (int s = lane; s < ns; s += 32)
-            if (__ldcg(p0 + s * stride + HD + 1) > 0.0f) M = fmaxf(M, __ldcg(p0 + s * stride + HD));
+        /* lane s and s + 32 hold those splits' max and sum: one round trip for both passes */
+        float ms[2], ls[2], M = -INFINITY, sum = 0.0f;
+#pragma unroll
+        for (int k = 0; k < 2; k++) {
+            int s = lane + 32 * k;
+            ls[k] = s < ns ? __ldcg(p0 + s * stride + HD + 1) : 0.0f, ms[k] = s < ns ? __ldcg(p0 + s * stride + HD) : 0.0f;
+            if (ls[k] > 0.0f) M = fmaxf(M, ms[k]);
+        }
         M = cu_warp_max(M);
-        for (int s = lane; s < ns; s += 32) {
-            float l = __ldcg(p0 + s * stride + HD + 1), ws = l > 0.0f ? expf(__ldcg(p0 + s * stride + HD) - M) * l : 0.0f;
-            w[r * CU_ATTN_MAX_SPLITS + s] = ws, sum += ws;
+#pragma unroll
+        for (int k = 0; k < 2; k++) {
+            int s = lane + 32 * k;
+            float ws = ls[k] > 0.0f ? expf(ms[k] - M) * ls[k] : 0.0f;
+            if (s < ns) w[r * CU_ATTN_MAX_SPLITS + s] = ws, sum += ws;
         }
         sum = cu_warp_sum(sum);
         if (lane == 0) den[r] = sum;
@@ -83,6 +90,33 @@ static __device__ void attn_merge(const cu_attn_args &a, int t0, int t1, int hk,
 }
 
 /* ---- 2. attention ----------------------------------------------------------------------- */
+/* 8 elements of a K or V row as loaded (f16: one 16-byte word, f32: two; zeros past the
+ * positions), widened to f32 as they are stored. */
+template <typename CT> struct kv8 {
+    uint4 w[sizeof(CT) / 2];
+};
+template <typename CT> static __device__ __forceinline__ void kv8_load(kv8<CT> &r, const CT *p, bool in)
+{
+#pragma unroll
+    for (int i = 0; i < (int)(sizeof(CT) / 2); i++) r.w[i] = in ? __ldg(reinterpret_cast<const uint4 *>(p) + i) : make_uint4(0, 0, 0, 0);
+}
+static __device__ __forceinline__ void kv8_put(const kv8<float> &r, float *d)
+{
+    reinterpret_cast<uint4 *>(d)[0] = r.w[0], reinterpret_cast<uint4 *>(d)[1] = r.w[1];
+}
+static __device__ __forceinline__ void kv8_put(const kv8<__half> &r, float *d)
+{
+    const uint32_t v[4] = {r.w[0].x, r.w[0].y, r.w[0].z, r.w[0].w};
+    float f[8];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 p = __half22float2(*reinterpret_cast<const __half2 *>(&v[i]));
+        f[2 * i] = p.x, f[2 * i + 1] = p.y;
+    }
+    reinterpret_cast<float4 *>(d)[0] = make_float4(f[0], f[1], f[2], f[3]);
+    reinterpret_cast<float4 *>(d)[1] = make_float4(f[4], f[5], f[6], f[7]);
+}
+
 template <int HD>
 static constexpr size_t attn_smem_bytes()
 {
@@ -90,6 +124,8 @@ static constexpr size_t attn_smem_bytes()
 }
 /* the merge reuses the tiles' space for its weights */
 static_assert(attn_smem_bytes<64>() >= ((size_t)ROWS * CU_ATTN_MAX_SPLITS + ROWS) * sizeof(float), "merge weights");
+static_assert(CU_ATTN_MAX_SPLITS <= 64, "attn_merge: two splits a lane");
+static_assert(TP * 64 / 8 % NTH == 0, "a K/V tile's 8-element loads divide among the threads");
 
 /* The sub-batch starting at token ta of a tile ending at t1: consecutive tokens in one sequence
  * slot (returns the token after it), kmax = its longest row's positions, and the split length
@@ -139,9 +175,23 @@ __global__ void __launch_bounds__(NTH) attn_kernel(const cu_attn_args a, int qt)
         int R = (tb - ta) * G;
         int lo = split * chunk, hi = min(lo + chunk, kmax);
 
-        for (int i = tid; i < R * HD; i += NTH) {
-            int r = i / HD, dd = i - r * HD, tok = ta + r / G, h = hk * G + r % G;
-            Qs[r * LD + dd] = a.q[(size_t)tok * qw + (size_t)h * HD + dd];
+        /* the rows' q, QB loads in flight a thread (loaded and stored one by one, 7B's 7 rows
+         * had been 7 L2 round trips in a row: Qs might alias a.q as far as the compiler knew) */
+        constexpr int QB = 8;
+        for (int i0 = tid; i0 < R * HD; i0 += QB * NTH) {
+            float v[QB];
+            int tq = i0 / HD / G, hm = i0 / HD % G; /* row i / HD's token and head, stepped by RS rows */
+#pragma unroll
+            for (int j = 0; j < QB; j++) {
+                int i = i0 + j * NTH, dd = i % HD;
+                v[j] = i < R * HD ? a.q[(size_t)(ta + tq) * qw + (size_t)(hk * G + hm) * HD + dd] : 0.0f;
+                for (hm += RS; hm >= G; hm -= G) tq++;
+            }
+#pragma unroll
+            for (int j = 0; j < QB; j++) {
+                int i = i0 + j * NTH, r = i / HD, dd = i - r * HD;
+                if (i < R * HD) Qs[r * LD + dd] = v[j];
+            }
         }
         if (tid < R) rm[tid] = -INFINITY, rl[tid] = 0.0f;
         float o[NP];
@@ -153,19 +203,20 @@ __global__ void __launch_bounds__(NTH) attn_kernel(const cu_attn_args a, int qt)
 
         for (int p0 = lo; p0 < hi; p0 += TP) {
             int np = min(TP, hi - p0);
-            for (int i = tid; i < TP * HD / 8; i += NTH) { /* K, V tile to f32 */
-                int p = i / (HD / 8), c = (i - p * (HD / 8)) * 8;
-                float fk[8], fv[8];
-                if (p < np) {
-                    load8(kb + (size_t)(p0 + p) * HD + c, fk);
-                    load8(vb + (size_t)(p0 + p) * HD + c, fv);
-                } else {
+            /* K, V tile to f32: the thread's loads all in flight (as loaded: f16 stays packed
+             * until stored, or the registers spill) before any store */
+            constexpr int KV = TP * HD / 8 / NTH;
+            kv8<CT> rk[KV], rv[KV];
 #pragma unroll
-                    for (int e = 0; e < 8; e++) fk[e] = fv[e] = 0.0f;
-                }
-                float4 *kd = reinterpret_cast<float4 *>(Ks + p * LD + c), *vd = reinterpret_cast<float4 *>(Vs + p * LD + c);
-                kd[0] = make_float4(fk[0], fk[1], fk[2], fk[3]), kd[1] = make_float4(fk[4], fk[5], fk[6], fk[7]);
-                vd[0] = make_float4(fv[0], fv[1], fv[2], fv[3]), vd[1] = make_float4(fv[4], fv[5], fv[6], fv[7]);
+            for (int j = 0; j < KV; j++) {
+                int i = tid + j * NTH, p = i / (HD / 8), c = (i - p * (HD / 8)) * 8;
+                kv8_load(rk[j], kb + (size_t)(p0 + p) * HD + c, p < np);
+                kv8_load(rv[j], vb + (size_t)(p0 + p) * HD + c, p < np);
+            }
+#pragma unroll
+            for (int j = 0; j < KV; j++) {
+                int i = tid + j * NTH, p = i / (HD / 8), c = (i - p * (HD / 8)) * 8;
+                kv8_put(rk[j], Ks + p * LD + c), kv8_put(rv[j], Vs + p * LD + c);
             }
             __syncthreads();
             /* scores and the online softmax: warp w takes rows w, w+4, ...; lane = position */
@@ -204,13 +255,18 @@ __global__ void __launch_bounds__(NTH) attn_kernel(const cu_attn_args a, int qt)
             __syncthreads();
         }
 
+        /* row r = rb + i RS is query head hk G + hm of token ta + tq; stepped, not divided (NP
+         * rows a thread, of which decode has a handful: a division each was most of its time) */
+        int tq = rb / G, hm = rb % G;
 #pragma unroll
         for (int i = 0; i < NP; i++) {
-            int r = rb + i * RS, tok = ta + r / G, h = hk * G + r % G;
-            float l = r < R ? rl[r] : 0.0f;
-            if (r < R && direct) {
+            const int r = rb + i * RS, tok = ta + tq, h = hk * G + hm;
+            for (hm += RS; hm >= G; hm -= G) tq++;
+            if (r >= R) continue;
+            float l = rl[r];
+            if (direct) {
                 a.y[(size_t)tok * qw + (size_t)h * HD + d] = o[i] / l;
-            } else if (r < R) {
+            } else {
                 float *pp = a.part + (((size_t)split * a.T + tok) * a.Hq + h) * (HD + 2);
                 pp[d] = l > 0.0f ? o[i] / l : 0.0f;
                 if (d == 0) pp[HD] = rm[r], pp[HD + 1] = l;
