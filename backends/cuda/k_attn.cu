@@ -6,7 +6,7 @@
  *    later one wins, as the definition says).
  * 2. attn: one block per (KV split, kv head, tile of tokens). Its query rows
  *    are every query head of the kv head's group for each token of the tile
- *    (up to CU_ATTN_ROWS rows), so one read of a K/V tile serves them all.
+ *    (up to CU_ATTN_ROWS rows; DEC_ROWS in decode), so one read of a K/V tile serves them all.
  *    Consecutive tokens of the tile in the same sequence slot are one
  *    sub-batch sharing K/V tiles (prefill); the block walks positions
  *    0..max pos of the sub-batch in tiles of 32, masks each row causally at
@@ -29,6 +29,8 @@
 
 #define TP 32              /* positions per K/V tile: one per lane */
 #define ROWS CU_ATTN_ROWS  /* query rows per block */
+#define DEC_ROWS 8         /* ... in decode steps whose groups fit: a block's per-thread loops over its rows
+                            * are sized for this many (7B's 7 rows in loops for 32: a third of its time) */
 #define NTH 128            /* threads per block */
 
 /* ---- 1. cache store ------------------------------------------------------------------- */
@@ -49,15 +51,15 @@ __global__ void kv_store_kernel(const float *__restrict__ k, const float *__rest
 }
 
 /* ---- 3. merge of the splits (by the last block): weights exp(m_s - M) * l_s --------------------- */
-/* w: shared, ROWS * CU_ATTN_MAX_SPLITS + ROWS floats. Only splits 0 .. ns-1 hold positions (the
+/* w: shared, RW * CU_ATTN_MAX_SPLITS + RW floats. Only splits 0 .. ns-1 hold positions (the
  * split length follows the context, so at short contexts most splits are empty). Sums run in a
  * fixed order (deterministic). */
-template <int HD>
+template <int HD, int RW>
 static __device__ void attn_merge(const cu_attn_args &a, int t0, int t1, int hk, int ns, float *w)
 {
     int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, G = a.Hq / a.Hkv, R = (t1 - t0) * G;
     size_t stride = (size_t)a.T * a.Hq * (HD + 2), qw = (size_t)a.Hq * HD;
-    float *den = w + ROWS * CU_ATTN_MAX_SPLITS;
+    float *den = w + RW * CU_ATTN_MAX_SPLITS;
     for (int r = warp; r < R; r += NTH / 32) { /* a warp per row, a lane per split */
         const float *p0 = a.part + ((size_t)(t0 + r / G) * a.Hq + hk * G + r % G) * (HD + 2);
         /* lane s and s + 32 hold those splits' max and sum: one round trip for both passes */
@@ -117,13 +119,15 @@ static __device__ __forceinline__ void kv8_put(const kv8<__half> &r, float *d)
     reinterpret_cast<float4 *>(d)[1] = make_float4(f[4], f[5], f[6], f[7]);
 }
 
-template <int HD>
+template <int HD, int RW>
 static constexpr size_t attn_smem_bytes()
 {
-    return ((size_t)ROWS * (HD + 4) + 2 * (size_t)TP * (HD + 4) + (size_t)ROWS * TP + 3 * ROWS) * sizeof(float);
+    return ((size_t)RW * (HD + 4) + 2 * (size_t)TP * (HD + 4) + (size_t)RW * TP + 3 * RW) * sizeof(float);
 }
 /* the merge reuses the tiles' space for its weights */
-static_assert(attn_smem_bytes<64>() >= ((size_t)ROWS * CU_ATTN_MAX_SPLITS + ROWS) * sizeof(float), "merge weights");
+static_assert(attn_smem_bytes<64, ROWS>() >= ((size_t)ROWS * CU_ATTN_MAX_SPLITS + ROWS) * sizeof(float) &&
+                  attn_smem_bytes<64, DEC_ROWS>() >= ((size_t)DEC_ROWS * CU_ATTN_MAX_SPLITS + DEC_ROWS) * sizeof(float),
+              "merge weights");
 static_assert(CU_ATTN_MAX_SPLITS <= 64, "attn_merge: two splits a lane");
 static_assert(TP * 64 / 8 % NTH == 0, "a K/V tile's 8-element loads divide among the threads");
 
@@ -151,13 +155,13 @@ static __device__ int attn_used(const cu_attn_args &a, int t0, int t1)
     return min(used, a.splits);
 }
 
-template <typename CT, int HD>
+template <typename CT, int HD, int RW>
 __global__ void __launch_bounds__(NTH) attn_kernel(const cu_attn_args a, int qt)
 {
-    constexpr int LD = HD + 4, NP = ROWS * HD / NTH, RS = NTH / HD; /* HD divides NTH */
+    constexpr int LD = HD + 4, NP = RW * HD / NTH, RS = NTH / HD; /* HD divides NTH */
     extern __shared__ __align__(16) float sm[];
-    float *Qs = sm, *Ks = Qs + ROWS * LD, *Vs = Ks + TP * LD, *Ps = Vs + TP * LD;
-    float *rm = Ps + ROWS * TP, *rl = rm + ROWS, *ra = rl + ROWS;
+    float *Qs = sm, *Ks = Qs + RW * LD, *Vs = Ks + TP * LD, *Ps = Vs + TP * LD;
+    float *rm = Ps + RW * TP, *rl = rm + RW, *ra = rl + RW;
     int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, d = tid % HD, rb = tid / HD;
     int G = a.Hq / a.Hkv, split = blockIdx.x, hk = blockIdx.y;
     int t0 = blockIdx.z * qt, t1 = min(t0 + qt, a.T);
@@ -278,7 +282,7 @@ __global__ void __launch_bounds__(NTH) attn_kernel(const cu_attn_args a, int qt)
     if (direct) return;
     /* publish this block's partials; the last of the splits that hold positions merges */
     if (!cu_arrive_last(a.counters + blockIdx.z * a.Hkv + hk, used)) return;
-    attn_merge<HD>(a, t0, t1, hk, used, sm);
+    attn_merge<HD, RW>(a, t0, t1, hk, used, sm);
 }
 
 /* ---- launchers ---------------------------------------------------------------------------- */
@@ -290,24 +294,32 @@ extern "C" int loom__cu_attn_supported(int hd, int group)
 extern "C" cudaError_t loom__cu_attn_init(void)
 {
     cudaError_t e;
-    if ((e = cudaFuncSetAttribute(attn_kernel<__half, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  (int)attn_smem_bytes<64>())) ||
-        (e = cudaFuncSetAttribute(attn_kernel<float, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  (int)attn_smem_bytes<64>())) ||
-        (e = cudaFuncSetAttribute(attn_kernel<__half, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  (int)attn_smem_bytes<128>())) ||
-        (e = cudaFuncSetAttribute(attn_kernel<float, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  (int)attn_smem_bytes<128>())))
+#define ATTN_ALLOW(CT, HD, RW) \
+    cudaFuncSetAttribute(attn_kernel<CT, HD, RW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)attn_smem_bytes<HD, RW>())
+    if ((e = ATTN_ALLOW(__half, 64, ROWS)) || (e = ATTN_ALLOW(float, 64, ROWS)) || (e = ATTN_ALLOW(__half, 128, ROWS)) ||
+        (e = ATTN_ALLOW(float, 128, ROWS)) || (e = ATTN_ALLOW(__half, 64, DEC_ROWS)) || (e = ATTN_ALLOW(float, 64, DEC_ROWS)) ||
+        (e = ATTN_ALLOW(__half, 128, DEC_ROWS)) || (e = ATTN_ALLOW(float, 128, DEC_ROWS)))
         return e;
+#undef ATTN_ALLOW
     return cudaSuccess;
 }
 
-static int tokens_per_block(int G) { return ROWS / G < 1 ? 1 : ROWS / G; }
+/* Query rows a block holds: DEC_ROWS in decode steps where a group fits, else ROWS. */
+static int attn_rows(const cu_attn_args *a)
+{
+    return a->T <= CU_GEMV_MAX_T && a->Hq / a->Hkv <= DEC_ROWS ? DEC_ROWS : ROWS;
+}
+
+static int tokens_per_block(const cu_attn_args *a)
+{
+    int rows = attn_rows(a), G = a->Hq / a->Hkv;
+    return rows / G < 1 ? 1 : rows / G;
+}
 
 extern "C" int loom__cu_attn_splits(const cu_attn_args *a, int sm_count)
 {
     if (a->T > CU_GEMV_MAX_T) return 1; /* prefill: enough blocks without splitting */
-    int G = a->Hq / a->Hkv, qt = tokens_per_block(G);
+    int qt = tokens_per_block(a);
     int base = a->Hkv * ((a->T + qt - 1) / qt);
     int s = (2 * sm_count + base - 1) / base, tiles = (a->C + TP - 1) / TP;
     if (s > CU_ATTN_MAX_SPLITS) s = CU_ATTN_MAX_SPLITS;
@@ -323,7 +335,7 @@ extern "C" size_t loom__cu_attn_part_floats(int T, int Hq, int hd, int splits)
 template <typename CT, int HD>
 static cudaError_t attn_typed(cudaStream_t s, const cu_attn_args *a)
 {
-    int G = a->Hq / a->Hkv, qt = tokens_per_block(G);
+    int qt = tokens_per_block(a);
     cudaError_t e;
     if (!a->stored) {
         kv_store_kernel<CT><<<dim3(a->T, a->Hkv), HD, 0, s>>>(a->k, a->v, (CT *)a->kc, (CT *)a->vc, a->T, a->Hkv, HD,
@@ -331,7 +343,9 @@ static cudaError_t attn_typed(cudaStream_t s, const cu_attn_args *a)
         if ((e = cudaGetLastError())) return e;
     }
     dim3 grid(a->splits, a->Hkv, (a->T + qt - 1) / qt);
-    return cu_launch(attn_kernel<CT, HD>, grid, dim3(NTH), attn_smem_bytes<HD>(), s, a->pdl, *a, qt);
+    if (attn_rows(a) == DEC_ROWS)
+        return cu_launch(attn_kernel<CT, HD, DEC_ROWS>, grid, dim3(NTH), attn_smem_bytes<HD, DEC_ROWS>(), s, a->pdl, *a, qt);
+    return cu_launch(attn_kernel<CT, HD, ROWS>, grid, dim3(NTH), attn_smem_bytes<HD, ROWS>(), s, a->pdl, *a, qt);
 }
 
 extern "C" cudaError_t loom__cu_gqa_attn(cudaStream_t s, const cu_attn_args *a)
