@@ -30,7 +30,7 @@
 #define TP 32              /* positions per K/V tile: one per lane */
 #define ROWS CU_ATTN_ROWS  /* query rows per block */
 #define DEC_ROWS 8         /* ... in decode steps whose groups fit: a block's per-thread loops over its rows
-                            * are sized for this many (7B's 7 rows in loops for 32: a third of its time) */
+                            * are sized for this many (7B decode: 7 rows in loops for 32 were a quarter of its time) */
 #define NTH 128            /* threads per block */
 
 /* ---- 1. cache store ------------------------------------------------------------------- */
