@@ -569,6 +569,17 @@ int main()
     float g[128] = {};
     bad.warps = 0, bad.xnorm_w = g, bad.x_place = CU_X_GLOBAL;
     if (host_awq_gemv(&bad) == cudaSuccess) printf("FAIL rmsnorm on load without staging accepted\n"), failures++;
+    { // a norm weight off 16-byte alignment is staged per block (per warp reads it four elements a load)
+        weight w2 = make_weight(512, 64);
+        std::vector<float> xv(512, 0.5f), g2(513, 1.0f), y2(64);
+        cu_awq_gemv_args m{};
+        m.x = xv.data(), m.T = 1, m.n = 1, m.w[0] = &w2.w, m.y[0] = y2.data();
+        m.xnorm_w = g2.data() + 1, m.xnorm_wdt = LOOM_F32, m.xnorm_eps = 1e-6f;
+        awq_params P;
+        int bl, th;
+        if (awq_geometry(&m, 132, &P, &bl, &th) || awq_xmode(&m, P) != AWQ_XB)
+            printf("FAIL a misaligned norm weight is not staged per block\n"), failures++;
+    }
     printf("%s\n", failures ? "FAILED" : "all passed");
     return failures ? 1 : 0;
 }

@@ -424,7 +424,9 @@ static CU_HD int awq_xw_count(const awq_params &P, const awq_warp &wp)
 enum { AWQ_XG, AWQ_XB, AWQ_XW }; /* global memory, staged per block, staged per warp */
 static int awq_xmode(const cu_awq_gemv_args *a, const awq_params &P)
 {
-    const bool xb = awq_xs_bytes(P.T, P.K) <= AWQ_XS_MAX, xw = awq_xw_bytes(P) <= AWQ_XS_MAX;
+    /* XW reads the norm weight four elements a load (cu_load4_dt): the arena aligns tensors to 256 */
+    const bool xb = awq_xs_bytes(P.T, P.K) <= AWQ_XS_MAX,
+               xw = awq_xw_bytes(P) <= AWQ_XS_MAX && !((uintptr_t)P.xw % 16);
     switch (a->x_place) {
     case CU_X_GLOBAL: return AWQ_XG;
     case CU_X_BLOCK: return xb ? AWQ_XB : -1;
