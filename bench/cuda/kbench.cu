@@ -6,7 +6,7 @@
 //
 //   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Icore -Ibackends/cuda -o kbench \
 //        bench/cuda/kbench.cu backends/cuda/k_matmul.cu backends/cuda/k_gemm.cu -lcublas && ./kbench
-//   ./kbench --awq      the 7B AWQ GEMVs at each block size, x as the launcher picks or from global, only
+//   ./kbench --awq      the 7B AWQ GEMVs at each block size, x as the launcher picks, staged per block or from global
 //   ./kbench --gemm     the prefill GEMMs only
 //   ./kbench --only L   the AWQ GEMV case labelled L only (e.g. "7b down"; for ncu)
 //   ./kbench --fit      plain AWQ GEMVs over a range of N at two K (time = fixed cost + bytes /
@@ -140,10 +140,11 @@ static const char *epi_name(int e, bool nrm)
 // One launch over n weights of the same K (epi as the backend fuses them).
 // nrm: the step's rmsnorm in this launch: on load for PLAIN and SWIGLU (x is the residual
 // stream), by the last block for ADD (how decode ran before the norm moved to the next launch)
-static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, int T, int warps, double roof,
-                      int x_place = CU_X_AUTO, bool nrm = false)
+// Returns the launch's time in ms (0 when skipped).
+static double bench_awq(const char *label, int K, std::vector<int> Ns, int epi, int T, int warps, double roof,
+                        int x_place = CU_X_AUTO, bool nrm = false)
 {
-    if (g_only && strcmp(g_only, label)) return;
+    if (g_only && strcmp(g_only, label)) return 0;
     int n = (int)Ns.size();
     std::vector<awq_host> hs;
     size_t bytes = 0;
@@ -249,6 +250,7 @@ static void bench_awq(const char *label, int K, std::vector<int> Ns, int epi, in
         for (auto &w : ws[c]) cudaFree(w.q);
     for (auto y : ys) cudaFree(y);
     cudaFree(x), cudaFree(r), cudaFree(g), cudaFree(yn), cudaFree(counter);
+    return ms;
 }
 
 // ---- streaming read: what the GEMVs could reach -------------------------------------------------
@@ -268,7 +270,7 @@ __global__ void read_kernel(const uint4 *p, size_t n, unsigned *out)
 
 // The AWQ GEMV's load pattern alone: a block of 8 warps per 16-column tile (28 KiB of a K = 3584
 // gate/up tile: 28 groups of 1 KiB), warp w reading groups w, w + 8, ... with D groups in
-// flight, B blocks resident a SM (launch bounds), no arithmetic.
+// flight, B blocks resident a SM (shared memory caps them, as the GEMV's registers do), no arithmetic.
 template <int D, int B> __global__ void __launch_bounds__(256, B) read_tiles(const uint4 *p, int groups, unsigned *out)
 {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -471,9 +473,19 @@ int main(int argc, char **argv)
     g_pdl = getenv("KBENCH_PDL") && atoi(getenv("KBENCH_PDL"));
     if (argc > 1 && !strcmp(argv[1], "--fit")) {
         bench_read(roof);
-        // one output a launch, no epilogue: the GEMV's own fixed cost and streaming rate
-        for (int N : {1792, 3584, 7168, 14336, 28672, 57344}) bench_awq("fit K=3584", 3584, {N}, CU_EPI_PLAIN, 1, 0, roof);
-        for (int N : {896, 1792, 3584, 7168, 14336}) bench_awq("fit K=18944", 18944, {N}, CU_EPI_PLAIN, 1, 0, roof);
+        // one output a launch, no epilogue: time = fixed + bytes / rate, least squares over N
+        auto fit = [&](const char *label, int K, std::vector<int> Ns) {
+            double n = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
+            for (int N : Ns) {
+                double b = (double)cu_awq_packed_bytes(K, N) / 1e3, us = bench_awq(label, K, {N}, CU_EPI_PLAIN, 1, 0, roof) * 1e3;
+                n++, sx += b, sy += us, sxx += b * b, sxy += b * us;
+            }
+            double slope = (n * sxy - sx * sy) / (n * sxx - sx * sx), fixed = (sy - slope * sx) / n;
+            printf("fit %s: %.2f us fixed + bytes at %.1f GB/s (%.3f of the roofline)\n", label, fixed, 1.0 / slope,
+                   1.0 / slope / roof);
+        };
+        fit("K=3584", 3584, {1792, 3584, 7168, 14336, 28672, 57344});
+        fit("K=18944", 18944, {896, 1792, 3584, 7168, 14336});
         // 16-column blocks, 4 resident a SM at 64 registers: 8448 is one wave of 132 SMs, 16896 two, 25344 three
         for (int N : {8448, 16896, 18944, 21120, 25344}) bench_awq("fit waves", 3584, {N, N}, CU_EPI_SWIGLU, 1, 0, roof);
         return 0;
