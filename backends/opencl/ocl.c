@@ -240,6 +240,19 @@ static void ocl_device_close(void *dctx)
     free(d);
 }
 
+/* An integer setting from the environment in lo..hi, dflt where unset; anything else is an error
+ * (a mistyped tuning knob silently ignored would measure the default). */
+static loom_status env_long(const char *name, long lo, long hi, long dflt, long *v)
+{
+    const char *s = getenv(name);
+    *v = dflt;
+    if (!s || !*s) return LOOM_OK;
+    char *end;
+    *v = strtol(s, &end, 10);
+    if (*end || *v < lo || *v > hi) return OCL_FAIL(LOOM_ERR_INVALID, "%s='%s' is not an integer in %ld..%ld", name, s, lo, hi);
+    return LOOM_OK;
+}
+
 static loom_status open_dev(ocl_dev *d)
 {
     cl_int rc;
@@ -255,14 +268,17 @@ static loom_status open_dev(ocl_dev *d)
     clGetDeviceInfo(d->device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cus, &cus, NULL);
     /* LOOM_OPENCL_CUS=N: size the GEMV and attention work split for N compute
      * units (to run a GPU's geometry on a CPU device, in tests) */
-    const char *ov = getenv("LOOM_OPENCL_CUS");
-    long v = ov && *ov ? strtol(ov, NULL, 10) : 0;
-    d->cus = v > 0 && v <= 65536 ? (int32_t)v : cus > 0 ? (int32_t)cus : 1;
+    long v, a1, mrows;
+    loom_status st = env_long("LOOM_OPENCL_CUS", 1, 65536, cus > 0 ? (long)cus : 1, &v);
     /* LOOM_OPENCL_ATT_ONE=N: decode attention over up to N positions runs as one
      * partition (no attn_merge); 0 splits whenever that fills the device better */
-    const char *ao = getenv("LOOM_OPENCL_ATT_ONE");
-    long a1 = ao && *ao ? strtol(ao, NULL, 10) : -1;
-    d->att_one = a1 >= 0 && a1 <= 1 << 20 ? (int32_t)a1 : 256;
+    if (!st) st = env_long("LOOM_OPENCL_ATT_ONE", 0, 1 << 20, 256, &a1);
+    /* LOOM_OPENCL_MMA_ROWS=64 or 128: one row tile for every prefill launch (tuning) */
+    if (!st) st = env_long("LOOM_OPENCL_MMA_ROWS", 0, 128, 0, &mrows);
+    if (!st && mrows && mrows != 64 && mrows != 128)
+        st = OCL_FAIL(LOOM_ERR_INVALID, "LOOM_OPENCL_MMA_ROWS=%ld: 64 or 128", mrows);
+    if (st) return st;
+    d->cus = (int32_t)v, d->att_one = (int32_t)a1, d->mma_rows = (int)mrows;
     cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)d->platform, 0};
     d->ctx = clCreateContext(props, 1, &d->device, NULL, NULL, &rc);
     if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clCreateContext", d->label);
@@ -281,9 +297,7 @@ static loom_status open_dev(ocl_dev *d)
     const char *mma = getenv("LOOM_OPENCL_MMA");
     d->mma = mma && !strcmp(mma, "0") ? 0 : mma && !strcmp(mma, "emu") ? 2 : mma && !strcmp(mma, "force") ? 1
              : strstr(pname, "NVIDIA") ? 1 : 0;
-    const char *rows = getenv("LOOM_OPENCL_MMA_ROWS"); /* 64 or 128: one row tile for every launch (tuning) */
-    d->mma_rows = rows && (!strcmp(rows, "64") || !strcmp(rows, "128")) ? atoi(rows) : 0;
-    loom_status st = loom__ocl_build(d);
+    st = loom__ocl_build(d);
     if (!st && d->mma && !loom__ocl_mma_selftest(d)) { /* the program without the tensor cores, then */
         clReleaseProgram(d->program);
         d->program = NULL;
