@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <math.h>
 #include <string.h>
 
@@ -279,6 +280,19 @@ static inline uint16_t loom_f32_to_bf16(float f) /* round to nearest even */
     if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40);
     x += 0x7fff + ((x >> 16) & 1);
     return (uint16_t)(x >> 16);
+}
+
+/* An integer setting of a backend from the environment: *v = dflt where name is unset or empty;
+ * false where it is not an integer in lo..hi, which the backend reports as an error (a mistyped
+ * tuning knob silently ignored would measure the default). */
+static inline bool loom_env_long(const char *name, long lo, long hi, long dflt, long *v)
+{
+    const char *s = getenv(name);
+    char *end;
+    *v = dflt;
+    if (!s || !*s) return true;
+    *v = strtol(s, &end, 10);
+    return !*end && *v >= lo && *v <= hi;
 }
 
 /* RoPE inverse frequency of rotary pair i (0 <= i < head_dim/2), YaRN when

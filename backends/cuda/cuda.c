@@ -144,18 +144,6 @@ static loom_status cu_device_info(void *bctx, int32_t dev, loom_device_info *inf
 static void cu_buffer_free(void *dctx, loom_buffer *buf);
 
 /* *v = the integer in environment variable name (lo..hi), or dflt where it is unset or empty. */
-static loom_status env_long(const char *name, long lo, long hi, long dflt, long *v)
-{
-    const char *s = getenv(name);
-    *v = dflt;
-    if (!s || !*s) return LOOM_OK;
-    char *end;
-    *v = strtol(s, &end, 10);
-    if (*end || *v < lo || *v > hi)
-        return CU_ERR(LOOM_ERR_INVALID, "cuda: %s='%s' is not an integer in %ld..%ld", name, s, lo, hi);
-    return LOOM_OK;
-}
-
 static loom_status cu_device_open(void *bctx, int32_t dev, void **dctx)
 {
     *dctx = NULL;
@@ -175,9 +163,10 @@ static loom_status cu_device_open(void *bctx, int32_t dev, void **dctx)
     d->pdl = attr(cudaDevAttrComputeCapabilityMajor, dev) >= 9 && !(pdl && !strcmp(pdl, "0"));
     long gm;
     loom_status st;
-    if ((st = env_long("LOOM_CUDA_GRAPH_MAX_TOKENS", 0, 4096, 16, &gm))) {
+    if (!loom_env_long("LOOM_CUDA_GRAPH_MAX_TOKENS", 0, 4096, 16, &gm)) {
         free(d);
-        return st;
+        return CU_ERR(LOOM_ERR_INVALID, "cuda: LOOM_CUDA_GRAPH_MAX_TOKENS='%s' is not an integer in 0..4096",
+                      getenv("LOOM_CUDA_GRAPH_MAX_TOKENS"));
     }
     d->graph_max_t = (int)gm;
     cudaError_t e;

@@ -240,17 +240,11 @@ static void ocl_device_close(void *dctx)
     free(d);
 }
 
-/* An integer setting from the environment in lo..hi, dflt where unset; anything else is an error
- * (a mistyped tuning knob silently ignored would measure the default). */
+/* loom_env_long, its failure an error naming the setting */
 static loom_status env_long(const char *name, long lo, long hi, long dflt, long *v)
 {
-    const char *s = getenv(name);
-    *v = dflt;
-    if (!s || !*s) return LOOM_OK;
-    char *end;
-    *v = strtol(s, &end, 10);
-    if (*end || *v < lo || *v > hi) return OCL_FAIL(LOOM_ERR_INVALID, "%s='%s' is not an integer in %ld..%ld", name, s, lo, hi);
-    return LOOM_OK;
+    if (loom_env_long(name, lo, hi, dflt, v)) return LOOM_OK;
+    return OCL_FAIL(LOOM_ERR_INVALID, "%s='%s' is not an integer in %ld..%ld", name, getenv(name), lo, hi);
 }
 
 static loom_status open_dev(ocl_dev *d)
