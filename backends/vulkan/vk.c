@@ -588,6 +588,12 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
     vk_dev *d = calloc(1, sizeof *d);
     if (!d) return VK_ERR(LOOM_ERR_NOMEM, "out of memory opening device %d", (int)dev);
     d->ctx = c, d->index = dev, d->pd = c->pds[dev], d->val_seen = c->val_errors;
+    long rows = 64; /* LOOM_VK_COOP_ROWS: the cooperative-matrix GEMM's tile, 64 tokens or 128 */
+    if (!loom_env_long("LOOM_VK_COOP_ROWS", 64, 128, 64, &rows) || (rows != 64 && rows != 128)) {
+        free(d);
+        return VK_ERR(LOOM_ERR_INVALID, "LOOM_VK_COOP_ROWS='%s': 64 or 128", getenv("LOOM_VK_COOP_ROWS"));
+    }
+    d->coop_rows = (int)rows;
     pd_facts f;
     query(d->pd, &f);
     d->props = f.p;
@@ -638,8 +644,6 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
     const char *cm_env = getenv("LOOM_VK_COOPMAT"), *cm_why = "off (LOOM_VK_COOPMAT=0)";
     bool cm_test = cm_env && !strcmp(cm_env, "test"); /* the self-test harness alone, on any device */
     d->coopmat = !(cm_env && !strcmp(cm_env, "0")) && coop_usable(c->inst, d->pd, &f, &cm_why);
-    const char *rows_env = getenv("LOOM_VK_COOP_ROWS"); /* its tile: 64 tokens, or 128 */
-    d->coop_rows = rows_env && !strcmp(rows_env, "128") ? 128 : 64;
     const char *cm_exts[3] = {VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME, VK_KHR_VULKAN_MEMORY_MODEL_EXTENSION_NAME,
                               VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME};
     VkPhysicalDeviceCooperativeMatrixFeaturesNV cmf = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
