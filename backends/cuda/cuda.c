@@ -143,7 +143,6 @@ static loom_status cu_device_info(void *bctx, int32_t dev, loom_device_info *inf
 
 static void cu_buffer_free(void *dctx, loom_buffer *buf);
 
-/* *v = the integer in environment variable name (lo..hi), or dflt where it is unset or empty. */
 static loom_status cu_device_open(void *bctx, int32_t dev, void **dctx)
 {
     *dctx = NULL;
