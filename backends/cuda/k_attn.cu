@@ -108,13 +108,8 @@ static __device__ __forceinline__ void kv8_put(const kv8<float> &r, float *d)
 }
 static __device__ __forceinline__ void kv8_put(const kv8<__half> &r, float *d)
 {
-    const uint32_t v[4] = {r.w[0].x, r.w[0].y, r.w[0].z, r.w[0].w};
     float f[8];
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        float2 p = __half22float2(*reinterpret_cast<const __half2 *>(&v[i]));
-        f[2 * i] = p.x, f[2 * i + 1] = p.y;
-    }
+    cu_widen8(r.w[0], f);
     reinterpret_cast<float4 *>(d)[0] = make_float4(f[0], f[1], f[2], f[3]);
     reinterpret_cast<float4 *>(d)[1] = make_float4(f[4], f[5], f[6], f[7]);
 }

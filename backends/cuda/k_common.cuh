@@ -111,9 +111,9 @@ static CU_HD void load8(const float *w, float f[8])
     f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
 }
 
-static CU_HD void load8(const __half *w, float f[8])
+/* 8 halves packed in 16 bytes, widened (load8's, and attention's K/V held packed until stored). */
+static CU_HD void cu_widen8(uint4 u, float f[8])
 {
-    uint4 u = CU_LDG(reinterpret_cast<const uint4 *>(w));
     const uint32_t v[4] = {u.x, u.y, u.z, u.w};
     CU_UNROLL
     for (int i = 0; i < 4; i++) {
@@ -123,6 +123,8 @@ static CU_HD void load8(const __half *w, float f[8])
         f[2 * i] = p.x, f[2 * i + 1] = p.y;
     }
 }
+
+static CU_HD void load8(const __half *w, float f[8]) { cu_widen8(CU_LDG(reinterpret_cast<const uint4 *>(w)), f); }
 
 /* bf16 is the top half of an f32: a shift or a mask, exact. */
 static CU_HD void load8(const __nv_bfloat16 *w, float f[8])

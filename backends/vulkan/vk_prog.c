@@ -259,8 +259,16 @@ static uint32_t fbits(float f)
  * binding (bind() then pushes an offset that is a whole number of 16 bytes). */
 static bool at16(const loom_tensor *t, size_t lo) { return (t->offset + lo) % 16 == 0; }
 
-/* gemm_coop.comp's rows of tiles */
-static grid_mode coop_grid(const vk_dev *d) { return d->coop_rows == 128 ? G_ROWS_Y128 : G_ROWS_Y64; }
+/* A prefill GEMM's dispatch over cols output columns, for steps above VK_GEMV_MAX_T rows: the
+ * tensor cores' tiles (gemm_coop.comp: coop_rows x VK_COOP_N) or the tiled GEMM's (32 x 64). */
+static vk_disp *gemm_disp(vk_prog *p, const loom_node *n, VkPipeline pipe, bool coop, int64_t cols)
+{
+    vk_disp *x = coop ? new_disp(p, n, pipe, p->d->coop_rows == 128 ? G_ROWS_Y128 : G_ROWS_Y64,
+                                 (uint32_t)((cols + VK_COOP_N - 1) / VK_COOP_N))
+                      : new_disp(p, n, pipe, G_ROWS_Y32, (uint32_t)((cols + 63) / 64));
+    if (x) x->min_t = VK_GEMV_MAX_T + 1;
+    return x;
+}
 
 /* matmul (GEMV or GEMM) on rows n0 .. n0+np of w: 0 x, 1 w, 2 bias, 3 y. */
 static loom_status bind_matmul(vk_prog *p, vk_disp *x, const loom_node *n, int64_t n0, int64_t np)
@@ -631,9 +639,7 @@ static loom_status lower(vk_prog *p, const loom_node *n)
                 bool coop = d->coopmat && wdt == 1 && K % 32 == 0 && at16(s[0], 0) && at16(s[1], (size_t)n0 * rowb);
                 TRY(coop ? loom__vk_pipeline4(d, VK_SH_GEMM_COOP, wdt, bdt, 0, d->coop_rows, &pipe)
                          : loom__vk_pipeline(d, VK_SH_GEMM, wdt, bdt, &pipe));
-                if (coop) NEWD(pipe, coop_grid(d), (uint32_t)((np + VK_COOP_N - 1) / VK_COOP_N));
-                else NEWD(pipe, G_ROWS_Y32, (uint32_t)((np + 63) / 64));
-                x->min_t = VK_GEMV_MAX_T + 1;
+                if (!(x = gemm_disp(p, n, pipe, coop, np))) return VK_ERR(LOOM_ERR_NOMEM, "out of memory");
                 TRY(bind_matmul(p, x, n, n0, np));
             }
         }
@@ -659,14 +665,10 @@ static loom_status lower(vk_prog *p, const loom_node *n)
         }
         if (T <= VK_GEMV_MAX_T) return LOOM_OK;
         /* GEMM: 0 x, 1 q (as words), 2 bias, 3 y, 4 meta; tensor cores read x as vec4 */
-        if (d->coopmat && at16(s[0], 0) && at16(s[1], 0)) {
-            TRY(loom__vk_pipeline4(d, VK_SH_GEMM_COOP_AWQ, 1, bdt, 0, d->coop_rows, &pipe));
-            NEWD(pipe, coop_grid(d), (uint32_t)((N + VK_COOP_N - 1) / VK_COOP_N));
-        } else {
-            TRY(loom__vk_pipeline(d, VK_SH_GEMM_AWQ, 0, bdt, &pipe));
-            NEWD(pipe, G_ROWS_Y32, (uint32_t)((N + 63) / 64));
-        }
-        x->min_t = VK_GEMV_MAX_T + 1;
+        bool coop = d->coopmat && at16(s[0], 0) && at16(s[1], 0);
+        TRY(coop ? loom__vk_pipeline4(d, VK_SH_GEMM_COOP_AWQ, 1, bdt, 0, d->coop_rows, &pipe)
+                 : loom__vk_pipeline(d, VK_SH_GEMM_AWQ, 0, bdt, &pipe));
+        if (!(x = gemm_disp(p, n, pipe, coop, N))) return VK_ERR(LOOM_ERR_NOMEM, "out of memory");
         TRY(bind(p, x, 0, s[0], 0, xbytes, 4, false));
         TRY(bind(p, x, 1, s[1], 0, qb, 4, false));
         if (s[2]) TRY(bind(p, x, 2, s[2], 0, nbytes(s[2]), dt_size(s[2]->dtype), false));
