@@ -47,6 +47,8 @@
 #define ATT_SCL (ATT_PLMAX + 1)                 /* row stride of the scores [query vector][position] */
 #define ATT_SUB (ATT_DW / ATT_NQ)               /* softmax: work-items per query vector */
 #define ATT_PVN (ATT_NQ * ATT_HD / (4 * ATT_DW)) /* P·V: (query vector, float4 of dims) pairs per work-item */
+#define ATT_QN ATT_PVN                          /* q: float4 a work-item loads (as many) */
+#define ATT_JB 8                                /* attn_dec's join: partitions loaded at a time */
 #define ATT_UN4 (2 * ATT_NQ * ATT_DP > ATT_DP * ATT_HD / 4 ? 2 * ATT_NQ * ATT_DP : ATT_DP * ATT_HD / 4)
 #endif
 

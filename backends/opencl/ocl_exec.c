@@ -39,7 +39,7 @@
 #define ATT_HD 128   /* ... and largest head_dim (attn_dec's too) */
 #define ATT_NQ 8     /* as in common.cl: attn_dec's query vectors per work-group ... */
 #define ATT_PLMAX 256 /* ... and longest partition */
-#define ATT_PLMIN 64 /* attn_dec: a split context gets partitions of at least this many positions */
+#define ATT_JOIN 32  /* attn_dec: up to this many partitions the last one joins them (no attn_merge launch) */
 
 typedef struct rope_tab {
     int32_t h2;       /* head_dim / 2 */
@@ -95,6 +95,8 @@ typedef struct ocl_prog {
     cl_event         up_ev[2];   /* the last uploads from step_host, rope_host */
     cl_mem           att_part;   /* attention partials [T][Hq][P][hd + 2] (the largest node's) */
     size_t           att_floats;
+    cl_mem           att_cnt;    /* attn_dec: partitions finished per work-group column, zero between launches */
+    size_t           att_ints;
     struct ocl_prog *prev, *next;
 } ocl_prog;
 
@@ -209,6 +211,7 @@ void loom__ocl_release(ocl_dev *d, void *pv)
         }
     if (p->step) clReleaseMemObject(p->step);
     if (p->att_part) clReleaseMemObject(p->att_part);
+    if (p->att_cnt) clReleaseMemObject(p->att_cnt);
     if (p->rope) clReleaseMemObject(p->rope);
     free(p->rope_host);
     free(p->step_host);
@@ -478,7 +481,7 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
             return st;
         if (k->k[4]) { /* the most partitions run_node picks (dec_parts) */
             int64_t fill = ((int64_t)d->cus * 2 + (int64_t)pp->n_head_kv * HB - 1) / ((int64_t)pp->n_head_kv * HB);
-            int64_t lo = (C + ATT_PLMAX - 1) / ATT_PLMAX, hi = (C + ATT_PLMIN - 1) / ATT_PLMIN;
+            int64_t DP = d->cfg.att_dw / 4, lo = (C + ATT_PLMAX - 1) / ATT_PLMAX, hi = (C + DP - 1) / DP;
             k->parts = (int32_t)(fill < hi ? (fill > lo ? fill : lo) : hi);
         } else { /* attn: partitions enough for about 4 work-groups per compute unit */
             int64_t want = ((int64_t)d->cus * 4 + pp->n_head - 1) / pp->n_head, most = (C + d->cfg.att_w - 1) / d->cfg.att_w;
@@ -486,12 +489,14 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
         }
         size_t floats = (size_t)GEMV_MAXT * (size_t)pp->n_head * (size_t)k->parts * (size_t)(pp->head_dim + 2);
         if (k->parts > 1 && floats > p->att_floats) p->att_floats = floats;
+        size_t ints = (size_t)GEMV_MAXT * (size_t)pp->n_head_kv * (size_t)HB;
+        if (k->k[4] && k->parts > 1 && ints > p->att_ints) p->att_ints = ints;
         if (k->k[4]) {
             rc = set_args(k->k[4], 0, "mlmlmlml", MEM(y), OFF(y), MEM(s[0]), OFF(s[0]), MEM(s[3]), OFF(s[3]),
                           MEM(s[4]), OFF(s[4]));
             if (rc == CL_SUCCESS)
                 rc = set_args(k->k[4], 11, "iiiif", (int)pp->n_head, (int)pp->n_head_kv, C, hd, (double)scale);
-            if (rc == CL_SUCCESS) rc = set_args(k->k[4], 17, "m", d->dummy); /* until the partials exist */
+            if (rc == CL_SUCCESS) rc = set_args(k->k[4], 17, "mm", d->dummy, d->dummy); /* until the partials exist */
         }
         if (rc == CL_SUCCESS)
             rc = set_args(k->k[0], 0, "mlmlmlml", MEM(s[1]), OFF(s[1]), MEM(s[2]), OFF(s[2]), MEM(s[3]), OFF(s[3]),
@@ -516,7 +521,7 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
             }
         }
         /* 8: step buffer, 9: seq offset (all but attn_merge); kv_store 10: rows; attn 15: PL; merge 5: P;
-         * attn_tile 10: rows; attn_dec 10: rows, 16: PL */
+         * attn_tile 10: rows; attn_dec 10: rows, 16: PL, 19: join */
         p->uses_step = true;
         break;
     }
@@ -851,10 +856,13 @@ static loom_status plan_decode(ocl_dev *d, ocl_prog *p)
     return LOOM_OK;
 }
 
-static loom_status create_buffer(ocl_dev *d, size_t size, cl_mem *out, const char *what)
+/* A program's own buffer: read-only in kernels (what the host uploads), or read-write from
+ * `init` (size bytes; kernels' scratch, which they return to these values) */
+static loom_status create_buffer(ocl_dev *d, size_t size, cl_mem *out, const char *what, const void *init)
 {
     cl_int rc;
-    *out = clCreateBuffer(d->ctx, CL_MEM_READ_ONLY, size, NULL, &rc);
+    *out = clCreateBuffer(d->ctx, init ? CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR : CL_MEM_READ_ONLY, size, (void *)init,
+                          &rc);
     if (rc != CL_SUCCESS) {
         char w[96];
         snprintf(w, sizeof w, "allocating %zu bytes of %s", size, what);
@@ -887,15 +895,26 @@ loom_status loom__ocl_compile(ocl_dev *d, loom_node *nodes, int32_t n_nodes, voi
     }
     if (!st && d->fuse) st = fuse_nodes(d, p);
     if (!st && p->uses_step) {
-        st = create_buffer(d, (size_t)p->max_t * 2 * sizeof(cl_int), &p->step, "step positions and slots");
+        st = create_buffer(d, (size_t)p->max_t * 2 * sizeof(cl_int), &p->step, "step positions and slots", NULL);
         if (!st && !(p->step_host = calloc((size_t)p->max_t * 2, sizeof(int32_t))))
             st = OCL_FAIL(LOOM_ERR_NOMEM, "out of memory compiling");
     }
-    if (!st && p->att_floats) st = create_buffer(d, p->att_floats * sizeof(float), &p->att_part, "attention partials");
+    if (!st && p->att_floats) {
+        float *z = calloc(p->att_floats, sizeof *z);
+        st = z ? create_buffer(d, p->att_floats * sizeof *z, &p->att_part, "attention partials", z)
+               : OCL_FAIL(LOOM_ERR_NOMEM, "out of memory compiling");
+        free(z);
+    }
+    if (!st && p->att_ints) {
+        cl_int *z = calloc(p->att_ints, sizeof *z);
+        st = z ? create_buffer(d, p->att_ints * sizeof *z, &p->att_cnt, "attention counters", z)
+               : OCL_FAIL(LOOM_ERR_NOMEM, "out of memory compiling");
+        free(z);
+    }
     if (!st && p->n_tabs) {
         size_t floats = (size_t)p->n_tabs * (size_t)p->max_t * (size_t)p->h2_max * 2;
         if (!(p->rope_host = malloc(floats * sizeof(float)))) st = OCL_FAIL(LOOM_ERR_NOMEM, "out of memory compiling");
-        else st = create_buffer(d, floats * sizeof(float), &p->rope, "RoPE tables");
+        else st = create_buffer(d, floats * sizeof(float), &p->rope, "RoPE tables", NULL);
     }
     /* bind what only now exists: the step buffer and the tables */
     for (int32_t i = 0; i < n_nodes && !st; i++) {
@@ -905,7 +924,7 @@ loom_status loom__ocl_compile(ocl_dev *d, loom_node *nodes, int32_t n_nodes, voi
             for (int j = 0; j < 5 && rc == CL_SUCCESS; j++)
                 if (j != 2 && k->k[j]) rc = set_args(k->k[j], 8, "mi", p->step, (int)p->max_t);
             if (rc == CL_SUCCESS && k->parts > 1) rc = set_args(k->k[1], 16, "m", p->att_part);
-            if (rc == CL_SUCCESS && k->parts > 1 && k->k[4]) rc = set_args(k->k[4], 17, "m", p->att_part);
+            if (rc == CL_SUCCESS && k->parts > 1 && k->k[4]) rc = set_args(k->k[4], 17, "mm", p->att_part, p->att_cnt);
             if (rc == CL_SUCCESS && k->parts > 1) rc = set_args(k->k[2], 2, "m", p->att_part);
         }
         else if (k->n->op == LOOM_OP_ROPE)
@@ -930,17 +949,19 @@ static size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
  * is done each node's time on the device is logged (info), with the time the device sat
  * idle before it: kernels run back to back as without the profile, so this is where a
  * step's time goes (launch gaps included) without a wait per node skewing it. */
-static bool prof_keep(ocl_dev *d, cl_event ev, int32_t node)
+static bool prof_keep(ocl_dev *d, cl_event ev, int32_t node, cl_kernel k)
 {
     if (d->npev == d->pev_cap) {
         int32_t cap = d->pev_cap ? 2 * d->pev_cap : 256;
         cl_event *e = realloc(d->pev, (size_t)cap * sizeof *e);
         if (e) d->pev = e;
         int32_t *n = e ? realloc(d->pev_node, (size_t)cap * sizeof *n) : NULL;
-        if (!n) return false; /* that kernel goes untimed */
-        d->pev_node = n, d->pev_cap = cap;
+        if (n) d->pev_node = n;
+        cl_kernel *kk = n ? realloc(d->pev_kern, (size_t)cap * sizeof *kk) : NULL;
+        if (!kk) return false; /* that kernel goes untimed */
+        d->pev_kern = kk, d->pev_cap = cap;
     }
-    d->pev[d->npev] = ev, d->pev_node[d->npev++] = node;
+    d->pev[d->npev] = ev, d->pev_node[d->npev] = node, d->pev_kern[d->npev++] = k;
     return true;
 }
 
@@ -959,6 +980,10 @@ static void prof_report(ocl_dev *d, const ocl_prog *p, const loom_step *step)
         prev_end = t1;
         node_ms += (double)(t1 - t0) * 1e-6, node_idle += gap, busy += (double)(t1 - t0) * 1e-6, idle += gap;
         int32_t i = d->pev_node[e];
+        char kn[64] = "?"; /* each kernel of the node, at debug level (prof-summary.py --kernels) */
+        clGetKernelInfo(d->pev_kern[e], CL_KERNEL_FUNCTION_NAME, sizeof kn, kn, NULL);
+        kn[sizeof kn - 1] = 0;
+        OCL_LOG(LOOM_LOG_DEBUG, "node %d kernel %s: %.4f ms, idle before %.4f ms", (int)i, kn, (double)(t1 - t0) * 1e-6, gap);
         if (e + 1 < d->npev && d->pev_node[e + 1] == i) continue; /* the node's next kernel */
         const loom_tensor *y = p->kn[i].n->dst;
         int T = (y->flags & LOOM_TENSOR_DYNAMIC) ? (int)step->n_tokens : (int)y->shape[0];
@@ -977,7 +1002,7 @@ static loom_status enqueue(ocl_dev *d, cl_kernel k, cl_uint dims, const size_t *
     cl_event ev = NULL;
     cl_int rc = clEnqueueNDRangeKernel(d->queue, k, dims, NULL, global, local, 0, NULL, d->profile ? &ev : NULL);
     d->launches++;
-    if (ev && !prof_keep(d, ev, idx)) clReleaseEvent(ev);
+    if (ev && !prof_keep(d, ev, idx, k)) clReleaseEvent(ev);
     if (rc != CL_SUCCESS) {
         char what[192];
         snprintf(what, sizeof what, "running node %d (%s) %s", (int)idx, op, d->label);
@@ -1033,8 +1058,8 @@ static loom_status upload_step(ocl_dev *d, ocl_prog *p, const loom_step *step, i
 /* attn_dec's partitions for a step of T <= GEMV_MAXT rows reaching L positions:
  * one up to d->att_one positions (no attn_merge: at short contexts the launch
  * it saves weighs more than the work a split would spread); beyond, enough
- * for about 2 work-groups per compute unit, with partitions of ATT_PLMIN to
- * ATT_PLMAX positions. The work-groups per KV head are HB per run of rows
+ * for about 2 work-groups per compute unit, with partitions of one round (the
+ * positions it scores at once, att_dw / 4) to ATT_PLMAX positions. The work-groups per KV head are HB per run of rows
  * of one slot (at most ATT_NQ / (heads per block) rows, as the kernel groups
  * them). */
 static int32_t dec_parts(const ocl_dev *d, const knode *k, const loom_step *step, int32_t T, int32_t L, int32_t Hkv,
@@ -1048,7 +1073,7 @@ static int32_t dec_parts(const ocl_dev *d, const knode *k, const loom_step *step
         runs += r % R == 0;
     }
     int32_t wgs = Hkv * HB * runs, fill = (2 * d->cus + wgs - 1) / wgs;
-    int32_t lo = (L + ATT_PLMAX - 1) / ATT_PLMAX, hi = (L + ATT_PLMIN - 1) / ATT_PLMIN;
+    int32_t DP = d->cfg.att_dw / 4, lo = (L + ATT_PLMAX - 1) / ATT_PLMAX, hi = (L + DP - 1) / DP;
     int32_t P = fill < hi ? fill : hi;
     if (P < lo) P = lo;
     return P < k->parts ? P : k->parts;
@@ -1133,11 +1158,12 @@ static loom_status run_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx, int3
             P = dec_parts(d, k, step, T, L, Hkv, HB);
             PL = ((L + P - 1) / P + DP - 1) / DP * DP;
             P = (L + PL - 1) / PL;
-            if ((rc = set_args(k->k[4], 10, "i", (int)T)) != CL_SUCCESS || (rc = set_args(k->k[4], 16, "i", (int)PL)))
+            if ((rc = set_args(k->k[4], 10, "i", (int)T)) != CL_SUCCESS || (rc = set_args(k->k[4], 16, "i", (int)PL)) ||
+                (rc = set_args(k->k[4], 19, "i", (int)(P <= ATT_JOIN))))
                 break;
             g[0] = (size_t)c->att_dw * (size_t)Hkv * (size_t)HB, g[1] = (size_t)T, g[2] = (size_t)P;
             l[0] = (size_t)c->att_dw, l[1] = l[2] = 1;
-            if ((st = enqueue(d, k->k[4], 3, g, l, idx, op)) || P == 1) return st;
+            if ((st = enqueue(d, k->k[4], 3, g, l, idx, op)) || P <= ATT_JOIN) return st;
         } else { /* attn: partitions of PL positions (a multiple of the work-group), for a
                   * few rows enough of them for about 4 work-groups per compute unit */
             if (T <= GEMV_MAXT && k->parts > 1) {

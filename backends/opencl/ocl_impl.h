@@ -79,7 +79,8 @@ typedef struct ocl_dev {
     uint32_t         dfuse;    /* OCL_DF_* the decode GEMVs may take on (LOOM_OPENCL_FUSE=norm,rope,...) */
     int32_t          launches; /* kernels enqueued by the running execute() (logged at debug level) */
     cl_event        *pev;      /* LOOM_OPENCL_PROFILE=1: the running step's kernels ... */
-    int32_t         *pev_node; /* ... and their nodes */
+    int32_t         *pev_node; /* ... their nodes ... */
+    cl_kernel       *pev_kern; /* ... and the kernels they ran */
     int32_t          npev, pev_cap;
 } ocl_dev;
 

@@ -335,54 +335,79 @@ INL void KN(dat_fetch_v)(uint4 *r, global const uint4 *b, int c0, int c_end, int
     }
 }
 
+/* the r-th row of slot s from row t0 on (rows in index order; sp: the step's
+ * positions [T], then slots [T]) */
+INL int KN(dat_row)(local const int *sp, int T, int t0, int s, int r)
+{
+    int t = t0;
+    for (int i = 0; t < T; t++)
+        if (sp[T + t] == s && i++ == r) break;
+    return t;
+}
+
+#ifdef ATT_TRACE /* phase clocks of one work-group (LOOM_OPENCL_BUILD_OPTIONS=-DATT_TRACE, NVIDIA) */
+#define ATT_STAMP(i) if (lid == 0) { ulong c_; asm volatile("mov.u64 %0, %%clock64;" : "=l"(c_)); tr[i + 1] = c_; }
+#else
+#define ATT_STAMP(i)
+#endif
 kernel __attribute__((reqd_work_group_size(ATT_DW, 1, 1)))
 void KN(attn_dec)(global float *y, ulong yo, global const float *q, ulong qo, global const ET *kc, ulong kco,
                   global const ET *vc, ulong vco, global const int *ps, int seq_off, int T, int Hq, int Hkv, int C,
-                  int hd, float scale, int PL, global float *part)
+                  int hd, float scale, int PL, global float *part, global int *cnt, int join)
 {
     local float4 qs4[ATT_NQ * ATT_HD / 4], un4[ATT_UN4];
     local float sc[ATT_NQ * ATT_SCL], smax[ATT_DW], ssum[ATT_DW];
-    local int qlim[ATT_NQ], qrow[ATT_NQ];
+    local int qlim[ATT_NQ], sp[2 * GEMV_MAXT];
     local float *red = (local float *)un4; /* K partials [2][ATT_NQ][ATT_DP][4], or V [ATT_DP][hd] */
+#ifdef ATT_TRACE
+    ulong tr[9];
+    if (get_local_id(0) == 0) { ulong c_; asm volatile("mov.u64 %0, %%clock64;" : "=l"(c_)); tr[0] = c_; }
+#endif
     int lid = get_local_id(0), G = Hq / Hkv, HB = (G + ATT_NQ - 1) / ATT_NQ, ng = (G + HB - 1) / HB;
     int hk = get_group_id(0) / HB, g0 = get_group_id(0) % HB * ng, t0 = get_group_id(1), pi = get_group_id(2);
-    int P = get_num_groups(2), s = ps[seq_off + t0];
+    int P = get_num_groups(2);
+    /* The step's positions and slots in one round trip (a chain of loads here was a
+     * fifth of the kernel at short contexts); all below reads them from sp. */
+    if (lid < 2 * T) sp[lid] = ps[lid < T ? lid : seq_off + lid - T];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    ATT_STAMP(0);
+    int s = sp[T + t0];
     ng = min(ng, G - g0);
     int R = HB == 1 ? ATT_NQ / ng : 1, k = 0; /* rows per work-group; k: rows of slot s before t0 */
-    for (int t = 0; t < t0; t++) k += ps[seq_off + t] == s;
+    for (int t = 0; t < t0; t++) k += sp[T + t] == s;
     /* A work-group with nothing to do (row t0 served by an earlier work-group,
      * or a partition past its rows' positions) still runs to the end: PoCL 3.1
      * was seen to run the code after a barrier for every work-item once some
      * had returned before it, so there is no early return. */
     int nr = 0, L = 0;
     for (int t = t0; t < T && nr < R && k % R == 0; t++) /* else row t0 is served by an earlier work-group */
-        if (ps[seq_off + t] == s) L = max(L, ps[t] + 1), nr++;
+        if (sp[T + t] == s) L = max(L, sp[t] + 1), nr++;
     int nq = nr * ng, nch = hd / CE, n4 = hd / 4;
     int c_beg = pi * PL, c_end = min(L, c_beg + PL), n = c_end - c_beg;
     size_t base = ((size_t)s * Hkv + hk) * C * hd;
     global const uint4 *kb = (global const uint4 *)(kc + kco + base), *vb = (global const uint4 *)(vc + vco + base);
     int jj = lid / 4, l = lid % 4; /* scores: position c0 + jj, chunks l + 4 i */
     uint4 kr[DKC], vr[DKC];
-    if (n > 0) { /* the first round's K and V are in flight from here on */
+    if (n > 0) { /* the first round's K and V are in flight from here on ... */
         KN(dat_fetch_k)(kr, kb, c_beg + jj, c_end, nch, l);
         KN(dat_fetch_v)(vr, vb, c_beg, c_end, nch);
     }
-    if (lid < nq) { /* query vector lid: its row (the r-th of slot s from t0) and the last position it sees */
-        int r = lid / ng, t = T, i = 0;
-        for (int u = t0; u < T; u++)
-            if (ps[seq_off + u] == s) {
-                if (i == r) t = min(t, u);
-                i++;
-            }
-        qrow[lid] = t;
-        qlim[lid] = ps[t];
+    /* ... and q with them: query vector v = (row v / ng of the run, head g0 + v % ng) */
+    float4 qr[ATT_QN];
+#pragma unroll
+    for (int i = 0; i < ATT_QN; i++) {
+        int e = lid + ATT_DW * i, v = e / n4, d4 = e - v * n4;
+        if (v < nq)
+            qr[i] = vload4(d4, q + qo + ((size_t)KN(dat_row)(sp, T, t0, s, v / ng) * Hq + hk * G + g0 + v % ng) * hd);
+    }
+    if (lid < nq) qlim[lid] = sp[KN(dat_row)(sp, T, t0, s, lid / ng)]; /* the last position it sees */
+#pragma unroll
+    for (int i = 0; i < ATT_QN; i++) {
+        int e = lid + ATT_DW * i, v = e / n4, d4 = e - v * n4;
+        if (v < nq) qs4[v * (ATT_HD / 4) + d4] = qr[i];
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (int e = lid; e < nq * n4; e += ATT_DW) { /* q into local memory */
-        int v = e / n4, d4 = e - v * n4;
-        qs4[v * (ATT_HD / 4) + d4] = vload4(d4, q + qo + ((size_t)qrow[v] * Hq + hk * G + g0 + v % ng) * hd);
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
+    ATT_STAMP(1);
     int rounds = (n + ATT_DP - 1) / ATT_DP;
     for (int rd = 0; rd < rounds; rd++) { /* scores */
         int c0 = c_beg + rd * ATT_DP;
@@ -391,12 +416,14 @@ void KN(attn_dec)(global float *y, ulong yo, global const float *q, ulong qo, gl
         for (int i = 0; i < DKC; i++) WIDEN16(kf, i * (CE / 4), kr[i]);
         if (rd + 1 < rounds) KN(dat_fetch_k)(kr, kb, c0 + ATT_DP + jj, c_end, nch, l);
         local float *rb = red + (rd & 1) * (ATT_NQ * ATT_DP * 4);
-        for (int v = 0; v < nq; v++) {
+#pragma unroll
+        for (int v = 0; v < ATT_NQ; v++) { /* unrolled: the vectors' loads and FMAs overlap */
+            if (v >= nq) continue;
             local const float4 *qv = qs4 + v * (ATT_HD / 4);
             float4 a = (float4)(0.0f);
 #pragma unroll
             for (int i = 0; i < DKC; i++) {
-                if (l + 4 * i >= nch) break;
+                if (l + 4 * i >= nch) continue;
 #if CE == 8
                 a = fma(qv[2 * (l + 4 * i)], kf[2 * i], a);
                 a = fma(qv[2 * (l + 4 * i) + 1], kf[2 * i + 1], a);
@@ -413,6 +440,7 @@ void KN(attn_dec)(global float *y, ulong yo, global const float *q, ulong qo, gl
             sc[v * ATT_SCL + c0 - c_beg + j] = c0 + j <= qlim[v] ? ((a.x + a.y) + (a.z + a.w)) * scale : -INFINITY;
         }
     }
+    ATT_STAMP(2);
     barrier(CLK_LOCAL_MEM_FENCE); /* the scores are complete */
     int sv = lid / ATT_SUB, sb = lid % ATT_SUB; /* softmax: query vector sv, positions sb + ATT_SUB i */
     float mx = -INFINITY;
@@ -433,6 +461,7 @@ void KN(attn_dec)(global float *y, ulong yo, global const float *q, ulong qo, gl
 #pragma unroll
     for (int i = 0; i < ATT_PVN; i++) o[i] = o2[i] = (float4)(0.0f);
     local float4 *vs4 = un4;
+    ATT_STAMP(3);
     for (int rd = 0; rd < rounds; rd++) { /* P·V */
         int c0 = c_beg + rd * ATT_DP, m = min(ATT_DP, c_end - c0);
         barrier(CLK_LOCAL_MEM_FENCE); /* the probabilities are complete; the last round is done with vs4 */
@@ -444,25 +473,32 @@ void KN(attn_dec)(global float *y, ulong yo, global const float *q, ulong qo, gl
         }
         if (rd + 1 < rounds) KN(dat_fetch_v)(vr, vb, c0 + ATT_DP, c_end, nch);
         barrier(CLK_LOCAL_MEM_FENCE);
+        /* the work-item's pairs side by side in one loop over the positions (a pair past
+         * the query vectors reads vector 0 and is not stored) */
+        int j = 0;
+        for (; j + 2 <= m; j += 2) {
 #pragma unroll
-        for (int i = 0; i < ATT_PVN; i++) {
-            int e = lid + ATT_DW * i, v = e / n4, d4 = e - v * n4;
-            if (v >= nq) break;
-            local const float *pr = sc + v * ATT_SCL + c0 - c_beg;
-            local const float4 *vv = vs4 + d4;
-            int j = 0;
-            for (; j + 2 <= m; j += 2) {
-                o[i] = fma(pr[j], vv[j * n4], o[i]);
-                o2[i] = fma(pr[j + 1], vv[(j + 1) * n4], o2[i]);
+            for (int i = 0; i < ATT_PVN; i++) {
+                int e = lid + ATT_DW * i, v = e / n4, d4 = e - v * n4;
+                local const float *pr = sc + (v < nq ? v : 0) * ATT_SCL + c0 - c_beg + j;
+                o[i] = fma(pr[0], vs4[j * n4 + d4], o[i]);
+                o2[i] = fma(pr[1], vs4[(j + 1) * n4 + d4], o2[i]);
             }
-            if (j < m) o[i] = fma(pr[j], vv[j * n4], o[i]);
+        }
+        if (j < m) {
+#pragma unroll
+            for (int i = 0; i < ATT_PVN; i++) {
+                int e = lid + ATT_DW * i, v = e / n4, d4 = e - v * n4;
+                o[i] = fma(sc[(v < nq ? v : 0) * ATT_SCL + c0 - c_beg + j], vs4[j * n4 + d4], o[i]);
+            }
         }
     }
+    ATT_STAMP(4);
 #pragma unroll
     for (int i = 0; i < ATT_PVN; i++) {
         int e = lid + ATT_DW * i, v = e / n4, d4 = e - v * n4;
         if (v >= nq) break;
-        size_t row = (size_t)qrow[v] * Hq + hk * G + g0 + v % ng;
+        size_t row = (size_t)KN(dat_row)(sp, T, t0, s, v / ng) * Hq + hk * G + g0 + v % ng;
         float M = -INFINITY, lsum = 0.0f; /* n <= 0 (P > 1): nothing of these rows here, max -inf, sum 0 */
         for (int j = 0; j < ATT_SUB && n > 0; j++) M = fmax(M, smax[v * ATT_SUB + j]), lsum += ssum[v * ATT_SUB + j];
         float4 a = o[i] + o2[i];
@@ -474,6 +510,81 @@ void KN(attn_dec)(global float *y, ulong yo, global const float *q, ulong qo, gl
             if (d4 == 0) po[hd] = M, po[hd + 1] = lsum;
         }
     }
+    ATT_STAMP(5);
+    /* With P > 1 and join, the last of the P work-groups of these rows to finish joins the
+     * partitions (as attn_merge does, which runs instead where P is large): a fence before
+     * counting, the partials read past the L1 cache (volatile: other work-groups wrote them).
+     * The barriers run in every work-group (no return before them: see PoCL above). */
+    local int last;
+    mem_fence(CLK_GLOBAL_MEM_FENCE);
+    barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
+    global int *ct = cnt + (size_t)t0 * get_num_groups(0) + get_group_id(0);
+    if (lid == 0) last = P > 1 && join && nq > 0 && atomic_inc(ct) == P - 1;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    ATT_STAMP(6);
+#ifdef ATT_TRACE
+    if (lid == 0 && get_group_id(0) == 1 && t0 == 0 && pi == 0)
+        printf("attn_dec P %d n %d: sp %lu qkv %lu scores %lu softmax %lu pv %lu out %lu count %lu\n", P, n, tr[1] - tr[0],
+               tr[2] - tr[1], tr[3] - tr[2], tr[4] - tr[3], tr[5] - tr[4], tr[6] - tr[5], tr[7] - tr[6]);
+#endif
+    if (!last) return;
+    if (lid == 0) *ct = 0; /* ready for the next launch */
+    mem_fence(CLK_GLOBAL_MEM_FENCE);
+    /* The work-item's pairs (query vector, float4 of dims) side by side, partitions in
+     * batches of ATT_JB with all their loads in flight (volatile loads keep their order but
+     * need not wait for each other; one at a time, the join of 5 partitions took 8.7k
+     * cycles), joined online in partition order: M the largest max so far, the sums so far
+     * rescaled by e^(M_old - M). A pair past the query vectors reads vector 0, unstored. */
+    volatile global const float *pj[ATT_PVN]; /* the pair's row of partials */
+    int dj[ATT_PVN];                          /* its first dim */
+    float M[ATT_PVN], den[ATT_PVN];
+    float4 acc[ATT_PVN];
+#pragma unroll
+    for (int i = 0; i < ATT_PVN; i++) {
+        int e = lid + ATT_DW * i, v = e / n4;
+        dj[i] = 4 * (e - v * n4), v = v < nq ? v : 0;
+        pj[i] = part + ((size_t)KN(dat_row)(sp, T, t0, s, v / ng) * Hq + hk * G + g0 + v % ng) * P * (hd + 2);
+        M[i] = -INFINITY, den[i] = 0.0f, acc[i] = (float4)(0.0f);
+    }
+    for (int j0 = 0; j0 < P; j0 += ATT_JB) {
+        float mj[ATT_PVN][ATT_JB], lj[ATT_PVN][ATT_JB];
+        float4 oj[ATT_PVN][ATT_JB];
+#pragma unroll
+        for (int i = 0; i < ATT_PVN; i++)
+#pragma unroll
+            for (int u = 0; u < ATT_JB; u++) {
+                volatile global const float *q = pj[i] + (size_t)min(j0 + u, P - 1) * (hd + 2);
+                oj[i][u] = (float4)(q[dj[i]], q[dj[i] + 1], q[dj[i] + 2], q[dj[i] + 3]), mj[i][u] = q[hd],
+                lj[i][u] = q[hd + 1];
+            }
+#pragma unroll
+        for (int i = 0; i < ATT_PVN; i++) {
+            float Mn = M[i];
+#pragma unroll
+            for (int u = 0; u < ATT_JB; u++)
+                if (j0 + u < P) Mn = fmax(Mn, mj[i][u]);
+            float r = Mn == -INFINITY ? 1.0f : exp(M[i] - Mn); /* (M -inf, Mn finite: 0) */
+            acc[i] *= r, den[i] *= r, M[i] = Mn;
+#pragma unroll
+            for (int u = 0; u < ATT_JB; u++) {
+                float w = j0 + u < P && mj[i][u] > -INFINITY ? exp(mj[i][u] - Mn) : 0.0f;
+                acc[i] = fma((float4)(w), oj[i][u], acc[i]);
+                den[i] = fma(w, lj[i][u], den[i]);
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < ATT_PVN; i++) {
+        int e = lid + ATT_DW * i, v = e / n4, d4 = e - v * n4;
+        if (v >= nq) break;
+        size_t row = (size_t)KN(dat_row)(sp, T, t0, s, v / ng) * Hq + hk * G + g0 + v % ng;
+        vstore4(acc[i] / den[i], d4, y + yo + row * hd);
+    }
+#ifdef ATT_TRACE
+    ATT_STAMP(7);
+    if (lid == 0 && get_group_id(0) == 1 && t0 == 0)
+        printf("attn_dec join (last: partition %d): merge %lu\n", pi, tr[8] - tr[7]);
+#endif
 }
 #undef DKC
 #endif
