@@ -266,7 +266,7 @@ static loom_status open_dev(ocl_dev *d)
     long v, a1, mrows;
     loom_status st = env_long("LOOM_OPENCL_CUS", 1, 65536, cus > 0 ? (long)cus : 1, &v);
     /* LOOM_OPENCL_ATT_ONE=N: decode attention over up to N positions runs as one
-     * partition (no attn_merge); 0 splits whenever that fills the device better */
+     * partition; 0 (the default) splits whenever that fills the device better */
     if (!st) st = env_long("LOOM_OPENCL_ATT_ONE", 0, 1 << 20, 0, &a1);
     /* LOOM_OPENCL_MMA_ROWS=64 or 128: one row tile for every prefill launch (tuning) */
     if (!st) st = env_long("LOOM_OPENCL_MMA_ROWS", 0, 128, 0, &mrows);

@@ -17,9 +17,9 @@
  *   gqa_attn   kv_store_<dt> (the step's k, v into the cache; in decode the q/k/v GEMV
  *              stores them), then for <= 8 rows attn_dec_<dt>: one work-group per (KV head,
  *              row or run of rows of one slot, partition) serves the GQA group's query
- *              heads from one read of each position; one partition up to 256 positions
- *              (LOOM_OPENCL_ATT_ONE), beyond enough to fill the device (dec_parts), joined
- *              by attn_merge (attn_<dt>, one work-group per head and row, where head_dim >
+ *              heads from one read of each position; partitions enough to fill the device
+ *              (dec_parts), joined by the last to finish up to ATT_JOIN of them, beyond by
+ *              attn_merge (attn_<dt>, one work-group per head and row, where head_dim >
  *              128 or not a multiple of 32 (f16) / 16 (f32), or the device lacks the local
  *              memory); above 8 rows, attn_tile_<dt>: blocks of 32 rows of one head share
  *              K/V tiles in local memory (attn_<dt> where the device lacks the local
@@ -1056,8 +1056,7 @@ static loom_status upload_step(ocl_dev *d, ocl_prog *p, const loom_step *step, i
 }
 
 /* attn_dec's partitions for a step of T <= GEMV_MAXT rows reaching L positions:
- * one up to d->att_one positions (no attn_merge: at short contexts the launch
- * it saves weighs more than the work a split would spread); beyond, enough
+ * one up to d->att_one positions (LOOM_OPENCL_ATT_ONE, 0 by default); beyond, enough
  * for about 2 work-groups per compute unit, with partitions of one round (the
  * positions it scores at once, att_dw / 4) to ATT_PLMAX positions. The work-groups per KV head are HB per run of rows
  * of one slot (at most ATT_NQ / (heads per block) rows, as the kernel groups

@@ -313,8 +313,10 @@ void KN(attn)(global float *y, ulong yo, global const float *q, ulong qo, global
  *   goes to local memory as f32 and each work-item accumulates ATT_PVN
  *   (qv, 4 dims) pairs over the round's positions.
  * With P == 1 the output goes to y; else the unnormalised output, max and
- * sum to part [T][Hq][P][hd + 2] for attn_merge, as attn above (a partition
- * past the run's positions, or wholly past a row's, writes max -inf, sum 0).
+ * sum to part [T][Hq][P][hd + 2], as attn above (a partition past the run's
+ * positions, or wholly past a row's, writes max -inf, sum 0), which the last
+ * work-group of the run to finish joins into y where join is set (cnt: one
+ * counter per work-group column, zero between launches), else attn_merge.
  * kc, vc are read as uint4 (the host checks the 16-byte alignment). */
 #define DKC (ATT_HD / (4 * CE)) /* 16-byte chunks per work-item per round (at head_dim ATT_HD) */
 
