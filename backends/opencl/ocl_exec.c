@@ -41,6 +41,9 @@
 #define ATT_PLMAX 256 /* ... and longest partition */
 #define ATT_JOIN 32  /* attn_dec: up to this many partitions the last one joins them (no attn_merge launch) */
 
+/* attn_dec's positions per round (common.cl ATT_DP): the shortest partition */
+static int32_t att_round(const ocl_dev *d) { return d->cfg.att_dw / 4; }
+
 typedef struct rope_tab {
     int32_t h2;       /* head_dim / 2 */
     double *inv_freq; /* [h2] */
@@ -481,7 +484,7 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
             return st;
         if (k->k[4]) { /* the most partitions run_node picks (dec_parts) */
             int64_t fill = ((int64_t)d->cus * 2 + (int64_t)pp->n_head_kv * HB - 1) / ((int64_t)pp->n_head_kv * HB);
-            int64_t DP = d->cfg.att_dw / 4, lo = (C + ATT_PLMAX - 1) / ATT_PLMAX, hi = (C + DP - 1) / DP;
+            int64_t DP = att_round(d), lo = (C + ATT_PLMAX - 1) / ATT_PLMAX, hi = (C + DP - 1) / DP;
             k->parts = (int32_t)(fill < hi ? (fill > lo ? fill : lo) : hi);
         } else { /* attn: partitions enough for about 4 work-groups per compute unit */
             int64_t want = ((int64_t)d->cus * 4 + pp->n_head - 1) / pp->n_head, most = (C + d->cfg.att_w - 1) / d->cfg.att_w;
@@ -856,13 +859,15 @@ static loom_status plan_decode(ocl_dev *d, ocl_prog *p)
     return LOOM_OK;
 }
 
-/* A program's own buffer: read-only in kernels (what the host uploads), or read-write from
- * `init` (size bytes; kernels' scratch, which they return to these values) */
-static loom_status create_buffer(ocl_dev *d, size_t size, cl_mem *out, const char *what, const void *init)
+/* A program's own buffer: read-only in kernels (what the host uploads), or kernels' scratch,
+ * read-write and zeroed (attention counters return to zero after each launch) */
+static loom_status create_buffer(ocl_dev *d, size_t size, cl_mem *out, const char *what, bool scratch)
 {
     cl_int rc;
-    *out = clCreateBuffer(d->ctx, init ? CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR : CL_MEM_READ_ONLY, size, (void *)init,
-                          &rc);
+    void *z = scratch ? calloc(1, size) : NULL;
+    if (scratch && !z) return OCL_FAIL(LOOM_ERR_NOMEM, "out of memory: %zu bytes of %s", size, what);
+    *out = clCreateBuffer(d->ctx, scratch ? CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR : CL_MEM_READ_ONLY, size, z, &rc);
+    free(z);
     if (rc != CL_SUCCESS) {
         char w[96];
         snprintf(w, sizeof w, "allocating %zu bytes of %s", size, what);
@@ -895,26 +900,17 @@ loom_status loom__ocl_compile(ocl_dev *d, loom_node *nodes, int32_t n_nodes, voi
     }
     if (!st && d->fuse) st = fuse_nodes(d, p);
     if (!st && p->uses_step) {
-        st = create_buffer(d, (size_t)p->max_t * 2 * sizeof(cl_int), &p->step, "step positions and slots", NULL);
+        st = create_buffer(d, (size_t)p->max_t * 2 * sizeof(cl_int), &p->step, "step positions and slots", false);
         if (!st && !(p->step_host = calloc((size_t)p->max_t * 2, sizeof(int32_t))))
             st = OCL_FAIL(LOOM_ERR_NOMEM, "out of memory compiling");
     }
-    if (!st && p->att_floats) {
-        float *z = calloc(p->att_floats, sizeof *z);
-        st = z ? create_buffer(d, p->att_floats * sizeof *z, &p->att_part, "attention partials", z)
-               : OCL_FAIL(LOOM_ERR_NOMEM, "out of memory compiling");
-        free(z);
-    }
-    if (!st && p->att_ints) {
-        cl_int *z = calloc(p->att_ints, sizeof *z);
-        st = z ? create_buffer(d, p->att_ints * sizeof *z, &p->att_cnt, "attention counters", z)
-               : OCL_FAIL(LOOM_ERR_NOMEM, "out of memory compiling");
-        free(z);
-    }
+    if (!st && p->att_floats)
+        st = create_buffer(d, p->att_floats * sizeof(float), &p->att_part, "attention partials", true);
+    if (!st && p->att_ints) st = create_buffer(d, p->att_ints * sizeof(cl_int), &p->att_cnt, "attention counters", true);
     if (!st && p->n_tabs) {
         size_t floats = (size_t)p->n_tabs * (size_t)p->max_t * (size_t)p->h2_max * 2;
         if (!(p->rope_host = malloc(floats * sizeof(float)))) st = OCL_FAIL(LOOM_ERR_NOMEM, "out of memory compiling");
-        else st = create_buffer(d, floats * sizeof(float), &p->rope, "RoPE tables", NULL);
+        else st = create_buffer(d, floats * sizeof(float), &p->rope, "RoPE tables", false);
     }
     /* bind what only now exists: the step buffer and the tables */
     for (int32_t i = 0; i < n_nodes && !st; i++) {
@@ -1056,11 +1052,11 @@ static loom_status upload_step(ocl_dev *d, ocl_prog *p, const loom_step *step, i
 }
 
 /* attn_dec's partitions for a step of T <= GEMV_MAXT rows reaching L positions:
- * one up to d->att_one positions (LOOM_OPENCL_ATT_ONE, 0 by default); beyond, enough
- * for about 2 work-groups per compute unit, with partitions of one round (the
- * positions it scores at once, att_dw / 4) to ATT_PLMAX positions. The work-groups per KV head are HB per run of rows
- * of one slot (at most ATT_NQ / (heads per block) rows, as the kernel groups
- * them). */
+ * one up to d->att_one positions (LOOM_OPENCL_ATT_ONE, 0 by default); beyond,
+ * enough for about 2 work-groups per compute unit, with partitions of one
+ * round to ATT_PLMAX positions. The work-groups per KV head are HB per run of
+ * rows of one slot (at most ATT_NQ / (heads per block) rows, as the kernel
+ * groups them). */
 static int32_t dec_parts(const ocl_dev *d, const knode *k, const loom_step *step, int32_t T, int32_t L, int32_t Hkv,
                          int32_t HB)
 {
@@ -1072,7 +1068,7 @@ static int32_t dec_parts(const ocl_dev *d, const knode *k, const loom_step *step
         runs += r % R == 0;
     }
     int32_t wgs = Hkv * HB * runs, fill = (2 * d->cus + wgs - 1) / wgs;
-    int32_t DP = d->cfg.att_dw / 4, lo = (L + ATT_PLMAX - 1) / ATT_PLMAX, hi = (L + DP - 1) / DP;
+    int32_t DP = att_round(d), lo = (L + ATT_PLMAX - 1) / ATT_PLMAX, hi = (L + DP - 1) / DP;
     int32_t P = fill < hi ? fill : hi;
     if (P < lo) P = lo;
     return P < k->parts ? P : k->parts;
@@ -1153,7 +1149,7 @@ static loom_status run_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx, int3
         for (int32_t t = 0; t < T; t++)
             if (step->pos[t] + 1 > L) L = step->pos[t] + 1;
         if (T <= GEMV_MAXT && k->k[4]) { /* decode: attn_dec, work-groups (KV head x block of heads, row, partition) */
-            int32_t DP = c->att_dw / 4, Hkv = n->p.n_head_kv, HB = (H / Hkv + ATT_NQ - 1) / ATT_NQ;
+            int32_t DP = att_round(d), Hkv = n->p.n_head_kv, HB = (H / Hkv + ATT_NQ - 1) / ATT_NQ;
             P = dec_parts(d, k, step, T, L, Hkv, HB);
             PL = ((L + P - 1) / P + DP - 1) / DP * DP;
             P = (L + PL - 1) / PL;

@@ -533,10 +533,10 @@ void KN(attn_dec)(global float *y, ulong yo, global const float *q, ulong qo, gl
     if (lid == 0) *ct = 0; /* ready for the next launch */
     mem_fence(CLK_GLOBAL_MEM_FENCE);
     /* The work-item's pairs (query vector, float4 of dims) side by side, partitions in
-     * batches of ATT_JB with all their loads in flight (volatile loads keep their order but
-     * need not wait for each other; one at a time, the join of 5 partitions took 8.7k
-     * cycles), joined online in partition order: M the largest max so far, the sums so far
-     * rescaled by e^(M_old - M). A pair past the query vectors reads vector 0, unstored. */
+     * batches of ATT_JB with their loads issued together, joined online in partition order:
+     * M the largest max so far, the sums so far rescaled by e^(M_old - M). A pair past the
+     * query vectors reads vector 0, unstored. (H100: the join of 5 partitions takes 8-10k
+     * cycles, the same as one partition at a time: the loads are not what it waits on.) */
     volatile global const float *pj[ATT_PVN]; /* the pair's row of partials */
     int dj[ATT_PVN];                          /* its first dim */
     float M[ATT_PVN], den[ATT_PVN];

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # On the GPU machine (carry .deps): NVIDIA's OpenCL, one build, a synthetic AWQ
 # checkpoint decoded under each environment given (LOOM_OPENCL_ATT_ONE,
-# LOOM_OPENCL_FUSE, or LOOM_OPENCL_BUILD_OPTIONS=-DNAME for an #ifdef under test): tok/s unprofiled, then every node's and kernel's device
-# time (LOOM_OPENCL_PROFILE=1, prof-summary.py --kernels). Configurations run twice, alternately, since end-to-end
-# figures drift by a few percent within a call.
+# LOOM_OPENCL_FUSE, or LOOM_OPENCL_BUILD_OPTIONS=-DNAME for an #ifdef under test):
+# tok/s unprofiled, then every node's and kernel's device time (LOOM_OPENCL_PROFILE=1,
+# prof-summary.py --kernels). Configurations run twice, alternately, since
+# end-to-end figures drift by a few percent within a call.
 #   bash bench/opencl/device-sweep.sh $OUT preset "" "LOOM_OPENCL_ATT_ONE=0" ...
 #   ("" is the defaults; preset e.g. qwen2.5-7b)
 set -uo pipefail
