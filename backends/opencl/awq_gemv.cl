@@ -147,6 +147,16 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
      * as f16 in the matching order. Groups go by in chunks of xcg (a multiple of SL), the x
      * of a chunk staged at its start. */
     const int tid = s * WX + lx, warp = tid / 32, lane = tid % 32, g = lane >> 2, q = lane & 3;
+#if defined(AWQ_TRACE) && defined(LOOM_MMA)
+    /* phase clocks of every 37th work-group (LOOM_OPENCL_BUILD_OPTIONS=-DAWQ_TRACE, NVIDIA;
+     * bench/opencl/awq-trace.py sums them up): staging x, the groups, the sums and epilogue */
+    ulong tr[4], gt0;
+#define AWQ_STAMP(i) do { if (tid == 0) { ulong c_; asm volatile("mov.u64 %0, %%clock64;" : "=l"(c_)); tr[i] = c_; } } while (0)
+    if (tid == 0) asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(gt0));
+    AWQ_STAMP(0);
+#else
+#define AWQ_STAMP(i) do {} while (0)
+#endif
     const int TB = WX / 16, SL = WX * S / 32 / TB, tb = warp % TB, sl = warp / TB, CG = xcg;
     int nA, nB, mA = awq_col(mode, tb * 16 + g, wg, WX, N0, N1, hd, &nA), mB = awq_col(mode, tb * 16 + g + 8, wg, WX, N0, N1, hd, &nB);
     const int NA = AWQ_SEL(mA, N0, N1, N2), NB = AWQ_SEL(mB, N0, N1, N2);
@@ -245,16 +255,15 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
                 float4 lo = vload4(0, xp), hi = vload4(1, xp);
 #ifdef AWQ_NORM
                 ss[t] += dot(lo, lo) + dot(hi, hi);
-                lo *= (float4)(ld_bias(nw, nwo, nwdt, k), ld_bias(nw, nwo, nwdt, k + 1), ld_bias(nw, nwo, nwdt, k + 2),
-                               ld_bias(nw, nwo, nwdt, k + 3));
-                hi *= (float4)(ld_bias(nw, nwo, nwdt, k + 4), ld_bias(nw, nwo, nwdt, k + 5),
-                               ld_bias(nw, nwo, nwdt, k + 6), ld_bias(nw, nwo, nwdt, k + 7));
+                const float8 wn = ld8_dt(nw, nwo, nwdt, k);
+                lo *= wn.lo, hi *= wn.hi;
 #endif
                 vstore_half8_rte((float8)(lo.x, hi.x, lo.y, hi.y, lo.z, hi.z, lo.w, hi.w), (t * LDX + wd * 8) / 8,
                                  (local half *)xh);
             }
         }
         barrier(CLK_LOCAL_MEM_FENCE);
+        if (gc0 == 0) AWQ_STAMP(1);
         for (int i = 0; i < (gcn + SL - 1) / SL; i++, gi += SL) { /* (a full chunk: CG / SL) */
             uint4 na, nb;
             uint nma, nmb;
@@ -284,6 +293,7 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
         }
     }
 #undef AWQ_TC_LOAD
+    AWQ_STAMP(2);
     /* each warp's 16 x 8 sums (tokens 2q, 2q + 1 of columns g, g + 8), then per column
      * and row the sum over the tile's slices in slice order, plus the bias */
     local float *part = red + GEMV_MAXT * 32;
@@ -325,6 +335,16 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
     }
 #undef AWQ_TC_INV
     barrier(CLK_LOCAL_MEM_FENCE);
+    AWQ_STAMP(3);
+#if defined(AWQ_TRACE) && defined(LOOM_MMA)
+    if (tid == 0 && wg % 37 == 0) {
+        ulong gt1;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(gt1));
+        printf("awqtr K %d N %d wg %d gt0 %lu gt1 %lu stage %lu loop %lu red %lu\n", K, N0 + N1 + N2, wg, gt0, gt1,
+               tr[1] - tr[0], tr[2] - tr[1], tr[3] - tr[2]);
+    }
+#endif
+#undef AWQ_STAMP
 #else
     XSP const float4 *xr[NT];
 #pragma unroll

@@ -106,6 +106,22 @@ INL float f16_lo(uint a) /* the half in bits 0..15 */
 
 INL float4 bf16x4(uint a, uint b) { return as_float4((uint4)(a << 16, a & 0xffff0000u, b << 16, b & 0xffff0000u)); }
 
+/* Elements k .. k + 7 of a vector of dtype dt (ld_bias's codes, 1..3) at element offset bo,
+ * k a multiple of 8: one or two 16-byte loads where bo keeps them aligned, not eight. */
+INL float8 ld8_dt(global const uchar *b, ulong bo, int dt, int k)
+{
+    const ulong e = bo + (ulong)k;
+    if (dt == 1) return vload8(0, (global const float *)b + e);
+    if (e % 8) {
+        float8 v;
+        float *f = (float *)&v;
+        for (int i = 0; i < 8; i++) f[i] = ld_bias(b, bo, dt, k + i);
+        return v;
+    }
+    const uint4 u = *(global const uint4 *)(b + 2 * e);
+    return dt == 2 ? (float8)(f16x4(u.x, u.y), f16x4(u.z, u.w)) : (float8)(bf16x4(u.x, u.y), bf16x4(u.z, u.w));
+}
+
 /* ---- tiled matmul (prefill) ------------------------------------------------------
  * y [T, N] in output tiles of GT_T tokens x GT_N columns, one work-group of
  * GT_NTH = (GT_N / 8) * (GT_T / GT_TM) work-items each: work-item (tx, ty)
