@@ -347,10 +347,16 @@ INL int KN(dat_row)(local const int *sp, int T, int t0, int s, int r)
     return t;
 }
 
+/* query vector v of the run (row v / ng of slot s from t0, head h0 + v % ng) as a [T][Hq] index */
+INL size_t KN(dat_qhead)(local const int *sp, int T, int t0, int s, int v, int ng, int Hq, int h0)
+{
+    return (size_t)KN(dat_row)(sp, T, t0, s, v / ng) * Hq + h0 + v % ng;
+}
+
 #ifdef ATT_TRACE /* phase clocks of one work-group (LOOM_OPENCL_BUILD_OPTIONS=-DATT_TRACE, NVIDIA) */
-#define ATT_STAMP(i) if (lid == 0) { ulong c_; asm volatile("mov.u64 %0, %%clock64;" : "=l"(c_)); tr[i + 1] = c_; }
+#define ATT_STAMP(i) do { if (lid == 0) { ulong c_; asm volatile("mov.u64 %0, %%clock64;" : "=l"(c_)); tr[i + 1] = c_; } } while (0)
 #else
-#define ATT_STAMP(i)
+#define ATT_STAMP(i) do {} while (0)
 #endif
 kernel __attribute__((reqd_work_group_size(ATT_DW, 1, 1)))
 void KN(attn_dec)(global float *y, ulong yo, global const float *q, ulong qo, global const ET *kc, ulong kco,
@@ -400,7 +406,7 @@ void KN(attn_dec)(global float *y, ulong yo, global const float *q, ulong qo, gl
     for (int i = 0; i < ATT_QN; i++) {
         int e = lid + ATT_DW * i, v = e / n4, d4 = e - v * n4;
         if (v < nq)
-            qr[i] = vload4(d4, q + qo + ((size_t)KN(dat_row)(sp, T, t0, s, v / ng) * Hq + hk * G + g0 + v % ng) * hd);
+            qr[i] = vload4(d4, q + qo + KN(dat_qhead)(sp, T, t0, s, v, ng, Hq, hk * G + g0) * hd);
     }
     if (lid < nq) qlim[lid] = sp[KN(dat_row)(sp, T, t0, s, lid / ng)]; /* the last position it sees */
 #pragma unroll
@@ -500,7 +506,7 @@ void KN(attn_dec)(global float *y, ulong yo, global const float *q, ulong qo, gl
     for (int i = 0; i < ATT_PVN; i++) {
         int e = lid + ATT_DW * i, v = e / n4, d4 = e - v * n4;
         if (v >= nq) break;
-        size_t row = (size_t)KN(dat_row)(sp, T, t0, s, v / ng) * Hq + hk * G + g0 + v % ng;
+        size_t row = KN(dat_qhead)(sp, T, t0, s, v, ng, Hq, hk * G + g0);
         float M = -INFINITY, lsum = 0.0f; /* n <= 0 (P > 1): nothing of these rows here, max -inf, sum 0 */
         for (int j = 0; j < ATT_SUB && n > 0; j++) M = fmax(M, smax[v * ATT_SUB + j]), lsum += ssum[v * ATT_SUB + j];
         float4 a = o[i] + o2[i];
@@ -545,7 +551,7 @@ void KN(attn_dec)(global float *y, ulong yo, global const float *q, ulong qo, gl
     for (int i = 0; i < ATT_PVN; i++) {
         int e = lid + ATT_DW * i, v = e / n4;
         dj[i] = 4 * (e - v * n4), v = v < nq ? v : 0;
-        pj[i] = part + ((size_t)KN(dat_row)(sp, T, t0, s, v / ng) * Hq + hk * G + g0 + v % ng) * P * (hd + 2);
+        pj[i] = part + KN(dat_qhead)(sp, T, t0, s, v, ng, Hq, hk * G + g0) * P * (hd + 2);
         M[i] = -INFINITY, den[i] = 0.0f, acc[i] = (float4)(0.0f);
     }
     for (int j0 = 0; j0 < P; j0 += ATT_JB) {
@@ -579,7 +585,7 @@ void KN(attn_dec)(global float *y, ulong yo, global const float *q, ulong qo, gl
     for (int i = 0; i < ATT_PVN; i++) {
         int e = lid + ATT_DW * i, v = e / n4, d4 = e - v * n4;
         if (v >= nq) break;
-        size_t row = (size_t)KN(dat_row)(sp, T, t0, s, v / ng) * Hq + hk * G + g0 + v % ng;
+        size_t row = KN(dat_qhead)(sp, T, t0, s, v, ng, Hq, hk * G + g0);
         vstore4(acc[i] / den[i], d4, y + yo + row * hd);
     }
 #ifdef ATT_TRACE
