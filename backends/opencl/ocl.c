@@ -166,6 +166,17 @@ static bool has_ext(const char *exts, const char *name)
     return false;
 }
 
+bool loom__ocl_has_ext(cl_device_id dev, const char *name)
+{
+    size_t n = 0;
+    char *exts = NULL;
+    if (clGetDeviceInfo(dev, CL_DEVICE_EXTENSIONS, 0, NULL, &n) == CL_SUCCESS && (exts = calloc(1, n + 1)))
+        clGetDeviceInfo(dev, CL_DEVICE_EXTENSIONS, n, exts, NULL);
+    bool yes = exts && has_ext(exts, name);
+    free(exts);
+    return yes;
+}
+
 static void fmt_bytes(char *out, size_t len, uint64_t b)
 {
     if (b >= (1ull << 30)) snprintf(out, len, "%.1f GiB", b / 1073741824.0);
@@ -232,7 +243,7 @@ static void ocl_device_close(void *dctx)
     while (d->buffers) ocl_buffer_free(d, d->buffers);
     if (d->err) clReleaseMemObject(d->err);
     if (d->dummy) clReleaseMemObject(d->dummy);
-    if (d->program) clReleaseProgram(d->program);
+    loom__ocl_unbuild(d);
     if (d->queue) clReleaseCommandQueue(d->queue);
     if (d->ctx) clReleaseContext(d->ctx);
     free(d->pev);
@@ -263,7 +274,7 @@ static loom_status open_dev(ocl_dev *d)
     clGetDeviceInfo(d->device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cus, &cus, NULL);
     /* LOOM_OPENCL_CUS=N: size the GEMV and attention work split for N compute
      * units (to run a GPU's geometry on a CPU device, in tests) */
-    long v, a1, mrows;
+    long v, a1, mrows, tcw;
     loom_status st = env_long("LOOM_OPENCL_CUS", 1, 65536, cus > 0 ? (long)cus : 1, &v);
     /* LOOM_OPENCL_ATT_ONE=N: decode attention over up to N positions runs as one
      * partition; 0 (the default) splits whenever that fills the device better */
@@ -272,8 +283,12 @@ static loom_status open_dev(ocl_dev *d)
     if (!st) st = env_long("LOOM_OPENCL_MMA_ROWS", 0, 128, 0, &mrows);
     if (!st && mrows && mrows != 64 && mrows != 128)
         st = OCL_FAIL(LOOM_ERR_INVALID, "LOOM_OPENCL_MMA_ROWS=%ld: 64 or 128", mrows);
+    /* LOOM_OPENCL_TC_WGS=N: the tensor-core decode GEMV's work-groups resident per compute
+     * unit, which its launches and register cap are sized to (0: one work-group per tile,
+     * no cap); 3 of 256 work-items fill an H100 SM's registers at 80 each */
+    if (!st) st = env_long("LOOM_OPENCL_TC_WGS", 0, 64, 3, &tcw);
     if (st) return st;
-    d->cus = (int32_t)v, d->att_one = (int32_t)a1, d->mma_rows = (int)mrows;
+    d->cus = (int32_t)v, d->att_one = (int32_t)a1, d->mma_rows = (int)mrows, d->tc_wgs = (int32_t)tcw;
     cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)d->platform, 0};
     d->ctx = clCreateContext(props, 1, &d->device, NULL, NULL, &rc);
     if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clCreateContext", d->label);
@@ -294,8 +309,7 @@ static loom_status open_dev(ocl_dev *d)
              : strstr(pname, "NVIDIA") ? 1 : 0;
     st = loom__ocl_build(d);
     if (!st && d->mma && !loom__ocl_mma_selftest(d)) { /* the program without the tensor cores, then */
-        clReleaseProgram(d->program);
-        d->program = NULL;
+        loom__ocl_unbuild(d);
         d->mma = 0;
         st = loom__ocl_build(d);
     }

@@ -228,7 +228,8 @@ static loom_status kernel(ocl_dev *d, const char *base, const char *sfx, cl_kern
     char name[64];
     snprintf(name, sizeof name, sfx ? "%s_%s" : "%s", base, sfx);
     cl_int rc;
-    *out = clCreateKernel(d->program, name, &rc);
+    /* the tensor-core decode GEMVs come from their own program (ocl_program.c) */
+    *out = clCreateKernel(strncmp(name, "awq_gemv_tc", 11) ? d->program : d->program_tc, name, &rc);
     if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clCreateKernel", name);
     return LOOM_OK;
 }
@@ -299,7 +300,7 @@ static loom_status check_placed(const loom_node *n, int32_t i)
  * the device part idle; the portable GEMV splits K further instead (H100, Qwen2.5-0.5B
  * decode: 486 tok/s all portable, 444 all tensor-core, 579-665 mixed so; 7B, every weight
  * >= 224 tiles: 270 against 240 all portable). */
-static bool awq_tc(const ocl_dev *d, int64_t N) { return d->mma && (N + 15) / 16 >= d->cus; }
+static bool awq_tc(const ocl_dev *d, int64_t N) { return d->program_tc && (N + 15) / 16 >= d->cus; }
 
 /* K slices of the AWQ GEMV (awq_gemv.cl): the fewest (a power of two, at most
  * 32 and the number of groups, at least 8 columns per work-group) that give
@@ -799,6 +800,18 @@ static void plan_lead(const ocl_prog *p, int32_t i, dplan *pl, int wx, bool tc, 
     }
 }
 
+/* The tensor-core GEMV's work-groups for a launch of `tiles` tiles: each walks tiles
+ * t, t + groups, ... (awq_gemv.cl), so more tiles than stay resident together (d->tc_wgs
+ * per compute unit, what its register cap is sized to: ocl_program.c) run as that many
+ * work-groups, each staging x once, rather than as waves that each stage it again. */
+static int32_t tc_groups(const ocl_dev *d, int32_t tiles)
+{
+    const int64_t res = (int64_t)d->cus * d->tc_wgs;
+    if (!d->tc_wgs || tiles <= res) return tiles;
+    const int64_t per = (tiles + res - 1) / res; /* tiles per work-group */
+    return (int32_t)((tiles + per - 1) / per);
+}
+
 static loom_status plan_decode(ocl_dev *d, ocl_prog *p)
 {
     loom_status st;
@@ -834,6 +847,7 @@ static loom_status plan_decode(ocl_dev *d, ocl_prog *p)
             for (int m = 0; m < pl->nm; m++) ncols += (int)k[m].n->dst->shape[1];
             k->dwx[j] = w, k->ds[j] = k->tc ? d->cfg.gv_wg / w : S;
             k->dgroups[j] = pl->mode == 1 ? (ncols / 2 + w / 2 - 1) / (w / 2) : (ncols + w - 1) / w;
+            if (k->tc) k->dgroups[j] = tc_groups(d, k->dgroups[j]);
             if (pl->norm) k->dnorm |= 1 << j, p->kn[i - 1].dnorm |= 1 << j;
             for (int32_t m = i + 1; m <= pl->last; m++) p->kn[m].dmember |= 1 << j;
             if (pl->attn) p->kn[pl->last + 1].dkv |= 1 << j;

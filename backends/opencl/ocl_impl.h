@@ -59,6 +59,7 @@ typedef struct ocl_dev {
     cl_context       ctx;
     cl_command_queue queue;
     cl_program       program;
+    cl_program       program_tc; /* the tensor-core decode GEMVs (ocl_program.c), or NULL */
     cl_mem           err;      /* int[4]: a kernel-reported error (embed id out of range) */
     cl_mem           dummy;    /* bound where a kernel's optional buffer is absent */
     ocl_cfg          cfg;
@@ -67,6 +68,9 @@ typedef struct ocl_dev {
     int32_t          cus;      /* compute units (LOOM_OPENCL_CUS overrides): sizes the GEMV split */
     int32_t          att_one;  /* decode attention over at most this many positions: one partition
                                   (LOOM_OPENCL_ATT_ONE overrides) */
+    int32_t          tc_wgs;   /* tensor-core decode GEMV: resident work-groups per compute unit its
+                                  launches and register cap are sized to (LOOM_OPENCL_TC_WGS; 0: one
+                                  work-group per tile) */
     int32_t          index;    /* opencl:N */
     char             label[96];
     loom_buffer     *buffers;
@@ -98,11 +102,13 @@ typedef struct ocl_backend {
     ocl_devref *devs;
 } ocl_backend;
 
-/* ocl_program.c: build (or load from the cache) the program of one device. */
+/* ocl_program.c: build (or load from the cache) the programs of one device, and release them. */
 loom_status loom__ocl_build(ocl_dev *d);
+void        loom__ocl_unbuild(ocl_dev *d);
 void        loom__ocl_pick_cfg(ocl_dev *d);
 /* ocl.c: the device info strings the cache key is made of */
 loom_status loom__ocl_dev_string(cl_device_id dev, cl_device_info what, char *out, size_t len);
+bool        loom__ocl_has_ext(cl_device_id dev, const char *name);
 
 /* ocl_exec.c */
 bool        loom__ocl_supports(ocl_dev *d, const loom_node *n);

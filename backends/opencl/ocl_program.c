@@ -1,6 +1,9 @@
-/* ocl_program.c — the device program: configuration from device limits, the
+/* ocl_program.c — the device programs: configuration from device limits, the
  * OpenCL C source (common.cl, awq.cl, and typed.cl once per storage dtype),
- * the build, and the on-disk cache of program binaries.
+ * the build, and the on-disk cache of program binaries. A device has one
+ * program, and where it has the tensor cores a second one with only the
+ * tensor-core decode GEMVs (awq_gemv_tc*), built with a register cap on
+ * NVIDIA (-cl-nv-maxrregcount) that would slow the other kernels down.
  *
  * Cache: $LOOM_CACHE_DIR/opencl, else $XDG_CACHE_HOME/loom/opencl, else
  * ~/.cache/loom/opencl. One file per key, the key a 64-bit FNV-1a hash of
@@ -21,6 +24,10 @@
 
 #include "ocl_impl.h"
 #include "ocl_kernels.h"
+
+#ifndef CL_DEVICE_REGISTERS_PER_BLOCK_NV /* cl_nv_device_attribute_query (CL/cl_ext.h) */
+#define CL_DEVICE_REGISTERS_PER_BLOCK_NV 0x4002
+#endif
 
 #define CACHE_MAGIC "LOOMOCL\x01"
 #define CACHE_FORMAT 1u
@@ -68,7 +75,21 @@ void loom__ocl_pick_cfg(ocl_dev *d)
     c->ew_w = pow2_floor(wg, 64);
 }
 
-static void build_options(const ocl_dev *d, char *out, size_t len)
+/* The tensor-core decode GEMV's register cap: as many per work-item as let d->tc_wgs work-groups
+ * of gv_wg share a compute unit (a multiple of 8, NVIDIA's allocation unit). Its tile loop takes
+ * 96 on an H100 uncapped, so two work-groups fit instead of three, and capped at 80 it spills
+ * nothing. 0 (no cap) where the driver takes no such option or does not say its registers. */
+static int tc_reg_cap(const ocl_dev *d)
+{
+    cl_uint regs = 0;
+    if (d->mma != 1 || d->tc_wgs < 1 || !loom__ocl_has_ext(d->device, "cl_nv_compiler_options") ||
+        clGetDeviceInfo(d->device, CL_DEVICE_REGISTERS_PER_BLOCK_NV, sizeof regs, &regs, NULL) != CL_SUCCESS)
+        return 0;
+    int cap = (int)(regs / ((cl_uint)d->tc_wgs * (cl_uint)d->cfg.gv_wg)) / 8 * 8;
+    return cap >= 32 && cap < 255 ? cap : 0;
+}
+
+static void build_options(const ocl_dev *d, bool tc_gemv, char *out, size_t len)
 {
     const ocl_cfg *c = &d->cfg;
     snprintf(out, len,
@@ -78,6 +99,8 @@ static void build_options(const ocl_dev *d, char *out, size_t len)
     if (c->att_dw) snprintf(out + strlen(out), len - strlen(out), " -DATT_DW=%d", c->att_dw);
     if (d->mma) /* part of the cache key, like every option */
         snprintf(out + strlen(out), len - strlen(out), d->mma == 1 ? " -DLOOM_MMA" : " -DLOOM_MMA_EMU");
+    int cap = tc_gemv ? tc_reg_cap(d) : 0;
+    if (cap) snprintf(out + strlen(out), len - strlen(out), " -cl-nv-maxrregcount=%d", cap);
     /* LOOM_OPENCL_BUILD_OPTIONS: appended as given (kernel experiments: -D switches an
      * #ifdef in the sources reads; bench/opencl/device-sweep.sh compares them) */
     const char *extra = getenv("LOOM_OPENCL_BUILD_OPTIONS");
@@ -86,9 +109,10 @@ static void build_options(const ocl_dev *d, char *out, size_t len)
 
 /* ---- source --------------------------------------------------------------------
  * common.cl, awq.cl, awq_gemv.cl once per GEMV row count (and once more per
- * row count with AWQ_NORM: the variant with the rmsnorm on load; all of it again
- * with AWQ_TC where the program has the tensor cores), then per storage
- * dtype: its prologue, typed.cl and gemv.cl once per row count. */
+ * row count with AWQ_NORM: the variant with the rmsnorm on load), mma.cl, then
+ * per storage dtype: its prologue, typed.cl and gemv.cl once per row count. The
+ * tensor-core decode GEMVs' program: common.cl, awq.cl and awq_gemv.cl with
+ * AWQ_TC, per row count, without and with AWQ_NORM. */
 static const char *const typed_prologue[3] = {
     "#define SFX f32\n#define ET float\n#define LD(p, i) ((p)[i])\n"
     "#define LD4(p, i) vload4(0, (p) + (i))\n#define ST(p, i, v) ((p)[i] = (v))\n#define CE 4\n",
@@ -104,35 +128,39 @@ static const char typed_epilogue[] = "#undef SFX\n#undef ET\n#undef LD\n#undef L
 static const char *const nt_prologue[4] = {"#define NT 1\n", "#define NT 2\n", "#define NT 4\n", "#define NT 8\n"};
 static const char nt_epilogue[] = "#undef NT\n";
 static const char norm_prologue[] = "#define AWQ_NORM\n", norm_epilogue[] = "#undef AWQ_NORM\n";
-/* awq_gemv.cl's tensor-core variants, where the program has the tensor cores */
-static const char tc_prologue[] = "#if defined(LOOM_MMA) || defined(LOOM_MMA_EMU)\n#define AWQ_TC\n",
-                  tc_epilogue[] = "#undef AWQ_TC\n#endif\n";
+static const char tc_prologue[] = "#define AWQ_TC\n";
 
-static char *program_source(void)
+static char *program_source(bool tc_gemv)
 {
     size_t nt = 0;
     for (int j = 0; j < 4; j++) nt += strlen(nt_prologue[j]) + strlen(nt_epilogue);
-    size_t n = strlen(ocl_src_common) + strlen(ocl_src_awq) + 4 * nt + 16 * strlen(ocl_src_awq_gemv) +
-               8 * (strlen(norm_prologue) + strlen(norm_epilogue)) + 8 * (strlen(tc_prologue) + strlen(tc_epilogue)) +
-               strlen(ocl_src_mma) + 1;
-    for (int i = 0; i < 3; i++)
-        n += strlen(typed_prologue[i]) + strlen(ocl_src_typed) + nt + 4 * strlen(ocl_src_gemv) + strlen(typed_epilogue);
+    size_t n = strlen(ocl_src_common) + strlen(ocl_src_awq) + strlen(tc_prologue) + 2 * nt +
+               8 * strlen(ocl_src_awq_gemv) + 4 * (strlen(norm_prologue) + strlen(norm_epilogue)) + 1;
+    if (!tc_gemv) {
+        n += strlen(ocl_src_mma);
+        for (int i = 0; i < 3; i++)
+            n += strlen(typed_prologue[i]) + strlen(ocl_src_typed) + nt + 4 * strlen(ocl_src_gemv) +
+                 strlen(typed_epilogue);
+    }
     char *s = malloc(n);
     if (!s) return NULL;
     char *p = s;
 #define PUT(str) (memcpy(p, (str), strlen(str)), p += strlen(str))
     PUT(ocl_src_common);
     PUT(ocl_src_awq);
-    for (int v = 0; v < 4; v++) /* awq_gemv_<NT>, awq_gemv_norm_<NT>, then the same with _tc */
+    if (tc_gemv) PUT(tc_prologue);
+    for (int v = 0; v < 2; v++) /* awq_gemv[_tc]_<NT>, then awq_gemv[_tc]_norm_<NT> */
         for (int j = 0; j < 4; j++) {
-            if (v & 2) PUT(tc_prologue);
-            if (v & 1) PUT(norm_prologue);
+            if (v) PUT(norm_prologue);
             PUT(nt_prologue[j]);
             PUT(ocl_src_awq_gemv);
             PUT(nt_epilogue);
-            if (v & 1) PUT(norm_epilogue);
-            if (v & 2) PUT(tc_epilogue);
+            if (v) PUT(norm_epilogue);
         }
+    if (tc_gemv) {
+        *p = 0;
+        return s;
+    }
     PUT(ocl_src_mma);
     for (int i = 0; i < 3; i++) {
         PUT(typed_prologue[i]);
@@ -284,6 +312,80 @@ static cl_program from_binary(ocl_dev *d, const unsigned char *bin, size_t size,
     return p;
 }
 
+/* One program from src with opts into *out: from the cache, else built and cached. Where the
+ * build fails and `optional` names what the program holds, the failure is a warning, left
+ * beside the cache as <key>.bin.failed (so that later opens go straight past it), and *out is
+ * NULL with LOOM_OK; else it is an error with the build log. */
+static loom_status build_program(ocl_dev *d, const char *src, const char *opts, const char *optional,
+                                 cl_program *out)
+{
+    *out = NULL;
+    char dir[1024], path[1100], failed[1200];
+    uint64_t key = cache_key(d, src, opts);
+    bool cache = cache_dir(dir, sizeof dir);
+    if (cache) snprintf(path, sizeof path, "%s/%016llx.bin", dir, (unsigned long long)key);
+    snprintf(failed, sizeof failed, "%s.failed", path);
+    if (cache && optional && access(failed, F_OK) == 0) { /* this source and driver failed before: not again */
+        OCL_LOG(LOOM_LOG_WARN, "%s did not build before %s (%s); going on without them", optional, d->label, failed);
+        return LOOM_OK;
+    }
+    size_t bsize = 0;
+    unsigned char *bin = cache ? cache_load(path, key, &bsize) : NULL;
+    if (bin) {
+        *out = from_binary(d, bin, bsize, opts);
+        free(bin);
+        if (*out) {
+            OCL_LOG(LOOM_LOG_DEBUG, "program for %s from the cache %s", d->label, path);
+            return LOOM_OK;
+        }
+    }
+    cl_int rc;
+    const char *srcs[1] = {src};
+    cl_program p = clCreateProgramWithSource(d->ctx, 1, srcs, NULL, &rc);
+    if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clCreateProgramWithSource", d->label);
+    if ((rc = clBuildProgram(p, 1, &d->device, opts, NULL, NULL)) != CL_SUCCESS) {
+        if (optional) {
+            size_t n = 0;
+            char log[400] = "";
+            clGetProgramBuildInfo(p, d->device, CL_PROGRAM_BUILD_LOG, sizeof log - 1, log, &n);
+            if (!log[0] && n) snprintf(log, sizeof log, "(%zu bytes of build log)", n);
+            OCL_LOG(LOOM_LOG_WARN, "%s do not build %s (%s): %.300s; going on without them", optional, d->label,
+                    loom__ocl_errname(rc), log);
+            clReleaseProgram(p);
+            FILE *f = cache ? fopen(failed, "w") : NULL; /* remembered under the same key as a binary */
+            if (f) fprintf(f, "%s\n", log), fclose(f);
+            return LOOM_OK;
+        }
+        loom_status st = build_failed(d, p, rc);
+        clReleaseProgram(p);
+        return st;
+    }
+    *out = p;
+    OCL_LOG(LOOM_LOG_DEBUG, "built a program for %s (%s)", d->label, opts);
+    if (!cache) return LOOM_OK;
+    size_t n = 0;
+    unsigned char *bits = NULL;
+    if (clGetProgramInfo(p, CL_PROGRAM_BINARY_SIZES, sizeof n, &n, NULL) == CL_SUCCESS && n && (bits = malloc(n)) &&
+        clGetProgramInfo(p, CL_PROGRAM_BINARIES, sizeof bits, &bits, NULL) == CL_SUCCESS)
+        cache_store(path, key, bits, n);
+    else
+        OCL_LOG(LOOM_LOG_DEBUG, "binary cache: the driver gave no program binary");
+    free(bits);
+    return LOOM_OK;
+}
+
+/* The program, and where the tensor cores are the tensor-core GEMVs' (ocl_program.c's top) */
+static loom_status build_one(ocl_dev *d, bool tc_gemv, const char *optional, cl_program *out)
+{
+    char opts[512];
+    build_options(d, tc_gemv, opts, sizeof opts);
+    char *src = program_source(tc_gemv);
+    if (!src) return OCL_FAIL(LOOM_ERR_NOMEM, "out of memory");
+    loom_status st = build_program(d, src, opts, optional, out);
+    free(src);
+    return st;
+}
+
 loom_status loom__ocl_build(ocl_dev *d)
 {
     if (d->max_wg < 64)
@@ -292,66 +394,19 @@ loom_status loom__ocl_build(ocl_dev *d)
     if (d->local_mem < 20 * 1024) /* users: the GEMM tiles (25.6 KiB, or 13.3 on a small device), the GEMVs (8 KiB) */
         return OCL_FAIL(LOOM_ERR_UNSUPPORTED, "device %s has %zu bytes of local memory; loom's kernels need 20 KiB",
                         d->label, d->local_mem);
-    char opts[512], dir[1024], path[1100];
-    build_options(d, opts, sizeof opts);
-    char *src = program_source();
-    if (!src) return OCL_FAIL(LOOM_ERR_NOMEM, "out of memory");
-    uint64_t key = cache_key(d, src, opts);
-    bool cache = cache_dir(dir, sizeof dir);
-    if (cache) snprintf(path, sizeof path, "%s/%016llx.bin", dir, (unsigned long long)key);
-    char failed[1200];
-    snprintf(failed, sizeof failed, "%s.failed", path);
-    if (cache && d->mma && access(failed, F_OK) == 0) { /* this source and driver failed before: not again */
-        OCL_LOG(LOOM_LOG_WARN, "the tensor-core prefill kernels did not build before %s (%s); building without them",
-                d->label, failed);
-        free(src);
+    loom_status st = build_one(d, false, d->mma ? "the tensor-core prefill kernels" : NULL, &d->program);
+    if (st) return st;
+    if (!d->program) { /* (optional) the tensor-core kernels did not build: without them */
         d->mma = 0;
         return loom__ocl_build(d);
     }
-    size_t bsize = 0;
-    unsigned char *bin = cache ? cache_load(path, key, &bsize) : NULL;
-    if (bin) {
-        d->program = from_binary(d, bin, bsize, opts);
-        free(bin);
-        if (d->program) {
-            OCL_LOG(LOOM_LOG_DEBUG, "program for %s from the cache %s", d->label, path);
-            free(src);
-            return LOOM_OK;
-        }
-    }
-    cl_int rc;
-    const char *srcs[1] = {src};
-    cl_program p = clCreateProgramWithSource(d->ctx, 1, srcs, NULL, &rc);
-    free(src);
-    if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clCreateProgramWithSource", d->label);
-    if ((rc = clBuildProgram(p, 1, &d->device, opts, NULL, NULL)) != CL_SUCCESS) {
-        if (d->mma) { /* the tensor-core kernels did not build: without them */
-            size_t n = 0;
-            char log[400] = "";
-            clGetProgramBuildInfo(p, d->device, CL_PROGRAM_BUILD_LOG, sizeof log - 1, log, &n);
-            if (!log[0] && n) snprintf(log, sizeof log, "(%zu bytes of build log)", n);
-            OCL_LOG(LOOM_LOG_WARN, "the tensor-core prefill kernels do not build %s (%s): %.300s; building without them",
-                    d->label, loom__ocl_errname(rc), log);
-            clReleaseProgram(p);
-            FILE *f = cache ? fopen(failed, "w") : NULL; /* remembered under the same key as a binary */
-            if (f) fprintf(f, "%s\n", log), fclose(f);
-            d->mma = 0;
-            return loom__ocl_build(d);
-        }
-        loom_status st = build_failed(d, p, rc);
-        clReleaseProgram(p);
-        return st;
-    }
-    d->program = p;
-    OCL_LOG(LOOM_LOG_DEBUG, "built the program for %s (%s)", d->label, opts);
-    if (!cache) return LOOM_OK;
-    size_t n = 0;
-    unsigned char *out = NULL;
-    if (clGetProgramInfo(p, CL_PROGRAM_BINARY_SIZES, sizeof n, &n, NULL) == CL_SUCCESS && n && (out = malloc(n)) &&
-        clGetProgramInfo(p, CL_PROGRAM_BINARIES, sizeof out, &out, NULL) == CL_SUCCESS)
-        cache_store(path, key, out, n);
-    else
-        OCL_LOG(LOOM_LOG_DEBUG, "binary cache: the driver gave no program binary");
-    free(out);
-    return LOOM_OK;
+    /* the tensor-core decode GEMVs: without them (NULL) the portable ones run */
+    return d->mma ? build_one(d, true, "the tensor-core decode GEMVs", &d->program_tc) : LOOM_OK;
+}
+
+void loom__ocl_unbuild(ocl_dev *d)
+{
+    if (d->program) clReleaseProgram(d->program);
+    if (d->program_tc) clReleaseProgram(d->program_tc);
+    d->program = d->program_tc = NULL;
 }
