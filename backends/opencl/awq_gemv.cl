@@ -127,7 +127,7 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
                                global const float *r, ulong ro, int r_on,
                                global const float *cs, ulong cso, int hd, int rope_mask,
                                global uchar *kc, ulong kco, global uchar *vc, ulong vco, int kvdt, int km, int vm,
-                               global const int *ps, int seq_off, int C, int Sl, int xcg)
+                               global const int *ps, int seq_off, int C, int Sl, int xcg, global ushort *xhg, int xhm)
 {
     const int lx = get_local_id(0), s = get_local_id(1), WX = get_local_size(0), S = get_local_size(1);
     const int G = K / 128, H = WX / 2;
@@ -276,6 +276,13 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
             for (int t = 0; t < NT; t++) {
                 if (t >= T) break;
                 for (int wd = tid; wd < gcn * 16; wd += WX * S) {
+#ifndef AWQ_NORM
+                    if (xhm & 2) { /* the rows as the GEMV before left them: f16, in this order */
+                        ((local uint4 *)xh)[(t * LDX + wd * 8) / 8] =
+                            ((global const uint4 *)(xhg + (size_t)t * K))[gc0 * 16 + wd];
+                        continue;
+                    }
+#endif
                     const int j = wd % 16 / 4, qq = wd % 4, k = (gc0 + wd / 16) * 128 + 32 * qq + 8 * j;
                     global const float *xp = x + xo + (size_t)t * K + k;
                     float4 lo = vload4(0, xp), hi = vload4(1, xp);
@@ -456,6 +463,9 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
                 v = r[ro + (size_t)t * N + n] + v;
             }
             y[(size_t)t * N + n] = v;
+            if (xhm & 1) /* also as the tensor-core GEMV after stages it (f16, order above) */
+                vstore_half_rte(v, (size_t)t * N + n / 128 * 128 + (n % 32 / 8 * 4 + n % 128 / 32) * 8 + n % 4 * 2 + n % 8 / 4,
+                                (global half *)xhg);
             if (cache) {
                 int p = ps[t], sl = ps[seq_off + t], Hkv = N / hd;
                 if (p < 0 || p >= C || sl < 0 || sl >= Sl) continue; /* the host validated the step */

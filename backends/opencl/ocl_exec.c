@@ -80,6 +80,7 @@ typedef struct knode {
     int32_t    dnorm;   /* rmsnorm, and its lead: the norm runs on load */
     int32_t    dkv;     /* gqa_attn: the lead stored k and v */
     int32_t    dkr;     /* rmsnorm: runs kr */
+    int32_t    dxh;     /* lead: bit j writes its rows as f16 for the next lead (p->xh), bit 4 + j reads them */
     int32_t    ds[4], dwx[4], dgroups[4]; /* lead: work-group (dwx, ds), dgroups work-groups, per NT */
 } knode;
 
@@ -100,6 +101,8 @@ typedef struct ocl_prog {
     size_t           att_floats;
     cl_mem           att_cnt;    /* attn_dec: partitions finished per work-group column, zero between launches */
     size_t           att_ints;
+    cl_mem           xh;         /* decode: swiglu's rows as f16 in the order the down GEMV stages them
+                                    (plan_decode), [NT][K] of the largest */
     struct ocl_prog *prev, *next;
 } ocl_prog;
 
@@ -215,6 +218,7 @@ void loom__ocl_release(ocl_dev *d, void *pv)
     if (p->step) clReleaseMemObject(p->step);
     if (p->att_part) clReleaseMemObject(p->att_part);
     if (p->att_cnt) clReleaseMemObject(p->att_cnt);
+    if (p->xh) clReleaseMemObject(p->xh);
     if (p->rope) clReleaseMemObject(p->rope);
     free(p->rope_host);
     free(p->step_host);
@@ -363,14 +367,16 @@ static cl_int bind_awq_slot(ocl_dev *d, cl_kernel k, int m, const loom_node *n, 
 
 static cl_int bind_awq_matrix(ocl_dev *d, cl_kernel k, int m, const loom_node *n) { return bind_awq_slot(d, k, m, n, NULL); }
 
-/* awq_gemv's staged x (argument 36, local memory) and its chunk (55) for NT = nt rows.
+/* awq_gemv's staged x (argument 36, local memory) and its chunk (55) for NT = nt rows,
+ * and no f16 rows from or for a neighbour (56, 57: plan_decode sets them where they are).
  * Portable: the norm's rows as f32 when it runs on load, else nothing. Tensor cores
  * (awq_gemv.cl, AWQ_TC): the rows as f16 for as many groups at a time as local memory
  * holds beside the kernel's own arrays, a multiple of a tile's slices (GV_WG / 32 at 16
  * columns a work-group, half that at 32). */
 static cl_int bind_awq_xs(ocl_dev *d, cl_kernel k, bool tc, int nt, int K, bool norm)
 {
-    cl_int rc;
+    cl_int rc = set_args(k, 56, "mi", d->dummy, 0);
+    if (rc != CL_SUCCESS) return rc;
     if (!tc) {
         rc = clSetKernelArg(k, 36, norm ? (size_t)nt * (size_t)K * 4 : 16, NULL);
         return rc == CL_SUCCESS ? set_args(k, 55, "i", 0) : rc;
@@ -812,9 +818,33 @@ static int32_t tc_groups(const ocl_dev *d, int32_t tiles)
     return (int32_t)((tiles + per - 1) / per);
 }
 
+/* A program's own buffer: read-only in kernels (what the host uploads), or kernels' scratch,
+ * read-write and zeroed (attention counters return to zero after each launch) */
+static loom_status create_buffer(ocl_dev *d, size_t size, cl_mem *out, const char *what, bool scratch)
+{
+    cl_int rc;
+    void *z = scratch ? calloc(1, size) : NULL;
+    if (scratch && !z) return OCL_FAIL(LOOM_ERR_NOMEM, "out of memory: %zu bytes of %s", size, what);
+    *out = clCreateBuffer(d->ctx, scratch ? CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR : CL_MEM_READ_ONLY, size, z, &rc);
+    free(z);
+    if (rc != CL_SUCCESS) {
+        char w[96];
+        snprintf(w, sizeof w, "allocating %zu bytes of %s", size, what);
+        return loom__ocl_fail(rc, "clCreateBuffer", w);
+    }
+    return LOOM_OK;
+}
+
 static loom_status plan_decode(ocl_dev *d, ocl_prog *p)
 {
     loom_status st;
+    /* A swiglu lead (gate/up) whose output the next tensor-core lead reads with no norm on load
+     * (down) also writes its rows as f16 in the order that lead stages them (p->xh), which then
+     * copies 16-byte words instead of converting f32: same rounding, same results. Per NT: the
+     * last swiglu lead and its output; xh_bytes: the largest reader's rows. */
+    int32_t swi[4] = {-1, -1, -1, -1};
+    const loom_tensor *swi_y[4] = {NULL, NULL, NULL, NULL};
+    size_t xh_bytes = 0;
     for (int32_t i = 0; i < p->n; i++) {
         knode *k = &p->kn[i];
         const loom_node *a = k->n;
@@ -839,6 +869,12 @@ static loom_status plan_decode(ocl_dev *d, ocl_prog *p)
                     clReleaseKernel(k->kd[j]), k->kd[j] = NULL;
             }
             if (pl == &pb && (st = bind_decode(d, p, k, &pb, j, false))) return st;
+            if (k->tc && !pl->norm && swi[j] >= 0 && a->src[0] == swi_y[j]) {
+                p->kn[swi[j]].dxh |= 1 << j, k->dxh |= 16 << j;
+                size_t b = (size_t)(1 << j) * (size_t)K * 2;
+                xh_bytes = b > xh_bytes ? b : xh_bytes;
+            }
+            if (pl->mode == 1) swi[j] = i, swi_y[j] = pl->y[0];
             int w = wx, ncols = 0;
             if (k->tc && pl->mode) /* tensor cores: a 16-column tile of each weight or half */
                 w = 32;
@@ -851,12 +887,20 @@ static loom_status plan_decode(ocl_dev *d, ocl_prog *p)
             if (pl->norm) k->dnorm |= 1 << j, p->kn[i - 1].dnorm |= 1 << j;
             for (int32_t m = i + 1; m <= pl->last; m++) p->kn[m].dmember |= 1 << j;
             if (pl->attn) p->kn[pl->last + 1].dkv |= 1 << j;
-            OCL_LOG(LOOM_LOG_TRACE, "decode NT %d: node %d leads nodes %d..%d (mode %d%s%s%s%s%s)", 1 << j, (int)i, (int)i,
+            OCL_LOG(LOOM_LOG_TRACE, "decode NT %d: node %d leads nodes %d..%d (mode %d%s%s%s%s%s%s)", 1 << j, (int)i, (int)i,
                     (int)pl->last, pl->mode, k->tc ? ", tensor cores" : "", pl->norm ? ", norm on load" : "",
-                    pl->r ? ", residual" : "", pl->rope_mask ? ", rope" : "", pl->attn ? ", kv store" : "");
+                    pl->r ? ", residual" : "", pl->rope_mask ? ", rope" : "", pl->attn ? ", kv store" : "",
+                    k->dxh >> (4 + j) & 1 ? ", f16 rows from the swiglu lead" : "");
         }
         i += pa.nm - 1;
     }
+    if (xh_bytes && (st = create_buffer(d, xh_bytes, &p->xh, "f16 rows between decode GEMVs", true))) return st;
+    for (int32_t i = 0; i < p->n && xh_bytes; i++)
+        for (int j = 0; j < 4; j++) {
+            int m = (p->kn[i].dxh >> j & 1) | (p->kn[i].dxh >> (4 + j) & 1) << 1;
+            cl_int rc = m ? set_args(p->kn[i].kd[j], 56, "mi", p->xh, m) : CL_SUCCESS;
+            if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clSetKernelArg", "binding the f16 rows between GEMVs");
+        }
     /* an rmsnorm whose add (fuse_nodes) now runs in a decode GEMV: a kernel without the add */
     for (int32_t i = 1; i < p->n; i++) {
         knode *k = &p->kn[i];
@@ -869,23 +913,6 @@ static loom_status plan_decode(ocl_dev *d, ocl_prog *p)
                              MEM(n->src[1]), OFF(n->src[1]), (int)n->dst->shape[1], (double)n->p.eps, d->dummy,
                              (cl_ulong)0, d->dummy, (cl_ulong)0, 0);
         if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clSetKernelArg", "binding an rmsnorm for decode");
-    }
-    return LOOM_OK;
-}
-
-/* A program's own buffer: read-only in kernels (what the host uploads), or kernels' scratch,
- * read-write and zeroed (attention counters return to zero after each launch) */
-static loom_status create_buffer(ocl_dev *d, size_t size, cl_mem *out, const char *what, bool scratch)
-{
-    cl_int rc;
-    void *z = scratch ? calloc(1, size) : NULL;
-    if (scratch && !z) return OCL_FAIL(LOOM_ERR_NOMEM, "out of memory: %zu bytes of %s", size, what);
-    *out = clCreateBuffer(d->ctx, scratch ? CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR : CL_MEM_READ_ONLY, size, z, &rc);
-    free(z);
-    if (rc != CL_SUCCESS) {
-        char w[96];
-        snprintf(w, sizeof w, "allocating %zu bytes of %s", size, what);
-        return loom__ocl_fail(rc, "clCreateBuffer", w);
     }
     return LOOM_OK;
 }
