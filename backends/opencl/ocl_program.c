@@ -320,11 +320,13 @@ static loom_status build_program(ocl_dev *d, const char *src, const char *opts, 
                                  cl_program *out)
 {
     *out = NULL;
-    char dir[1024], path[1100], failed[1200];
+    char dir[1024], path[1100] = "", failed[1200] = "";
     uint64_t key = cache_key(d, src, opts);
     bool cache = cache_dir(dir, sizeof dir);
-    if (cache) snprintf(path, sizeof path, "%s/%016llx.bin", dir, (unsigned long long)key);
-    snprintf(failed, sizeof failed, "%s.failed", path);
+    if (cache) {
+        snprintf(path, sizeof path, "%s/%016llx.bin", dir, (unsigned long long)key);
+        snprintf(failed, sizeof failed, "%s.failed", path);
+    }
     if (cache && optional && access(failed, F_OK) == 0) { /* this source and driver failed before: not again */
         OCL_LOG(LOOM_LOG_WARN, "%s did not build before %s (%s); going on without them", optional, d->label, failed);
         return LOOM_OK;
@@ -374,7 +376,7 @@ static loom_status build_program(ocl_dev *d, const char *src, const char *opts, 
     return LOOM_OK;
 }
 
-/* The program, and where the tensor cores are the tensor-core GEMVs' (ocl_program.c's top) */
+/* One of the device's programs: the main one, or (tc_gemv) the tensor-core decode GEMVs' */
 static loom_status build_one(ocl_dev *d, bool tc_gemv, const char *optional, cl_program *out)
 {
     char opts[512];
