@@ -269,33 +269,33 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
             const int gcn = min(CG, G - gc0);
             barrier(CLK_LOCAL_MEM_FENCE); /* the last chunk (or tile's sums) read by every warp */
             if (stage) {
-            /* stage x's rows for groups gc0 .. gc0 + gcn - 1: word wd of a row is group wd / 16,
-             * k = 128 group + 32 qq + 8 j (slot wd % 16 = 4 j + qq), its halves in the order
-             * k + 0, 4, 1, 5, 2, 6, 3, 7 (the pairs of the weight's nibbles i, i + 4) */
+                /* stage x's rows for groups gc0 .. gc0 + gcn - 1: word wd of a row is group wd / 16,
+                 * k = 128 group + 32 qq + 8 j (slot wd % 16 = 4 j + qq), its halves in the order
+                 * k + 0, 4, 1, 5, 2, 6, 3, 7 (the pairs of the weight's nibbles i, i + 4) */
 #pragma unroll
-            for (int t = 0; t < NT; t++) {
-                if (t >= T) break;
-                for (int wd = tid; wd < gcn * 16; wd += WX * S) {
+                for (int t = 0; t < NT; t++) {
+                    if (t >= T) break;
+                    for (int wd = tid; wd < gcn * 16; wd += WX * S) {
 #ifndef AWQ_NORM
-                    if (xhm & 2) { /* the rows as the GEMV before left them: f16, in this order */
-                        ((local uint4 *)xh)[(t * LDX + wd * 8) / 8] =
-                            ((global const uint4 *)(xhg + (size_t)t * K))[gc0 * 16 + wd];
-                        continue;
-                    }
+                        if (xhm & 2) { /* the rows as the GEMV before left them: f16, in this order */
+                            ((local uint4 *)xh)[(t * LDX + wd * 8) / 8] =
+                                ((global const uint4 *)(xhg + (size_t)t * K))[gc0 * 16 + wd];
+                            continue;
+                        }
 #endif
-                    const int j = wd % 16 / 4, qq = wd % 4, k = (gc0 + wd / 16) * 128 + 32 * qq + 8 * j;
-                    global const float *xp = x + xo + (size_t)t * K + k;
-                    float4 lo = vload4(0, xp), hi = vload4(1, xp);
+                        const int j = wd % 16 / 4, qq = wd % 4, k = (gc0 + wd / 16) * 128 + 32 * qq + 8 * j;
+                        global const float *xp = x + xo + (size_t)t * K + k;
+                        float4 lo = vload4(0, xp), hi = vload4(1, xp);
 #ifdef AWQ_NORM
-                    ss[t] += dot(lo, lo) + dot(hi, hi);
-                    const float8 wn = ld8_dt(nw, nwo, nwdt, k);
-                    lo *= wn.lo, hi *= wn.hi;
+                        ss[t] += dot(lo, lo) + dot(hi, hi);
+                        const float8 wn = ld8_dt(nw, nwo, nwdt, k);
+                        lo *= wn.lo, hi *= wn.hi;
 #endif
-                    vstore_half8_rte((float8)(lo.x, hi.x, lo.y, hi.y, lo.z, hi.z, lo.w, hi.w), (t * LDX + wd * 8) / 8,
-                                     (local half *)xh);
+                        vstore_half8_rte((float8)(lo.x, hi.x, lo.y, hi.y, lo.z, hi.z, lo.w, hi.w),
+                                         (t * LDX + wd * 8) / 8, (local half *)xh);
+                    }
                 }
-            }
-            barrier(CLK_LOCAL_MEM_FENCE);
+                barrier(CLK_LOCAL_MEM_FENCE);
             }
             if (gc0 == 0) AWQ_STAMP(1);
             for (int i = 0; i < (gcn + SL - 1) / SL; i++, gi += SL) { /* (a full chunk: CG / SL) */
@@ -463,9 +463,9 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
                 v = r[ro + (size_t)t * N + n] + v;
             }
             y[(size_t)t * N + n] = v;
-            if (xhm & 1) /* also as the tensor-core GEMV after stages it (f16, order above) */
-                vstore_half_rte(v, (size_t)t * N + n / 128 * 128 + (n % 32 / 8 * 4 + n % 128 / 32) * 8 + n % 4 * 2 + n % 8 / 4,
-                                (global half *)xhg);
+            if (xhm & 1) /* also as the tensor-core GEMV after stages it: f16, word 16 g + 4 j + qq */
+                vstore_half_rte(v, (size_t)t * N + n / 128 * 128 + (n % 32 / 8 * 4 + n % 128 / 32) * 8 +
+                                       n % 4 * 2 + n % 8 / 4, (global half *)xhg);
             if (cache) {
                 int p = ps[t], sl = ps[seq_off + t], Hkv = N / hd;
                 if (p < 0 || p >= C || sl < 0 || sl >= Sl) continue; /* the host validated the step */
