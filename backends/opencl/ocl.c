@@ -166,12 +166,19 @@ static bool has_ext(const char *exts, const char *name)
     return false;
 }
 
-bool loom__ocl_has_ext(cl_device_id dev, const char *name)
+/* The device's extension string (malloc'd; NULL where the driver gives none) */
+static char *dev_exts(cl_device_id dev)
 {
     size_t n = 0;
     char *exts = NULL;
     if (clGetDeviceInfo(dev, CL_DEVICE_EXTENSIONS, 0, NULL, &n) == CL_SUCCESS && (exts = calloc(1, n + 1)))
         clGetDeviceInfo(dev, CL_DEVICE_EXTENSIONS, n, exts, NULL);
+    return exts;
+}
+
+bool loom__ocl_has_ext(cl_device_id dev, const char *name)
+{
+    char *exts = dev_exts(dev);
     bool yes = exts && has_ext(exts, name);
     free(exts);
     return yes;
@@ -213,10 +220,7 @@ static loom_status ocl_device_info(void *bctx, int32_t dev, loom_device_info *in
     cl_device_type type = 0;
     clGetDeviceInfo(id, CL_DEVICE_TYPE, sizeof type, &type, NULL);
     info->host_cpu = (type & CL_DEVICE_TYPE_CPU) != 0;
-    size_t elen = 0;
-    char *exts = NULL;
-    if (clGetDeviceInfo(id, CL_DEVICE_EXTENSIONS, 0, NULL, &elen) == CL_SUCCESS && (exts = calloc(1, elen + 1)))
-        clGetDeviceInfo(id, CL_DEVICE_EXTENSIONS, elen, exts, NULL);
+    char *exts = dev_exts(id);
     const char *e = exts ? exts : "";
     const char *sg = has_ext(e, "cl_khr_subgroups") ? "cl_khr_subgroups"
                      : has_ext(e, "cl_intel_subgroups") ? "cl_intel_subgroups" : "no";
