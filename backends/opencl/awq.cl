@@ -9,16 +9,45 @@
  * The GEMV (1..8 rows) is awq_gemv.cl, instantiated per row count. */
 #define AWQ_META(w, wo, K, N) ((w) + (wo) + (size_t)(K) * (N) / 8) /* meta follows K/32 * N uint4 */
 
-/* The prefill kernels (awq_gemm, mma_awq_gemm) take one x and up to three
- * weights that read it, with the same arguments, each weight in whole column
- * tiles of TW: AWQ_PICK_WEIGHT makes column tile `tile` of the launch weight
- * m's tile at column n0, and declares that weight's y, w, bias, offsets, bias
- * dtype and N. */
-#define AWQ_GEMM_PARAMS                                                                                             \
-    global const float *x, ulong xo, int T, int K,                                                                   \
-    global float *y0, ulong yo0, global const uint *w0, ulong wo0, global const uchar *b0, ulong bo0, int bdt0, int N0, \
-    global float *y1, ulong yo1, global const uint *w1, ulong wo1, global const uchar *b1, ulong bo1, int bdt1, int N1, \
-    global float *y2, ulong yo2, global const uint *w2, ulong wo2, global const uchar *b2, ulong bo2, int bdt2, int N2
+/* Every AWQ matmul kernel (awq_gemm, mma_awq_gemm, awq_gemv: AWQ_PARAMS) takes its
+ * tensors' buffers as AWQ_MEMS distinct buffers m0 .. m7, then one struct by value:
+ * each tensor's buffer (an index) and offset, the sizes and the switches. NVIDIA's
+ * OpenCL spends some 0.5 us of host time per buffer argument and 0.1 us per other
+ * argument in every launch (bench/opencl/launch-cost.c), so the 18 buffers and 41
+ * scalars the decode GEMV once took one by one kept the host behind the device in
+ * a decode step. The host's awq_args (ocl_exec.c) mirrors this one field for field.
+ * The kernels take up to three weights that read x: y, w, bias, their offsets, bias
+ * dtype and N per weight m; the rest is the decode GEMV's epilogue (awq_gemv.cl). */
+#define AWQ_MEMS 8
+typedef struct awq_args {
+    ulong xo, yo[3], wo[3], bo[3], nwo, nyo, ro, cso, kco, vco;
+    int T, K, bdt[3], N[3], mode, nwdt, ny_on, r_on, hd, rope_mask, kvdt, km, vm, seq_off, C, Sl, xcg, xhm;
+    float eps;
+    uchar mx, my[3], mw[3], mb[3], mnw, mny, mr, mcs, mkc, mvc, mps, mxh; /* which buffer each tensor is in */
+    uchar pad[2];
+} awq_args;
+typedef char awq_args_is_as_the_host_has_it[sizeof(awq_args) == 240 ? 1 : -1];
+
+#define AWQ_PARAMS                                                                                                  \
+    global uchar *m0, global uchar *m1, global uchar *m2, global uchar *m3, global uchar *m4, global uchar *m5,       \
+        global uchar *m6, global uchar *m7, const awq_args a
+#define AWQ_MEM(i)                                                                                                  \
+    ((i) == 0 ? m0 : (i) == 1 ? m1 : (i) == 2 ? m2 : (i) == 3 ? m3 : (i) == 4 ? m4 : (i) == 5 ? m5 : (i) == 6 ? m6 : m7)
+/* awq_gemm's and mma_awq_gemm's arguments under the names they use: x, xo, T, K, then
+ * per weight m ym, yom, wm, wom, bm, bom, bdtm, Nm (awq_gemv.cl names them its own way) */
+#define AWQ_UNPACK_SIZES                                                                                            \
+    const ulong xo = a.xo, yo0 = a.yo[0], yo1 = a.yo[1], yo2 = a.yo[2], wo0 = a.wo[0], wo1 = a.wo[1],              \
+                wo2 = a.wo[2], bo0 = a.bo[0], bo1 = a.bo[1], bo2 = a.bo[2];                                         \
+    const int T = a.T, K = a.K, bdt0 = a.bdt[0], bdt1 = a.bdt[1], bdt2 = a.bdt[2], N0 = a.N[0], N1 = a.N[1],        \
+              N2 = a.N[2]
+#define AWQ_UNPACK_MAT                                                                                              \
+    AWQ_UNPACK_SIZES;                                                                                               \
+    global const float *x = (global const float *)AWQ_MEM(a.mx);                                                    \
+    global float *y0 = (global float *)AWQ_MEM(a.my[0]), *y1 = (global float *)AWQ_MEM(a.my[1]),                    \
+                 *y2 = (global float *)AWQ_MEM(a.my[2]);                                                            \
+    global const uint *w0 = (global const uint *)AWQ_MEM(a.mw[0]), *w1 = (global const uint *)AWQ_MEM(a.mw[1]),     \
+                      *w2 = (global const uint *)AWQ_MEM(a.mw[2]);                                                  \
+    global const uchar *b0 = AWQ_MEM(a.mb[0]), *b1 = AWQ_MEM(a.mb[1]), *b2 = AWQ_MEM(a.mb[2])
 #define AWQ_PICK_WEIGHT(tile, TW)                                                                                  \
     int c0_ = (N0 + (TW) - 1) / (TW), c1_ = (N1 + (TW) - 1) / (TW), m = (tile) < c0_ ? 0 : (tile) < c0_ + c1_ ? 1 : 2; \
     int n0 = ((tile) - (m == 0 ? 0 : m == 1 ? c0_ : c0_ + c1_)) * (TW);                                           \
@@ -65,9 +94,10 @@ INL void gt_store_awq(local float *Bs, const uint *r, uint m, int tid)
 }
 
 kernel __attribute__((reqd_work_group_size(GT_NTH, 1, 1)))
-void awq_gemm(AWQ_GEMM_PARAMS)
+void awq_gemm(AWQ_PARAMS)
 {
     local float4 As4[GT_K * GT_LDA / 4], Bs4[GT_K * GT_LDB / 4];
+    AWQ_UNPACK_MAT;
     int tid = get_local_id(0), tx = tid % GT_TX, ty = tid / GT_TX;
     /* up to three weights side by side, as in awq_gemv: column tile -> weight m, tile there */
     int tile = get_group_id(0), t0 = get_group_id(1) * GT_T;

@@ -86,7 +86,25 @@ INL int awq_col(int mode, int c, int wg, int WX, int N0, int N1, int hd, int *n)
     return m;
 }
 #define AWQ_SEL(m, a, b, c) ((m) == 0 ? (a) : (m) == 1 ? (b) : (c))
-#define AWQ_BIAS(m, n) AWQ_SEL(m, ld_bias(b0, bo0, bdt0, n), ld_bias(b1, bo1, bdt1, n), ld_bias(b2, bo2, bdt2, n))
+/* The tensors (awq.cl awq_args): x, then per weight m its output, weight and bias,
+ * then the epilogue's: the norm's weight and output, the residual, RoPE's table, the
+ * KV caches, the step's positions and slots, the f16 rows between GEMVs: each from the
+ * work-group's table of their buffers, ptab (see the kernel). */
+#define AWQ_X       ((global const float *)ptab[0])
+#define AWQ_Y(m)    ((global float *)AWQ_SEL(m, ptab[1], ptab[2], ptab[3]))
+#define AWQ_W(m)    ((global const uint *)AWQ_SEL(m, ptab[4], ptab[5], ptab[6]))
+#define AWQ_B(m)    ((global const uchar *)AWQ_SEL(m, ptab[7], ptab[8], ptab[9]))
+#define AWQ_NW      ((global const uchar *)ptab[10])
+#define AWQ_NY      ((global float *)ptab[11])
+#define AWQ_R       ((global const float *)ptab[12])
+#define AWQ_CS      ((global const float *)ptab[13])
+#define AWQ_KC      ptab[14]
+#define AWQ_VC      ptab[15]
+#define AWQ_PS      ((global const int *)ptab[16])
+#define AWQ_XH      ((global ushort *)ptab[17])
+#define AWQ_NBUF    18
+typedef global uchar *awq_gptr;
+#define AWQ_BIAS(m, n) ld_bias(AWQ_B(m), AWQ_SEL(m, bo0, bo1, bo2), AWQ_SEL(m, bdt0, bdt1, bdt2), n)
 
 /* The tensor-core variants (AWQ_TC): halves per row of x staged (CG groups of 128; the
  * 64-byte pad puts rows g and g + 1, read by one quarter-warp, in different banks) ... */
@@ -114,23 +132,8 @@ INL int awq_col(int mode, int c, int wg, int WX, int N0, int N1, int hd, int *n)
 #define AWQ_NAME AWQ_TC_NAME
 #endif
 
-kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
-                               global float *y0, ulong yo0, global const uint *w0, ulong wo0, global const uchar *b0,
-                               ulong bo0, int bdt0, int N0,
-                               global float *y1, ulong yo1, global const uint *w1, ulong wo1, global const uchar *b1,
-                               ulong bo1, int bdt1, int N1,
-                               global float *y2, ulong yo2, global const uint *w2, ulong wo2, global const uchar *b2,
-                               ulong bo2, int bdt2, int N2,
-                               int mode,
-                               global const uchar *nw, ulong nwo, int nwdt, float eps, global float *ny, ulong nyo,
-                               int ny_on, local float4 *xs,
-                               global const float *r, ulong ro, int r_on,
-                               global const float *cs, ulong cso, int hd, int rope_mask,
-                               global uchar *kc, ulong kco, global uchar *vc, ulong vco, int kvdt, int km, int vm,
-                               global const int *ps, int seq_off, int C, int Sl, int xcg, global ushort *xhg, int xhm)
+kernel void CAT(AWQ_NAME, NT)(AWQ_PARAMS, local float4 *xs)
 {
-    const int lx = get_local_id(0), s = get_local_id(1), WX = get_local_size(0), S = get_local_size(1);
-    const int G = K / 128, H = WX / 2;
 #ifdef AWQ_TC
     local float red[AWQ_TC_RED];
 #ifdef LOOM_MMA_EMU
@@ -142,6 +145,28 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
 #else
     local float red[NT * GV_WG];
 #endif
+    AWQ_UNPACK_SIZES;
+    /* the epilogue's (awq.cl awq_args): the norm's weight and output, the residual, RoPE's
+     * table, the KV caches and the step's positions and slots, the f16 rows between GEMVs */
+    const ulong nwo = a.nwo, nyo = a.nyo, ro = a.ro, cso = a.cso, kco = a.kco, vco = a.vco;
+    const int mode = a.mode, nwdt = a.nwdt, ny_on = a.ny_on, r_on = a.r_on, hd = a.hd, rope_mask = a.rope_mask,
+              kvdt = a.kvdt, km = a.km, vm = a.vm, seq_off = a.seq_off, C = a.C, Sl = a.Sl, xcg = a.xcg, xhm = a.xhm;
+    const float eps = a.eps;
+    const int lx = get_local_id(0), s = get_local_id(1), WX = get_local_size(0), S = get_local_size(1);
+    const int G = K / 128, H = WX / 2;
+    /* Each tensor's buffer, selected from the arguments once into local memory and loaded
+     * where it is used: selected there, the compiler hoists the selects out of the tile
+     * loop and holds their pointers in registers across it (14 more, past the cap that
+     * ocl_program.c sets). Loads from local memory do not move across the loop's barriers. */
+    local awq_gptr ptab[AWQ_NBUF];
+    if (lx == 0 && s == 0) {
+        ptab[0] = AWQ_MEM(a.mx);
+        for (int m = 0; m < 3; m++)
+            ptab[1 + m] = AWQ_MEM(a.my[m]), ptab[4 + m] = AWQ_MEM(a.mw[m]), ptab[7 + m] = AWQ_MEM(a.mb[m]);
+        ptab[10] = AWQ_MEM(a.mnw), ptab[11] = AWQ_MEM(a.mny), ptab[12] = AWQ_MEM(a.mr), ptab[13] = AWQ_MEM(a.mcs);
+        ptab[14] = AWQ_MEM(a.mkc), ptab[15] = AWQ_MEM(a.mvc), ptab[16] = AWQ_MEM(a.mps), ptab[17] = AWQ_MEM(a.mxh);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
 #ifdef AWQ_TC
     /* The work-groups walk the launch's tiles (WX columns each) in steps of their number: the
      * host launches no more than stay resident together (ocl_exec.c tc_groups), so x, staged
@@ -183,8 +208,8 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
                     mB = awq_col(mode, tb * 16 + g + 8, wg, WX, N0, N1, hd, &nB);
         const int NA = AWQ_SEL(mA, N0, N1, N2), NB = AWQ_SEL(mB, N0, N1, N2);
         const bool okA = nA < NA, okB = nB < NB;
-        global const uint *wA = AWQ_SEL(mA, w0 + wo0, w1 + wo1, w2 + wo2),
-                          *wB = AWQ_SEL(mB, w0 + wo0, w1 + wo1, w2 + wo2);
+        global const uint *wA = AWQ_W(mA) + AWQ_SEL(mA, wo0, wo1, wo2),
+                          *wB = AWQ_W(mB) + AWQ_SEL(mB, wo0, wo1, wo2);
         global const uint4 *qA = (global const uint4 *)wA + (okA ? nA + (size_t)q * NA : 0);
         global const uint4 *qB = (global const uint4 *)wB + (okB ? nB + (size_t)q * NB : 0);
         global const uint *mtA = AWQ_META(wA, 0, K, NA) + (okA ? nA : 0),
@@ -203,7 +228,7 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
         uint ma, mb;
         AWQ_TC_LOAD(gi, ua, ub, ma, mb) /* in flight while x is staged */
 #else
-        global const uint *w = AWQ_SEL(m, w0 + wo0, w1 + wo1, w2 + wo2);
+        global const uint *w = AWQ_W(m) + AWQ_SEL(m, wo0, wo1, wo2);
         global const uint4 *q = (global const uint4 *)w + n;
         global const uint *meta = AWQ_META(w, 0, K, N) + n;
         int g = s * G / S, g1 = (s + 1) * G / S;
@@ -226,7 +251,7 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
                 ss[t] = 0.0f;
                 if (t < T)
                     for (int k = f; k < K; k += W) {
-                        float v = x[xo + (size_t)t * K + k];
+                        float v = AWQ_X[xo + (size_t)t * K + k];
                         ss[t] = fma(v, v, ss[t]);
                     }
                 red[t * W + f] = ss[t];
@@ -244,9 +269,9 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
             local float *xf = (local float *)xs;
             for (int t = 0; t < T; t++)
                 for (int k = f; k < K; k += W) {
-                    float v = x[xo + (size_t)t * K + k] * inv[t] * ld_bias(nw, nwo, nwdt, k);
+                    float v = AWQ_X[xo + (size_t)t * K + k] * inv[t] * ld_bias(AWQ_NW, nwo, nwdt, k);
                     xf[t * K + k] = v;
-                    if (ny_on && wg == 0) ny[nyo + (size_t)t * K + k] = v;
+                    if (ny_on && wg == 0) AWQ_NY[nyo + (size_t)t * K + k] = v;
                 }
             barrier(CLK_LOCAL_MEM_FENCE);
         }
@@ -279,16 +304,16 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
 #ifndef AWQ_NORM
                         if (xhm & 2) { /* the rows as the GEMV before left them: f16, in this order */
                             ((local uint4 *)xh)[(t * LDX + wd * 8) / 8] =
-                                ((global const uint4 *)(xhg + (size_t)t * K))[gc0 * 16 + wd];
+                                ((global const uint4 *)(AWQ_XH + (size_t)t * K))[gc0 * 16 + wd];
                             continue;
                         }
 #endif
                         const int j = wd % 16 / 4, qq = wd % 4, k = (gc0 + wd / 16) * 128 + 32 * qq + 8 * j;
-                        global const float *xp = x + xo + (size_t)t * K + k;
+                        global const float *xp = AWQ_X + xo + (size_t)t * K + k;
                         float4 lo = vload4(0, xp), hi = vload4(1, xp);
 #ifdef AWQ_NORM
                         ss[t] += dot(lo, lo) + dot(hi, hi);
-                        const float8 wn = ld8_dt(nw, nwo, nwdt, k);
+                        const float8 wn = ld8_dt(AWQ_NW, nwo, nwdt, k);
                         lo *= wn.lo, hi *= wn.hi;
 #endif
                         vstore_half8_rte((float8)(lo.x, hi.x, lo.y, hi.y, lo.z, hi.z, lo.w, hi.w),
@@ -356,7 +381,7 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
             if (ny_on && wg == 0) /* the norm's output, where the graph reads it too */
                 for (int t = 0; t < T; t++)
                     for (int k = tid; k < K; k += W)
-                        ny[nyo + (size_t)t * K + k] = x[xo + (size_t)t * K + k] * inv[t] * ld_bias(nw, nwo, nwdt, k);
+                        AWQ_NY[nyo + (size_t)t * K + k] = AWQ_X[xo + (size_t)t * K + k] * inv[t] * ld_bias(AWQ_NW, nwo, nwdt, k);
         }
 #define AWQ_TC_INV(t) inv[t]
 #else
@@ -388,7 +413,7 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
 #ifdef AWQ_NORM
             xr[t] = xs + min(t, T - 1) * (K / 4);
 #else
-            xr[t] = (global const float4 *)(x + xo + (size_t)min(t, T - 1) * K);
+            xr[t] = (global const float4 *)(AWQ_X + xo + (size_t)min(t, T - 1) * K);
 #endif
         float acc[NT];
 #pragma unroll
@@ -447,27 +472,27 @@ kernel void CAT(AWQ_NAME, NT)(global const float *x, ulong xo, int T, int K,
 #endif
         /* the epilogue: slice 0, rows in order; the partner lane's column in red */
         if (s != 0 || n >= N || (mode == 1 && m == 1)) AWQ_NEXT;
-        global float *y = m == 0 ? y0 + yo0 : m == 1 ? y1 + yo1 : y2 + yo2;
+        global float *y = AWQ_Y(m) + AWQ_SEL(m, yo0, yo1, yo2);
         const bool rot = mode == 2 && ((rope_mask >> m) & 1), lo = lx < H;
         const int h2 = hd / 2, i = rot ? (lo ? n % hd : n % hd - h2) : 0;
-        global uchar *cache = kvdt && m == km ? kc : kvdt && m == vm ? vc : 0;
+        global uchar *cache = kvdt && m == km ? AWQ_KC : kvdt && m == vm ? AWQ_VC : 0;
         const ulong cacheo = m == km ? kco : vco;
         for (int t = 0; t < T; t++) {
             float v = red[t * WX + lx], o = red[t * WX + (lx ^ H)];
             if (mode == 1) {
                 v = v / (1.0f + exp(-v)) * o;
             } else if (rot) {
-                float c = cs[cso + ((size_t)t * h2 + i) * 2], sn = cs[cso + ((size_t)t * h2 + i) * 2 + 1];
+                float c = AWQ_CS[cso + ((size_t)t * h2 + i) * 2], sn = AWQ_CS[cso + ((size_t)t * h2 + i) * 2 + 1];
                 v = lo ? v * c - o * sn : v * c + o * sn;
             } else if (r_on) {
-                v = r[ro + (size_t)t * N + n] + v;
+                v = AWQ_R[ro + (size_t)t * N + n] + v;
             }
             y[(size_t)t * N + n] = v;
             if (xhm & 1) /* also as the tensor-core GEMV after stages it: f16, word 16 g + 4 j + qq */
                 vstore_half_rte(v, (size_t)t * N + n / 128 * 128 + (n % 32 / 8 * 4 + n % 128 / 32) * 8 +
-                                       n % 4 * 2 + n % 8 / 4, (global half *)xhg);
+                                       n % 4 * 2 + n % 8 / 4, (global half *)AWQ_XH);
             if (cache) {
-                int p = ps[t], sl = ps[seq_off + t], Hkv = N / hd;
+                int p = AWQ_PS[t], sl = AWQ_PS[seq_off + t], Hkv = N / hd;
                 if (p < 0 || p >= C || sl < 0 || sl >= Sl) continue; /* the host validated the step */
                 size_t dst = (((size_t)sl * Hkv + n / hd) * C + p) * hd + n % hd;
                 if (kvdt == 2) vstore_half_rte(v, cacheo + dst, (global half *)cache);

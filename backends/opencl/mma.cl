@@ -262,10 +262,11 @@ MM_GEMM_F16(mma_gemm_f16_t64, 64)
  * arguments of awq_gemm. global (ceil(T / ROWS) * 256, Σ ceil(N_m / 128)). */
 #define MM_AWQ_GEMM(name, ROWS)                                                                                    \
     kernel __attribute__((reqd_work_group_size(MM_WG, 1, 1)))                                                      \
-    void name(AWQ_GEMM_PARAMS)                                                                                     \
+    void name(AWQ_PARAMS)                                                                                          \
     {                                                                                                              \
         local uint4 sm[2 * ((ROWS) + MM_N) * MM_ROW];                                                              \
         MM_EMU_SCRATCH;                                                                                            \
+        AWQ_UNPACK_MAT;                                                                                            \
         AWQ_PICK_WEIGHT((int)get_group_id(1), MM_N);                                                               \
         mm_gemm(y + yo, ((yo | (ulong)N) & 1) == 0, x + xo, w + wo, true, bias, bo, bdt, T, K, N,                  \
                 get_group_id(0) * (ROWS), n0, (ROWS), sm, emu);                                                    \

@@ -245,6 +245,7 @@ static void ocl_device_close(void *dctx)
     if (d->queue) clFinish(d->queue);
     while (d->progs) loom__ocl_release(d, d->progs);
     while (d->buffers) ocl_buffer_free(d, d->buffers);
+    d->slab = NULL;
     if (d->err) clReleaseMemObject(d->err);
     if (d->dummy) clReleaseMemObject(d->dummy);
     loom__ocl_unbuild(d);
@@ -522,9 +523,39 @@ static void awq_repack(int64_t K, int64_t N, const void *blob, uint32_t *out)
         }
 }
 
+/* Weights are placed side by side in slabs of OCL_SLAB bytes (one of its own for a
+ * weight of half that or more), 256-byte aligned: a launch then finds a layer's weights,
+ * biases and norms in a buffer or two, and every buffer argument costs host time in each
+ * launch (awq.cl AWQ_PARAMS). A slab is freed with the last weight in it. */
+#define OCL_SLAB ((size_t)128 << 20)
+
+static loom_status weight_place(ocl_dev *d, size_t n, loom_buffer **out, size_t *off)
+{
+    size_t slab = OCL_SLAB < d->max_alloc ? OCL_SLAB : d->max_alloc, at = d->slab ? (d->slab->used + 255) / 256 * 256 : 0;
+    if (d->slab && at <= d->slab->size && n <= d->slab->size - at) {
+        *out = d->slab, *off = at;
+    } else {
+        loom_status st = new_buffer(d, n >= slab / 2 ? n : slab, out);
+        if (st) return st;
+        *off = 0;
+        if (n < slab / 2) d->slab = *out; /* the next small weights go beside this one */
+    }
+    (*out)->used = *off + n;
+    (*out)->refs++;
+    return LOOM_OK;
+}
+
+static void weight_unplace(ocl_dev *d, loom_buffer *b)
+{
+    if (--b->refs > 0) return;
+    if (d->slab == b) d->slab = NULL;
+    ocl_buffer_free(d, b);
+}
+
 static loom_status ocl_weight_prepare(void *dctx, loom_tensor *t, const void *data)
 {
-    size_t n = weight_bytes(t);
+    ocl_dev *d = dctx;
+    size_t n = weight_bytes(t), off;
     if (!n) return OCL_FAIL(LOOM_ERR_INVALID, "weight '%s': bad dtype or shape", t->name ? t->name : "?");
     void *packed = NULL;
     if (t->dtype == LOOM_Q4_AWQ) {
@@ -534,12 +565,12 @@ static loom_status ocl_weight_prepare(void *dctx, loom_tensor *t, const void *da
         data = packed;
     }
     loom_buffer *b;
-    loom_status st = new_buffer(dctx, n, &b);
-    if (!st && (st = ocl_buffer_write(dctx, b, 0, data, n))) ocl_buffer_free(dctx, b);
+    loom_status st = weight_place(d, n, &b, &off);
+    if (!st && (st = ocl_buffer_write(dctx, b, off, data, n))) weight_unplace(d, b);
     free(packed);
     if (st) return st;
     t->buf = b;
-    t->offset = 0;
+    t->offset = off;
     t->extra = NULL;
     return LOOM_OK;
 }
@@ -547,7 +578,7 @@ static loom_status ocl_weight_prepare(void *dctx, loom_tensor *t, const void *da
 static void ocl_weight_release(void *dctx, loom_tensor *t)
 {
     if (!t || !t->buf) return;
-    ocl_buffer_free(dctx, t->buf);
+    weight_unplace(dctx, t->buf);
     t->buf = NULL;
 }
 

@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ocl_impl.h"
 
@@ -50,6 +51,27 @@ typedef struct rope_tab {
     double  mscale;
     loom_op_params p; /* what it was made from (tables are shared by equal params) */
 } rope_tab;
+
+/* The AWQ matmul kernels' arguments (awq.cl AWQ_PARAMS): AWQ_MEMS buffers, then this
+ * struct by value, field for field awq.cl's awq_args: each tensor's offset (in elements),
+ * the sizes and switches, and which of the buffers each tensor is in. */
+#define AWQ_MEMS 8
+typedef struct awq_args {
+    cl_ulong xo, yo[3], wo[3], bo[3], nwo, nyo, ro, cso, kco, vco;
+    cl_int   T, K, bdt[3], N[3], mode, nwdt, ny_on, r_on, hd, rope_mask, kvdt, km, vm, seq_off, C, Sl, xcg, xhm;
+    cl_float eps;
+    cl_uchar mx, my[3], mw[3], mb[3], mnw, mny, mr, mcs, mkc, mvc, mps, mxh;
+    cl_uchar pad[2];
+} awq_args;
+_Static_assert(sizeof(awq_args) == 240, "awq_args as awq.cl has it");
+
+/* One AWQ kernel's arguments as the host keeps them: bound at compile, the row count
+ * set before each launch. The buffers are the distinct ones of its tensors. */
+typedef struct awq_launch {
+    cl_mem   mem[AWQ_MEMS];
+    int      nmem;
+    awq_args a;
+} awq_launch;
 
 /* how a matmul node runs 1..8 rows */
 enum { GV_FAST, /* k[0..3]: the GEMV for NT = 1, 2, 4, 8 rows */
@@ -82,6 +104,7 @@ typedef struct knode {
     int32_t    dkr;     /* rmsnorm: runs kr */
     int32_t    dxh;     /* lead: bit j writes its rows as f16 for the next lead (p->xh), bit 4 + j reads them */
     int32_t    ds[4], dwx[4], dgroups[4]; /* lead: work-group (dwx, ds), dgroups work-groups, per NT */
+    awq_launch *al;     /* matmul_awq: the arguments of k[j] (al[j]) and kd[j] (al[KMAX + j]) */
 } knode;
 
 typedef struct ocl_prog {
@@ -209,6 +232,7 @@ void loom__ocl_release(ocl_dev *d, void *pv)
             cl_kernel k = j < KMAX ? p->kn[i].k[j] : j < KMAX + 4 ? p->kn[i].kd[j - KMAX] : p->kn[i].kr;
             if (k) clReleaseKernel(k);
         }
+    for (int32_t i = 0; p->kn && i < p->n; i++) free(p->kn[i].al);
     for (int32_t i = 0; i < p->n_tabs; i++) free(p->tabs[i].inv_freq);
     for (int j = 0; j < 2; j++)
         if (p->up_ev[j]) {
@@ -289,7 +313,7 @@ static loom_status check_placed(const loom_node *n, int32_t i)
     for (int s = -1; s < n->n_src; s++) {
         const loom_tensor *t = s < 0 ? n->dst : n->src[s];
         if (!t) continue;
-        size_t es = t->dtype == LOOM_Q4_AWQ ? 16 : esize(t->dtype); /* AWQ: uint4 words (weight_prepare: 0) */
+        size_t es = t->dtype == LOOM_Q4_AWQ ? 16 : esize(t->dtype); /* AWQ: uint4 words (weight_prepare: 256-byte aligned) */
         if (!t->buf) return OCL_FAIL(LOOM_ERR_INVALID, "node %d (%s): tensor '%s' has no buffer", (int)i, loom_op_str(n->op), t->name ? t->name : "?");
         if (t->offset % es)
             return OCL_FAIL(LOOM_ERR_UNSUPPORTED, "node %d (%s): tensor '%s' sits at byte offset %zu, not a multiple of %zu",
@@ -354,54 +378,84 @@ static int bias_dt(const loom_tensor *b)
     return !b ? 0 : b->dtype == LOOM_F32 ? 1 : b->dtype == LOOM_F16 ? 2 : 3;
 }
 
-/* Weight slot m (0..2) of an awq_gemv kernel: node n's weight, bias and N
- * with output y (NULL: n's own), or nothing (N = 0) for n NULL. */
-static cl_int bind_awq_slot(ocl_dev *d, cl_kernel k, int m, const loom_node *n, const loom_tensor *y)
+/* A tensor at offset o of buffer m in launch l: *buf the buffer's index among l's (added
+ * if new), *off the offset; false where l has AWQ_MEMS buffers already. */
+static bool awq_put(awq_launch *l, cl_uchar *buf, cl_ulong *off, cl_mem m, cl_ulong o)
 {
-    if (!n) return set_args(k, 4 + 8 * m, "mlmlmlii", d->dummy, (cl_ulong)0, d->dummy, (cl_ulong)0, d->dummy, (cl_ulong)0, 0, 0);
-    const loom_tensor *w = n->src[1], *b = n->n_src > 2 ? n->src[2] : NULL;
-    if (!y) y = n->dst;
-    return set_args(k, 4 + 8 * m, "mlmlmlii", MEM(y), OFF(y), MEM(w), OFF(w), b ? MEM(b) : d->dummy,
-                    (cl_ulong)(b ? OFF(b) : 0), bias_dt(b), (int)n->dst->shape[1]);
+    int i = 0;
+    while (i < l->nmem && l->mem[i] != m) i++;
+    if (i == AWQ_MEMS) return false;
+    if (i == l->nmem) l->mem[l->nmem++] = m;
+    *buf = (cl_uchar)i;
+    if (off) *off = o;
+    return true;
 }
 
-static cl_int bind_awq_matrix(ocl_dev *d, cl_kernel k, int m, const loom_node *n) { return bind_awq_slot(d, k, m, n, NULL); }
-
-/* awq_gemv's staged x (argument 36, local memory) and its chunk (55) for NT = nt rows,
- * and no f16 rows from or for a neighbour (56, 57: plan_decode sets them where they are).
- * Portable: the norm's rows as f32 when it runs on load, else nothing. Tensor cores
- * (awq_gemv.cl, AWQ_TC): the rows as f16 for as many groups at a time as local memory
- * holds beside the kernel's own arrays, a multiple of a tile's slices (GV_WG / 32 at 16
- * columns a work-group, half that at 32). */
-static cl_int bind_awq_xs(ocl_dev *d, cl_kernel k, bool tc, int nt, int K, bool norm)
+static bool awq_put_t(awq_launch *l, cl_uchar *buf, cl_ulong *off, const loom_tensor *t)
 {
-    cl_int rc = set_args(k, 56, "mi", d->dummy, 0);
-    if (rc != CL_SUCCESS) return rc;
+    return awq_put(l, buf, off, MEM(t), OFF(t));
+}
+
+/* Weight m (0..2) of an AWQ launch: node n's weight, bias and N with output y
+ * (NULL: n's own); false where the buffers do not fit. */
+static bool awq_weight(awq_launch *l, int m, const loom_node *n, const loom_tensor *y)
+{
+    const loom_tensor *w = n->src[1], *b = n->n_src > 2 ? n->src[2] : NULL;
+    awq_args *a = &l->a;
+    a->N[m] = (cl_int)n->dst->shape[1], a->bdt[m] = bias_dt(b);
+    return awq_put_t(l, &a->my[m], &a->yo[m], y ? y : n->dst) && awq_put_t(l, &a->mw[m], &a->wo[m], w) &&
+           (!b || awq_put_t(l, &a->mb[m], &a->bo[m], b));
+}
+
+/* A launch of node n's weight reading x, its epilogue off (a plain GEMV or GEMM) */
+static void awq_plain(awq_launch *l, const loom_node *n, const loom_tensor *x)
+{
+    memset(l, 0, sizeof *l);
+    l->a.T = 1, l->a.K = (cl_int)n->src[0]->shape[1], l->a.hd = 2, l->a.C = 1, l->a.Sl = 1, l->a.eps = 1e-6f;
+    awq_put_t(l, &l->a.mx, &l->a.xo, x);
+    awq_weight(l, 0, n, NULL); /* (x, y, w, b: four at most) */
+}
+
+/* All of launch l's arguments into kernel k (the buffers it does not use repeat its first) */
+static cl_int awq_bind(ocl_dev *d, cl_kernel k, const awq_launch *l)
+{
+    cl_int rc = CL_SUCCESS;
+    for (int i = 0; i < AWQ_MEMS && rc == CL_SUCCESS; i++) {
+        cl_mem m = i < l->nmem ? l->mem[i] : l->nmem ? l->mem[0] : d->dummy;
+        rc = clSetKernelArg(k, (cl_uint)i, sizeof m, &m);
+    }
+    return rc == CL_SUCCESS ? clSetKernelArg(k, AWQ_MEMS, sizeof l->a, &l->a) : rc;
+}
+
+/* Before a launch of T rows */
+static cl_int awq_rows(cl_kernel k, awq_launch *l, int32_t T)
+{
+    l->a.T = T;
+    return clSetKernelArg(k, AWQ_MEMS, sizeof l->a, &l->a);
+}
+
+/* awq_gemv's staged x (local memory, the argument after the struct) and its chunk for
+ * NT = nt rows. Portable: the norm's rows as f32 when it runs on load, else nothing.
+ * Tensor cores (awq_gemv.cl, AWQ_TC): the rows as f16 for as many groups at a time as
+ * local memory holds beside the kernel's own arrays, a multiple of a tile's slices
+ * (GV_WG / 32 at 16 columns a work-group, half that at 32). */
+static cl_int bind_awq_xs(ocl_dev *d, cl_kernel k, awq_launch *l, bool tc, int nt, int K, bool norm)
+{
+    const cl_uint xs = AWQ_MEMS + 1;
+    cl_int rc;
     if (!tc) {
-        rc = clSetKernelArg(k, 36, norm ? (size_t)nt * (size_t)K * 4 : 16, NULL);
-        return rc == CL_SUCCESS ? set_args(k, 55, "i", 0) : rc;
+        l->a.xcg = 0;
+        return clSetKernelArg(k, xs, norm ? (size_t)nt * (size_t)K * 4 : 16, NULL);
     }
     cl_ulong own = 0; /* with the 16 bytes of xs set here */
-    if ((rc = clSetKernelArg(k, 36, 16, NULL)) != CL_SUCCESS ||
+    if ((rc = clSetKernelArg(k, xs, 16, NULL)) != CL_SUCCESS ||
         (rc = clGetKernelWorkGroupInfo(k, d->device, CL_KERNEL_LOCAL_MEM_SIZE, sizeof own, &own, NULL)) != CL_SUCCESS)
         return rc;
     int sl = d->cfg.gv_wg / 32, G = K / LOOM_AWQ_GROUP, cg = (G + sl - 1) / sl * sl;
     size_t avail = d->local_mem > own + 256 ? d->local_mem - (size_t)own - 256 : 0;
     while (cg > sl && (size_t)nt * (size_t)(cg * 128 + 32) * 2 > avail) cg -= sl;
-    rc = clSetKernelArg(k, 36, (size_t)nt * (size_t)(cg * 128 + 32) * 2, NULL);
-    return rc == CL_SUCCESS ? set_args(k, 55, "i", cg) : rc;
-}
-
-/* awq_gemv's epilogue arguments (28..54) switched off: a plain GEMV of nt rows */
-static cl_int bind_epi_off(ocl_dev *d, cl_kernel k, bool tc, int nt, int K)
-{
-    cl_mem z = d->dummy;
-    cl_ulong o = 0;
-    cl_int rc = set_args(k, 28, "imlifmli", 0, z, o, 0, 1e-6, z, o, 0);
-    if (rc == CL_SUCCESS) rc = bind_awq_xs(d, k, tc, nt, K, false);
-    if (rc == CL_SUCCESS) rc = set_args(k, 37, "mlimlii", z, o, 0, z, o, 2, 0);
-    if (rc == CL_SUCCESS) rc = set_args(k, 44, "mlmliiimiii", z, o, z, o, 0, 0, 0, z, 0, 1, 1);
-    return rc;
+    l->a.xcg = cg;
+    return clSetKernelArg(k, xs, (size_t)nt * (size_t)(cg * 128 + 32) * 2, NULL);
 }
 
 static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
@@ -454,12 +508,13 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
             if ((st = kernel(d, base, k->gv == GV_ANY ? dt_sfx(s[1]->dtype) : NULL, &k->k[j]))) return st;
             if (k->gv == GV_ANY) break;
         }
+        if (awq && !(k->al = calloc(KMAX + 4, sizeof *k->al))) return OCL_FAIL(LOOM_ERR_NOMEM, "out of memory compiling");
         for (int j = 0; j < KMAX && rc == CL_SUCCESS; j++) {
             if (!k->k[j]) continue;
-            if (awq) { /* awq_gemv, awq_gemm: x, rows, K, then up to three weights (awq_gemv.cl) */
-                rc = set_args(k->k[j], 0, "mlii", MEM(s[0]), OFF(s[0]), 1, K);
-                for (int m = 0; m < 3 && rc == CL_SUCCESS; m++) rc = bind_awq_matrix(d, k->k[j], m, m ? NULL : n);
-                if (rc == CL_SUCCESS && j < 4) rc = bind_epi_off(d, k->k[j], k->tc, 1 << j, K);
+            if (awq) { /* awq_gemv, awq_gemm: x and one weight (fuse_nodes may add two) */
+                awq_plain(&k->al[j], n, s[0]);
+                if (j < 4) rc = bind_awq_xs(d, k->k[j], &k->al[j], k->tc, 1 << j, K, false);
+                if (rc == CL_SUCCESS) rc = awq_bind(d, k->k[j], &k->al[j]);
                 continue;
             }
             rc = set_args(k->k[j], 0, "mlmlmlmli", MEM(y), OFF(y), MEM(s[0]), OFF(s[0]), MEM(s[1]), OFF(s[1]),
@@ -593,18 +648,22 @@ static loom_status fuse_nodes(ocl_dev *d, ocl_prog *p)
         cl_int rc = CL_SUCCESS;
         if (a->op == LOOM_OP_MATMUL_AWQ && k->gv == GV_FAST) {
             int32_t m = 1, ncols = (int32_t)a->dst->shape[1], tiles = k->gtiles, mtiles = k->mtiles;
+            awq_launch l = k->al[0]; /* (every kernel of the node has the same tensors) */
             for (; m < 3 && i + m < p->n; m++) {
                 const knode *kj = &p->kn[i + m];
                 const loom_node *c = kj->n;
                 if (c->op != LOOM_OP_MATMUL_AWQ || kj->gv != GV_FAST || !same_place(c->src[0], a->src[0]) ||
-                    c->src[0]->shape[1] != a->src[0]->shape[1] || !same_rows(a, c) || overlaps(c->dst, a->src[0]))
+                    c->src[0]->shape[1] != a->src[0]->shape[1] || !same_rows(a, c) || overlaps(c->dst, a->src[0]) ||
+                    !awq_weight(&l, m, c, NULL))
                     break;
-                for (int j = 0; j < KMAX && rc == CL_SUCCESS; j++)
-                    if (k->k[j]) rc = bind_awq_matrix(d, k->k[j], m, c); /* (k[5]: mma.cl only) */
+                for (int j = 0; j < KMAX; j++)
+                    if (k->k[j]) awq_weight(&k->al[j], m, c, NULL); /* (k[5]: mma.cl only) */
                 ncols += (int32_t)c->dst->shape[1];
                 tiles += kj->gtiles;
                 mtiles += kj->mtiles;
             }
+            for (int j = 0; j < KMAX && rc == CL_SUCCESS && m > 1; j++)
+                if (k->k[j]) rc = awq_bind(d, k->k[j], &k->al[j]);
             if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clSetKernelArg", "binding fused matmul_awq nodes");
             if (m > 1) {
                 k->fuse = m - 1;
@@ -693,43 +752,48 @@ static bool dplan_safe(const dplan *pl, const loom_tensor *x)
     return true;
 }
 
+/* The arguments of plan pl's launch led by k, all but the staged x (bind_awq_xs) and
+ * the f16 rows (plan_decode); false where its buffers do not fit (AWQ_MEMS). */
+static bool decode_args(const ocl_prog *p, const knode *k, const dplan *pl, awq_launch *l)
+{
+    const loom_node *a = k->n;
+    awq_args *g = &l->a;
+    memset(l, 0, sizeof *l);
+    g->T = 1, g->K = (cl_int)a->src[0]->shape[1], g->mode = pl->mode, g->eps = 1e-6f;
+    g->hd = pl->hd > 0 ? pl->hd : 2, g->C = 1, g->Sl = 1;
+    bool ok = awq_put_t(l, &g->mx, &g->xo, pl->norm ? pl->norm->src[0] : a->src[0]);
+    for (int m = 0; m < pl->nm && ok; m++) ok = awq_weight(l, m, k[m].n, pl->y[m]);
+    if (ok && pl->norm) {
+        const loom_tensor *nw = pl->norm->src[1], *ny = pl->norm->dst;
+        g->nwdt = bias_dt(nw), g->eps = pl->norm->p.eps, g->ny_on = (ny->flags & LOOM_TENSOR_OUTPUT) ? 1 : 0;
+        ok = awq_put_t(l, &g->mnw, &g->nwo, nw) && (!g->ny_on || awq_put_t(l, &g->mny, &g->nyo, ny));
+    }
+    if (ok && pl->r) g->r_on = 1, ok = awq_put_t(l, &g->mr, &g->ro, pl->r);
+    if (ok && pl->rope_mask) { /* the tables are rows of one buffer */
+        g->rope_mask = pl->rope_mask;
+        ok = awq_put(l, &g->mcs, &g->cso, p->rope, (cl_ulong)pl->tab * (cl_ulong)p->max_t * (cl_ulong)p->h2_max * 2);
+    }
+    if (ok && pl->attn) {
+        const loom_tensor *kc = pl->attn->src[3], *vc = pl->attn->src[4];
+        g->kvdt = kc->dtype == LOOM_F16 ? 2 : 1, g->km = pl->km, g->vm = pl->vm, g->seq_off = p->max_t;
+        g->C = (cl_int)kc->shape[2], g->Sl = (cl_int)kc->shape[0];
+        ok = awq_put_t(l, &g->mkc, &g->kco, kc) && awq_put_t(l, &g->mvc, &g->vco, vc) && awq_put(l, &g->mps, NULL, p->step, 0);
+    }
+    return ok;
+}
+
 static loom_status bind_decode(ocl_dev *d, ocl_prog *p, knode *k, const dplan *pl, int j, bool norm)
 {
     loom_status st;
     char name[48];
     snprintf(name, sizeof name, "awq_gemv%s%s_%d", k->tc ? "_tc" : "", norm ? "_norm" : "", 1 << j);
     if ((st = kernel(d, name, NULL, &k->kd[j]))) return st;
-    cl_kernel kk = k->kd[j];
-    const loom_node *a = k->n;
-    const loom_tensor *x = norm ? pl->norm->src[0] : a->src[0];
-    int K = (int)a->src[0]->shape[1];
-    cl_mem z = d->dummy;
-    cl_ulong o = 0;
-    cl_int rc = set_args(kk, 0, "mlii", MEM(x), OFF(x), 1, K);
-    for (int m = 0; m < 3 && rc == CL_SUCCESS; m++)
-        rc = bind_awq_slot(d, kk, m, m < pl->nm ? k[m].n : NULL, m < pl->nm ? pl->y[m] : NULL);
-    if (rc == CL_SUCCESS) rc = set_args(kk, 28, "i", pl->mode);
-    if (rc == CL_SUCCESS && pl->norm) {
-        const loom_tensor *nw = pl->norm->src[1], *ny = pl->norm->dst;
-        rc = set_args(kk, 29, "mlifmli", MEM(nw), OFF(nw), bias_dt(nw), (double)pl->norm->p.eps, MEM(ny), OFF(ny),
-                      (ny->flags & LOOM_TENSOR_OUTPUT) ? 1 : 0);
-    } else if (rc == CL_SUCCESS) {
-        rc = set_args(kk, 29, "mlifmli", z, o, 0, 1e-6, z, o, 0);
-    }
-    if (rc == CL_SUCCESS) rc = bind_awq_xs(d, kk, k->tc, 1 << j, K, norm);
-    if (rc == CL_SUCCESS)
-        rc = pl->r ? set_args(kk, 37, "mli", MEM(pl->r), OFF(pl->r), 1) : set_args(kk, 37, "mli", z, o, 0);
-    if (rc == CL_SUCCESS)
-        rc = set_args(kk, 40, "mlii", p->rope ? p->rope : z,
-                      (cl_ulong)(pl->rope_mask ? pl->tab : 0) * (cl_ulong)p->max_t * (cl_ulong)p->h2_max * 2,
-                      pl->hd > 0 ? pl->hd : 2, pl->rope_mask);
-    if (rc == CL_SUCCESS && pl->attn) {
-        const loom_tensor *kc = pl->attn->src[3], *vc = pl->attn->src[4];
-        rc = set_args(kk, 44, "mlmliiimiii", MEM(kc), OFF(kc), MEM(vc), OFF(vc), kc->dtype == LOOM_F16 ? 2 : 1, pl->km,
-                      pl->vm, p->step, (int)p->max_t, (int)kc->shape[2], (int)kc->shape[0]);
-    } else if (rc == CL_SUCCESS) {
-        rc = set_args(kk, 44, "mlmliiimiii", z, o, z, o, 0, 0, 0, z, 0, 1, 1);
-    }
+    awq_launch *l = &k->al[KMAX + j];
+    if (!decode_args(p, k, pl, l)) /* (plan_lead checked) */
+        return OCL_FAIL(LOOM_ERR_INTERNAL, "node %s: a decode GEMV's tensors in more than %d buffers",
+                        k->n->dst->name ? k->n->dst->name : "?", AWQ_MEMS);
+    cl_int rc = bind_awq_xs(d, k->kd[j], l, k->tc, 1 << j, (int)k->n->src[0]->shape[1], norm);
+    if (rc == CL_SUCCESS) rc = awq_bind(d, k->kd[j], l);
     if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clSetKernelArg", "binding a fused decode GEMV");
     return LOOM_OK;
 }
@@ -802,7 +866,8 @@ static void plan_lead(const ocl_prog *p, int32_t i, dplan *pl, int wx, bool tc, 
             pl->last = i + pl->nm - 1;
         }
         if (tries == 3) pl->norm = NULL;
-        if (dplan_safe(pl, pl->norm && fit == 15 ? NULL : x)) return;
+        awq_launch l;
+        if (dplan_safe(pl, pl->norm && fit == 15 ? NULL : x) && decode_args(p, k, pl, &l)) return;
     }
 }
 
@@ -869,7 +934,8 @@ static loom_status plan_decode(ocl_dev *d, ocl_prog *p)
                     clReleaseKernel(k->kd[j]), k->kd[j] = NULL;
             }
             if (pl == &pb && (st = bind_decode(d, p, k, &pb, j, false))) return st;
-            if (k->tc && !pl->norm && swi[j] >= 0 && a->src[0] == swi_y[j]) {
+            if (k->tc && !pl->norm && swi[j] >= 0 && a->src[0] == swi_y[j] && k->al[KMAX + j].nmem < AWQ_MEMS &&
+                p->kn[swi[j]].al[KMAX + j].nmem < AWQ_MEMS) { /* (the rows' buffer fits both launches) */
                 p->kn[swi[j]].dxh |= 1 << j, k->dxh |= 16 << j;
                 size_t b = (size_t)(1 << j) * (size_t)K * 2;
                 xh_bytes = b > xh_bytes ? b : xh_bytes;
@@ -887,10 +953,10 @@ static loom_status plan_decode(ocl_dev *d, ocl_prog *p)
             if (pl->norm) k->dnorm |= 1 << j, p->kn[i - 1].dnorm |= 1 << j;
             for (int32_t m = i + 1; m <= pl->last; m++) p->kn[m].dmember |= 1 << j;
             if (pl->attn) p->kn[pl->last + 1].dkv |= 1 << j;
-            OCL_LOG(LOOM_LOG_TRACE, "decode NT %d: node %d leads nodes %d..%d (mode %d%s%s%s%s%s%s)", 1 << j, (int)i, (int)i,
-                    (int)pl->last, pl->mode, k->tc ? ", tensor cores" : "", pl->norm ? ", norm on load" : "",
+            OCL_LOG(LOOM_LOG_TRACE, "decode NT %d: node %d leads nodes %d..%d (mode %d%s%s%s%s%s%s; %d buffers)", 1 << j,
+                    (int)i, (int)i, (int)pl->last, pl->mode, k->tc ? ", tensor cores" : "", pl->norm ? ", norm on load" : "",
                     pl->r ? ", residual" : "", pl->rope_mask ? ", rope" : "", pl->attn ? ", kv store" : "",
-                    k->dxh >> (4 + j) & 1 ? ", f16 rows from the swiglu lead" : "");
+                    k->dxh >> (4 + j) & 1 ? ", f16 rows from the swiglu lead" : "", k->al[KMAX + j].nmem);
         }
         i += pa.nm - 1;
     }
@@ -898,7 +964,11 @@ static loom_status plan_decode(ocl_dev *d, ocl_prog *p)
     for (int32_t i = 0; i < p->n && xh_bytes; i++)
         for (int j = 0; j < 4; j++) {
             int m = (p->kn[i].dxh >> j & 1) | (p->kn[i].dxh >> (4 + j) & 1) << 1;
-            cl_int rc = m ? set_args(p->kn[i].kd[j], 56, "mi", p->xh, m) : CL_SUCCESS;
+            if (!m) continue;
+            awq_launch *l = &p->kn[i].al[KMAX + j];
+            awq_put(l, &l->a.mxh, NULL, p->xh, 0);
+            l->a.xhm = m;
+            cl_int rc = awq_bind(d, p->kn[i].kd[j], l);
             if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clSetKernelArg", "binding the f16 rows between GEMVs");
         }
     /* an rmsnorm whose add (fuse_nodes) now runs in a decode GEMV: a kernel without the add */
@@ -1002,7 +1072,14 @@ static bool prof_keep(ocl_dev *d, cl_event ev, int32_t node, cl_kernel k)
     return true;
 }
 
-static void prof_report(ocl_dev *d, const ocl_prog *p, const loom_step *step)
+static double host_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+static void prof_report(ocl_dev *d, const ocl_prog *p, const loom_step *step, double enq_ms)
 {
     clFinish(d->queue);
     double busy = 0, idle = 0, node_ms = 0, node_idle = 0;
@@ -1028,8 +1105,10 @@ static void prof_report(ocl_dev *d, const ocl_prog *p, const loom_step *step)
                 loom_op_str(p->kn[i].n->op), y->name ? y->name : "?", T, node_ms, node_idle);
         node_ms = node_idle = 0;
     }
-    OCL_LOG(LOOM_LOG_INFO, "step of %d tokens: %.3f ms on the device, %.3f ms in %d kernels, %.3f ms idle between",
-            (int)step->n_tokens, d->npev ? (double)(prev_end - first) * 1e-6 : 0.0, busy, (int)d->npev, idle);
+    OCL_LOG(LOOM_LOG_INFO,
+            "step of %d tokens: %.3f ms on the device, %.3f ms in %d kernels, %.3f ms idle between; "
+            "%.3f ms on the host to enqueue them",
+            (int)step->n_tokens, d->npev ? (double)(prev_end - first) * 1e-6 : 0.0, busy, (int)d->npev, idle, enq_ms);
     d->npev = 0;
 }
 
@@ -1138,7 +1217,9 @@ static loom_status run_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx, int3
         int32_t mtiles = awq ? k->mtiles : mma_tiles(cols);
         int rows = !gemv && k->mma ? mma_rows(d) : 0;
         cl_kernel kk = k->k[gemv ? j : rows == 64 ? 5 : 4];
-        if ((rc = set_args(kk, awq ? 2 : 9, "i", (int)T)) != CL_SUCCESS) break;
+        if ((rc = awq ? awq_rows(kk, &k->al[gemv ? j : rows == 64 ? 5 : 4], T) : set_args(kk, 9, "i", (int)T)) !=
+            CL_SUCCESS)
+            break;
         if (rows) {
             mma_geometry(T, mtiles, rows, g, l);
             return enqueue(d, kk, 2, g, l, idx, op);
@@ -1239,6 +1320,7 @@ loom_status loom__ocl_execute(ocl_dev *d, void *pv, const loom_step *step)
     if (!p || !step || step->n_tokens < 1) return OCL_FAIL(LOOM_ERR_INVALID, "execute without a program or step");
     if (step->n_tokens > p->max_t)
         return OCL_FAIL(LOOM_ERR_INVALID, "step of %d tokens, the program holds %d", (int)step->n_tokens, (int)p->max_t);
+    double t0 = host_ms();
     loom_status st = upload_step(d, p, step, step->n_tokens);
     d->launches = 0;
     for (int32_t i = 0; i < p->n && !st; i++) {
@@ -1251,7 +1333,7 @@ loom_status loom__ocl_execute(ocl_dev *d, void *pv, const loom_step *step)
         /* skip what runs in another node's launch (plan_decode; fuse_nodes) */
         if (dec && (((k->dmember >> j) & 1) || (k->n->op == LOOM_OP_RMSNORM && ((k->dnorm >> j) & 1)))) continue;
         if (dec && k->kd[j]) { /* a fused decode GEMV: columns x K slices */
-            cl_int rc = set_args(k->kd[j], 2, "i", (int)T);
+            cl_int rc = awq_rows(k->kd[j], &k->al[KMAX + j], T);
             if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clSetKernelArg", "(rows of a decode GEMV)");
             l[0] = (size_t)k->dwx[j], l[1] = (size_t)k->ds[j], g[0] = (size_t)k->dgroups[j] * l[0], g[1] = l[1];
             st = enqueue(d, k->kd[j], 2, g, l, i, loom_op_str(k->n->op));
@@ -1267,8 +1349,11 @@ loom_status loom__ocl_execute(ocl_dev *d, void *pv, const loom_step *step)
          * enqueues the rest of the step */
         if (!st && i % 16 == 1) clFlush(d->queue);
     }
-    if (d->profile) prof_report(d, p, step);
-    if (!st) OCL_LOG(LOOM_LOG_DEBUG, "step of %d tokens: %d launches for %d nodes", (int)step->n_tokens, (int)d->launches, (int)p->n);
+    double enq = host_ms() - t0; /* the host's time for the step's uploads and launches */
+    if (d->profile) prof_report(d, p, step, enq);
+    if (!st)
+        OCL_LOG(LOOM_LOG_DEBUG, "step of %d tokens: %d launches for %d nodes, enqueued in %.3f ms", (int)step->n_tokens,
+                (int)d->launches, (int)p->n, enq);
     return st;
 }
 
@@ -1344,9 +1429,14 @@ bool loom__ocl_mma_selftest(ocl_dev *d)
         cl_ulong yo = mma ? (cl_ulong)T * N : 0;
         if (i < 3)
             rc = set_args(ks[i], 0, "mlmlmlmliiii", by, yo, bx, z, bwf, z, d->dummy, z, 0, T, K, N);
-        else
-            rc = set_args(ks[i], 0, "mliimlmlmliimlmlmliimlmlmlii", bx, z, T, K, by, yo, bwq, z, d->dummy, z, 0, N,
-                          d->dummy, z, d->dummy, z, d->dummy, z, 0, 0, d->dummy, z, d->dummy, z, d->dummy, z, 0, 0);
+        else { /* (awq.cl AWQ_PARAMS) x, then one weight */
+            awq_launch al;
+            memset(&al, 0, sizeof al);
+            al.a.T = T, al.a.K = K, al.a.N[0] = N, al.a.yo[0] = yo;
+            awq_put(&al, &al.a.mx, NULL, bx, 0), awq_put(&al, &al.a.my[0], NULL, by, 0);
+            awq_put(&al, &al.a.mw[0], NULL, bwq, 0);
+            rc = awq_bind(d, ks[i], &al);
+        }
         size_t g[2], l[2] = {nth, 1};
         g[0] = (size_t)(N + c->gt_n - 1) / c->gt_n * nth, g[1] = (size_t)(T + c->gt_t - 1) / c->gt_t;
         if (mma) mma_geometry(T, mma_tiles(N), i % 3 == 1 ? MMA_T : 64, g, l);

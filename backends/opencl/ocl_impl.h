@@ -48,6 +48,8 @@ typedef struct ocl_cfg {
 struct loom_buffer {
     cl_mem              mem;
     size_t              size;
+    size_t              used;        /* a weight slab: bytes handed out (ocl.c weight_prepare) ... */
+    int32_t             refs;        /* ... and tensors in it still prepared */
     struct loom_buffer *prev, *next; /* the device's live buffers */
 };
 
@@ -74,6 +76,7 @@ typedef struct ocl_dev {
     int32_t          index;    /* opencl:N */
     char             label[96];
     loom_buffer     *buffers;
+    loom_buffer     *slab;     /* the weight slab being filled (ocl.c weight_prepare), or NULL */
     struct ocl_prog *progs;
     size_t           bytes;    /* in live buffers */
     bool             profile;  /* LOOM_OPENCL_PROFILE=1: every kernel's time on the device, logged per node */

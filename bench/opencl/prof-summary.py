@@ -27,9 +27,10 @@ for line in sys.stdin:
                 kt[k + " / " + name] += ms
                 kc[k + " / " + name] += 1
         pending = []
-    m = re.search(r"step of (\d+) tokens: ([\d.]+) ms on the device, ([\d.]+) ms in (\d+) kernels, ([\d.]+) ms idle", line)
+    m = re.search(r"step of (\d+) tokens: ([\d.]+) ms on the device, ([\d.]+) ms in (\d+) kernels, ([\d.]+) ms idle"
+                  r"(?:.*; ([\d.]+) ms on the host)?", line)
     if m and m[1] == rows:
-        steps.append((float(m[2]), float(m[3]), int(m[4]), float(m[5])))
+        steps.append((float(m[2]), float(m[3]), int(m[4]), float(m[5]), float(m[6] or "nan")))
 total = sum(t.values()) or 1
 n = max(len(steps), 1)
 print(f"   kernels  share  idle before  nodes  op name   (us per step: {len(steps)} steps)")
@@ -39,4 +40,5 @@ if kernels:
     for k, v in kt.most_common(30):
         print(f"  kernel {k}: {1000 * v / max(kc[k], 1):.1f} us a launch ({kc[k]} launches)")
 for s in steps[-3:]:
-    print(f"step: {s[0]:.3f} ms on the device, {s[1]:.3f} ms in {s[2]} kernels, {s[3]:.3f} ms idle")
+    print(f"step: {s[0]:.3f} ms on the device, {s[1]:.3f} ms in {s[2]} kernels, {s[3]:.3f} ms idle, "
+          f"{s[4]:.3f} ms enqueueing on the host")
