@@ -798,6 +798,11 @@ static loom_status vk_buffer_write(void *dctx, loom_buffer *b, size_t off, const
     return transfer(dctx, b, off, (void *)src, size, true);
 }
 
+loom_status loom__vk_write(vk_dev *d, loom_buffer *b, size_t off, const void *src, size_t size)
+{
+    return vk_buffer_write(d, b, off, src, size);
+}
+
 static loom_status vk_buffer_read(void *dctx, loom_buffer *b, size_t off, void *dst, size_t size)
 {
     return transfer(dctx, b, off, dst, size, false);

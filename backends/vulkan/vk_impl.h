@@ -136,6 +136,7 @@ typedef struct vk_dev {
 /* vk.c */
 loom_status loom__vk_alloc(vk_dev *d, size_t size, bool host, loom_buffer **out);
 void        loom__vk_free(vk_dev *d, loom_buffer *b);
+loom_status loom__vk_write(vk_dev *d, loom_buffer *b, size_t off, const void *src, size_t size); /* blocking */
 loom_status loom__vk_wait(vk_dev *d);             /* wait for the last submission; report device-side errors */
 loom_status loom__vk_check_validation(vk_dev *d); /* a validation error since last time is a failure */
 loom_status loom__vk_submit(vk_dev *d, VkCommandBuffer cb, struct vk_prog *p);

@@ -27,13 +27,15 @@
  * gemv_awq_fused dispatch each: rmsnorm + q/k/v + bias + RoPE + the k, v
  * store of gqa_attn; o_proj + residual add; rmsnorm + gate/up + swiglu;
  * down_proj + residual add. With gqa_attn's attention pass that is 5
- * dispatches per layer instead of 16 (6 where the cache holds more than 256
- * positions: attn_merge, which leaves at once for rows that one partition
- * served). The replaced nodes keep their own dispatches for larger steps only.
+ * dispatches per layer instead of 16 (6 where the cache can hold more
+ * partitions than attn_dec joins itself: attn_merge, which leaves at once for
+ * rows with fewer). The replaced nodes keep their own dispatches for larger
+ * steps only.
  *
  * Attention (attn_plan): decode steps take attn_dec.comp, one work-group per
  * (KV head, row, cache partition) serving the GQA group's query heads from
- * one read of K and V, partitions joined by attn_merge; prefill takes
+ * one read of K and V, partitions joined by the last work-group of a row to
+ * finish (up to ATT_JOIN of them) or by attn_merge; prefill takes
  * attn_tile.comp, blocks of 32 rows sharing K/V tiles in shared memory;
  * attn.comp covers what they do not (head_dim > 128 or not a multiple of 8,
  * a cache not on 16 bytes, too little shared memory).
@@ -126,7 +128,8 @@ typedef struct vk_prog {
     int32_t          n_rope;
     const loom_tensor *attn_cache[64]; /* first kv caches, for execute's bounds check */
     int32_t          n_attn;
-    loom_buffer     *part;     /* split decode attention's partials (attn_dec.comp), shared by the nodes */
+    loom_buffer     *part;     /* split decode attention's partials (attn_dec.comp), shared by the nodes, ... */
+    size_t           cnt_off;  /* ... then at this byte its counters */
     uint8_t         *role;     /* [n_nodes] F_*: the node's part in a decode fusion */
     VkCommandBuffer *cmd;      /* [max_t + 1], recorded on first use */
     VkQueryPool      qpool;    /* LOOM_VK_PROFILE: 2 timestamps per dispatch */
@@ -521,11 +524,15 @@ static loom_status lower_fused(vk_prog *p, const loom_node *n, const vk_fuse *f)
  * caches start on 16 bytes (both read 16-byte chunks) and the device has the
  * shared memory; attn.comp for whatever is left. attn_dec's partitions:
  * at most pmax (the shader picks fewer for shorter contexts, see dec_parts
- * there), for about ATT_DEC_WGS work-groups per row of a long context. */
+ * there), for about ATT_DEC_WGS work-groups per row; up to ATT_JOIN of them
+ * are joined by the last to finish, more by attn_merge (a dispatch recorded
+ * only where the cache is long enough for that). */
 #define ATT_HDMAX      128   /* as in attn_dec.comp and attn_tile.comp */
 #define ATT_NQ         8     /* attn_dec.comp: query heads per work-group ... */
-#define ATT_PLMIN      64    /* ... and positions per partition */
+#define ATT_DP         32    /* ... positions per partition: a multiple of its rounds, ... */
+#define ATT_PLMIN      64    /* ... at least this many where there are more than ATT_JOIN ... */
 #define ATT_PLMAX      256
+#define ATT_JOIN       32    /* ... and most partitions it joins itself */
 #define ATT_DEC_SHARED ((8 * 128 + 32 * 128 + 8 * 257 + 2 * 128) * 4) /* ... and its shared memory: q, V round, scores, max, sum */
 #define ATT_DEC_WGS    256   /* about 2 per multiprocessor of a large GPU (H100: 132) */
 
@@ -533,7 +540,8 @@ typedef struct {
     bool     dec, tile;
     uint32_t hb;         /* attn_dec: blocks of query heads per KV head ... */
     uint32_t fill, pmax; /* ... work-groups per row wanted at T = 1, most partitions */
-    size_t   part_bytes; /* ... partials of VK_GEMV_MAX_T rows at pmax (0: never split) */
+    size_t   part_bytes; /* ... partials of VK_GEMV_MAX_T rows at pmax (0: never split) ... */
+    size_t   cnt_words;  /* ... and its counters: one per (KV head block, row) */
     uint32_t hd_tile;    /* attn_tile: largest head_dim of its shared arrays, 64 or 128 */
 } vk_attn_plan;
 
@@ -551,13 +559,15 @@ static vk_attn_plan attn_plan(const vk_dev *d, const loom_node *n)
     if (!a.dec) return a;
     a.hb = (uint32_t)((Hq / Hkv + ATT_NQ - 1) / ATT_NQ);
     int64_t wgs = Hkv * a.hb, fill = (ATT_DEC_WGS + wgs - 1) / wgs;
-    int64_t lo = (C + ATT_PLMAX - 1) / ATT_PLMAX, hi = (C + ATT_PLMIN - 1) / ATT_PLMIN;
+    int64_t lo = (C + ATT_PLMAX - 1) / ATT_PLMAX, hi = (C + ATT_PLMIN - 1) / ATT_PLMIN, hj = (C + ATT_DP - 1) / ATT_DP;
+    if (hi < (hj < ATT_JOIN ? hj : ATT_JOIN)) hi = hj < ATT_JOIN ? hj : ATT_JOIN; /* as dec_parts in the shader */
     a.fill = (uint32_t)fill;
-    if (C > ATT_PLMAX) a.pmax = (uint32_t)(fill < lo ? lo : fill > hi ? hi : fill);
+    a.pmax = (uint32_t)(fill < lo ? lo : fill > hi ? hi : fill);
     if (a.pmax > 1) {
         int64_t rows = T < VK_GEMV_MAX_T ? T : VK_GEMV_MAX_T;
         a.part_bytes = (size_t)rows * (size_t)Hq * a.pmax * (size_t)(hd + 2) * 4;
-        if (!fits(d, a.part_bytes)) a.dec = false, a.pmax = 1, a.part_bytes = 0;
+        a.cnt_words = (size_t)rows * (size_t)wgs;
+        if (!fits(d, a.part_bytes)) a.dec = false, a.pmax = 1, a.part_bytes = a.cnt_words = 0;
     }
     return a;
 }
@@ -706,15 +716,19 @@ static loom_status lower(vk_prog *p, const loom_node *n)
         x->pc[7] = (uint32_t)Hkv, x->pc[8] = (uint32_t)hd, x->pc[9] = (uint32_t)C, x->pc[10] = p->seq_base;
         x->acc[x->n_acc++] = (vk_access){p->step->buf, 0, p->step->size, false};
         vk_attn_plan a = attn_plan(d, n);
-        if (a.dec) { /* decode: a GQA group per work-group, partitions (binding 1) joined by attn_merge */
+        if (a.dec) { /* decode: a GQA group per work-group, partitions (binding 1, counters 2) joined (attn_merge) */
             loom_tensor part = {.name = "attention partials", .buf = p->part};
             TRY(loom__vk_pipeline(d, VK_SH_ATTN_DEC, cdt, 0, &pipe));
             NEWD(pipe, G_ROWS_Y, (uint32_t)Hkv * a.hb);
             x->gz = a.pmax, x->max_t = VK_GEMV_MAX_T;
             TRY(bind_attn(p, x, n, 16));
             x->pc[13] = a.hb, x->pc[14] = a.fill, x->pc[15] = a.pmax;
-            if (a.pmax > 1) {
+            if (a.pmax > 1) { /* the partials, then the counters after the largest node's */
+                loom_tensor cnt = {.name = "attention counters", .buf = p->part, .offset = p->cnt_off};
                 TRY(bind(p, x, 1, &part, 0, a.part_bytes, 4, true));
+                TRY(bind(p, x, 2, &cnt, 0, a.cnt_words * 4, 4, true));
+            }
+            if (a.pmax > ATT_JOIN) {
                 TRY(loom__vk_pipeline(d, VK_SH_ATTN_MERGE, 0, 0, &pipe));
                 NEWD(pipe, G_ROWS_Y, (uint32_t)Hq);
                 x->max_t = VK_GEMV_MAX_T;
@@ -834,13 +848,20 @@ loom_status loom__vk_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
     if (!st && (!(p->role = calloc((size_t)n_nodes, 1)) || !(fz = calloc((size_t)n_nodes, sizeof *fz))))
         st = VK_ERR(LOOM_ERR_NOMEM, "out of memory");
     if (!st && d->fuse) plan_fusion(p, fz);
-    size_t part_bytes = 0; /* split decode attention's partials: the largest node's */
+    size_t part_bytes = 0, cnt_words = 0; /* split decode attention's partials and counters: the largest node's */
     for (int32_t i = 0; i < n_nodes; i++)
         if (nodes[i].op == LOOM_OP_GQA_ATTN) {
             vk_attn_plan a = attn_plan(d, &nodes[i]);
             if (a.part_bytes > part_bytes) part_bytes = a.part_bytes;
+            if (a.cnt_words > cnt_words) cnt_words = a.cnt_words;
         }
-    if (!st && part_bytes) st = loom__vk_alloc(d, part_bytes, false, &p->part);
+    if (!st && part_bytes) { /* the counters start at zero, and each join leaves them so */
+        uint32_t *zero = calloc(cnt_words, 4);
+        p->cnt_off = (part_bytes + 255) / 256 * 256;
+        st = zero ? loom__vk_alloc(d, p->cnt_off + cnt_words * 4, false, &p->part) : VK_ERR(LOOM_ERR_NOMEM, "out of memory");
+        if (!st) st = loom__vk_write(d, p->part, p->cnt_off, zero, cnt_words * 4);
+        free(zero);
+    }
     for (int32_t i = 0; i < n_nodes && !st; i++) {
         int32_t first = p->n_disp;
         if ((st = lower(p, &nodes[i]))) break;

@@ -4,11 +4,12 @@
  * (the GQA group). Row t attends to positions 0 .. pos[t] of slot seq[t].
  * Geometry (Hkv * HB, T, PMAX): HB blocks of the group's G = Hq / Hkv query
  * heads (at most NQ each: heads g0 .. g0 + ng - 1), one row, one partition.
- *   Partitions (dec_parts, below; the merge computes the same): a row of L
- *   positions takes one up to PLMAX positions, beyond enough for about FILL
- *   work-groups per row, PLMIN to PLMAX positions each, a multiple of DP;
- *   work-groups past the row's partitions leave at once. So a 32K context
- *   fills a large GPU and a short one costs one work-group per KV head.
+ *   Partitions (dec_parts, below; the merge computes the same): enough for
+ *   about FILL work-groups per row, PLMIN to PLMAX positions each (down to DP
+ *   while there are at most JOIN), a multiple of DP; work-groups past the
+ *   row's partitions leave at once. So a 32K context fills a large GPU, and a
+ *   row of 129 positions on 7B (4 KV heads) is 5 partitions rather than 4
+ *   work-groups in all.
  *   Scores, in rounds of DP positions: 4 invocations per position each load
  *   16-byte chunks l, l + 4, ... of its K row (every 4 invocations read 64
  *   contiguous bytes), the next round's chunks in flight while this round's
@@ -22,8 +23,11 @@
  *   memory as f32 and each invocation accumulates PVN (head, vec4 of dims)
  *   pairs over the round's positions.
  * One partition: y directly. Several: the unnormalised output, max and sum
- * to part [T][Hq][PMAX][hd + 2], joined by the MERGE variant of this file
- * (geometry (Hq, T)) in partition order, so nothing depends on timing.
+ * to part [T][Hq][PMAX][hd + 2], joined in partition order, so nothing
+ * depends on timing: up to JOIN partitions by the last work-group of the
+ * (KV head block, row) to finish (a counter per pair, binding 2, which that
+ * work-group returns to zero), beyond by the MERGE variant of this file
+ * (geometry (Hq, T)), a dispatch of its own.
  * head_dim <= 128 and a multiple of 8; caches start on 16 bytes (vk_prog.c
  * falls back to attn.comp otherwise). Shared memory: 29.0 KiB.
  * CDT 1: f16 cache, 0: f32. p[7] Hq, p[8] Hkv, p[9] hd, p[10] C, p[11]
@@ -36,6 +40,8 @@
 #define DP (WG / 4u)             /* positions per round */
 #define PLMIN 64u
 #define PLMAX 256u
+#define JOIN 32u                 /* as ATT_JOIN in vk_prog.c */
+#define JB 4u                    /* the join: partitions whose loads are issued together */
 #define HDMAX 128u
 #define KF4 (HDMAX / 16u)        /* vec4 of a K row per invocation (a quarter row) */
 #define KCH KF4                  /* ... in 16-byte chunks: KF4 of f32, KF4 / 2 of f16 */
@@ -46,27 +52,32 @@
 layout(local_size_x = 128) in;
 layout(constant_id = 0) const uint CDT = 1;
 layout(std430, binding = 5) buffer Y { float y[]; };
-layout(std430, binding = 1) buffer Part { float part[]; }; /* k and v's binding: the attention pass reads neither */
+/* the partials: k's binding, which the attention pass does not read (the counters take
+ * v's). The join reads what other work-groups of its dispatch wrote: coherent there, so
+ * not from a stale cache line; the merge reads them after a barrier, through the cache. */
+#ifdef MERGE
+layout(std430, binding = 1) readonly buffer Part { float part[]; };
+#else
+layout(std430, binding = 1) coherent buffer Part { float part[]; };
+#endif
 
 /* (partitions, positions per partition) of a row reaching L positions in a step of T rows */
 uvec2 dec_parts(uint L, uint T)
 {
-    uint P = 1u;
-    if (L > PLMAX) {
-        uint fill = (pc.p[14] + T - 1u) / T;
-        P = clamp(fill, (L + PLMAX - 1u) / PLMAX, (L + PLMIN - 1u) / PLMIN);
-    }
+    uint fill = (pc.p[14] + T - 1u) / T, hi = max((L + PLMIN - 1u) / PLMIN, min((L + DP - 1u) / DP, JOIN));
+    uint P = min(clamp(fill, (L + PLMAX - 1u) / PLMAX, hi), pc.p[15]);
     uint PL = ((L + P - 1u) / P + DP - 1u) / DP * DP;
     return uvec2((L + PL - 1u) / PL, PL);
 }
 
 #ifdef MERGE
-/* one work-group per (query head, row): the partitions' outputs rescaled to the largest max */
+/* one work-group per (query head, row), for rows of more than JOIN partitions: the
+ * partitions' outputs rescaled to the largest max */
 void main()
 {
     uint h = gl_WorkGroupID.x, t = gl_WorkGroupID.y, Hq = pc.p[7], hd = pc.p[9], PM = pc.p[15];
     uint P = dec_parts(step.w[4u + t] + 1u, ROWS).x;
-    if (P == 1u) return; /* attn_dec wrote y */
+    if (P <= JOIN) return; /* attn_dec wrote y */
     uint pp = OFF(1) + (t * Hq + h) * PM * (hd + 2u);
     float M = -1.0 / 0.0, L = 0.0;
     for (uint p = 0u; p < P; p++) M = max(M, part[pp + p * (hd + 2u) + hd]);
@@ -85,6 +96,8 @@ void main()
     }
 }
 #else
+layout(std430, binding = 2) coherent buffer Cnt { uint cnt[]; }; /* partitions done per (KV head block, row) */
+shared uint s_last;
 layout(std430, binding = 0) readonly buffer Q { float q[]; };
 layout(std430, binding = 3) readonly buffer KC { uvec4 kc[]; };
 layout(std430, binding = 4) readonly buffer VC { uvec4 vc[]; };
@@ -225,6 +238,61 @@ void main()
             part[pa + 4u * d4 + 2u] = a.z, part[pa + 4u * d4 + 3u] = a.w;
             if (d4 == 0u) part[pa + hd] = M, part[pa + hd + 1u] = ls;
         }
+    }
+    if (P == 1u || P > JOIN) return;
+    /* the last of the row's partitions to finish joins them: each work-group's partials are
+     * visible before its count, and the last sees every count before it reads */
+    memoryBarrierBuffer();
+    barrier();
+    if (lid == 0u) {
+        uint ci = OFF(2) + t * gl_NumWorkGroups.x + gl_WorkGroupID.x, done = atomicAdd(cnt[ci], 1u);
+        s_last = done == P - 1u ? 1u : 0u;
+        if (done == P - 1u) cnt[ci] = 0u; /* for the next dispatch */
+    }
+    barrier();
+    if (s_last == 0u) return;
+    memoryBarrierBuffer();
+    /* The invocation's (head, vec4 of dims) pairs as above, partitions in batches of JB
+     * with every load of a batch issued before any is used, joined online in partition
+     * order: Mj the largest max so far, the sums so far rescaled by e^(Mj_old - Mj). A pair
+     * past the heads reads head 0's, unstored. */
+    uint pj[PVN], dj[PVN];
+    float Mj[PVN], den[PVN];
+    vec4 acc[PVN];
+    [[unroll]] for (uint i = 0u; i < PVN; i++) {
+        uint e = lid + WG * i, v = e / n4;
+        dj[i] = 4u * (e - v * n4), v = v < nq ? v : 0u;
+        pj[i] = OFF(1) + (t * Hq + h0 + v) * pc.p[15] * (hd + 2u);
+        Mj[i] = NEG_INF, den[i] = 0.0, acc[i] = vec4(0.0);
+    }
+    for (uint j0 = 0u; j0 < P; j0 += JB) {
+        float mj[PVN][JB], lj[PVN][JB];
+        vec4 oj[PVN][JB];
+        [[unroll]] for (uint i = 0u; i < PVN; i++)
+            [[unroll]] for (uint u = 0u; u < JB; u++) {
+                uint pa = pj[i] + min(j0 + u, P - 1u) * (hd + 2u);
+                oj[i][u] = vec4(part[pa + dj[i]], part[pa + dj[i] + 1u], part[pa + dj[i] + 2u], part[pa + dj[i] + 3u]);
+                mj[i][u] = part[pa + hd], lj[i][u] = part[pa + hd + 1u];
+            }
+        [[unroll]] for (uint i = 0u; i < PVN; i++) {
+            float Mn = Mj[i];
+            [[unroll]] for (uint u = 0u; u < JB; u++)
+                if (j0 + u < P) Mn = max(Mn, mj[i][u]);
+            float r = Mn == NEG_INF ? 1.0 : exp(Mj[i] - Mn); /* (Mj -inf, Mn finite: 0) */
+            acc[i] *= r, den[i] *= r, Mj[i] = Mn;
+            [[unroll]] for (uint u = 0u; u < JB; u++) {
+                float w = j0 + u < P && mj[i][u] > NEG_INF ? exp(mj[i][u] - Mn) : 0.0;
+                acc[i] = fma(vec4(w), oj[i][u], acc[i]);
+                den[i] = fma(w, lj[i][u], den[i]);
+            }
+        }
+    }
+    [[unroll]] for (uint i = 0u; i < PVN; i++) {
+        uint e = lid + WG * i, v = e / n4, d4 = e - v * n4;
+        if (v >= nq) break;
+        vec4 a = acc[i] / den[i];
+        uint ya = OFF(5) + (t * Hq + h0 + v) * hd + 4u * d4;
+        y[ya] = a.x, y[ya + 1u] = a.y, y[ya + 2u] = a.z, y[ya + 3u] = a.w;
     }
 }
 #endif
