@@ -559,8 +559,10 @@ static vk_attn_plan attn_plan(const vk_dev *d, const loom_node *n)
     if (!a.dec) return a;
     a.hb = (uint32_t)((Hq / Hkv + ATT_NQ - 1) / ATT_NQ);
     int64_t wgs = Hkv * a.hb, fill = (ATT_DEC_WGS + wgs - 1) / wgs;
-    int64_t lo = (C + ATT_PLMAX - 1) / ATT_PLMAX, hi = (C + ATT_PLMIN - 1) / ATT_PLMIN, hj = (C + ATT_DP - 1) / ATT_DP;
-    if (hi < (hj < ATT_JOIN ? hj : ATT_JOIN)) hi = hj < ATT_JOIN ? hj : ATT_JOIN; /* as dec_parts in the shader */
+    /* partitions of ATT_PLMIN positions or more, or of ATT_DP while there are at most ATT_JOIN (dec_parts there) */
+    int64_t lo = (C + ATT_PLMAX - 1) / ATT_PLMAX, hi = (C + ATT_PLMIN - 1) / ATT_PLMIN, fine = (C + ATT_DP - 1) / ATT_DP;
+    if (fine > ATT_JOIN) fine = ATT_JOIN;
+    if (hi < fine) hi = fine;
     a.fill = (uint32_t)fill;
     a.pmax = (uint32_t)(fill < lo ? lo : fill > hi ? hi : fill);
     if (a.pmax > 1) {
