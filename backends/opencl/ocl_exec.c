@@ -407,23 +407,28 @@ static bool awq_weight(awq_launch *l, int m, const loom_node *n, const loom_tens
            (!b || awq_put_t(l, &a->mb[m], &a->bo[m], b));
 }
 
+/* A launch over K that reads x at offset xo of buffer m, every weight and epilogue off */
+static void awq_init(awq_launch *l, int64_t K, cl_mem m, cl_ulong xo)
+{
+    memset(l, 0, sizeof *l);
+    l->a.T = 1, l->a.K = (cl_int)K, l->a.hd = 2, l->a.C = 1, l->a.Sl = 1, l->a.eps = 1e-6f;
+    awq_put(l, &l->a.mx, &l->a.xo, m, xo);
+}
+
 /* A launch of node n's weight reading x, its epilogue off (a plain GEMV or GEMM) */
 static void awq_plain(awq_launch *l, const loom_node *n, const loom_tensor *x)
 {
-    memset(l, 0, sizeof *l);
-    l->a.T = 1, l->a.K = (cl_int)n->src[0]->shape[1], l->a.hd = 2, l->a.C = 1, l->a.Sl = 1, l->a.eps = 1e-6f;
-    awq_put_t(l, &l->a.mx, &l->a.xo, x);
+    awq_init(l, n->src[0]->shape[1], MEM(x), OFF(x));
     awq_weight(l, 0, n, NULL); /* (x, y, w, b: four at most) */
 }
 
-/* All of launch l's arguments into kernel k (the buffers it does not use repeat its first) */
-static cl_int awq_bind(ocl_dev *d, cl_kernel k, const awq_launch *l)
+/* All of launch l's arguments into kernel k (the buffers it does not use repeat its
+ * first, x's: awq_init) */
+static cl_int awq_bind(cl_kernel k, const awq_launch *l)
 {
     cl_int rc = CL_SUCCESS;
-    for (int i = 0; i < AWQ_MEMS && rc == CL_SUCCESS; i++) {
-        cl_mem m = i < l->nmem ? l->mem[i] : l->nmem ? l->mem[0] : d->dummy;
-        rc = clSetKernelArg(k, (cl_uint)i, sizeof m, &m);
-    }
+    for (int i = 0; i < AWQ_MEMS && rc == CL_SUCCESS; i++)
+        rc = clSetKernelArg(k, (cl_uint)i, sizeof(cl_mem), &l->mem[i < l->nmem ? i : 0]);
     return rc == CL_SUCCESS ? clSetKernelArg(k, AWQ_MEMS, sizeof l->a, &l->a) : rc;
 }
 
@@ -514,7 +519,7 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
             if (awq) { /* awq_gemv, awq_gemm: x and one weight (fuse_nodes may add two) */
                 awq_plain(&k->al[j], n, s[0]);
                 if (j < 4) rc = bind_awq_xs(d, k->k[j], &k->al[j], k->tc, 1 << j, K, false);
-                if (rc == CL_SUCCESS) rc = awq_bind(d, k->k[j], &k->al[j]);
+                if (rc == CL_SUCCESS) rc = awq_bind(k->k[j], &k->al[j]);
                 continue;
             }
             rc = set_args(k->k[j], 0, "mlmlmlmli", MEM(y), OFF(y), MEM(s[0]), OFF(s[0]), MEM(s[1]), OFF(s[1]),
@@ -663,7 +668,7 @@ static loom_status fuse_nodes(ocl_dev *d, ocl_prog *p)
                 mtiles += kj->mtiles;
             }
             for (int j = 0; j < KMAX && rc == CL_SUCCESS && m > 1; j++)
-                if (k->k[j]) rc = awq_bind(d, k->k[j], &k->al[j]);
+                if (k->k[j]) rc = awq_bind(k->k[j], &k->al[j]);
             if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clSetKernelArg", "binding fused matmul_awq nodes");
             if (m > 1) {
                 k->fuse = m - 1;
@@ -757,11 +762,12 @@ static bool dplan_safe(const dplan *pl, const loom_tensor *x)
 static bool decode_args(const ocl_prog *p, const knode *k, const dplan *pl, awq_launch *l)
 {
     const loom_node *a = k->n;
+    const loom_tensor *x = pl->norm ? pl->norm->src[0] : a->src[0];
     awq_args *g = &l->a;
-    memset(l, 0, sizeof *l);
-    g->T = 1, g->K = (cl_int)a->src[0]->shape[1], g->mode = pl->mode, g->eps = 1e-6f;
-    g->hd = pl->hd > 0 ? pl->hd : 2, g->C = 1, g->Sl = 1;
-    bool ok = awq_put_t(l, &g->mx, &g->xo, pl->norm ? pl->norm->src[0] : a->src[0]);
+    awq_init(l, a->src[0]->shape[1], MEM(x), OFF(x));
+    g->mode = pl->mode;
+    if (pl->hd > 0) g->hd = pl->hd;
+    bool ok = true;
     for (int m = 0; m < pl->nm && ok; m++) ok = awq_weight(l, m, k[m].n, pl->y[m]);
     if (ok && pl->norm) {
         const loom_tensor *nw = pl->norm->src[1], *ny = pl->norm->dst;
@@ -793,7 +799,7 @@ static loom_status bind_decode(ocl_dev *d, ocl_prog *p, knode *k, const dplan *p
         return OCL_FAIL(LOOM_ERR_INTERNAL, "node %s: a decode GEMV's tensors in more than %d buffers",
                         k->n->dst->name ? k->n->dst->name : "?", AWQ_MEMS);
     cl_int rc = bind_awq_xs(d, k->kd[j], l, k->tc, 1 << j, (int)k->n->src[0]->shape[1], norm);
-    if (rc == CL_SUCCESS) rc = awq_bind(d, k->kd[j], l);
+    if (rc == CL_SUCCESS) rc = awq_bind(k->kd[j], l);
     if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clSetKernelArg", "binding a fused decode GEMV");
     return LOOM_OK;
 }
@@ -968,7 +974,7 @@ static loom_status plan_decode(ocl_dev *d, ocl_prog *p)
             awq_launch *l = &p->kn[i].al[KMAX + j];
             awq_put(l, &l->a.mxh, NULL, p->xh, 0);
             l->a.xhm = m;
-            cl_int rc = awq_bind(d, p->kn[i].kd[j], l);
+            cl_int rc = awq_bind(p->kn[i].kd[j], l);
             if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clSetKernelArg", "binding the f16 rows between GEMVs");
         }
     /* an rmsnorm whose add (fuse_nodes) now runs in a decode GEMV: a kernel without the add */
@@ -1431,11 +1437,10 @@ bool loom__ocl_mma_selftest(ocl_dev *d)
             rc = set_args(ks[i], 0, "mlmlmlmliiii", by, yo, bx, z, bwf, z, d->dummy, z, 0, T, K, N);
         else { /* (awq.cl AWQ_PARAMS) x, then one weight */
             awq_launch al;
-            memset(&al, 0, sizeof al);
-            al.a.T = T, al.a.K = K, al.a.N[0] = N, al.a.yo[0] = yo;
-            awq_put(&al, &al.a.mx, NULL, bx, 0), awq_put(&al, &al.a.my[0], NULL, by, 0);
-            awq_put(&al, &al.a.mw[0], NULL, bwq, 0);
-            rc = awq_bind(d, ks[i], &al);
+            awq_init(&al, K, bx, 0);
+            al.a.T = T, al.a.N[0] = N;
+            awq_put(&al, &al.a.my[0], &al.a.yo[0], by, yo), awq_put(&al, &al.a.mw[0], NULL, bwq, 0);
+            rc = awq_bind(ks[i], &al);
         }
         size_t g[2], l[2] = {nth, 1};
         g[0] = (size_t)(N + c->gt_n - 1) / c->gt_n * nth, g[1] = (size_t)(T + c->gt_t - 1) / c->gt_t;

@@ -8,8 +8,7 @@
  *   about FILL work-groups per row, PLMIN to PLMAX positions each (down to DP
  *   while there are at most JOIN), a multiple of DP; work-groups past the
  *   row's partitions leave at once. So a 32K context fills a large GPU, and a
- *   row of 129 positions on 7B (4 KV heads) is 5 partitions rather than 4
- *   work-groups in all.
+ *   row of 129 positions on 7B (4 KV heads) runs on 4 x 5 work-groups, not 4.
  *   Scores, in rounds of DP positions: 4 invocations per position each load
  *   16-byte chunks l, l + 4, ... of its K row (every 4 invocations read 64
  *   contiguous bytes), the next round's chunks in flight while this round's
