@@ -411,57 +411,63 @@ static void host_mma(float c[32][4], const uint32_t a[32][4], const uint32_t b[3
         }
 }
 
-// The CPU twin of gm_mma_stage: the same fragment addresses and register assignment.
-template <int BM, int SRC> static void host_mma_stage(const uint16_t *st, int warp, float (*acc)[BM / 32][4][4])
+// The CPU twin of gm_mma_stage: the same fragment addresses and register assignment. acc[lane].
+template <int BT, int SRC> static void host_mma_stage(const uint16_t *st, int warp, float (*acc)[2][BT / 16][4])
 {
-    typedef gm_shape<BM, SRC> S;
+    typedef gm_shape<BT, SRC> S;
     const bool bf = SRC == GM_BF16;
-    const int wm = gm_warp_m<BM>(warp), wn = gm_warp_n(warp);
-    for (int kk = 0; kk < GM_BK; kk += 16) {
-        static uint32_t a[S::MT][32][4], al[S::MT][32][4], r[32][4], b[4][32][2];
-        for (int mt = 0; mt < S::MT; mt++) {
-            host_ldsm4(st, gm_a_row, wm + mt * 16, kk, a[mt]);
-            if (bf) host_ldsm4(st + BM * GM_LDS, gm_a_row, wm + mt * 16, kk, al[mt]);
+    const int wr = gm_warp_w(warp), wt = gm_warp_t<BT>(warp);
+    for (int s = 0; s < GM_BK / 16; s++) {
+        const int kk = s * 16;
+        static uint32_t a[2][32][4], r[32][4], rl[32][4], b[32][2], bl[32][2];
+        for (int j = 0; j < 2; j++) {
+            if (SRC == GM_AWQ)
+                for (int l = 0; l < 32; l++) gm_awq_frag(gm_awq_take(st, wr / 16 + j, l), s, a[j][l]);
+            else host_ldsm4(st, gm_a_row, wr + j * 16, kk, a[j]);
         }
-        for (int p = 0; p < 2; p++) {
-            host_ldsm4(st + S::B_OFF, gm_b_row, wn + p * 16, kk, r);
-            for (int l = 0; l < 32; l++)
-                b[2 * p][l][0] = r[l][0], b[2 * p][l][1] = r[l][1], b[2 * p + 1][l][0] = r[l][2], b[2 * p + 1][l][1] = r[l][3];
-        }
-        for (int mt = 0; mt < S::MT; mt++)
-            for (int nt = 0; nt < 4; nt++) {
-                float c[32][4];
+        for (int p = 0; p < S::NT / 2; p++) {
+            host_ldsm4(st + S::W_HALVES, gm_b_row, wt + p * 16, kk, r);
+            if (bf) host_ldsm4(st + S::W_HALVES + S::X_PLANE, gm_b_row, wt + p * 16, kk, rl);
+            for (int h = 0; h < 2; h++) {
                 for (int l = 0; l < 32; l++)
-                    for (int e = 0; e < 4; e++) c[l][e] = acc[l][mt][nt][e];
-                host_mma(c, a[mt], b[nt], bf);
-                if (bf) host_mma(c, al[mt], b[nt], true);
-                for (int l = 0; l < 32; l++)
-                    for (int e = 0; e < 4; e++) acc[l][mt][nt][e] = c[l][e];
+                    b[l][0] = r[l][2 * h], b[l][1] = r[l][2 * h + 1], bl[l][0] = rl[l][2 * h], bl[l][1] = rl[l][2 * h + 1];
+                for (int j = 0; j < 2; j++) {
+                    float c[32][4];
+                    for (int l = 0; l < 32; l++)
+                        for (int e = 0; e < 4; e++) c[l][e] = acc[l][j][2 * p + h][e];
+                    host_mma(c, a[j], b, bf);
+                    if (bf) host_mma(c, a[j], bl, true);
+                    for (int l = 0; l < 32; l++)
+                        for (int e = 0; e < 4; e++) acc[l][j][2 * p + h][e] = c[l][e];
+                }
             }
+        }
     }
 }
 
-// The grid of gemm_kernel, block by block: every thread's load + store of a k-tile, then every
-// warp's MMAs, then every lane's epilogue.
-template <int BM, int SRC> static void host_gemm(const gm_params &P)
+// x rounded as gm_xh_kernel rounds it, then the grid of gemm_kernel, block by block: every
+// thread's copies of a stage, then every warp's MMAs, then every lane's epilogue.
+template <int BT, int SRC> static void host_gemm(const float *x, gm_params P)
 {
-    typedef gm_shape<BM, SRC> S;
-    std::vector<uint16_t> smem((size_t)S::STAGE, 0xffff); // NaN as f16 and bf16: unwritten data shows
-    std::vector<float> acc((size_t)8 * 32 * (BM / 32) * 16);
-    auto warp_acc = [&](int w) { return reinterpret_cast<float (*)[BM / 32][4][4]>(&acc[(size_t)w * 32 * (BM / 32) * 16]); };
-    for (int bx = 0; bx < (P.T + BM - 1) / BM; bx++)
+    typedef gm_shape<BT, SRC> S;
+    const int64_t TK = (int64_t)P.T * P.K;
+    std::vector<uint16_t> xh((size_t)(S::XP * TK));
+    for (int64_t i = 0; i < TK / (SRC == GM_AWQ ? 16 : 8); i++) gm_xh_unit<SRC>(x, xh.data(), TK, i);
+    P.xh = xh.data();
+    std::vector<uint16_t> smem((size_t)S::STAGE);
+    typedef float lane_acc[2][BT / 16][4];
+    std::vector<float> accv((size_t)8 * 32 * sizeof(lane_acc) / sizeof(float));
+    lane_acc *acc = reinterpret_cast<lane_acc *>(accv.data());
+    for (int bx = 0; bx < (P.T + BT - 1) / BT; bx++)
         for (int by = 0; by < (P.N + GM_BN - 1) / GM_BN; by++) {
-            std::fill(acc.begin(), acc.end(), 0.0f);
+            std::fill(accv.begin(), accv.end(), 0.0f);
             for (int k0 = 0; k0 < P.K; k0 += GM_BK) {
-                for (int tid = 0; tid < GM_THREADS; tid++) {
-                    gm_regs<BM> r;
-                    gm_load<BM, SRC>(P, bx * BM, by * GM_BN, k0, tid, r);
-                    gm_store<BM, SRC>(r, tid, smem.data());
-                }
-                for (int w = 0; w < 8; w++) host_mma_stage<BM, SRC>(smem.data(), w, warp_acc(w));
+                std::fill(smem.begin(), smem.end(), 0xffff); // NaN as f16 and bf16: unwritten data shows
+                for (int tid = 0; tid < GM_THREADS; tid++) gm_load_stage<BT, SRC>(P, by * GM_BN, bx * BT, k0, tid, smem.data());
+                for (int w = 0; w < 8; w++) host_mma_stage<BT, SRC>(smem.data(), w, &acc[(size_t)w * 32]);
             }
             for (int w = 0; w < 8; w++)
-                for (int l = 0; l < 32; l++) gm_epilogue<BM>(P, bx * BM, by * GM_BN, w, l, warp_acc(w)[l]);
+                for (int l = 0; l < 32; l++) gm_epilogue<BT>(P, by * GM_BN, bx * BT, w, l, acc[(size_t)w * 32 + l]);
         }
 }
 
@@ -475,12 +481,12 @@ static void check_gemm(int wdt, int64_t K, int64_t N, int T, int sm)
     for (auto &v : w16) v = wdt == LOOM_F16 ? loom_f32_to_f16(rndf() * 0.1f) : loom_f32_to_bf16(rndf() * 0.1f);
     for (auto &v : x) v = rndf();
     for (auto &v : bias16) v = loom_f32_to_f16(rndf());
-    gm_params P = {x.data(), awq ? aw.w.q : (const void *)w16.data(), awq ? aw.w.meta : nullptr, awq ? (const void *)aw.bias.data() : bias16.data(),
+    gm_params P = {nullptr, awq ? aw.w.q : (const void *)w16.data(), awq ? aw.w.meta : nullptr, awq ? (const void *)aw.bias.data() : bias16.data(),
                    LOOM_F16, T, (int)K, (int)N, y.data()};
-    int bm = gm_rows(T, (int)N, sm);
-    if (awq) bm == 128 ? host_gemm<128, GM_AWQ>(P) : host_gemm<64, GM_AWQ>(P);
-    else if (wdt == LOOM_F16) bm == 128 ? host_gemm<128, GM_F16>(P) : host_gemm<64, GM_F16>(P);
-    else bm == 128 ? host_gemm<128, GM_BF16>(P) : host_gemm<64, GM_BF16>(P);
+    int bt = gm_tokens(T, (int)N, sm);
+    if (awq) bt == 128 ? host_gemm<128, GM_AWQ>(x.data(), P) : host_gemm<64, GM_AWQ>(x.data(), P);
+    else if (wdt == LOOM_F16) bt == 128 ? host_gemm<128, GM_F16>(x.data(), P) : host_gemm<64, GM_F16>(x.data(), P);
+    else bt == 128 ? host_gemm<128, GM_BF16>(x.data(), P) : host_gemm<64, GM_BF16>(x.data(), P);
     double num = 0, den = 0;
     size_t bad = 0;
     for (int t = 0; t < T; t++)
@@ -500,8 +506,8 @@ static void check_gemm(int wdt, int64_t K, int64_t N, int T, int sm)
     double e = num / den;
     // x rounded to f16 (and AWQ weights to f16 once): ~1e-7; bf16 splits x into hi + lo: ~1e-11
     bool ok = bad == 0 && e < (wdt == LOOM_BF16 ? 1e-10 : 1e-6);
-    printf("%s gemm %-6s K=%-5lld N=%-5lld T=%-4d rows/block %-3d nmse %.1e%s\n", ok ? "ok  " : "FAIL",
-           loom_dtype_name((loom_dtype)wdt), (long long)K, (long long)N, T, bm, e, bad ? " (outputs not written)" : "");
+    printf("%s gemm %-6s K=%-5lld N=%-5lld T=%-4d tokens/block %-3d nmse %.1e%s\n", ok ? "ok  " : "FAIL",
+           loom_dtype_name((loom_dtype)wdt), (long long)K, (long long)N, T, bt, e, bad ? " (outputs not written)" : "");
     failures += !ok;
 }
 
@@ -549,7 +555,7 @@ int main()
     check("rmsnorm on load, outliers past f16", CU_EPI_SWIGLU, 1024, {64, 64}, 2, 8, false, 0, CU_X_WARP, true, 3e5f);
     check("rmsnorm on load, outliers, x per block", CU_EPI_SWIGLU, 1024, {64, 64}, 2, 8, false, 0, CU_X_BLOCK, true, 3e5f);
     check("rmsnorm on load, 8 rows", CU_EPI_PLAIN, CU_AWQ_XNORM_MAX_K / 128 * 128, {32}, 8, 0, false, 0, CU_X_AUTO, true);
-    // prefill GEMM: both row tiles, partial row / column / k tiles, odd N (scalar stores), 3 AWQ groups
+    // prefill GEMM: both token tiles, partial token / column / k tiles, odd N, 3 AWQ groups
     for (int sm : {1, 1 << 20}) {
         check_gemm(LOOM_Q4_AWQ, 256, 200, 40, sm);
         check_gemm(LOOM_F16, 264, 75, 17, sm);

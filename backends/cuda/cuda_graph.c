@@ -47,6 +47,8 @@ typedef struct cu_prog {
     cudaEvent_t      step_done;  /* the last upload from h_step has been read */
     bool             step_pending;
     float           *scratch;    /* split-K partials (gqa_attn) */
+    void            *xh;         /* the prefill GEMMs' x rounded to f16 (cu_xh) */
+    size_t           xh_bytes;
     int             *counters;   /* device: [n_nodes] fused GEMV + rmsnorm arrivals, then split attention's */
     size_t           scratch_floats;
     cudaGraphExec_t *graphs;     /* [graph_max_t + 1], by n_tokens */
@@ -91,6 +93,7 @@ void loom__cu_release(void *dctx, void *progp)
     cudaFreeHost(p->h_step);
     if (p->step_done) cudaEventDestroy(p->step_done);
     cudaFree(p->scratch);
+    cudaFree(p->xh);
     cudaFree(p->counters);
     cudaGetLastError();
     free(p);
@@ -286,7 +289,7 @@ loom_status loom__cu_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
         goto fail;
     }
     p->max_t = 1;
-    size_t need = 0, attn_counters = 0;
+    size_t need = 0, attn_counters = 0, xh_need = 0;
     for (int32_t i = 0; i < n_nodes; i++) {
         loom_node *n = &nodes[i];
         cu_plan *pl = &p->plan[i];
@@ -306,6 +309,11 @@ loom_status loom__cu_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
         int32_t T = (int32_t)n->dst->shape[0];
         if (T > p->max_t) p->max_t = T;
         int32_t Tdec = T < CU_GEMV_MAX_T ? T : CU_GEMV_MAX_T; /* largest step the decode kernels see */
+        if (T > CU_GEMV_MAX_T && (n->op == LOOM_OP_MATMUL_AWQ || (n->op == LOOM_OP_MATMUL && n->src[1]->dtype != LOOM_F32))) {
+            int64_t K = n->op == LOOM_OP_MATMUL ? n->src[1]->shape[1] : n->src[1]->shape[0];
+            size_t b = loom__cu_gemm_xh_bytes(n->src[1]->dtype, T, K);
+            if (b > xh_need) xh_need = b;
+        }
         switch (n->op) {
         case LOOM_OP_ROPE: {
             int32_t h2 = n->p.head_dim / 2;
@@ -350,6 +358,8 @@ loom_status loom__cu_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
     }
     if (need && (st = loom__cu_malloc(d, need * sizeof(float), (void **)&p->scratch, "split-K scratch"))) goto fail;
     p->scratch_floats = need;
+    if (xh_need && (st = loom__cu_malloc(d, xh_need, &p->xh, "the prefill GEMMs' f16 x"))) goto fail;
+    p->xh_bytes = xh_need;
     if ((st = loom__cu_malloc(d, 2 * (size_t)p->max_t * sizeof(int32_t), (void **)&p->d_step, "the step buffer")))
         goto fail;
     if ((e = cudaMallocHost((void **)&p->h_step, 2 * (size_t)p->max_t * sizeof(int32_t))) ||
@@ -388,12 +398,17 @@ fail:
 static loom_status run_nodes(cu_dev *d, cu_prog *p, int32_t n_tokens)
 {
     cudaStream_t s = d->stream;
+    cu_xh xh = {.p = p->xh, .bytes = p->xh_bytes};
     for (int32_t i = 0; i < p->n_nodes; i++) {
         const loom_node *n = &p->nodes[i];
         const cu_plan *pl = &p->plan[i];
         loom_tensor *const *src = n->src;
         const loom_tensor *dst = n->dst;
         int T = (dst->flags & LOOM_TENSOR_DYNAMIC) ? n_tokens : (int)dst->shape[0];
+        /* the rounded x carries over from one GEMM to the next only (the GEMM launchers drop it
+         * when they write over it); any other node may write where that x was */
+        if (T <= CU_GEMV_MAX_T || (n->op != LOOM_OP_MATMUL_AWQ && (n->op != LOOM_OP_MATMUL || src[1]->dtype == LOOM_F32)))
+            xh.x = NULL;
         float *y = tdata(dst);
         const loom_tensor *bias = n->n_src > 2 ? src[2] : NULL;
         int bdt = bias ? (int)bias->dtype : LOOM_F32;
@@ -413,7 +428,7 @@ static loom_status run_nodes(cu_dev *d, cu_prog *p, int32_t n_tokens)
                 e = loom__cu_gemv(s, tdata(src[0]), tdata(src[1]), src[1]->dtype, tdata(bias), bdt, y, T, K, N,
                                   d->sm_count);
             else
-                e = loom__cu_gemm(s, tdata(src[0]), tdata(src[1]), src[1]->dtype, tdata(bias), bdt, y, T, K, N,
+                e = loom__cu_gemm(s, tdata(src[0]), tdata(src[1]), src[1]->dtype, tdata(bias), bdt, y, T, K, N, &xh,
                                   d->sm_count);
             break;
         }
@@ -424,7 +439,7 @@ static loom_status run_nodes(cu_dev *d, cu_prog *p, int32_t n_tokens)
                 g.pdl = d->pdl;
                 e = loom__cu_awq_gemv(s, &g, d->sm_count);
             } else {
-                e = loom__cu_awq_gemm(s, tdata(src[0]), pl->awq, tdata(bias), bdt, y, T, d->sm_count);
+                e = loom__cu_awq_gemm(s, tdata(src[0]), pl->awq, tdata(bias), bdt, y, T, &xh, d->sm_count);
             }
             break;
         case LOOM_OP_ROPE:

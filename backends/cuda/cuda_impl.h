@@ -70,10 +70,22 @@ cudaError_t loom__cu_awq_repack(cudaStream_t s, const void *blob, cu_awq *w);
 /* y[T,N] = x[T,K] · w[N,K]ᵀ + bias; any T (chunks of CU_GEMV_MAX_T rows). */
 cudaError_t loom__cu_gemv(cudaStream_t s, const float *x, const void *w, int wdt, const void *bias, int bdt, float *y,
                           int T, int64_t K, int64_t N, int sm_count);
+/* The prefill GEMMs' copy of x rounded to f16 (bf16 weights: bf16 hi + lo), and which x it
+ * holds: a GEMM reading the same x as the GEMM launched just before it (q, k, v; gate, up)
+ * skips the rounding. The caller clears x whenever anything else may have run in between. */
+typedef struct cu_xh {
+    void        *p;
+    size_t       bytes;
+    const float *x;    /* NULL: holds nothing */
+    int          T, form;
+    int64_t      K;
+} cu_xh;
+/* Bytes of cu_xh.p a GEMM of T rows of K needs. */
+size_t loom__cu_gemm_xh_bytes(int wdt, int T, int64_t K);
 /* Tensor cores (k_gemm.cu: mma.sync m16n8k16, f32 accumulate), w f16 or bf16, K % 8 == 0
- * (otherwise the GEMV). */
+ * (otherwise the GEMV, which needs no xh). */
 cudaError_t loom__cu_gemm(cudaStream_t s, const float *x, const void *w, int wdt, const void *bias, int bdt, float *y,
-                          int T, int64_t K, int64_t N, int sm_count);
+                          int T, int64_t K, int64_t N, cu_xh *xh, int sm_count);
 /* Once per device, before the first loom__cu_gemm / loom__cu_awq_gemm: shared-memory limits. */
 cudaError_t loom__cu_gemm_init(void);
 cudaError_t loom__cu_awq_init(void); /* likewise, for the AWQ GEMV */
@@ -131,9 +143,9 @@ typedef struct cu_awq_gemv_args {
  * else reads it from global memory; the others force one (kbench, tests; LOOM_CUDA_XSTAGE=block). */
 enum { CU_X_AUTO, CU_X_GLOBAL, CU_X_BLOCK, CU_X_WARP };
 cudaError_t loom__cu_awq_gemv(cudaStream_t s, const cu_awq_gemv_args *a, int sm_count);
-/* AWQ on the tensor cores: tiles dequantised into shared memory. */
+/* AWQ on the tensor cores: the packed words dequantised in registers as A fragments. */
 cudaError_t loom__cu_awq_gemm(cudaStream_t s, const float *x, const cu_awq *w, const void *bias, int bdt, float *y,
-                              int T, int sm_count);
+                              int T, cu_xh *xh, int sm_count);
 
 /* ---- small ops ---------------------------------------------------------------------- */
 /* Out-of-range ids write NaN rows and set err[0] = 1, err[1] = token, err[2] = id. */

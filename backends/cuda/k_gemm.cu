@@ -1,44 +1,43 @@
 /* k_gemm.cu — the tensor-core matmul for many rows (prefill):
  *   y[T,N] = x[T,K] · Wᵀ + bias, W dense f16/bf16 [N][K] or AWQ (repacked, cuda_impl.h).
  *
- * Block tile BM (64 or 128 rows of x) x 128 (columns of y) x 32 (K); 8 warps as
- * 2 x 4, each owning BM/2 x 32 of the output as mma.sync m16n8k16 tiles with f32
- * accumulators, their fragments loaded from shared memory by ldmatrix. Two
- * shared-memory stages: while the warps multiply one k-tile, every thread
- * already has the next one's global loads in flight into registers and writes
- * them to the other stage afterwards, so one barrier per k-tile and the load
- * latency hides behind the MMAs. Converting in the loader (rather than cp.async
- * straight to shared memory) is what lets x stay f32 in memory and AWQ stay
- * 4-bit:
- *   - x is rounded to f16 for f16 and AWQ weights; for bf16 weights it is split
- *     into bf16 hi + lo (both multiplied; one bf16 rounding of x alone costs
- *     ~1e-6 NMSE per matmul).
- *   - AWQ nibbles become f16 with the exponent trick (cu_awq_frag: q - z exactly),
- *     and one f16 multiply by the scale rounds once, exactly as rounding (q - z) * s
- *     from f32 would: two weights per LOP3 + HSUB2 (or HFMA2) + HMUL2. A warp loads
- *     one 16-column tile of the packed layout (cuda_impl.h), each lane 4 consecutive
- *     k of two columns per word, stored straight into the tile's rows.
- * Shared rows are 32 + 8 halves (80 bytes): the 8 row addresses of an ldmatrix
- * phase fall in 8 distinct 16-byte bank groups.
+ * x is first rounded once into f16 (gm_xh_kernel; bf16 weights: bf16 hi + lo planes, since one
+ * bf16 rounding of x alone costs ~1e-6 NMSE per matmul), so that the GEMM reads half the bytes
+ * of x and copies them straight into shared memory. The GEMM then computes yᵀ = W · xᵀ with the
+ * weight as the A operand of mma.sync m16n8k16 (16 weight rows = 16 columns of y) and x as B
+ * (8 tokens), which is the orientation the repacked AWQ layout is built for: a lane's packed
+ * word is its A fragment, dequantised in registers (cu_awq_frag, then one f16 multiply by the
+ * scale, rounding (q - z) * s once as the checkpoint's own f16 dequantisation does). For that
+ * word's k order (a lane holds k = 4j .. 4j + 3 where the fragment has 2j, 2j + 1, 2j + 8,
+ * 2j + 9), x is stored with k permuted within each 16 (gm_xh_pos), so ldmatrix hands every
+ * lane the matching x.
  *
- * The loaders, the fragment addressing and the epilogue are __host__ __device__:
- * tests/cuda_host.cu runs them on the CPU with ldmatrix and mma emulated from
- * the PTX ISA's fragment layouts. */
+ * Block tile: 128 weight rows x BT tokens (128, or 64 where 128 leaves SMs idle) x 64 k. 8 warps
+ * as 4 (weight rows, 32 each: two m16 tiles) x 2 (tokens, BT / 2 each), f32 accumulators. The
+ * stages are filled by cp.async (16 bytes a thread at a time, zero-filled past the matrix), three
+ * for dense weights and four for AWQ, so two k-tiles' loads are in flight while the warps
+ * multiply a third; one barrier per k-tile. Shared rows are 64 + 8 halves (144 bytes): the 8
+ * row addresses of an ldmatrix phase fall in 8 distinct 16-byte bank groups.
+ *
+ * The stage loads (address arithmetic and bounds), the AWQ fragments, the x conversion and the
+ * epilogue are __host__ __device__: tests/cuda_host.cu runs them on the CPU with ldmatrix and
+ * mma emulated from the PTX ISA's fragment layouts. */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include "cuda_impl.h"
 #include "k_common.cuh"
 
-#define GM_BN 128
-#define GM_BK 32
+#define GM_BN 128          /* weight rows (columns of y) per block */
+#define GM_BK 64           /* k per stage: one chunk of the AWQ layout */
 #define GM_LDS (GM_BK + 8) /* halves per shared row */
 #define GM_THREADS 256
+#define GM_META_OFF (GM_BN / 16 * 32 * 8) /* AWQ stage: halves of packed words before the meta words */
 
 enum { GM_F16 = 0, GM_BF16 = 1, GM_AWQ = 2 }; /* the weight source */
 
 struct gm_params {
-    const float    *x;
+    const uint16_t *xh;   /* x rounded: [T][K] f16 (AWQ: k permuted), or bf16 hi [T][K] then lo [T][K] */
     const void     *w;    /* dense [N][K], or the AWQ q words */
     const uint32_t *meta; /* AWQ scales and zeros */
     const void     *bias;
@@ -46,136 +45,176 @@ struct gm_params {
     float          *y;
 };
 
-/* Shared layout of one stage, in halves: x tile [BM][LDS] (bf16: hi, then lo), then W [128][LDS]. */
-template <int BM, int SRC> struct gm_shape {
-    static constexpr int A_PARTS = SRC == GM_BF16 ? 2 : 1;
-    static constexpr int B_OFF = A_PARTS * BM * GM_LDS;
-    static constexpr int STAGE = B_OFF + GM_BN * GM_LDS;
-    static constexpr int SMEM_BYTES = 2 * STAGE * 2;
-    static constexpr int A_LOADS = BM * GM_BK / 4 / GM_THREADS; /* float4 of x per thread */
-    static constexpr int MT = BM / 32;                           /* m16 tiles per warp */
+/* One stage in shared memory, in halves: the weight tile (dense: [128][LDS]; AWQ: 8 tiles x 32
+ * lanes x 16 bytes of packed words, then the 128 columns' meta words), then x [BT][LDS] (bf16:
+ * hi, then lo). */
+template <int BT, int SRC> struct gm_shape {
+    static constexpr int XP = SRC == GM_BF16 ? 2 : 1;
+    static constexpr int W_HALVES = SRC == GM_AWQ ? GM_META_OFF + GM_BN * 2 : GM_BN * GM_LDS;
+    static constexpr int X_PLANE = BT * GM_LDS;
+    static constexpr int STAGE = W_HALVES + XP * X_PLANE;
+    static constexpr int STAGES = SRC == GM_AWQ ? 4 : 3;
+    static constexpr int SMEM_BYTES = STAGES * STAGE * 2;
+    static constexpr int NT = BT / 16; /* n8 tiles of tokens per warp */
+    /* two blocks per SM where their shared memory fits (and then at most 128 registers) */
+    static constexpr int MIN_BLOCKS = 2 * (SMEM_BYTES + 1024) <= 228 * 1024 ? 2 : 1;
 };
 
-/* One k-tile of global data on its way to shared memory. */
-template <int BM> struct gm_regs {
-    float4 a[BM / 32];
-    uint4  b[2]; /* dense: two 8-half chunks; AWQ: b[0] = {q word, q word, meta of column g, of g + 8} */
-};
+/* ---- x, rounded once ------------------------------------------------------------------------ */
+/* Where logical k (within its 16) sits in an AWQ GEMM's x row: the fragment's k pairs (2j, 2j + 1)
+ * and (2j + 8, 2j + 9) of lane j must hold x at 4j .. 4j + 3, the weights that lane's word holds. */
+static CU_HD int gm_xh_pos(int k) { return (k & ~15) | (k & 2) << 2 | (k & 12) >> 1 | (k & 1); }
 
-/* Global -> registers: the k-tile at k0 of block (m0, n0). Rows, columns and k beyond the
- * matrix load zeros (K % 8 == 0, so a 4- or 8-element chunk is wholly in or out). */
-template <int BM, int SRC>
-static CU_HD void gm_load(const gm_params &P, int m0, int n0, int k0, int tid, gm_regs<BM> &r)
+/* Unit i of the conversion: 8 consecutive x of one row (rows of K, K % 8 == 0; AWQ: 16, K % 16
+ * == 0, since its permutation stays within 16). */
+template <int SRC> static CU_HD void gm_xh_unit(const float *x, uint16_t *xh, int64_t TK, int64_t i)
 {
+    constexpr int U = SRC == GM_AWQ ? 16 : 8;
+    const int64_t at = i * U;
+    float v[U];
     CU_UNROLL
-    for (int i = 0; i < BM / 32; i++) {
-        int c = tid + i * GM_THREADS, m = m0 + (c >> 3), k = k0 + (c & 7) * 4;
-        r.a[i] = m < P.T && k < P.K ? CU_LDG(reinterpret_cast<const float4 *>(P.x + (int64_t)m * P.K + k))
-                                    : make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int j = 0; j < U / 4; j++) {
+        float4 f = CU_LDG(reinterpret_cast<const float4 *>(x + at) + j);
+        v[4 * j] = f.x, v[4 * j + 1] = f.y, v[4 * j + 2] = f.z, v[4 * j + 3] = f.w;
     }
-    if (SRC == GM_AWQ) { /* warp j: tile n0/16 + j, words 2h, 2h + 1 of each lane's uint4 (h: k0's half of its chunk) */
-        int tile = (n0 >> 4) + (tid >> 5), lane = tid & 31, col = tile * 16 + (lane >> 2), N16 = CU_AWQ_N16(P.N);
-        r.b[0] = make_uint4(0, 0, 0, 0); /* scale 0: zero columns */
-        if (col < N16) {
-            uint2 q = CU_LDG(reinterpret_cast<const uint2 *>(P.w) + (((int64_t)tile * (P.K >> 6) + (k0 >> 6)) * 32 + lane) * 2 +
-                             ((k0 >> 5) & 1));
-            const uint32_t *m = P.meta + (int64_t)(k0 >> 7) * N16 + col;
-            r.b[0] = make_uint4(q.x, q.y, CU_LDG(m), CU_LDG(m + 8));
-        }
-    } else {
+    if (SRC == GM_BF16) {
+        float lo[U];
         CU_UNROLL
-        for (int i = 0; i < 2; i++) {
-            int c = tid + i * GM_THREADS, n = n0 + (c >> 2), k = k0 + (c & 3) * 8;
-            r.b[i] = n < P.N && k < P.K
-                         ? CU_LDG(reinterpret_cast<const uint4 *>((const uint16_t *)P.w + (int64_t)n * P.K + k))
-                         : make_uint4(0, 0, 0, 0);
+        for (int e = 0; e < U; e++) {
+            float hi = __bfloat162float(__float2bfloat16_rn(v[e]));
+            lo[e] = v[e] - hi; /* exact */
+            v[e] = hi;
         }
+        *reinterpret_cast<uint4 *>(xh + TK + at) = make_uint4(cu_pack2(lo[0], lo[1], true), cu_pack2(lo[2], lo[3], true),
+                                                              cu_pack2(lo[4], lo[5], true), cu_pack2(lo[6], lo[7], true));
+    }
+    if (SRC == GM_AWQ) {
+        float p[U];
+        CU_UNROLL
+        for (int e = 0; e < U; e++) p[gm_xh_pos(e)] = v[e];
+        CU_UNROLL
+        for (int e = 0; e < U; e++) v[e] = p[e];
+    }
+    CU_UNROLL
+    for (int j = 0; j < U / 8; j++) {
+        const bool bf = SRC == GM_BF16;
+        const float *q = v + 8 * j;
+        *reinterpret_cast<uint4 *>(xh + at + 8 * j) =
+            make_uint4(cu_pack2(q[0], q[1], bf), cu_pack2(q[2], q[3], bf), cu_pack2(q[4], q[5], bf), cu_pack2(q[6], q[7], bf));
     }
 }
 
-/* Registers -> one shared stage, converting on the way. */
-template <int BM, int SRC>
-static CU_HD void gm_store(const gm_regs<BM> &r, int tid, uint16_t *st)
+template <int SRC> __global__ void gm_xh_kernel(const float *x, uint16_t *xh, int64_t TK)
 {
-    typedef gm_shape<BM, SRC> S;
-    CU_UNROLL
-    for (int i = 0; i < BM / 32; i++) {
-        int c = tid + i * GM_THREADS, at = (c >> 3) * GM_LDS + (c & 7) * 4;
-        float v[4] = {r.a[i].x, r.a[i].y, r.a[i].z, r.a[i].w};
-        if (SRC == GM_BF16) {
-            float lo[4];
-            CU_UNROLL
-            for (int e = 0; e < 4; e++) {
-                float hi = __bfloat162float(__float2bfloat16_rn(v[e]));
-                lo[e] = v[e] - hi; /* exact */
-                v[e] = hi;
-            }
-            *reinterpret_cast<uint2 *>(st + BM * GM_LDS + at) = make_uint2(cu_pack2(lo[0], lo[1], true), cu_pack2(lo[2], lo[3], true));
-        }
-        *reinterpret_cast<uint2 *>(st + at) = make_uint2(cu_pack2(v[0], v[1], SRC == GM_BF16), cu_pack2(v[2], v[3], SRC == GM_BF16));
-    }
-    uint16_t *bs = st + S::B_OFF;
-    if (SRC == GM_AWQ) { /* (q - z) * s rounded once to f16, as the checkpoint's own f16 dequantisation */
-        int lane = tid & 31, row = (tid >> 5) * 16 + (lane >> 2);
-        uint32_t za = cu_awq_za(r.b[0].z), zb = cu_awq_zb(r.b[0].w);
-        uint32_t sa = (r.b[0].z & 0xffffu) * 0x10001u, sb = (r.b[0].w & 0xffffu) * 0x10001u;
-        CU_UNROLL
-        for (int s = 0; s < 2; s++) {
-            uint32_t a[4];
-            cu_awq_frag(s ? r.b[0].y : r.b[0].x, za, zb, a);
-            int at = s * 16 + (lane & 3) * 4; /* k of the lane's 4 weights in this k-tile */
-            *reinterpret_cast<uint2 *>(bs + row * GM_LDS + at) = make_uint2(cu_hmul2(a[0], sa), cu_hmul2(a[2], sa));
-            *reinterpret_cast<uint2 *>(bs + (row + 8) * GM_LDS + at) = make_uint2(cu_hmul2(a[1], sb), cu_hmul2(a[3], sb));
+    constexpr int U = SRC == GM_AWQ ? 16 : 8;
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < TK / U) gm_xh_unit<SRC>(x, xh, TK, i);
+}
+
+/* ---- stage loads ------------------------------------------------------------------------------ */
+/* 16 bytes global -> shared, or 16 zeros (ok false: src is then any valid address, and unread). */
+static CU_HD void gm_cp16(uint16_t *dst, const void *src, bool ok)
+{
+#ifdef __CUDA_ARCH__
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"((uint32_t)__cvta_generic_to_shared(dst)),
+                 "l"(src), "r"(ok ? 16 : 0)
+                 : "memory");
+#else
+    if (ok) memcpy(dst, src, 16);
+    else memset(dst, 0, 16);
+#endif
+}
+
+/* The stage of k-tile k0 for block (n0 weight rows, t0 tokens): every thread's share of its 16-byte
+ * copies. Weight rows, tokens and k past the matrix read as zeros (K % 8 == 0: an 8-half chunk
+ * is wholly in or out; AWQ tiles past N16 and their meta likewise, scale 0). */
+template <int BT, int SRC>
+static CU_HD void gm_load_stage(const gm_params &P, int n0, int t0, int k0, int tid, uint16_t *st)
+{
+    typedef gm_shape<BT, SRC> S;
+    if (SRC == GM_AWQ) {
+        const int N16 = CU_AWQ_N16(P.N), tile = (n0 >> 4) + (tid >> 5), lane = tid & 31; /* one chunk a thread */
+        const bool in = tile * 16 < N16;
+        gm_cp16(st + tid * 8, reinterpret_cast<const uint4 *>(P.w) + (in ? ((int64_t)tile * (P.K >> 6) + (k0 >> 6)) * 32 + lane : 0), in);
+        if (tid < GM_BN / 4) { /* meta of the group holding k0: 4 columns a chunk */
+            const int n = n0 + 4 * tid;
+            gm_cp16(st + GM_META_OFF + 8 * tid, P.meta + (n < N16 ? (int64_t)(k0 >> 7) * N16 + n : 0), n < N16);
         }
     } else {
         CU_UNROLL
-        for (int i = 0; i < 2; i++) {
-            int c = tid + i * GM_THREADS;
-            *reinterpret_cast<uint4 *>(bs + (c >> 2) * GM_LDS + (c & 3) * 8) = r.b[i];
+        for (int i = tid; i < GM_BN * GM_BK / 8; i += GM_THREADS) {
+            const int r = i >> 3, k = k0 + (i & 7) * 8, n = n0 + r;
+            const bool in = n < P.N && k < P.K;
+            gm_cp16(st + r * GM_LDS + (i & 7) * 8, (const uint16_t *)P.w + (in ? (int64_t)n * P.K + k : 0), in);
         }
+    }
+    CU_UNROLL
+    for (int i = tid; i < S::XP * BT * GM_BK / 8; i += GM_THREADS) {
+        const int p = i / (BT * GM_BK / 8), r = (i >> 3) % BT, k = k0 + (i & 7) * 8, t = t0 + r;
+        const bool in = t < P.T && k < P.K;
+        gm_cp16(st + S::W_HALVES + p * S::X_PLANE + r * GM_LDS + (i & 7) * 8,
+                P.xh + (in ? (int64_t)p * P.T * P.K + (int64_t)t * P.K + k : 0), in);
     }
 }
 
+/* ---- fragments -------------------------------------------------------------------------------- */
 /* ldmatrix .x4 row addresses (lane l gives row l & 7 of matrix l >> 3), in halves from the tile start.
- * A, rows r0..r0+15 at k = kk..kk+15: matrices (r0, kk), (r0+8, kk), (r0, kk+8), (r0+8, kk+8) are the
- * fragment registers a0..a3 of mma m16n8k16.
- * B, columns c0..c0+15: matrices (c0, kk), (c0, kk+8), (c0+8, kk), (c0+8, kk+8) are b0, b1 of the n8
+ * A (weight rows r0..r0+15 at k = kk..kk+15): matrices (r0, kk), (r0+8, kk), (r0, kk+8), (r0+8, kk+8)
+ * are the fragment registers a0..a3 of mma m16n8k16.
+ * B (tokens c0..c0+15): matrices (c0, kk), (c0, kk+8), (c0+8, kk), (c0+8, kk+8) are b0, b1 of the n8
  * tile at c0 and b0, b1 of the one at c0 + 8. */
 static CU_HD int gm_a_row(int lane, int r0, int kk) { return (r0 + (lane & 7) + ((lane >> 3) & 1) * 8) * GM_LDS + kk + (lane >> 4) * 8; }
 static CU_HD int gm_b_row(int lane, int c0, int kk) { return (c0 + (lane & 7) + (lane >> 4) * 8) * GM_LDS + kk + ((lane >> 3) & 1) * 8; }
 
-/* The warp's output tile: rows wm .. wm + BM/2, columns wn .. wn + 32 of the block tile. */
-template <int BM> static CU_HD int gm_warp_m(int warp) { return (warp >> 2) * (BM / 2); }
-static CU_HD int gm_warp_n(int warp) { return (warp & 3) * 32; }
+/* The warp's share of the block tile: weight rows wr .. wr + 32, tokens wt .. wt + BT/2. */
+static CU_HD int gm_warp_w(int warp) { return (warp & 3) * 32; }
+template <int BT> static CU_HD int gm_warp_t(int warp) { return (warp >> 2) * (BT / 2); }
 
-/* Accumulator (mt, nt, e) of a lane sits at row g (+8 for e >= 2), columns 2tg, 2tg + 1 of its m16n8 tile. */
-template <int BM>
-static CU_HD void gm_epilogue(const gm_params &P, int m0, int n0, int warp, int lane, const float (&acc)[BM / 32][4][4])
+/* An AWQ tile's words and scales in a stage, as one lane takes them: tile j (0..7) of the block. */
+struct gm_awq_lane {
+    uint4    q;        /* word s: the A fragment of the k16 step s */
+    uint32_t za, zb;   /* cu_awq_frag's zero constants, columns g and g + 8 */
+    uint32_t sa, sb;   /* their scales, twice */
+};
+
+static CU_HD gm_awq_lane gm_awq_take(const uint16_t *st, int j, int lane)
 {
-    int g = lane >> 2, tg = lane & 3;
+    const uint32_t *meta = reinterpret_cast<const uint32_t *>(st + GM_META_OFF) + j * 16 + (lane >> 2);
+    gm_awq_lane r;
+    r.q = reinterpret_cast<const uint4 *>(st)[j * 32 + lane];
+    r.za = cu_awq_za(meta[0]), r.zb = cu_awq_zb(meta[8]);
+    r.sa = (meta[0] & 0xffffu) * 0x10001u, r.sb = (meta[8] & 0xffffu) * 0x10001u;
+    return r;
+}
+
+/* The A fragment of step s: (q - z) * s, one rounding (rows g: a0, a2; rows g + 8: a1, a3). */
+static CU_HD void gm_awq_frag(const gm_awq_lane &r, int s, uint32_t (&a)[4])
+{
+    cu_awq_frag(s == 0 ? r.q.x : s == 1 ? r.q.y : s == 2 ? r.q.z : r.q.w, r.za, r.zb, a);
+    a[0] = cu_hmul2(a[0], r.sa), a[1] = cu_hmul2(a[1], r.sb), a[2] = cu_hmul2(a[2], r.sa), a[3] = cu_hmul2(a[3], r.sb);
+}
+
+/* Accumulator (j, nt, e) of a lane: weight row g (+8 for e >= 2) of the warp's m16 tile j, token
+ * 2tg (+1 for odd e) of its n8 tile nt; y[token][row] = it + bias[row]. */
+template <int BT>
+static CU_HD void gm_epilogue(const gm_params &P, int n0, int t0, int warp, int lane, const float (&acc)[2][BT / 16][4])
+{
+    const int g = lane >> 2, tg = lane & 3;
     CU_UNROLL
-    for (int nt = 0; nt < 4; nt++) {
-        int col = n0 + gm_warp_n(warp) + nt * 8 + tg * 2;
-        float b0 = 0.0f, b1 = 0.0f;
-        if (P.bias) {
-            if (col < P.N) b0 = cu_load_dt(P.bias, P.bdt, col);
-            if (col + 1 < P.N) b1 = cu_load_dt(P.bias, P.bdt, col + 1);
-        }
+    for (int j = 0; j < 2; j++)
         CU_UNROLL
-        for (int mt = 0; mt < BM / 32; mt++)
+        for (int h = 0; h < 2; h++) {
+            const int n = n0 + gm_warp_w(warp) + j * 16 + g + 8 * h;
+            if (n >= P.N) continue;
+            const float b = P.bias ? cu_load_dt(P.bias, P.bdt, n) : 0.0f;
             CU_UNROLL
-            for (int h = 0; h < 2; h++) {
-                int row = m0 + gm_warp_m<BM>(warp) + mt * 16 + g + 8 * h;
-                if (row >= P.T || col >= P.N) continue;
-                float *yr = P.y + (int64_t)row * P.N + col;
-                if (col + 1 < P.N && !(P.N & 1)) { /* 8-byte aligned */
-                    *reinterpret_cast<float2 *>(yr) = make_float2(acc[mt][nt][2 * h] + b0, acc[mt][nt][2 * h + 1] + b1);
-                } else {
-                    yr[0] = acc[mt][nt][2 * h] + b0;
-                    if (col + 1 < P.N) yr[1] = acc[mt][nt][2 * h + 1] + b1;
+            for (int nt = 0; nt < BT / 16; nt++)
+                CU_UNROLL
+                for (int e = 0; e < 2; e++) {
+                    const int t = t0 + gm_warp_t<BT>(warp) + nt * 8 + 2 * tg + e;
+                    if (t < P.T) P.y[(int64_t)t * P.N + n] = acc[j][nt][2 * h + e] + b;
                 }
-            }
-    }
+        }
 }
 
 #ifdef __CUDA_ARCH__
@@ -187,96 +226,117 @@ static __device__ __forceinline__ void gm_ldsm4(uint32_t (&r)[4], const uint16_t
                  : "r"(a));
 }
 
-/* The warp's MMAs over one shared stage (tests/cuda_host.cu: host_mma_stage is its CPU twin). */
-template <int BM, int SRC>
-static __device__ __forceinline__ void gm_mma_stage(const uint16_t *st, int warp, int lane, float (&acc)[BM / 32][4][4])
+static __device__ __forceinline__ void gm_commit(void) { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> static __device__ __forceinline__ void gm_wait(void) { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+/* The warp's MMAs over one stage (tests/cuda_host.cu: host_mma_stage is its CPU twin). */
+template <int BT, int SRC>
+static __device__ __forceinline__ void gm_mma_stage(const uint16_t *st, int warp, int lane, float (&acc)[2][BT / 16][4])
 {
-    typedef gm_shape<BM, SRC> S;
-    const int wm = gm_warp_m<BM>(warp), wn = gm_warp_n(warp);
+    typedef gm_shape<BT, SRC> S;
+    constexpr bool BF = SRC == GM_BF16;
+    const int wr = gm_warp_w(warp), wt = gm_warp_t<BT>(warp);
+    gm_awq_lane q[2];
+    if (SRC == GM_AWQ) q[0] = gm_awq_take(st, wr / 16, lane), q[1] = gm_awq_take(st, wr / 16 + 1, lane);
+    const uint16_t *xs = st + S::W_HALVES;
 #pragma unroll
-    for (int kk = 0; kk < GM_BK; kk += 16) {
-        uint32_t a[S::MT][4], al[S::MT][4], b[4][2];
+    for (int s = 0; s < GM_BK / 16; s++) {
+        const int kk = s * 16;
+        uint32_t a[2][4];
 #pragma unroll
-        for (int mt = 0; mt < S::MT; mt++) {
-            gm_ldsm4(a[mt], st + gm_a_row(lane, wm + mt * 16, kk));
-            if (SRC == GM_BF16) gm_ldsm4(al[mt], st + BM * GM_LDS + gm_a_row(lane, wm + mt * 16, kk));
+        for (int j = 0; j < 2; j++) {
+            if (SRC == GM_AWQ) gm_awq_frag(q[j], s, a[j]);
+            else gm_ldsm4(a[j], st + gm_a_row(lane, wr + j * 16, kk));
         }
 #pragma unroll
-        for (int p = 0; p < 2; p++) {
-            uint32_t r[4];
-            gm_ldsm4(r, st + S::B_OFF + gm_b_row(lane, wn + p * 16, kk));
-            b[2 * p][0] = r[0], b[2 * p][1] = r[1], b[2 * p + 1][0] = r[2], b[2 * p + 1][1] = r[3];
-        }
+        for (int p = 0; p < S::NT / 2; p++) {
+            uint32_t b[4], bl[4];
+            gm_ldsm4(b, xs + gm_b_row(lane, wt + p * 16, kk));
+            if (BF) gm_ldsm4(bl, xs + S::X_PLANE + gm_b_row(lane, wt + p * 16, kk));
 #pragma unroll
-        for (int mt = 0; mt < S::MT; mt++)
-#pragma unroll
-            for (int nt = 0; nt < 4; nt++) {
-                cu_mma<SRC == GM_BF16>(acc[mt][nt], a[mt], b[nt][0], b[nt][1]);
-                if (SRC == GM_BF16) cu_mma<true>(acc[mt][nt], al[mt], b[nt][0], b[nt][1]);
+            for (int j = 0; j < 2; j++) {
+                cu_mma<BF>(acc[j][2 * p], a[j], b[0], b[1]);
+                cu_mma<BF>(acc[j][2 * p + 1], a[j], b[2], b[3]);
+                if (BF) cu_mma<true>(acc[j][2 * p], a[j], bl[0], bl[1]), cu_mma<true>(acc[j][2 * p + 1], a[j], bl[2], bl[3]);
             }
+        }
     }
 }
 #endif
 
-/* blockIdx.x walks the row tiles fastest, so the blocks sharing a weight tile run together and
+/* blockIdx.x walks the token tiles fastest, so the blocks sharing a weight tile run together and
  * the weight comes from DRAM about once. */
-template <int BM, int SRC>
-__global__ void __launch_bounds__(GM_THREADS) gemm_kernel(const gm_params P)
+template <int BT, int SRC>
+__global__ void __launch_bounds__(GM_THREADS, gm_shape<BT, SRC>::MIN_BLOCKS) gemm_kernel(const gm_params P)
 {
 #ifdef __CUDA_ARCH__
     extern __shared__ __align__(16) uint16_t gm_smem[];
-    typedef gm_shape<BM, SRC> S;
+    typedef gm_shape<BT, SRC> S;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    const int m0 = blockIdx.x * BM, n0 = blockIdx.y * GM_BN, nk = (P.K + GM_BK - 1) / GM_BK;
-    float acc[BM / 32][4][4];
+    const int t0 = blockIdx.x * BT, n0 = blockIdx.y * GM_BN, nk = (P.K + GM_BK - 1) / GM_BK;
+    float acc[2][S::NT][4];
 #pragma unroll
-    for (int i = 0; i < BM / 32; i++)
+    for (int j = 0; j < 2; j++)
 #pragma unroll
-        for (int j = 0; j < 4; j++) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;
-    gm_regs<BM> r;
-    gm_load<BM, SRC>(P, m0, n0, 0, tid, r);
-    gm_store<BM, SRC>(r, tid, gm_smem);
-    __syncthreads();
-    for (int kt = 0; kt < nk; kt++) {
-        const bool more = kt + 1 < nk;
-        if (more) gm_load<BM, SRC>(P, m0, n0, (kt + 1) * GM_BK, tid, r);
-        gm_mma_stage<BM, SRC>(gm_smem + (kt & 1) * S::STAGE, warp, lane, acc);
-        /* the other stage was last read in iteration kt - 1, before the barrier that ended it */
-        if (more) gm_store<BM, SRC>(r, tid, gm_smem + ((kt + 1) & 1) * S::STAGE);
-        __syncthreads();
+        for (int nt = 0; nt < S::NT; nt++) acc[j][nt][0] = acc[j][nt][1] = acc[j][nt][2] = acc[j][nt][3] = 0.0f;
+#pragma unroll
+    for (int s = 0; s < S::STAGES - 1; s++) {
+        if (s < nk) gm_load_stage<BT, SRC>(P, n0, t0, s * GM_BK, tid, gm_smem + s * S::STAGE);
+        gm_commit(); /* empty groups too: the wait below counts groups */
     }
-    gm_epilogue<BM>(P, m0, n0, warp, lane, acc);
+    for (int kt = 0; kt < nk; kt++) {
+        gm_wait<S::STAGES - 2>(); /* this thread's copies of k-tile kt have landed ... */
+        __syncthreads();          /* ... and everyone's; and k-tile kt - 1's stage is free again */
+        const int nx = kt + S::STAGES - 1;
+        if (nx < nk) gm_load_stage<BT, SRC>(P, n0, t0, nx * GM_BK, tid, gm_smem + (nx % S::STAGES) * S::STAGE);
+        gm_commit();
+        gm_mma_stage<BT, SRC>(gm_smem + (kt % S::STAGES) * S::STAGE, warp, lane, acc);
+    }
+    gm_epilogue<BT>(P, n0, t0, warp, lane, acc);
 #endif
 }
 
-/* 128-row tiles when they still give every SM two blocks; 64 otherwise (short prompts,
- * narrow matrices such as k/v), trading weight re-reads for occupancy. */
-static int gm_rows(int T, int N, int sm_count)
+/* 128-token tiles when they still give every SM two blocks; 64 otherwise (short prompts,
+ * narrow matrices such as o, k, v and down), trading weight re-reads for occupancy. */
+static int gm_tokens(int T, int N, int sm_count)
 {
     int64_t tiles = (int64_t)((T + 127) / 128) * ((N + GM_BN - 1) / GM_BN);
     return tiles >= 2 * (int64_t)sm_count ? 128 : 64;
 }
 
-template <int BM, int SRC> static cudaError_t gm_launch(cudaStream_t s, const gm_params &P)
+/* Rounds x into xh (unless xh already holds this x in this form), then multiplies. */
+template <int SRC> static cudaError_t gm_run(cudaStream_t s, const float *x, cu_xh *xh, gm_params P, int sm_count)
 {
-    dim3 grid((unsigned)((P.T + BM - 1) / BM), (unsigned)((P.N + GM_BN - 1) / GM_BN));
-    gemm_kernel<BM, SRC><<<grid, GM_THREADS, gm_shape<BM, SRC>::SMEM_BYTES, s>>>(P);
+    const int64_t TK = (int64_t)P.T * P.K;
+    if (P.N > 65535 * GM_BN || !cu_aligned16(x) || P.K % (SRC == GM_AWQ ? 16 : 8) ||
+        xh->bytes < loom__cu_gemm_xh_bytes(SRC == GM_BF16 ? LOOM_BF16 : LOOM_F16, P.T, P.K))
+        return cudaErrorInvalidValue;
+    if (xh->x != x || xh->T != P.T || xh->K != P.K || xh->form != SRC) {
+        const int64_t units = TK / (SRC == GM_AWQ ? 16 : 8);
+        gm_xh_kernel<SRC><<<(unsigned)((units + 255) / 256), 256, 0, s>>>(x, (uint16_t *)xh->p, TK);
+        cudaError_t e = cudaGetLastError();
+        if (e) return e;
+        xh->x = x, xh->T = P.T, xh->K = P.K, xh->form = SRC;
+    }
+    P.xh = (const uint16_t *)xh->p;
+    const int bt = gm_tokens(P.T, P.N, sm_count);
+    dim3 grid((unsigned)((P.T + bt - 1) / bt), (unsigned)((P.N + GM_BN - 1) / GM_BN));
+    if (bt == 128) gemm_kernel<128, SRC><<<grid, GM_THREADS, gm_shape<128, SRC>::SMEM_BYTES, s>>>(P);
+    else gemm_kernel<64, SRC><<<grid, GM_THREADS, gm_shape<64, SRC>::SMEM_BYTES, s>>>(P);
+    if ((uintptr_t)P.y < (uintptr_t)(x + TK) && (uintptr_t)x < (uintptr_t)(P.y + (int64_t)P.T * P.N))
+        xh->x = nullptr; /* y written over x: the next x at this address is another */
     return cudaGetLastError();
 }
 
-template <int SRC> static cudaError_t gm_run(cudaStream_t s, const gm_params &P, int sm_count)
+template <int BT, int SRC> static cudaError_t gm_allow_smem(void)
 {
-    if (P.N > 65535 * GM_BN) return cudaErrorInvalidValue;
-    return gm_rows(P.T, P.N, sm_count) == 128 ? gm_launch<128, SRC>(s, P) : gm_launch<64, SRC>(s, P);
+    cudaError_t e = cudaFuncSetAttribute(gemm_kernel<BT, SRC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         gm_shape<BT, SRC>::SMEM_BYTES);
+    return e ? e : cudaFuncSetAttribute(gemm_kernel<BT, SRC>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                        cudaSharedmemCarveoutMaxShared);
 }
 
-template <int BM, int SRC> static cudaError_t gm_allow_smem(void)
-{
-    return cudaFuncSetAttribute(gemm_kernel<BM, SRC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                gm_shape<BM, SRC>::SMEM_BYTES);
-}
-
-/* The bf16 128-row tile needs 60 KiB of shared memory: above the 48 KiB default. */
+/* Every stage set is above the 48 KiB default. */
 extern "C" cudaError_t loom__cu_gemm_init(void)
 {
     cudaError_t e;
@@ -286,18 +346,26 @@ extern "C" cudaError_t loom__cu_gemm_init(void)
     return cudaSuccess;
 }
 
-extern "C" cudaError_t loom__cu_gemm(cudaStream_t s, const float *x, const void *w, int wdt, const void *bias, int bdt,
-                                     float *y, int T, int64_t K, int64_t N, int sm_count)
+extern "C" size_t loom__cu_gemm_xh_bytes(int wdt, int T, int64_t K)
 {
-    if (K % 8 || !cu_aligned16(x) || !cu_aligned16(w) || (wdt != LOOM_F16 && wdt != LOOM_BF16) || K > INT32_MAX)
+    return (wdt == LOOM_BF16 ? 2 : 1) * (size_t)T * (size_t)K * sizeof(uint16_t);
+}
+
+extern "C" cudaError_t loom__cu_gemm(cudaStream_t s, const float *x, const void *w, int wdt, const void *bias, int bdt,
+                                     float *y, int T, int64_t K, int64_t N, cu_xh *xh, int sm_count)
+{
+    if (K % 8 || !cu_aligned16(x) || !cu_aligned16(w) || (wdt != LOOM_F16 && wdt != LOOM_BF16) || K > INT32_MAX) {
+        xh->x = nullptr; /* y may land where that x was */
         return loom__cu_gemv(s, x, w, wdt, bias, bdt, y, T, K, N, sm_count);
-    gm_params P = {x, w, nullptr, bias, bdt, T, (int)K, (int)N, y};
-    return wdt == LOOM_BF16 ? gm_run<GM_BF16>(s, P, sm_count) : gm_run<GM_F16>(s, P, sm_count);
+    }
+    gm_params P = {nullptr, w, nullptr, bias, bdt, T, (int)K, (int)N, y};
+    return wdt == LOOM_BF16 ? gm_run<GM_BF16>(s, x, xh, P, sm_count) : gm_run<GM_F16>(s, x, xh, P, sm_count);
 }
 
 extern "C" cudaError_t loom__cu_awq_gemm(cudaStream_t s, const float *x, const cu_awq *w, const void *bias, int bdt,
-                                         float *y, int T, int sm_count)
+                                         float *y, int T, cu_xh *xh, int sm_count)
 {
-    gm_params P = {x, w->q, w->meta, bias, bdt, T, (int)w->K, (int)w->N, y};
-    return gm_run<GM_AWQ>(s, P, sm_count);
+    if (!cu_aligned16(w->q) || !cu_aligned16(w->meta)) return cudaErrorInvalidValue;
+    gm_params P = {nullptr, w->q, w->meta, bias, bdt, T, (int)w->K, (int)w->N, y};
+    return gm_run<GM_AWQ>(s, x, xh, P, sm_count);
 }
