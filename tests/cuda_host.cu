@@ -463,7 +463,8 @@ template <int BT, int SRC> static void host_gemm(const float *x, gm_params P)
             std::fill(accv.begin(), accv.end(), 0.0f);
             for (int k0 = 0; k0 < P.K; k0 += GM_BK) {
                 std::fill(smem.begin(), smem.end(), 0xffff); // NaN as f16 and bf16: unwritten data shows
-                for (int tid = 0; tid < GM_THREADS; tid++) gm_load_stage<BT, SRC>(P, by * GM_BN, bx * BT, k0, tid, smem.data());
+                for (int tid = 0; tid < GM_THREADS; tid++)
+                    gm_load_stage<BT, SRC>(P, gm_loader_at<BT, SRC>(P, by * GM_BN, bx * BT, tid), k0, tid, smem.data());
                 for (int w = 0; w < 8; w++) host_mma_stage<BT, SRC>(smem.data(), w, &acc[(size_t)w * 32]);
             }
             for (int w = 0; w < 8; w++)

@@ -125,35 +125,65 @@ static CU_HD void gm_cp16(uint16_t *dst, const void *src, bool ok)
 #endif
 }
 
-/* The stage of k-tile k0 for block (n0 weight rows, t0 tokens): every thread's share of its 16-byte
- * copies. Weight rows, tokens and k past the matrix read as zeros (K % 8 == 0: an 8-half chunk
- * is wholly in or out; AWQ tiles past N16 and their meta likewise, scale 0). */
+/* A thread's share of every stage's 16-byte copies, worked out once per block (Nsight Compute:
+ * redone per stage, their address arithmetic was most of the instructions besides the MMAs).
+ * Dense weight and x: chunk j is row (tid >> 3) + 32 j of its tile at k offset (tid & 7) * 8.
+ * AWQ: the thread's word chunk of tile (n0 >> 4) + (tid >> 5), and threads below 32 the meta
+ * words of columns n0 + 4 tid .. + 3. A stage then adds only k0. Rows, tokens and k past the
+ * matrix read as zeros (K % 8 == 0: a chunk is wholly in or out; AWQ tiles past N16 and their
+ * meta likewise, scale 0). */
+struct gm_loader {
+    int64_t  woff, xoff, moff; /* the first chunk's source at k = 0, in elements of w (halves), xh, meta */
+    int64_t  row32, plane;     /* 32 rows of K; one bf16 plane of xh (T K) */
+    int      dst, col, n16;    /* (tid >> 3) * LDS + col; (tid & 7) * 8; AWQ: N16 */
+    uint32_t win, xin;         /* bit j: chunk j's weight row (AWQ: bit 0 the tile, bit 1 the meta) / token inside */
+};
+
+template <int BT, int SRC> static CU_HD gm_loader gm_loader_at(const gm_params &P, int n0, int t0, int tid)
+{
+    gm_loader L;
+    const int r = tid >> 3;
+    L.col = (tid & 7) * 8, L.dst = r * GM_LDS + L.col, L.row32 = (int64_t)32 * P.K, L.plane = (int64_t)P.T * P.K;
+    L.xoff = (int64_t)(t0 + r) * P.K + L.col, L.xin = 0;
+    for (int j = 0; j < BT / 32; j++) L.xin |= (uint32_t)(t0 + r + 32 * j < P.T) << j;
+    L.n16 = CU_AWQ_N16(P.N), L.win = 0, L.moff = 0;
+    if (SRC == GM_AWQ) { /* in halves: a lane's 16 bytes are 8 */
+        const int tile = (n0 >> 4) + (tid >> 5);
+        L.woff = ((int64_t)tile * (P.K >> 6) * 32 + (tid & 31)) * 8, L.moff = n0 + 4 * tid;
+        L.win = (uint32_t)(tile * 16 < L.n16) | (uint32_t)(tid < GM_BN / 4 && n0 + 4 * tid < L.n16) << 1;
+    } else {
+        L.woff = (int64_t)(n0 + r) * P.K + L.col;
+        for (int j = 0; j < GM_BN / 32; j++) L.win |= (uint32_t)(n0 + r + 32 * j < P.N) << j;
+    }
+    return L;
+}
+
+/* The thread's copies of k-tile k0 into stage st. */
 template <int BT, int SRC>
-static CU_HD void gm_load_stage(const gm_params &P, int n0, int t0, int k0, int tid, uint16_t *st)
+static CU_HD void gm_load_stage(const gm_params &P, const gm_loader &L, int k0, int tid, uint16_t *st)
 {
     typedef gm_shape<BT, SRC> S;
+    const uint16_t *w = (const uint16_t *)P.w;
+    const bool kin = k0 + L.col < P.K;
     if (SRC == GM_AWQ) {
-        const int N16 = CU_AWQ_N16(P.N), tile = (n0 >> 4) + (tid >> 5), lane = tid & 31; /* one chunk a thread */
-        const bool in = tile * 16 < N16;
-        gm_cp16(st + tid * 8, reinterpret_cast<const uint4 *>(P.w) + (in ? ((int64_t)tile * (P.K >> 6) + (k0 >> 6)) * 32 + lane : 0), in);
-        if (tid < GM_BN / 4) { /* meta of the group holding k0: 4 columns a chunk */
-            const int n = n0 + 4 * tid;
-            gm_cp16(st + GM_META_OFF + 8 * tid, P.meta + (n < N16 ? (int64_t)(k0 >> 7) * N16 + n : 0), n < N16);
+        const bool in = L.win & 1; /* chunk k0 / 64 of the tile: 32 lanes x 16 bytes further per chunk */
+        gm_cp16(st + tid * 8, w + (in ? L.woff + (int64_t)(k0 >> 6) * 256 : 0), in);
+        if (tid < GM_BN / 4) { /* the meta of the group holding k0 */
+            const bool min = L.win >> 1 & 1;
+            gm_cp16(st + GM_META_OFF + 8 * tid, P.meta + (min ? L.moff + (int64_t)(k0 >> 7) * L.n16 : 0), min);
         }
     } else {
         CU_UNROLL
-        for (int i = tid; i < GM_BN * GM_BK / 8; i += GM_THREADS) {
-            const int r = i >> 3, k = k0 + (i & 7) * 8, n = n0 + r;
-            const bool in = n < P.N && k < P.K;
-            gm_cp16(st + r * GM_LDS + (i & 7) * 8, (const uint16_t *)P.w + (in ? (int64_t)n * P.K + k : 0), in);
+        for (int j = 0; j < GM_BN / 32; j++) {
+            const bool in = (L.win >> j & 1) && kin;
+            gm_cp16(st + L.dst + 32 * j * GM_LDS, w + (in ? L.woff + j * L.row32 + k0 : 0), in);
         }
     }
     CU_UNROLL
-    for (int i = tid; i < S::XP * BT * GM_BK / 8; i += GM_THREADS) {
-        const int p = i / (BT * GM_BK / 8), r = (i >> 3) % BT, k = k0 + (i & 7) * 8, t = t0 + r;
-        const bool in = t < P.T && k < P.K;
-        gm_cp16(st + S::W_HALVES + p * S::X_PLANE + r * GM_LDS + (i & 7) * 8,
-                P.xh + (in ? (int64_t)p * P.T * P.K + (int64_t)t * P.K + k : 0), in);
+    for (int j = 0; j < S::XP * BT / 32; j++) {
+        const int p = j / (BT / 32), jj = j % (BT / 32);
+        const bool in = (L.xin >> jj & 1) && kin;
+        gm_cp16(st + S::W_HALVES + p * S::X_PLANE + L.dst + 32 * jj * GM_LDS, P.xh + (in ? L.xoff + p * L.plane + jj * L.row32 + k0 : 0), in);
     }
 }
 
@@ -274,6 +304,7 @@ __global__ void __launch_bounds__(GM_THREADS, gm_shape<BT, SRC>::MIN_BLOCKS) gem
     typedef gm_shape<BT, SRC> S;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int t0 = blockIdx.x * BT, n0 = blockIdx.y * GM_BN, nk = (P.K + GM_BK - 1) / GM_BK;
+    const gm_loader L = gm_loader_at<BT, SRC>(P, n0, t0, tid);
     float acc[2][S::NT][4];
 #pragma unroll
     for (int j = 0; j < 2; j++)
@@ -281,14 +312,14 @@ __global__ void __launch_bounds__(GM_THREADS, gm_shape<BT, SRC>::MIN_BLOCKS) gem
         for (int nt = 0; nt < S::NT; nt++) acc[j][nt][0] = acc[j][nt][1] = acc[j][nt][2] = acc[j][nt][3] = 0.0f;
 #pragma unroll
     for (int s = 0; s < S::STAGES - 1; s++) {
-        if (s < nk) gm_load_stage<BT, SRC>(P, n0, t0, s * GM_BK, tid, gm_smem + s * S::STAGE);
+        if (s < nk) gm_load_stage<BT, SRC>(P, L, s * GM_BK, tid, gm_smem + s * S::STAGE);
         gm_commit(); /* empty groups too: the wait below counts groups */
     }
     for (int kt = 0; kt < nk; kt++) {
         gm_wait<S::STAGES - 2>(); /* this thread's copies of k-tile kt have landed ... */
         __syncthreads();          /* ... and everyone's; and k-tile kt - 1's stage is free again */
         const int nx = kt + S::STAGES - 1;
-        if (nx < nk) gm_load_stage<BT, SRC>(P, n0, t0, nx * GM_BK, tid, gm_smem + (nx % S::STAGES) * S::STAGE);
+        if (nx < nk) gm_load_stage<BT, SRC>(P, L, nx * GM_BK, tid, gm_smem + (nx % S::STAGES) * S::STAGE);
         gm_commit();
         gm_mma_stage<BT, SRC>(gm_smem + (kt % S::STAGES) * S::STAGE, warp, lane, acc);
     }

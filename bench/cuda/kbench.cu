@@ -7,7 +7,7 @@
 //   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Icore -Ibackends/cuda -o kbench \
 //        bench/cuda/kbench.cu backends/cuda/k_matmul.cu backends/cuda/k_gemm.cu -lcublas && ./kbench
 //   ./kbench --awq      the 7B AWQ GEMVs at each block size, x as the launcher picks, staged per block or from global
-//   ./kbench --gemm     the prefill GEMMs only
+//   ./kbench --gemm     the prefill GEMMs only (--gemm K N T: one shape)
 //   ./kbench --only L   the AWQ GEMV case labelled L only (e.g. "7b down"; for ncu)
 //   ./kbench --fit      plain AWQ GEMVs over a range of N at two K (time = fixed cost + bytes /
 //                       rate: the fit separates them) and gate/up at whole and partial waves
@@ -478,6 +478,12 @@ int main(int argc, char **argv)
            roof);
     CHECK(loom__cu_gemm_init());
     CHECK(loom__cu_awq_init());
+    if (argc > 4 && !strcmp(argv[1], "--gemm")) { // one shape: K N T (Nsight Compute)
+        cublasHandle_t cb;
+        if (cublasCreate(&cb) != CUBLAS_STATUS_SUCCESS) fprintf(stderr, "cublasCreate failed\n"), exit(1);
+        bench_gemm("one", cb, atoi(argv[2]), atoi(argv[3]), atoi(argv[4]), sm);
+        return 0;
+    }
     if (argc > 1 && !strcmp(argv[1], "--gemm")) return bench_gemms(sm), 0;
     if (argc > 2 && !strcmp(argv[1], "--only")) g_only = argv[2];
     g_pdl = getenv("KBENCH_PDL") && atoi(getenv("KBENCH_PDL"));
