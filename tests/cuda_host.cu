@@ -412,26 +412,26 @@ static void host_mma(float c[32][4], const uint32_t a[32][4], const uint32_t b[3
 }
 
 // The CPU twin of gm_mma_stage: the same fragment addresses and register assignment. acc[lane].
-template <int BT, int SRC> static void host_mma_stage(const uint16_t *st, int warp, float (*acc)[2][BT / 16][4])
+template <int BT, int SRC> static void host_mma_stage(const uint16_t *st, int warp, typename gm_shape<BT, SRC>::acc_t *acc)
 {
     typedef gm_shape<BT, SRC> S;
     const bool bf = SRC == GM_BF16;
-    const int wr = gm_warp_w(warp), wt = gm_warp_t<BT>(warp);
+    const int wr = gm_warp_w<BT, SRC>(warp), wt = gm_warp_t<BT, SRC>(warp);
     for (int s = 0; s < GM_BK / 16; s++) {
         const int kk = s * 16;
         static uint32_t a[2][32][4], r[32][4], rl[32][4], b[32][2], bl[32][2];
-        for (int j = 0; j < 2; j++) {
+        for (int j = 0; j < S::WM; j++) {
             if (SRC == GM_AWQ)
                 for (int l = 0; l < 32; l++) gm_awq_frag(gm_awq_take(st, wr / 16 + j, l), s, a[j][l]);
             else host_ldsm4(st, gm_a_row, wr + j * 16, kk, a[j]);
         }
-        for (int p = 0; p < S::NT / 2; p++) {
+        for (int p = 0; p < S::WN / 2; p++) {
             host_ldsm4(st + S::W_HALVES, gm_b_row, wt + p * 16, kk, r);
             if (bf) host_ldsm4(st + S::W_HALVES + S::X_PLANE, gm_b_row, wt + p * 16, kk, rl);
             for (int h = 0; h < 2; h++) {
                 for (int l = 0; l < 32; l++)
                     b[l][0] = r[l][2 * h], b[l][1] = r[l][2 * h + 1], bl[l][0] = rl[l][2 * h], bl[l][1] = rl[l][2 * h + 1];
-                for (int j = 0; j < 2; j++) {
+                for (int j = 0; j < S::WM; j++) {
                     float c[32][4];
                     for (int l = 0; l < 32; l++)
                         for (int e = 0; e < 4; e++) c[l][e] = acc[l][j][2 * p + h][e];
@@ -455,7 +455,7 @@ template <int BT, int SRC> static void host_gemm(const float *x, gm_params P)
     for (int64_t i = 0; i < TK / (SRC == GM_AWQ ? 16 : 8); i++) gm_xh_unit<SRC>(x, xh.data(), TK, i);
     P.xh = xh.data();
     std::vector<uint16_t> smem((size_t)S::STAGE);
-    typedef float lane_acc[2][BT / 16][4];
+    typedef typename S::acc_t lane_acc;
     std::vector<float> accv((size_t)8 * 32 * sizeof(lane_acc) / sizeof(float));
     lane_acc *acc = reinterpret_cast<lane_acc *>(accv.data());
     for (int bx = 0; bx < (P.T + BT - 1) / BT; bx++)
@@ -468,7 +468,7 @@ template <int BT, int SRC> static void host_gemm(const float *x, gm_params P)
                 for (int w = 0; w < 8; w++) host_mma_stage<BT, SRC>(smem.data(), w, &acc[(size_t)w * 32]);
             }
             for (int w = 0; w < 8; w++)
-                for (int l = 0; l < 32; l++) gm_epilogue<BT>(P, by * GM_BN, bx * BT, w, l, acc[(size_t)w * 32 + l]);
+                for (int l = 0; l < 32; l++) gm_epilogue<BT, SRC>(P, by * GM_BN, bx * BT, w, l, acc[(size_t)w * 32 + l]);
         }
 }
 

@@ -55,7 +55,13 @@ template <int BT, int SRC> struct gm_shape {
     static constexpr int STAGE = W_HALVES + XP * X_PLANE;
     static constexpr int STAGES = SRC == GM_AWQ ? 4 : 3;
     static constexpr int SMEM_BYTES = STAGES * STAGE * 2;
-    static constexpr int NT = BT / 16; /* n8 tiles of tokens per warp */
+    /* The warps' tiles: AWQ, 8 (weight rows) x 1, each 16 rows x BT tokens, so that no two warps
+     * dequantise the same words; dense, 4 x 2, each 32 rows x BT / 2 tokens (fewer B fragment
+     * loads for the A fragments that ldmatrix reads anyway). */
+    static constexpr int WM = SRC == GM_AWQ ? 1 : 2;     /* m16 tiles (weight rows) per warp */
+    static constexpr int WARPS_W = GM_BN / (16 * WM);    /* warps along the weight rows */
+    static constexpr int WN = BT / 8 / (8 / WARPS_W);    /* n8 tiles (tokens) per warp */
+    typedef float acc_t[WM][WN][4];
     /* two blocks per SM where their shared memory fits (and then at most 128 registers) */
     static constexpr int MIN_BLOCKS = 2 * (SMEM_BYTES + 1024) <= 228 * 1024 ? 2 : 1;
 };
@@ -196,9 +202,9 @@ static CU_HD void gm_load_stage(const gm_params &P, const gm_loader &L, int k0, 
 static CU_HD int gm_a_row(int lane, int r0, int kk) { return (r0 + (lane & 7) + ((lane >> 3) & 1) * 8) * GM_LDS + kk + (lane >> 4) * 8; }
 static CU_HD int gm_b_row(int lane, int c0, int kk) { return (c0 + (lane & 7) + (lane >> 4) * 8) * GM_LDS + kk + ((lane >> 3) & 1) * 8; }
 
-/* The warp's share of the block tile: weight rows wr .. wr + 32, tokens wt .. wt + BT/2. */
-static CU_HD int gm_warp_w(int warp) { return (warp & 3) * 32; }
-template <int BT> static CU_HD int gm_warp_t(int warp) { return (warp >> 2) * (BT / 2); }
+/* The warp's share of the block tile: its first weight row and token. */
+template <int BT, int SRC> static CU_HD int gm_warp_w(int warp) { return warp % gm_shape<BT, SRC>::WARPS_W * 16 * gm_shape<BT, SRC>::WM; }
+template <int BT, int SRC> static CU_HD int gm_warp_t(int warp) { return warp / gm_shape<BT, SRC>::WARPS_W * 8 * gm_shape<BT, SRC>::WN; }
 
 /* An AWQ tile's words and scales in a stage, as one lane takes them: tile j (0..7) of the block. */
 struct gm_awq_lane {
@@ -226,22 +232,23 @@ static CU_HD void gm_awq_frag(const gm_awq_lane &r, int s, uint32_t (&a)[4])
 
 /* Accumulator (j, nt, e) of a lane: weight row g (+8 for e >= 2) of the warp's m16 tile j, token
  * 2tg (+1 for odd e) of its n8 tile nt; y[token][row] = it + bias[row]. */
-template <int BT>
-static CU_HD void gm_epilogue(const gm_params &P, int n0, int t0, int warp, int lane, const float (&acc)[2][BT / 16][4])
+template <int BT, int SRC>
+static CU_HD void gm_epilogue(const gm_params &P, int n0, int t0, int warp, int lane, const typename gm_shape<BT, SRC>::acc_t &acc)
 {
+    typedef gm_shape<BT, SRC> S;
     const int g = lane >> 2, tg = lane & 3;
     CU_UNROLL
-    for (int j = 0; j < 2; j++)
+    for (int j = 0; j < S::WM; j++)
         CU_UNROLL
         for (int h = 0; h < 2; h++) {
-            const int n = n0 + gm_warp_w(warp) + j * 16 + g + 8 * h;
+            const int n = n0 + gm_warp_w<BT, SRC>(warp) + j * 16 + g + 8 * h;
             if (n >= P.N) continue;
             const float b = P.bias ? cu_load_dt(P.bias, P.bdt, n) : 0.0f;
             CU_UNROLL
-            for (int nt = 0; nt < BT / 16; nt++)
+            for (int nt = 0; nt < S::WN; nt++)
                 CU_UNROLL
                 for (int e = 0; e < 2; e++) {
-                    const int t = t0 + gm_warp_t<BT>(warp) + nt * 8 + 2 * tg + e;
+                    const int t = t0 + gm_warp_t<BT, SRC>(warp) + nt * 8 + 2 * tg + e;
                     if (t < P.T) P.y[(int64_t)t * P.N + n] = acc[j][nt][2 * h + e] + b;
                 }
         }
@@ -261,30 +268,32 @@ template <int N> static __device__ __forceinline__ void gm_wait(void) { asm vola
 
 /* The warp's MMAs over one stage (tests/cuda_host.cu: host_mma_stage is its CPU twin). */
 template <int BT, int SRC>
-static __device__ __forceinline__ void gm_mma_stage(const uint16_t *st, int warp, int lane, float (&acc)[2][BT / 16][4])
+static __device__ __forceinline__ void gm_mma_stage(const uint16_t *st, int warp, int lane, typename gm_shape<BT, SRC>::acc_t &acc)
 {
     typedef gm_shape<BT, SRC> S;
     constexpr bool BF = SRC == GM_BF16;
-    const int wr = gm_warp_w(warp), wt = gm_warp_t<BT>(warp);
-    gm_awq_lane q[2];
-    if (SRC == GM_AWQ) q[0] = gm_awq_take(st, wr / 16, lane), q[1] = gm_awq_take(st, wr / 16 + 1, lane);
+    const int wr = gm_warp_w<BT, SRC>(warp), wt = gm_warp_t<BT, SRC>(warp);
+    gm_awq_lane q[S::WM];
+#pragma unroll
+    for (int j = 0; j < S::WM; j++)
+        if (SRC == GM_AWQ) q[j] = gm_awq_take(st, wr / 16 + j, lane);
     const uint16_t *xs = st + S::W_HALVES;
 #pragma unroll
     for (int s = 0; s < GM_BK / 16; s++) {
         const int kk = s * 16;
-        uint32_t a[2][4];
+        uint32_t a[S::WM][4];
 #pragma unroll
-        for (int j = 0; j < 2; j++) {
+        for (int j = 0; j < S::WM; j++) {
             if (SRC == GM_AWQ) gm_awq_frag(q[j], s, a[j]);
             else gm_ldsm4(a[j], st + gm_a_row(lane, wr + j * 16, kk));
         }
 #pragma unroll
-        for (int p = 0; p < S::NT / 2; p++) {
+        for (int p = 0; p < S::WN / 2; p++) {
             uint32_t b[4], bl[4];
             gm_ldsm4(b, xs + gm_b_row(lane, wt + p * 16, kk));
             if (BF) gm_ldsm4(bl, xs + S::X_PLANE + gm_b_row(lane, wt + p * 16, kk));
 #pragma unroll
-            for (int j = 0; j < 2; j++) {
+            for (int j = 0; j < S::WM; j++) {
                 cu_mma<BF>(acc[j][2 * p], a[j], b[0], b[1]);
                 cu_mma<BF>(acc[j][2 * p + 1], a[j], b[2], b[3]);
                 if (BF) cu_mma<true>(acc[j][2 * p], a[j], bl[0], bl[1]), cu_mma<true>(acc[j][2 * p + 1], a[j], bl[2], bl[3]);
@@ -305,11 +314,11 @@ __global__ void __launch_bounds__(GM_THREADS, gm_shape<BT, SRC>::MIN_BLOCKS) gem
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int t0 = blockIdx.x * BT, n0 = blockIdx.y * GM_BN, nk = (P.K + GM_BK - 1) / GM_BK;
     const gm_loader L = gm_loader_at<BT, SRC>(P, n0, t0, tid);
-    float acc[2][S::NT][4];
+    typename S::acc_t acc;
 #pragma unroll
-    for (int j = 0; j < 2; j++)
+    for (int j = 0; j < S::WM; j++)
 #pragma unroll
-        for (int nt = 0; nt < S::NT; nt++) acc[j][nt][0] = acc[j][nt][1] = acc[j][nt][2] = acc[j][nt][3] = 0.0f;
+        for (int nt = 0; nt < S::WN; nt++) acc[j][nt][0] = acc[j][nt][1] = acc[j][nt][2] = acc[j][nt][3] = 0.0f;
 #pragma unroll
     for (int s = 0; s < S::STAGES - 1; s++) {
         if (s < nk) gm_load_stage<BT, SRC>(P, L, s * GM_BK, tid, gm_smem + s * S::STAGE);
@@ -323,7 +332,7 @@ __global__ void __launch_bounds__(GM_THREADS, gm_shape<BT, SRC>::MIN_BLOCKS) gem
         gm_commit();
         gm_mma_stage<BT, SRC>(gm_smem + (kt % S::STAGES) * S::STAGE, warp, lane, acc);
     }
-    gm_epilogue<BT>(P, n0, t0, warp, lane, acc);
+    gm_epilogue<BT, SRC>(P, n0, t0, warp, lane, acc);
 #endif
 }
 
