@@ -12,12 +12,15 @@
  * 2j + 9), x is stored with k permuted within each 16 (gm_xh_pos), so ldmatrix hands every
  * lane the matching x.
  *
- * Block tile: 128 weight rows x BT tokens (128, or 64 where 128 leaves SMs idle) x 64 k. 8 warps
- * as 4 (weight rows, 32 each: two m16 tiles) x 2 (tokens, BT / 2 each), f32 accumulators. The
- * stages are filled by cp.async (16 bytes a thread at a time, zero-filled past the matrix), three
- * for dense weights and four for AWQ, so two k-tiles' loads are in flight while the warps
- * multiply a third; one barrier per k-tile. Shared rows are 64 + 8 halves (144 bytes): the 8
- * row addresses of an ldmatrix phase fall in 8 distinct 16-byte bank groups.
+ * Block tile: 128 weight rows x BT tokens (128, or 64 where 128 leaves SMs idle) x 64 k, 8 warps
+ * (gm_shape: how they share it), f32 accumulators. The stages are filled by cp.async (16 bytes a
+ * thread at a time, zero-filled past the matrix, addresses worked out once per block), three for
+ * dense weights and four for AWQ, so two or three k-tiles' loads are in flight while the warps
+ * multiply another; one barrier per k-tile. Shared rows are 64 + 8 halves (144 bytes): the 8
+ * row addresses of an ldmatrix phase fall in 8 distinct 16-byte bank groups. (H100, 7B AWQ at
+ * 512 tokens: 2 blocks of 128 registers per SM; 1 block with more registers, 3 or 5 AWQ stages
+ * and 128-token tiles for q, o and down measured no faster. Splitting K across blocks, partial
+ * sums added by the last to arrive, was slower for q, o, k and v and only 5% faster for down.)
  *
  * The stage loads (address arithmetic and bounds), the AWQ fragments, the x conversion and the
  * epilogue are __host__ __device__: tests/cuda_host.cu runs them on the CPU with ldmatrix and
