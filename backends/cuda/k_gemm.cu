@@ -347,12 +347,17 @@ static int gm_tokens(int T, int N, int sm_count)
     return tiles >= 2 * (int64_t)sm_count ? 128 : 64;
 }
 
+/* The least opt-in shared memory per block of the devices set up (loom__cu_gemm_init): tiles whose
+ * stages do not fit are not used (sm_86 and sm_89 allow 99 KiB a block, the A100 163, the H100 227). */
+static size_t gm_smem_limit = SIZE_MAX;
+template <int BT, int SRC> static bool gm_fits(void) { return gm_shape<BT, SRC>::SMEM_BYTES <= gm_smem_limit; }
+
 /* Rounds x into xh (unless xh already holds this x in this form), then multiplies. */
 template <int SRC> static cudaError_t gm_run(cudaStream_t s, const float *x, cu_xh *xh, gm_params P, int sm_count)
 {
     const int64_t TK = (int64_t)P.T * P.K;
     if (P.N > 65535 * GM_BN || !cu_aligned16(x) || P.K % (SRC == GM_AWQ ? 16 : 8) ||
-        xh->bytes < loom__cu_gemm_xh_bytes(SRC == GM_BF16 ? LOOM_BF16 : LOOM_F16, P.T, P.K))
+        xh->bytes < loom__cu_gemm_xh_bytes(SRC == GM_BF16 ? LOOM_BF16 : LOOM_F16, P.T, P.K) || !gm_fits<64, SRC>())
         return cudaErrorInvalidValue;
     if (xh->x != x || xh->T != P.T || xh->K != P.K || xh->form != SRC) {
         const int64_t units = TK / (SRC == GM_AWQ ? 16 : 8);
@@ -362,7 +367,7 @@ template <int SRC> static cudaError_t gm_run(cudaStream_t s, const float *x, cu_
         xh->x = x, xh->T = P.T, xh->K = P.K, xh->form = SRC;
     }
     P.xh = (const uint16_t *)xh->p;
-    const int bt = gm_tokens(P.T, P.N, sm_count);
+    const int bt = gm_fits<128, SRC>() ? gm_tokens(P.T, P.N, sm_count) : 64;
     dim3 grid((unsigned)((P.T + bt - 1) / bt), (unsigned)((P.N + GM_BN - 1) / GM_BN));
     if (bt == 128) gemm_kernel<128, SRC><<<grid, GM_THREADS, gm_shape<128, SRC>::SMEM_BYTES, s>>>(P);
     else gemm_kernel<64, SRC><<<grid, GM_THREADS, gm_shape<64, SRC>::SMEM_BYTES, s>>>(P);
@@ -373,16 +378,21 @@ template <int SRC> static cudaError_t gm_run(cudaStream_t s, const float *x, cu_
 
 template <int BT, int SRC> static cudaError_t gm_allow_smem(void)
 {
+    if (!gm_fits<BT, SRC>()) return cudaSuccess;
     cudaError_t e = cudaFuncSetAttribute(gemm_kernel<BT, SRC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          gm_shape<BT, SRC>::SMEM_BYTES);
     return e ? e : cudaFuncSetAttribute(gemm_kernel<BT, SRC>, cudaFuncAttributePreferredSharedMemoryCarveout,
                                         cudaSharedmemCarveoutMaxShared);
 }
 
-/* Every stage set is above the 48 KiB default. */
+/* Every stage set is above the 48 KiB default: raise the limit for those the current device fits. */
 extern "C" cudaError_t loom__cu_gemm_init(void)
 {
+    int dev, optin;
     cudaError_t e;
+    if ((e = cudaGetDevice(&dev)) || (e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)))
+        return e;
+    if ((size_t)optin < gm_smem_limit) gm_smem_limit = (size_t)optin;
     if ((e = gm_allow_smem<64, GM_F16>()) || (e = gm_allow_smem<128, GM_F16>()) || (e = gm_allow_smem<64, GM_BF16>()) ||
         (e = gm_allow_smem<128, GM_BF16>()) || (e = gm_allow_smem<64, GM_AWQ>()) || (e = gm_allow_smem<128, GM_AWQ>()))
         return e;
@@ -397,7 +407,8 @@ extern "C" size_t loom__cu_gemm_xh_bytes(int wdt, int T, int64_t K)
 extern "C" cudaError_t loom__cu_gemm(cudaStream_t s, const float *x, const void *w, int wdt, const void *bias, int bdt,
                                      float *y, int T, int64_t K, int64_t N, cu_xh *xh, int sm_count)
 {
-    if (K % 8 || !cu_aligned16(x) || !cu_aligned16(w) || (wdt != LOOM_F16 && wdt != LOOM_BF16) || K > INT32_MAX) {
+    if (K % 8 || !cu_aligned16(x) || !cu_aligned16(w) || (wdt != LOOM_F16 && wdt != LOOM_BF16) || K > INT32_MAX ||
+        !(wdt == LOOM_BF16 ? gm_fits<64, GM_BF16>() : gm_fits<64, GM_F16>())) {
         xh->x = nullptr; /* y may land where that x was */
         return loom__cu_gemv(s, x, w, wdt, bias, bdt, y, T, K, N, sm_count);
     }
