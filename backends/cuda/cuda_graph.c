@@ -395,6 +395,35 @@ fail:
 }
 
 /* ---- launching one step's kernels ------------------------------------------------------------------- */
+static int rows_of(const loom_node *n, int32_t n_tokens)
+{
+    return (n->dst->flags & LOOM_TENSOR_DYNAMIC) ? n_tokens : (int)n->dst->shape[0];
+}
+
+/* The prefill GEMM of node i, T rows, in one launch with the nodes right after it that multiply
+ * the same x tensor by weights of the same kind (q, k, v; gate, up): *ran is how many nodes. */
+static cudaError_t run_gemm(cu_dev *d, cu_prog *p, int32_t i, int32_t n_tokens, cu_xh *xh, int *ran)
+{
+    const loom_node *n = &p->nodes[i];
+    const bool awq = n->op == LOOM_OP_MATMUL_AWQ;
+    const int wdt = awq ? LOOM_Q4_AWQ : (int)n->src[1]->dtype, T = rows_of(n, n_tokens);
+    const int64_t K = awq ? n->src[1]->shape[0] : n->src[1]->shape[1];
+    cu_gemm_w w[CU_GEMM_MAX_W];
+    int m = 0;
+    for (int32_t j = i; j < p->n_nodes && m < CU_GEMM_MAX_W; j++, m++) {
+        const loom_node *o = &p->nodes[j];
+        const loom_tensor *wt = o->src[1], *bias = o->n_src > 2 ? o->src[2] : NULL;
+        if (j > i && (o->op != n->op || wt->dtype != n->src[1]->dtype || o->src[0] != n->src[0] ||
+                      rows_of(o, n_tokens) != T || (awq ? wt->shape[0] : wt->shape[1]) != K))
+            break;
+        w[m] = (cu_gemm_w){.w = tdata(wt), .awq = awq ? p->plan[j].awq : NULL, .bias = tdata(bias),
+                           .bdt = bias ? (int)bias->dtype : LOOM_F32, .y = tdata(o->dst),
+                           .N = awq ? wt->shape[1] : wt->shape[0]};
+    }
+    *ran = m;
+    return loom__cu_gemm(d->stream, tdata(n->src[0]), wdt, w, m, T, K, xh, d->sm_count);
+}
+
 static loom_status run_nodes(cu_dev *d, cu_prog *p, int32_t n_tokens)
 {
     cudaStream_t s = d->stream;
@@ -404,7 +433,7 @@ static loom_status run_nodes(cu_dev *d, cu_prog *p, int32_t n_tokens)
         const cu_plan *pl = &p->plan[i];
         loom_tensor *const *src = n->src;
         const loom_tensor *dst = n->dst;
-        int T = (dst->flags & LOOM_TENSOR_DYNAMIC) ? n_tokens : (int)dst->shape[0];
+        int T = rows_of(n, n_tokens), ran = 1; /* ran: nodes this launch computed */
         /* the rounded x carries over from one GEMM to the next only (the GEMM launchers drop it
          * when they write over it); any other node may write where that x was */
         if (T <= CU_GEMV_MAX_T || (n->op != LOOM_OP_MATMUL_AWQ && (n->op != LOOM_OP_MATMUL || src[1]->dtype == LOOM_F32)))
@@ -422,16 +451,14 @@ static loom_status run_nodes(cu_dev *d, cu_prog *p, int32_t n_tokens)
         case LOOM_OP_RMSNORM:
             e = loom__cu_rmsnorm(s, tdata(src[0]), tdata(src[1]), src[1]->dtype, n->p.eps, y, T, src[0]->shape[1]);
             break;
-        case LOOM_OP_MATMUL: {
-            int64_t K = src[1]->shape[1], N = src[1]->shape[0];
-            if (T <= CU_GEMV_MAX_T || src[1]->dtype == LOOM_F32)
-                e = loom__cu_gemv(s, tdata(src[0]), tdata(src[1]), src[1]->dtype, tdata(bias), bdt, y, T, K, N,
-                                  d->sm_count);
-            else
-                e = loom__cu_gemm(s, tdata(src[0]), tdata(src[1]), src[1]->dtype, tdata(bias), bdt, y, T, K, N, &xh,
-                                  d->sm_count);
+        case LOOM_OP_MATMUL:
+            if (T <= CU_GEMV_MAX_T || src[1]->dtype == LOOM_F32) {
+                e = loom__cu_gemv(s, tdata(src[0]), tdata(src[1]), src[1]->dtype, tdata(bias), bdt, y, T,
+                                  src[1]->shape[1], src[1]->shape[0], d->sm_count);
+            } else {
+                e = run_gemm(d, p, i, n_tokens, &xh, &ran);
+            }
             break;
-        }
         case LOOM_OP_MATMUL_AWQ:
             if (T <= CU_GEMV_MAX_T) {
                 cu_awq_gemv_args g = pl->gemv;
@@ -439,7 +466,7 @@ static loom_status run_nodes(cu_dev *d, cu_prog *p, int32_t n_tokens)
                 g.pdl = d->pdl;
                 e = loom__cu_awq_gemv(s, &g, d->sm_count);
             } else {
-                e = loom__cu_awq_gemm(s, tdata(src[0]), pl->awq, tdata(bias), bdt, y, T, &xh, d->sm_count);
+                e = run_gemm(d, p, i, n_tokens, &xh, &ran);
             }
             break;
         case LOOM_OP_ROPE:
@@ -469,6 +496,7 @@ static loom_status run_nodes(cu_dev *d, cu_prog *p, int32_t n_tokens)
             snprintf(what, sizeof what, "launching node %d (%s)", (int)i, loom_op_str(n->op));
             return loom__cu_fail(d, e, what);
         }
+        i += ran - 1;
     }
     return LOOM_OK;
 }

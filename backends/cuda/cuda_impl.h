@@ -82,11 +82,22 @@ typedef struct cu_xh {
 } cu_xh;
 /* Bytes of cu_xh.p a GEMM of T rows of K needs. */
 size_t loom__cu_gemm_xh_bytes(int wdt, int T, int64_t K);
-/* Tensor cores (k_gemm.cu: mma.sync m16n8k16, f32 accumulate), w f16 or bf16, K % 8 == 0
- * (otherwise the GEMV, which needs no xh). */
-cudaError_t loom__cu_gemm(cudaStream_t s, const float *x, const void *w, int wdt, const void *bias, int bdt, float *y,
-                          int T, int64_t K, int64_t N, cu_xh *xh, int sm_count);
-/* Once per device, before the first loom__cu_gemm / loom__cu_awq_gemm: shared-memory limits. */
+/* Tensor cores (k_gemm.cu: mma.sync m16n8k16, f32 accumulate): y[i] = x · w[i]ᵀ + bias[i] for
+ * n <= CU_GEMM_MAX_W weights of one kind wdt that read the same x [T, K] (q, k, v; gate, up), in
+ * one launch. Dense: w f16 or bf16 [N][K], K % 8 == 0 (otherwise the GEMV, which needs no xh);
+ * LOOM_Q4_AWQ: awq. */
+#define CU_GEMM_MAX_W 3
+typedef struct cu_gemm_w {
+    const void   *w;    /* dense */
+    const cu_awq *awq;  /* LOOM_Q4_AWQ */
+    const void   *bias; /* NULL: none */
+    int           bdt;
+    float        *y;    /* [T, N] */
+    int64_t       N;
+} cu_gemm_w;
+cudaError_t loom__cu_gemm(cudaStream_t s, const float *x, int wdt, const cu_gemm_w *w, int n, int T, int64_t K, cu_xh *xh,
+                          int sm_count);
+/* Once per device, before the first loom__cu_gemm: shared-memory limits. */
 cudaError_t loom__cu_gemm_init(void);
 cudaError_t loom__cu_awq_init(void); /* likewise, for the AWQ GEMV */
 /* AWQ decode GEMV (1 <= T <= CU_GEMV_MAX_T), one pass over the packed weights
@@ -143,9 +154,6 @@ typedef struct cu_awq_gemv_args {
  * else reads it from global memory; the others force one (kbench, tests; LOOM_CUDA_XSTAGE=block). */
 enum { CU_X_AUTO, CU_X_GLOBAL, CU_X_BLOCK, CU_X_WARP };
 cudaError_t loom__cu_awq_gemv(cudaStream_t s, const cu_awq_gemv_args *a, int sm_count);
-/* AWQ on the tensor cores: the packed words dequantised in registers as A fragments. */
-cudaError_t loom__cu_awq_gemm(cudaStream_t s, const float *x, const cu_awq *w, const void *bias, int bdt, float *y,
-                              int T, cu_xh *xh, int sm_count);
 
 /* ---- small ops ---------------------------------------------------------------------- */
 /* Out-of-range ids write NaN rows and set err[0] = 1, err[1] = token, err[2] = id. */

@@ -306,16 +306,27 @@ static __device__ __forceinline__ void gm_mma_stage(const uint16_t *st, int warp
 }
 #endif
 
+/* Up to CU_GEMM_MAX_W weights that read the same x, in one launch: the block rows of weight i are
+ * blk0[i] .. blk0[i + 1] - 1 of blockIdx.y (k and v alone are 4 blocks of weight rows each in a
+ * 7B layer: 32 blocks for 132 SMs at 512 tokens). */
+struct gm_launch {
+    gm_params P[CU_GEMM_MAX_W];
+    int       blk0[CU_GEMM_MAX_W + 1];
+};
+static_assert(CU_GEMM_MAX_W == 3, "gemm_kernel picks its weight among three");
+
 /* blockIdx.x walks the token tiles fastest, so the blocks sharing a weight tile run together and
  * the weight comes from DRAM about once. */
 template <int BT, int SRC>
-__global__ void __launch_bounds__(GM_THREADS, gm_shape<BT, SRC>::MIN_BLOCKS) gemm_kernel(const gm_params P)
+__global__ void __launch_bounds__(GM_THREADS, gm_shape<BT, SRC>::MIN_BLOCKS) gemm_kernel(const gm_launch G)
 {
 #ifdef __CUDA_ARCH__
     extern __shared__ __align__(16) uint16_t gm_smem[];
     typedef gm_shape<BT, SRC> S;
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    const int t0 = blockIdx.x * BT, n0 = blockIdx.y * GM_BN, nk = (P.K + GM_BK - 1) / GM_BK;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, by = blockIdx.y;
+    const int i = by >= G.blk0[1] ? (by >= G.blk0[2] ? 2 : 1) : 0;
+    const gm_params &P = G.P[i];
+    const int t0 = blockIdx.x * BT, n0 = (by - G.blk0[i]) * GM_BN, nk = (P.K + GM_BK - 1) / GM_BK;
     const gm_loader L = gm_loader_at<BT, SRC>(P, n0, t0, tid);
     typename S::acc_t acc;
 #pragma unroll
@@ -352,27 +363,35 @@ static int gm_tokens(int T, int N, int sm_count)
 static size_t gm_smem_limit = SIZE_MAX;
 template <int BT, int SRC> static bool gm_fits(void) { return gm_shape<BT, SRC>::SMEM_BYTES <= gm_smem_limit; }
 
-/* Rounds x into xh (unless xh already holds this x in this form), then multiplies. */
-template <int SRC> static cudaError_t gm_run(cudaStream_t s, const float *x, cu_xh *xh, gm_params P, int sm_count)
+/* Rounds x into xh (unless xh already holds this x in this form), then multiplies by the n
+ * weights of G.P (their w, meta, bias, y and N set). */
+template <int SRC> static cudaError_t gm_run(cudaStream_t s, const float *x, cu_xh *xh, gm_launch G, int n, int T, int K, int sm_count)
 {
-    const int64_t TK = (int64_t)P.T * P.K;
-    if (P.N > 65535 * GM_BN || !cu_aligned16(x) || P.K % (SRC == GM_AWQ ? 16 : 8) ||
-        xh->bytes < loom__cu_gemm_xh_bytes(SRC == GM_BF16 ? LOOM_BF16 : LOOM_F16, P.T, P.K) || !gm_fits<64, SRC>())
+    const int64_t TK = (int64_t)T * K;
+    if (n < 1 || n > CU_GEMM_MAX_W || !cu_aligned16(x) || K % (SRC == GM_AWQ ? 16 : 8) ||
+        xh->bytes < loom__cu_gemm_xh_bytes(SRC == GM_BF16 ? LOOM_BF16 : LOOM_F16, T, K) || !gm_fits<64, SRC>())
         return cudaErrorInvalidValue;
-    if (xh->x != x || xh->T != P.T || xh->K != P.K || xh->form != SRC) {
+    if (xh->x != x || xh->T != T || xh->K != K || xh->form != SRC) {
         const int64_t units = TK / (SRC == GM_AWQ ? 16 : 8);
         gm_xh_kernel<SRC><<<(unsigned)((units + 255) / 256), 256, 0, s>>>(x, (uint16_t *)xh->p, TK);
         cudaError_t e = cudaGetLastError();
         if (e) return e;
-        xh->x = x, xh->T = P.T, xh->K = P.K, xh->form = SRC;
+        xh->x = x, xh->T = T, xh->K = K, xh->form = SRC;
     }
-    P.xh = (const uint16_t *)xh->p;
-    const int bt = gm_fits<128, SRC>() ? gm_tokens(P.T, P.N, sm_count) : 64;
-    dim3 grid((unsigned)((P.T + bt - 1) / bt), (unsigned)((P.N + GM_BN - 1) / GM_BN));
-    if (bt == 128) gemm_kernel<128, SRC><<<grid, GM_THREADS, gm_shape<128, SRC>::SMEM_BYTES, s>>>(P);
-    else gemm_kernel<64, SRC><<<grid, GM_THREADS, gm_shape<64, SRC>::SMEM_BYTES, s>>>(P);
-    if ((uintptr_t)P.y < (uintptr_t)(x + TK) && (uintptr_t)x < (uintptr_t)(P.y + (int64_t)P.T * P.N))
-        xh->x = nullptr; /* y written over x: the next x at this address is another */
+    int64_t rows = 0; /* weight rows of all n, in whole blocks */
+    for (int i = 0; i <= CU_GEMM_MAX_W; i++) {
+        G.blk0[i] = (int)(rows / GM_BN);
+        if (i >= n) continue;
+        G.P[i].xh = (const uint16_t *)xh->p, G.P[i].T = T, G.P[i].K = K;
+        rows += (G.P[i].N + GM_BN - 1) / GM_BN * GM_BN;
+        if ((uintptr_t)G.P[i].y < (uintptr_t)(x + TK) && (uintptr_t)x < (uintptr_t)(G.P[i].y + (int64_t)T * G.P[i].N))
+            xh->x = nullptr; /* a y written over x: the next x at this address is another */
+    }
+    if (rows > 65535 * GM_BN) return cudaErrorInvalidValue;
+    const int bt = gm_fits<128, SRC>() ? gm_tokens(T, (int)rows, sm_count) : 64;
+    dim3 grid((unsigned)((T + bt - 1) / bt), (unsigned)(rows / GM_BN));
+    if (bt == 128) gemm_kernel<128, SRC><<<grid, GM_THREADS, gm_shape<128, SRC>::SMEM_BYTES, s>>>(G);
+    else gemm_kernel<64, SRC><<<grid, GM_THREADS, gm_shape<64, SRC>::SMEM_BYTES, s>>>(G);
     return cudaGetLastError();
 }
 
@@ -404,22 +423,32 @@ extern "C" size_t loom__cu_gemm_xh_bytes(int wdt, int T, int64_t K)
     return (wdt == LOOM_BF16 ? 2 : 1) * (size_t)T * (size_t)K * sizeof(uint16_t);
 }
 
-extern "C" cudaError_t loom__cu_gemm(cudaStream_t s, const float *x, const void *w, int wdt, const void *bias, int bdt,
-                                     float *y, int T, int64_t K, int64_t N, cu_xh *xh, int sm_count)
+extern "C" cudaError_t loom__cu_gemm(cudaStream_t s, const float *x, int wdt, const cu_gemm_w *w, int n, int T, int64_t K,
+                                     cu_xh *xh, int sm_count)
 {
-    if (K % 8 || !cu_aligned16(x) || !cu_aligned16(w) || (wdt != LOOM_F16 && wdt != LOOM_BF16) || K > INT32_MAX ||
-        !(wdt == LOOM_BF16 ? gm_fits<64, GM_BF16>() : gm_fits<64, GM_F16>())) {
-        xh->x = nullptr; /* y may land where that x was */
-        return loom__cu_gemv(s, x, w, wdt, bias, bdt, y, T, K, N, sm_count);
+    gm_launch G = {};
+    if (n < 1 || n > CU_GEMM_MAX_W) return cudaErrorInvalidValue;
+    for (int i = 0; i < n; i++) {
+        gm_params &P = G.P[i];
+        P.bias = w[i].bias, P.bdt = w[i].bdt, P.y = w[i].y, P.N = (int)w[i].N;
+        if (wdt == LOOM_Q4_AWQ) {
+            const cu_awq *a = w[i].awq;
+            if (a->K != K || !cu_aligned16(a->q) || !cu_aligned16(a->meta)) return cudaErrorInvalidValue;
+            P.w = a->q, P.meta = a->meta;
+        } else {
+            P.w = w[i].w;
+        }
     }
-    gm_params P = {nullptr, w, nullptr, bias, bdt, T, (int)K, (int)N, y};
-    return wdt == LOOM_BF16 ? gm_run<GM_BF16>(s, x, xh, P, sm_count) : gm_run<GM_F16>(s, x, xh, P, sm_count);
-}
-
-extern "C" cudaError_t loom__cu_awq_gemm(cudaStream_t s, const float *x, const cu_awq *w, const void *bias, int bdt,
-                                         float *y, int T, cu_xh *xh, int sm_count)
-{
-    if (!cu_aligned16(w->q) || !cu_aligned16(w->meta)) return cudaErrorInvalidValue;
-    gm_params P = {nullptr, w->q, w->meta, bias, bdt, T, (int)w->K, (int)w->N, y};
-    return gm_run<GM_AWQ>(s, x, xh, P, sm_count);
+    if (wdt == LOOM_Q4_AWQ) return gm_run<GM_AWQ>(s, x, xh, G, n, T, (int)K, sm_count);
+    bool tc = K % 8 == 0 && K <= INT32_MAX && cu_aligned16(x) && (wdt == LOOM_F16 || wdt == LOOM_BF16) &&
+              (wdt == LOOM_BF16 ? gm_fits<64, GM_BF16>() : gm_fits<64, GM_F16>());
+    for (int i = 0; i < n; i++) tc = tc && cu_aligned16(w[i].w);
+    if (tc) return wdt == LOOM_BF16 ? gm_run<GM_BF16>(s, x, xh, G, n, T, (int)K, sm_count)
+                                    : gm_run<GM_F16>(s, x, xh, G, n, T, (int)K, sm_count);
+    xh->x = nullptr; /* a y may land where that x was */
+    for (int i = 0; i < n; i++) {
+        cudaError_t e = loom__cu_gemv(s, x, w[i].w, wdt, w[i].bias, w[i].bdt, w[i].y, T, K, w[i].N, sm_count);
+        if (e) return e;
+    }
+    return cudaSuccess;
 }

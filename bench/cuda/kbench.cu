@@ -402,8 +402,9 @@ static gemm_time bench_gemm(const char *label, cublasHandle_t cb, int K, int N, 
     CHECK(cudaMalloc(&xhp, xh_bytes));
     cu_xh kept = {xhp, xh_bytes, nullptr, 0, 0, 0};
     auto fresh = [&] { return cu_xh{xhp, xh_bytes, nullptr, 0, 0, 0}; };
-    auto dense = [&] { cu_xh h = fresh(); return loom__cu_gemm(0, x, w, LOOM_F16, nullptr, 0, y, T, K, N, &h, sm); };
-    auto awq_run = [&](cu_xh *h) { return loom__cu_awq_gemm(0, x, &aw, nullptr, 0, y, T, h, sm); };
+    const cu_gemm_w wd = {w, nullptr, nullptr, 0, y, N}, wa = {nullptr, &aw, nullptr, 0, y, N};
+    auto dense = [&] { cu_xh h = fresh(); return loom__cu_gemm(0, x, LOOM_F16, &wd, 1, T, K, &h, sm); };
+    auto awq_run = [&](cu_xh *h) { return loom__cu_gemm(0, x, LOOM_Q4_AWQ, &wa, 1, T, K, h, sm); };
     const float one = 1.0f, zero = 0.0f;
     auto cublas = [&](bool f32out) {
         cublasStatus_t st = cublasGemmEx(cb, CUBLAS_OP_T, CUBLAS_OP_N, N, T, K, &one, w, CUDA_R_16F, K, x16, CUDA_R_16F, K,
