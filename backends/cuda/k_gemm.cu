@@ -12,6 +12,7 @@
  * 2j + 9), x is stored with k permuted within each 16 (gm_xh_pos), so ldmatrix hands every
  * lane the matching x.
  *
+ * Up to three weights that read the same x run as one launch (gm_launch: q, k, v; gate, up).
  * Block tile: 128 weight rows x BT tokens (128, or 64 where 128 leaves SMs idle) x 64 k, 8 warps
  * (gm_shape: how they share it), f32 accumulators. The stages are filled by cp.async (16 bytes a
  * thread at a time, zero-filled past the matrix, addresses worked out once per block), three for
