@@ -445,71 +445,92 @@ template <int BT, int SRC> static void host_mma_stage(const uint16_t *st, int wa
     }
 }
 
-// x rounded as gm_xh_kernel rounds it, then the grid of gemm_kernel, block by block: every
-// thread's copies of a stage, then every warp's MMAs, then every lane's epilogue.
-template <int BT, int SRC> static void host_gemm(const float *x, gm_params P)
+// x rounded as gm_xh_kernel rounds it, then the grid of gemm_kernel over the n weights of G, block by
+// block: every thread's copies of a stage, then every warp's MMAs, then every lane's epilogue.
+template <int BT, int SRC> static void host_gemm(const float *x, gm_launch G, int n, int T, int K)
 {
     typedef gm_shape<BT, SRC> S;
-    const int64_t TK = (int64_t)P.T * P.K;
+    const int64_t TK = (int64_t)T * K;
     std::vector<uint16_t> xh((size_t)(S::XP * TK));
     for (int64_t i = 0; i < TK / (SRC == GM_AWQ ? 16 : 8); i++) gm_xh_unit<SRC>(x, xh.data(), TK, i);
-    P.xh = xh.data();
+    const int64_t rows = gm_layout(G, n, xh.data(), T, K);
     std::vector<uint16_t> smem((size_t)S::STAGE);
     typedef typename S::acc_t lane_acc;
     std::vector<float> accv((size_t)8 * 32 * sizeof(lane_acc) / sizeof(float));
     lane_acc *acc = reinterpret_cast<lane_acc *>(accv.data());
-    for (int bx = 0; bx < (P.T + BT - 1) / BT; bx++)
-        for (int by = 0; by < (P.N + GM_BN - 1) / GM_BN; by++) {
+    for (int bx = 0; bx < (T + BT - 1) / BT; bx++)
+        for (int by = 0; by < rows / GM_BN; by++) {
+            int n0;
+            const gm_params &P = gm_pick(G, by, &n0);
             std::fill(accv.begin(), accv.end(), 0.0f);
-            for (int k0 = 0; k0 < P.K; k0 += GM_BK) {
+            for (int k0 = 0; k0 < K; k0 += GM_BK) {
                 std::fill(smem.begin(), smem.end(), 0xffff); // NaN as f16 and bf16: unwritten data shows
                 for (int tid = 0; tid < GM_THREADS; tid++)
-                    gm_load_stage<BT, SRC>(P, gm_loader_at<BT, SRC>(P, by * GM_BN, bx * BT, tid), k0, tid, smem.data());
+                    gm_load_stage<BT, SRC>(P, gm_loader_at<BT, SRC>(P, n0, bx * BT, tid), k0, tid, smem.data());
                 for (int w = 0; w < 8; w++) host_mma_stage<BT, SRC>(smem.data(), w, &acc[(size_t)w * 32]);
             }
             for (int w = 0; w < 8; w++)
-                for (int l = 0; l < 32; l++) gm_epilogue<BT, SRC>(P, by * GM_BN, bx * BT, w, l, acc[(size_t)w * 32 + l]);
+                for (int l = 0; l < 32; l++) gm_epilogue<BT, SRC>(P, n0, bx * BT, w, l, acc[(size_t)w * 32 + l]);
         }
 }
 
-// wdt: LOOM_F16 / LOOM_BF16 dense, or LOOM_Q4_AWQ; sm picks the launcher's row tile
-static void check_gemm(int wdt, int64_t K, int64_t N, int T, int sm)
+// wdt: LOOM_F16 / LOOM_BF16 dense, or LOOM_Q4_AWQ; one launch for the weights of Ns (up to
+// CU_GEMM_MAX_W, as q, k, v); sm picks the launcher's token tile
+static void check_gemm(int wdt, int64_t K, std::vector<int64_t> Ns, int T, int sm)
 {
-    bool awq = wdt == LOOM_Q4_AWQ;
-    weight aw = awq ? make_weight(K, N) : weight{};
-    std::vector<uint16_t> w16(awq ? 0 : (size_t)(K * N)), bias16((size_t)N);
-    std::vector<float> x((size_t)(T * K)), y((size_t)(T * N), NAN);
-    for (auto &v : w16) v = wdt == LOOM_F16 ? loom_f32_to_f16(rndf() * 0.1f) : loom_f32_to_bf16(rndf() * 0.1f);
+    const bool awq = wdt == LOOM_Q4_AWQ;
+    const int n = (int)Ns.size();
+    std::vector<float> x((size_t)(T * K));
     for (auto &v : x) v = rndf();
-    for (auto &v : bias16) v = loom_f32_to_f16(rndf());
-    gm_params P = {nullptr, awq ? aw.w.q : (const void *)w16.data(), awq ? aw.w.meta : nullptr, awq ? (const void *)aw.bias.data() : bias16.data(),
-                   LOOM_F16, T, (int)K, (int)N, y.data()};
-    int bt = gm_tokens(T, (int)N, sm);
-    if (awq) bt == 128 ? host_gemm<128, GM_AWQ>(x.data(), P) : host_gemm<64, GM_AWQ>(x.data(), P);
-    else if (wdt == LOOM_F16) bt == 128 ? host_gemm<128, GM_F16>(x.data(), P) : host_gemm<64, GM_F16>(x.data(), P);
-    else bt == 128 ? host_gemm<128, GM_BF16>(x.data(), P) : host_gemm<64, GM_BF16>(x.data(), P);
-    double num = 0, den = 0;
-    size_t bad = 0;
-    for (int t = 0; t < T; t++)
-        for (int64_t n = 0; n < N; n++) {
-            double ref;
-            if (awq) ref = dot(aw, x, t, n);
-            else {
-                ref = loom_f16_to_f32(bias16[(size_t)n]);
-                for (int64_t k = 0; k < K; k++)
-                    ref += (double)x[(size_t)(t * K + k)] *
-                           (wdt == LOOM_F16 ? loom_f16_to_f32(w16[(size_t)(n * K + k)]) : loom_bf16_to_f32(w16[(size_t)(n * K + k)]));
+    struct one {
+        weight aw;
+        std::vector<uint16_t> w16, bias16;
+        std::vector<float> y;
+    };
+    std::vector<one> ws((size_t)n);
+    gm_launch G = {};
+    for (int i = 0; i < n; i++) {
+        const int64_t N = Ns[(size_t)i];
+        one &o = ws[(size_t)i];
+        if (awq) o.aw = make_weight(K, N);
+        o.w16.resize(awq ? 0 : (size_t)(K * N)), o.bias16.resize((size_t)N), o.y.assign((size_t)(T * N), NAN);
+        for (auto &v : o.w16) v = wdt == LOOM_F16 ? loom_f32_to_f16(rndf() * 0.1f) : loom_f32_to_bf16(rndf() * 0.1f);
+        for (auto &v : o.bias16) v = loom_f32_to_f16(rndf());
+        G.P[i] = {nullptr, awq ? o.aw.w.q : (const void *)o.w16.data(), awq ? o.aw.w.meta : nullptr,
+                  awq ? (const void *)o.aw.bias.data() : o.bias16.data(), LOOM_F16, T, (int)K, (int)N, o.y.data()};
+    }
+    const int bt = gm_tokens(T, (int)gm_layout(G, n, nullptr, T, (int)K), sm);
+    if (awq) bt == 128 ? host_gemm<128, GM_AWQ>(x.data(), G, n, T, (int)K) : host_gemm<64, GM_AWQ>(x.data(), G, n, T, (int)K);
+    else if (wdt == LOOM_F16) bt == 128 ? host_gemm<128, GM_F16>(x.data(), G, n, T, (int)K) : host_gemm<64, GM_F16>(x.data(), G, n, T, (int)K);
+    else bt == 128 ? host_gemm<128, GM_BF16>(x.data(), G, n, T, (int)K) : host_gemm<64, GM_BF16>(x.data(), G, n, T, (int)K);
+    for (int i = 0; i < n; i++) {
+        const int64_t N = Ns[(size_t)i];
+        const one &o = ws[(size_t)i];
+        double num = 0, den = 0;
+        size_t bad = 0;
+        for (int t = 0; t < T; t++)
+            for (int64_t c = 0; c < N; c++) {
+                double ref;
+                if (awq) ref = dot(o.aw, x, t, c);
+                else {
+                    ref = loom_f16_to_f32(o.bias16[(size_t)c]);
+                    for (int64_t k = 0; k < K; k++) {
+                        uint16_t h = o.w16[(size_t)(c * K + k)];
+                        ref += (double)x[(size_t)(t * K + k)] * (wdt == LOOM_F16 ? loom_f16_to_f32(h) : loom_bf16_to_f32(h));
+                    }
+                }
+                float v = o.y[(size_t)(t * N + c)];
+                if (!std::isfinite(v)) bad++;
+                num += (v - ref) * (v - ref), den += ref * ref;
             }
-            float v = y[(size_t)(t * N + n)];
-            if (!std::isfinite(v)) bad++;
-            num += (v - ref) * (v - ref), den += ref * ref;
-        }
-    double e = num / den;
-    // x rounded to f16 (and AWQ weights to f16 once): ~1e-7; bf16 splits x into hi + lo: ~1e-11
-    bool ok = bad == 0 && e < (wdt == LOOM_BF16 ? 1e-10 : 1e-6);
-    printf("%s gemm %-6s K=%-5lld N=%-5lld T=%-4d tokens/block %-3d nmse %.1e%s\n", ok ? "ok  " : "FAIL",
-           loom_dtype_name((loom_dtype)wdt), (long long)K, (long long)N, T, bt, e, bad ? " (outputs not written)" : "");
-    failures += !ok;
+        double e = num / den;
+        // x rounded to f16 (and AWQ weights to f16 once): ~1e-7; bf16 splits x into hi + lo: ~1e-11
+        bool ok = bad == 0 && e < (wdt == LOOM_BF16 ? 1e-10 : 1e-6);
+        printf("%s gemm %-6s K=%-5lld N=%-5lld (weight %d of %d) T=%-4d tokens/block %-3d nmse %.1e%s\n", ok ? "ok  " : "FAIL",
+               loom_dtype_name((loom_dtype)wdt), (long long)K, (long long)N, i + 1, n, T, bt, e,
+               bad ? " (outputs not written)" : "");
+        failures += !ok;
+    }
 }
 
 int main()
@@ -558,12 +579,16 @@ int main()
     check("rmsnorm on load, 8 rows", CU_EPI_PLAIN, CU_AWQ_XNORM_MAX_K / 128 * 128, {32}, 8, 0, false, 0, CU_X_AUTO, true);
     // prefill GEMM: both token tiles, partial token / column / k tiles, odd N, 3 AWQ groups
     for (int sm : {1, 1 << 20}) {
-        check_gemm(LOOM_Q4_AWQ, 256, 200, 40, sm);
-        check_gemm(LOOM_F16, 264, 75, 17, sm);
-        check_gemm(LOOM_BF16, 128, 130, 70, sm);
+        check_gemm(LOOM_Q4_AWQ, 256, {200}, 40, sm);
+        check_gemm(LOOM_F16, 264, {75}, 17, sm);
+        check_gemm(LOOM_BF16, 128, {130}, 70, sm);
     }
-    check_gemm(LOOM_Q4_AWQ, 384, 136, 130, 1);
-    check_gemm(LOOM_F16, 40, 256, 9, 1 << 20);
+    check_gemm(LOOM_Q4_AWQ, 384, {136}, 130, 1);
+    check_gemm(LOOM_F16, 40, {256}, 9, 1 << 20);
+    // several weights that read the same x in one launch (q, k, v; gate, up), partial block rows
+    check_gemm(LOOM_Q4_AWQ, 256, {200, 40, 136}, 40, 1);
+    check_gemm(LOOM_F16, 264, {75, 130}, 17, 1 << 20);
+    check_gemm(LOOM_BF16, 128, {40, 40, 256}, 70, 1);
     // invalid arguments are refused, not run
     weight w = make_weight(128, 8);
     cu_awq_gemv_args bad{};

@@ -314,7 +314,28 @@ struct gm_launch {
     gm_params P[CU_GEMM_MAX_W];
     int       blk0[CU_GEMM_MAX_W + 1];
 };
-static_assert(CU_GEMM_MAX_W == 3, "gemm_kernel picks its weight among three");
+static_assert(CU_GEMM_MAX_W == 3, "gm_pick picks among three weights");
+
+/* Sets the n weights' shared fields and blk0; returns their weight rows in whole blocks. */
+static int64_t gm_layout(gm_launch &G, int n, const uint16_t *xh, int T, int K)
+{
+    int64_t rows = 0;
+    for (int i = 0; i <= CU_GEMM_MAX_W; i++) {
+        G.blk0[i] = (int)(rows / GM_BN);
+        if (i >= n) continue;
+        G.P[i].xh = xh, G.P[i].T = T, G.P[i].K = K;
+        rows += (G.P[i].N + GM_BN - 1) / GM_BN * GM_BN;
+    }
+    return rows;
+}
+
+/* The weight of block row by, and (*n0) its first weight row in that block. */
+static CU_HD const gm_params &gm_pick(const gm_launch &G, int by, int *n0)
+{
+    const int i = by >= G.blk0[1] ? (by >= G.blk0[2] ? 2 : 1) : 0;
+    *n0 = (by - G.blk0[i]) * GM_BN;
+    return G.P[i];
+}
 
 /* blockIdx.x walks the token tiles fastest, so the blocks sharing a weight tile run together and
  * the weight comes from DRAM about once. */
@@ -324,10 +345,10 @@ __global__ void __launch_bounds__(GM_THREADS, gm_shape<BT, SRC>::MIN_BLOCKS) gem
 #ifdef __CUDA_ARCH__
     extern __shared__ __align__(16) uint16_t gm_smem[];
     typedef gm_shape<BT, SRC> S;
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, by = blockIdx.y;
-    const int i = by >= G.blk0[1] ? (by >= G.blk0[2] ? 2 : 1) : 0;
-    const gm_params &P = G.P[i];
-    const int t0 = blockIdx.x * BT, n0 = (by - G.blk0[i]) * GM_BN, nk = (P.K + GM_BK - 1) / GM_BK;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    int n0;
+    const gm_params &P = gm_pick(G, blockIdx.y, &n0);
+    const int t0 = blockIdx.x * BT, nk = (P.K + GM_BK - 1) / GM_BK;
     const gm_loader L = gm_loader_at<BT, SRC>(P, n0, t0, tid);
     typename S::acc_t acc;
 #pragma unroll
@@ -379,15 +400,10 @@ template <int SRC> static cudaError_t gm_run(cudaStream_t s, const float *x, cu_
         if (e) return e;
         xh->x = x, xh->T = T, xh->K = K, xh->form = SRC;
     }
-    int64_t rows = 0; /* weight rows of all n, in whole blocks */
-    for (int i = 0; i <= CU_GEMM_MAX_W; i++) {
-        G.blk0[i] = (int)(rows / GM_BN);
-        if (i >= n) continue;
-        G.P[i].xh = (const uint16_t *)xh->p, G.P[i].T = T, G.P[i].K = K;
-        rows += (G.P[i].N + GM_BN - 1) / GM_BN * GM_BN;
+    const int64_t rows = gm_layout(G, n, (const uint16_t *)xh->p, T, K);
+    for (int i = 0; i < n; i++)
         if ((uintptr_t)G.P[i].y < (uintptr_t)(x + TK) && (uintptr_t)x < (uintptr_t)(G.P[i].y + (int64_t)T * G.P[i].N))
             xh->x = nullptr; /* a y written over x: the next x at this address is another */
-    }
     if (rows > 65535 * GM_BN) return cudaErrorInvalidValue;
     const int bt = gm_fits<128, SRC>() ? gm_tokens(T, (int)rows, sm_count) : 64;
     dim3 grid((unsigned)((T + bt - 1) / bt), (unsigned)(rows / GM_BN));
