@@ -269,6 +269,13 @@ static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, in
         if (plan[i].xnorm) take_xnorm(nodes, n_nodes, plan, i);
 }
 
+/* A matmul of T rows that runs as a prefill GEMM (k_gemm.cu), which reads x through cu_xh; the rest
+ * are GEMVs (f32 weights: any T). */
+static bool runs_as_gemm(const loom_node *n, int T)
+{
+    return T > CU_GEMV_MAX_T && (n->op == LOOM_OP_MATMUL_AWQ || (n->op == LOOM_OP_MATMUL && n->src[1]->dtype != LOOM_F32));
+}
+
 /* ---- compile ------------------------------------------------------------------------------------- */
 loom_status loom__cu_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void **progp)
 {
@@ -309,7 +316,7 @@ loom_status loom__cu_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
         int32_t T = (int32_t)n->dst->shape[0];
         if (T > p->max_t) p->max_t = T;
         int32_t Tdec = T < CU_GEMV_MAX_T ? T : CU_GEMV_MAX_T; /* largest step the decode kernels see */
-        if (T > CU_GEMV_MAX_T && (n->op == LOOM_OP_MATMUL_AWQ || (n->op == LOOM_OP_MATMUL && n->src[1]->dtype != LOOM_F32))) {
+        if (runs_as_gemm(n, T)) {
             int64_t K = n->op == LOOM_OP_MATMUL ? n->src[1]->shape[1] : n->src[1]->shape[0];
             size_t b = loom__cu_gemm_xh_bytes(n->src[1]->dtype, T, K);
             if (b > xh_need) xh_need = b;
@@ -436,8 +443,7 @@ static loom_status run_nodes(cu_dev *d, cu_prog *p, int32_t n_tokens)
         int T = rows_of(n, n_tokens), ran = 1; /* ran: nodes this launch computed */
         /* the rounded x carries over from one GEMM to the next only (the GEMM launchers drop it
          * when they write over it); any other node may write where that x was */
-        if (T <= CU_GEMV_MAX_T || (n->op != LOOM_OP_MATMUL_AWQ && (n->op != LOOM_OP_MATMUL || src[1]->dtype == LOOM_F32)))
-            xh.x = NULL;
+        if (!runs_as_gemm(n, T)) xh.x = NULL;
         float *y = tdata(dst);
         const loom_tensor *bias = n->n_src > 2 ? src[2] : NULL;
         int bdt = bias ? (int)bias->dtype : LOOM_F32;
@@ -452,7 +458,7 @@ static loom_status run_nodes(cu_dev *d, cu_prog *p, int32_t n_tokens)
             e = loom__cu_rmsnorm(s, tdata(src[0]), tdata(src[1]), src[1]->dtype, n->p.eps, y, T, src[0]->shape[1]);
             break;
         case LOOM_OP_MATMUL:
-            if (T <= CU_GEMV_MAX_T || src[1]->dtype == LOOM_F32) {
+            if (!runs_as_gemm(n, T)) {
                 e = loom__cu_gemv(s, tdata(src[0]), tdata(src[1]), src[1]->dtype, tdata(bias), bdt, y, T,
                                   src[1]->shape[1], src[1]->shape[0], d->sm_count);
             } else {
