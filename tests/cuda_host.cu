@@ -445,11 +445,44 @@ template <int BT, int SRC> static void host_mma_stage(const uint16_t *st, int wa
     }
 }
 
+// The CPU twin of gm_wg_stage for warp w: its A fragments as gm_wg_stage makes them; B, the
+// stage's x as wgmma reads it through gm_desc (token c's k at its swizzled 16-byte chunk, the
+// PTX ISA's 128-byte swizzle), laid out as mma.sync's B per n8 tile, since the warp's 16 rows of
+// the m64nBTk16 product are an m16n8k16 product per tile.
+template <int BT, int SRC> static void host_wg_stage(const uint16_t *st, int warp, typename gm_shape<BT, SRC, true>::acc_t *acc)
+{
+    typedef gm_shape<BT, SRC, true> S;
+    const bool bf = SRC == GM_BF16;
+    const int wr = gm_warp_w<BT, SRC, true>(warp);
+    for (int s = 0; s < GM_BK / 16; s++) {
+        static uint32_t a[32][4], b[32][2];
+        if (SRC == GM_AWQ)
+            for (int l = 0; l < 32; l++) gm_awq_frag(gm_awq_take(st, wr / 16, l), s, a[l]);
+        else host_ldsm4(st, gm_a_row, wr, s * 16, a);
+        for (int p = 0; p < S::XP; p++) {
+            const uint16_t *xs = st + S::W_HALVES + p * S::X_PLANE;
+            for (int nt = 0; nt < S::WN; nt++) {
+                for (int l = 0; l < 32; l++) {
+                    const int c = nt * 8 + l / 4, k = s * 16 + 2 * (l % 4);
+                    const uint16_t *lo = xs + gm_xswz(c, k >> 3) + (k & 7), *hi = xs + gm_xswz(c, (k + 8) >> 3) + (k & 7);
+                    b[l][0] = lo[0] | (uint32_t)lo[1] << 16, b[l][1] = hi[0] | (uint32_t)hi[1] << 16;
+                }
+                float c[32][4];
+                for (int l = 0; l < 32; l++)
+                    for (int e = 0; e < 4; e++) c[l][e] = acc[l][0][nt][e];
+                host_mma(c, a, b, bf);
+                for (int l = 0; l < 32; l++)
+                    for (int e = 0; e < 4; e++) acc[l][0][nt][e] = c[l][e];
+            }
+        }
+    }
+}
+
 // x rounded as gm_xh_kernel rounds it, then the grid of gemm_kernel over the n weights of G, block by
 // block: every thread's copies of a stage, then every warp's MMAs, then every lane's epilogue.
-template <int BT, int SRC> static void host_gemm(const float *x, gm_launch G, int n, int T, int K)
+template <int BT, int SRC, bool WG> static void host_gemm(const float *x, gm_launch G, int n, int T, int K)
 {
-    typedef gm_shape<BT, SRC> S;
+    typedef gm_shape<BT, SRC, WG> S;
     const int64_t TK = (int64_t)T * K;
     std::vector<uint16_t> xh((size_t)(S::XP * TK));
     for (int64_t i = 0; i < TK / (SRC == GM_AWQ ? 16 : 8); i++) gm_xh_unit<SRC>(x, xh.data(), TK, i);
@@ -466,17 +499,26 @@ template <int BT, int SRC> static void host_gemm(const float *x, gm_launch G, in
             for (int k0 = 0; k0 < K; k0 += GM_BK) {
                 std::fill(smem.begin(), smem.end(), 0xffff); // NaN as f16 and bf16: unwritten data shows
                 for (int tid = 0; tid < GM_THREADS; tid++)
-                    gm_load_stage<BT, SRC>(P, gm_loader_at<BT, SRC>(P, n0, bx * BT, tid), k0, tid, smem.data());
-                for (int w = 0; w < 8; w++) host_mma_stage<BT, SRC>(smem.data(), w, &acc[(size_t)w * 32]);
+                    gm_load_stage<BT, SRC, WG>(P, gm_loader_at<BT, SRC, WG>(P, n0, bx * BT, tid), k0, tid, smem.data());
+                for (int w = 0; w < 8; w++)
+                    if constexpr (WG) host_wg_stage<BT, SRC>(smem.data(), w, &acc[(size_t)w * 32]);
+                    else host_mma_stage<BT, SRC>(smem.data(), w, &acc[(size_t)w * 32]);
             }
             for (int w = 0; w < 8; w++)
-                for (int l = 0; l < 32; l++) gm_epilogue<BT, SRC>(P, n0, bx * BT, w, l, acc[(size_t)w * 32 + l]);
+                for (int l = 0; l < 32; l++) gm_epilogue<BT, SRC, WG>(P, n0, bx * BT, w, l, acc[(size_t)w * 32 + l]);
         }
 }
 
+template <int BT, bool WG> static void host_gemm_of(int wdt, const float *x, const gm_launch &G, int n, int T, int K)
+{
+    if (wdt == LOOM_Q4_AWQ) host_gemm<BT, GM_AWQ, WG>(x, G, n, T, K);
+    else if (wdt == LOOM_F16) host_gemm<BT, GM_F16, WG>(x, G, n, T, K);
+    else host_gemm<BT, GM_BF16, WG>(x, G, n, T, K);
+}
+
 // wdt: LOOM_F16 / LOOM_BF16 dense, or LOOM_Q4_AWQ; one launch for the weights of Ns (up to
-// CU_GEMM_MAX_W, as q, k, v); sm picks the launcher's token tile
-static void check_gemm(int wdt, int64_t K, std::vector<int64_t> Ns, int T, int sm)
+// CU_GEMM_MAX_W, as q, k, v); sm picks the launcher's token tile; wg: the wgmma (sm_90a) kernel
+static void check_gemm(int wdt, int64_t K, std::vector<int64_t> Ns, int T, int sm, bool wg = false)
 {
     const bool awq = wdt == LOOM_Q4_AWQ;
     const int n = (int)Ns.size();
@@ -500,9 +542,8 @@ static void check_gemm(int wdt, int64_t K, std::vector<int64_t> Ns, int T, int s
                   awq ? (const void *)o.aw.bias.data() : o.bias16.data(), LOOM_F16, T, (int)K, (int)N, o.y.data()};
     }
     const int bt = gm_tokens(T, (int)gm_layout(G, n, nullptr, T, (int)K), sm);
-    if (awq) bt == 128 ? host_gemm<128, GM_AWQ>(x.data(), G, n, T, (int)K) : host_gemm<64, GM_AWQ>(x.data(), G, n, T, (int)K);
-    else if (wdt == LOOM_F16) bt == 128 ? host_gemm<128, GM_F16>(x.data(), G, n, T, (int)K) : host_gemm<64, GM_F16>(x.data(), G, n, T, (int)K);
-    else bt == 128 ? host_gemm<128, GM_BF16>(x.data(), G, n, T, (int)K) : host_gemm<64, GM_BF16>(x.data(), G, n, T, (int)K);
+    if (wg) bt == 128 ? host_gemm_of<128, true>(wdt, x.data(), G, n, T, (int)K) : host_gemm_of<64, true>(wdt, x.data(), G, n, T, (int)K);
+    else bt == 128 ? host_gemm_of<128, false>(wdt, x.data(), G, n, T, (int)K) : host_gemm_of<64, false>(wdt, x.data(), G, n, T, (int)K);
     for (int i = 0; i < n; i++) {
         const int64_t N = Ns[(size_t)i];
         const one &o = ws[(size_t)i];
@@ -526,8 +567,8 @@ static void check_gemm(int wdt, int64_t K, std::vector<int64_t> Ns, int T, int s
         double e = num / den;
         // x rounded to f16 (and AWQ weights to f16 once): ~1e-7; bf16 splits x into hi + lo: ~1e-11
         bool ok = bad == 0 && e < (wdt == LOOM_BF16 ? 1e-10 : 1e-6);
-        printf("%s gemm %-6s K=%-5lld N=%-5lld (weight %d of %d) T=%-4d tokens/block %-3d nmse %.1e%s\n", ok ? "ok  " : "FAIL",
-               loom_dtype_name((loom_dtype)wdt), (long long)K, (long long)N, i + 1, n, T, bt, e,
+        printf("%s gemm %-6s K=%-5lld N=%-5lld (weight %d of %d) T=%-4d tokens/block %-3d %-8s nmse %.1e%s\n", ok ? "ok  " : "FAIL",
+               loom_dtype_name((loom_dtype)wdt), (long long)K, (long long)N, i + 1, n, T, bt, wg ? "wgmma" : "mma.sync", e,
                bad ? " (outputs not written)" : "");
         failures += !ok;
     }
@@ -577,18 +618,21 @@ int main()
     check("rmsnorm on load, outliers past f16", CU_EPI_SWIGLU, 1024, {64, 64}, 2, 8, false, 0, CU_X_WARP, true, 3e5f);
     check("rmsnorm on load, outliers, x per block", CU_EPI_SWIGLU, 1024, {64, 64}, 2, 8, false, 0, CU_X_BLOCK, true, 3e5f);
     check("rmsnorm on load, 8 rows", CU_EPI_PLAIN, CU_AWQ_XNORM_MAX_K / 128 * 128, {32}, 8, 0, false, 0, CU_X_AUTO, true);
-    // prefill GEMM: both token tiles, partial token / column / k tiles, odd N, 3 AWQ groups
-    for (int sm : {1, 1 << 20}) {
-        check_gemm(LOOM_Q4_AWQ, 256, {200}, 40, sm);
-        check_gemm(LOOM_F16, 264, {75}, 17, sm);
-        check_gemm(LOOM_BF16, 128, {130}, 70, sm);
+    // prefill GEMM, on mma.sync and on wgmma: both token tiles, partial token / column / k tiles,
+    // odd N, 3 AWQ groups
+    for (bool wg : {false, true}) {
+        for (int sm : {1, 1 << 20}) {
+            check_gemm(LOOM_Q4_AWQ, 256, {200}, 40, sm, wg);
+            check_gemm(LOOM_F16, 264, {75}, 17, sm, wg);
+            check_gemm(LOOM_BF16, 128, {130}, 70, sm, wg);
+        }
+        check_gemm(LOOM_Q4_AWQ, 384, {136}, 130, 1, wg);
+        check_gemm(LOOM_F16, 40, {256}, 9, 1 << 20, wg);
+        // several weights that read the same x in one launch (q, k, v; gate, up), partial block rows
+        check_gemm(LOOM_Q4_AWQ, 256, {200, 40, 136}, 40, 1, wg);
+        check_gemm(LOOM_F16, 264, {75, 130}, 17, 1 << 20, wg);
+        check_gemm(LOOM_BF16, 128, {40, 40, 256}, 70, 1, wg);
     }
-    check_gemm(LOOM_Q4_AWQ, 384, {136}, 130, 1);
-    check_gemm(LOOM_F16, 40, {256}, 9, 1 << 20);
-    // several weights that read the same x in one launch (q, k, v; gate, up), partial block rows
-    check_gemm(LOOM_Q4_AWQ, 256, {200, 40, 136}, 40, 1);
-    check_gemm(LOOM_F16, 264, {75, 130}, 17, 1 << 20);
-    check_gemm(LOOM_BF16, 128, {40, 40, 256}, 70, 1);
     // invalid arguments are refused, not run
     weight w = make_weight(128, 8);
     cu_awq_gemv_args bad{};

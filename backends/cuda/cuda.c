@@ -10,7 +10,8 @@
  * largest step that is captured and replayed. LOOM_CUDA_PDL=0 launches the
  * decode GEMVs and attention plainly instead of as programmatic dependents
  * (sm_90+: each may start, and pull its weights into L2, while the kernel
- * before it finishes). */
+ * before it finishes). LOOM_CUDA_WGMMA=0 runs the prefill GEMMs on mma.sync
+ * where they would use sm_90a's wgmma. */
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -179,13 +180,16 @@ static loom_status cu_device_open(void *bctx, int32_t dev, void **dctx)
         goto fail;
     }
     if ((st = loom__cu_malloc(d, 4 * sizeof(int), (void **)&d->d_err, "the error word"))) goto fail;
-    if ((e = cudaMemset(d->d_err, 0, 4 * sizeof(int))) || (e = loom__cu_attn_init()) || (e = loom__cu_gemm_init()) ||
-        (e = loom__cu_awq_init())) {
+    const char *wg = getenv("LOOM_CUDA_WGMMA");
+    int wgmma = 0;
+    if ((e = cudaMemset(d->d_err, 0, 4 * sizeof(int))) || (e = loom__cu_attn_init()) ||
+        (e = loom__cu_gemm_init(!(wg && !strcmp(wg, "0")), &wgmma)) || (e = loom__cu_awq_init())) {
         st = loom__cu_fail(d, e, "cannot set up the kernels");
         goto fail;
     }
-    CU_LOG(LOOM_LOG_DEBUG, "cuda:%d: opened, %d SMs, graphs %s (steps of <= %d tokens), programmatic dependent launch %s",
-           dev, d->sm_count, d->graphs ? "on" : "off", d->graph_max_t, d->pdl ? "on" : "off");
+    CU_LOG(LOOM_LOG_DEBUG,
+           "cuda:%d: opened, %d SMs, graphs %s (steps of <= %d tokens), programmatic dependent launch %s, prefill GEMMs on %s",
+           dev, d->sm_count, d->graphs ? "on" : "off", d->graph_max_t, d->pdl ? "on" : "off", wgmma ? "wgmma" : "mma.sync");
     *dctx = d;
     return LOOM_OK;
 fail:

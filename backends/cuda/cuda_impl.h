@@ -97,8 +97,9 @@ typedef struct cu_gemm_w {
 } cu_gemm_w;
 cudaError_t loom__cu_gemm(cudaStream_t s, const float *x, int wdt, const cu_gemm_w *w, int n, int T, int64_t K, cu_xh *xh,
                           int sm_count);
-/* Once per device, before the first loom__cu_gemm: shared-memory limits. */
-cudaError_t loom__cu_gemm_init(void);
+/* Once per device, before the first loom__cu_gemm: shared-memory limits, and whether the prefill
+ * GEMMs use wgmma (allowed, and the device runs this build's sm_90a code; *wgmma says). */
+cudaError_t loom__cu_gemm_init(int allow_wgmma, int *wgmma);
 cudaError_t loom__cu_awq_init(void); /* likewise, for the AWQ GEMV */
 /* AWQ decode GEMV (1 <= T <= CU_GEMV_MAX_T), one pass over the packed weights
  * in one launch, with the epilogue fused:

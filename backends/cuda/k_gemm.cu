@@ -23,9 +23,15 @@
  * and 128-token tiles for q, o and down measured no faster. Splitting K across blocks, partial
  * sums added by the last to arrive, was slower for q, o, k and v and only 5% faster for down.)
  *
+ * On sm_90a (the H100) the MMAs are wgmma's instead (WG, gm_wg_stage): each warp still makes its
+ * 16 weight rows' A fragments in registers as above, and a warpgroup multiplies its 64 rows by all
+ * BT tokens of x in one wgmma per k16 step, reading x from shared memory through a descriptor
+ * (x rows stored unpadded in wgmma's 128-byte swizzle). That took the 7B AWQ layer's GEMMs from
+ * 0.36 to 0.47 of cuBLAS's f16 rate (docs/PERF.md). LOOM_CUDA_WGMMA=0 keeps mma.sync.
+ *
  * The stage loads (address arithmetic and bounds), the AWQ fragments, the x conversion and the
- * epilogue are __host__ __device__: tests/cuda_host.cu runs them on the CPU with ldmatrix and
- * mma emulated from the PTX ISA's fragment layouts. */
+ * epilogue are __host__ __device__: tests/cuda_host.cu runs them on the CPU with ldmatrix, mma and
+ * wgmma's reads of x emulated from the PTX ISA's fragment and swizzle layouts. */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -36,6 +42,11 @@
 #define GM_BK 64           /* k per stage: one chunk of the AWQ layout */
 #define GM_LDS (GM_BK + 8) /* halves per shared row */
 #define GM_THREADS 256
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL) /* this pass compiles for sm_90a: wgmma */
+#define GM_WGMMA 1
+#else
+#define GM_WGMMA 0
+#endif
 #define GM_META_OFF (GM_BN / 16 * 32 * 8) /* AWQ stage: halves of packed words before the meta words */
 
 enum { GM_F16 = 0, GM_BF16 = 1, GM_AWQ = 2 }; /* the weight source */
@@ -50,25 +61,33 @@ struct gm_params {
 };
 
 /* One stage in shared memory, in halves: the weight tile (dense: [128][LDS]; AWQ: 8 tiles x 32
- * lanes x 16 bytes of packed words, then the 128 columns' meta words), then x [BT][LDS] (bf16:
- * hi, then lo). */
-template <int BT, int SRC> struct gm_shape {
+ * lanes x 16 bytes of packed words, then the 128 columns' meta words), then x [BT][XLD] (bf16:
+ * hi, then lo). WG (wgmma, sm_90a): x rows are 64 halves, 128 bytes, unpadded and swizzled as
+ * wgmma's 128-byte mode reads them (gm_xswz), so each x plane starts on a 1024-byte boundary. */
+template <int BT, int SRC, bool WG = false> struct gm_shape {
     static constexpr int XP = SRC == GM_BF16 ? 2 : 1;
-    static constexpr int W_HALVES = SRC == GM_AWQ ? GM_META_OFF + GM_BN * 2 : GM_BN * GM_LDS;
-    static constexpr int X_PLANE = BT * GM_LDS;
+    static constexpr int XLD = WG ? GM_BK : GM_LDS; /* halves per shared x row */
+    static constexpr int W_RAW = SRC == GM_AWQ ? GM_META_OFF + GM_BN * 2 : GM_BN * GM_LDS;
+    static constexpr int W_HALVES = WG ? (W_RAW + 511) / 512 * 512 : W_RAW;
+    static constexpr int X_PLANE = BT * XLD;
     static constexpr int STAGE = W_HALVES + XP * X_PLANE;
     static constexpr int STAGES = SRC == GM_AWQ ? 4 : 3;
-    static constexpr int SMEM_BYTES = STAGES * STAGE * 2;
-    /* The warps' tiles: AWQ, 8 (weight rows) x 1, each 16 rows x BT tokens, so that no two warps
-     * dequantise the same words; dense, 4 x 2, each 32 rows x BT / 2 tokens (fewer B fragment
-     * loads for the A fragments that ldmatrix reads anyway). */
-    static constexpr int WM = SRC == GM_AWQ ? 1 : 2;     /* m16 tiles (weight rows) per warp */
-    static constexpr int WARPS_W = GM_BN / (16 * WM);    /* warps along the weight rows */
-    static constexpr int WN = BT / 8 / (8 / WARPS_W);    /* n8 tiles (tokens) per warp */
+    static constexpr int SMEM_BYTES = STAGES * STAGE * 2 + (WG ? 1024 : 0); /* WG: room to align the stages */
+    /* The warps' tiles: AWQ and WG, 8 (weight rows) x 1, each 16 rows x BT tokens, so that no two
+     * warps dequantise the same words (WG: a warpgroup's wgmma takes 64 rows, 16 from each warp);
+     * dense mma.sync, 4 x 2, each 32 rows x BT / 2 tokens (fewer B fragment loads for the A
+     * fragments that ldmatrix reads anyway). */
+    static constexpr int WM = SRC == GM_AWQ || WG ? 1 : 2; /* m16 tiles (weight rows) per warp */
+    static constexpr int WARPS_W = GM_BN / (16 * WM);       /* warps along the weight rows */
+    static constexpr int WN = BT / 8 / (8 / WARPS_W);       /* n8 tiles (tokens) per warp */
     typedef float acc_t[WM][WN][4];
     /* two blocks per SM where their shared memory fits (and then at most 128 registers) */
     static constexpr int MIN_BLOCKS = 2 * (SMEM_BYTES + 1024) <= 228 * 1024 ? 2 : 1;
 };
+
+/* Where 16-byte chunk c (k = 8c .. 8c + 7) of x row r sits in a WG stage's x plane, in halves:
+ * wgmma's 128-byte swizzle XORs the chunk with the row's place in its 8-row, 1024-byte atom. */
+static CU_HD int gm_xswz(int r, int c) { return r * GM_BK + ((c ^ (r & 7)) << 3); }
 
 /* ---- x, rounded once ------------------------------------------------------------------------ */
 /* Where logical k (within its 16) sits in an AWQ GEMM's x row: the fragment's k pairs (2j, 2j + 1)
@@ -145,15 +164,17 @@ static CU_HD void gm_cp16(uint16_t *dst, const void *src, bool ok)
 struct gm_loader {
     int64_t  woff, xoff, moff; /* the first chunk's source at k = 0, in elements of w (halves), xh, meta */
     int64_t  row32, plane;     /* 32 rows of K; one bf16 plane of xh (T K) */
-    int      dst, col, n16;    /* (tid >> 3) * LDS + col; (tid & 7) * 8; AWQ: N16 */
+    int      dst, xdst, col;   /* (tid >> 3) * LDS + col; the same for x (WG: swizzled); (tid & 7) * 8 */
+    int      n16;              /* AWQ: N16 */
     uint32_t win, xin;         /* bit j: chunk j's weight row (AWQ: bit 0 the tile, bit 1 the meta) / token inside */
 };
 
-template <int BT, int SRC> static CU_HD gm_loader gm_loader_at(const gm_params &P, int n0, int t0, int tid)
+template <int BT, int SRC, bool WG = false> static CU_HD gm_loader gm_loader_at(const gm_params &P, int n0, int t0, int tid)
 {
     gm_loader L;
     const int r = tid >> 3;
     L.col = (tid & 7) * 8, L.dst = r * GM_LDS + L.col, L.row32 = (int64_t)32 * P.K, L.plane = (int64_t)P.T * P.K;
+    L.xdst = WG ? gm_xswz(r, tid & 7) : L.dst; /* rows r + 32 j: the same place in their atoms */
     L.xoff = (int64_t)(t0 + r) * P.K + L.col, L.xin = 0;
     for (int j = 0; j < BT / 32; j++) L.xin |= (uint32_t)(t0 + r + 32 * j < P.T) << j;
     L.n16 = CU_AWQ_N16(P.N), L.win = 0, L.moff = 0;
@@ -169,10 +190,10 @@ template <int BT, int SRC> static CU_HD gm_loader gm_loader_at(const gm_params &
 }
 
 /* The thread's copies of k-tile k0 into stage st. */
-template <int BT, int SRC>
+template <int BT, int SRC, bool WG = false>
 static CU_HD void gm_load_stage(const gm_params &P, const gm_loader &L, int k0, int tid, uint16_t *st)
 {
-    typedef gm_shape<BT, SRC> S;
+    typedef gm_shape<BT, SRC, WG> S;
     const uint16_t *w = (const uint16_t *)P.w;
     const bool kin = k0 + L.col < P.K;
     if (SRC == GM_AWQ) {
@@ -193,7 +214,7 @@ static CU_HD void gm_load_stage(const gm_params &P, const gm_loader &L, int k0, 
     for (int j = 0; j < S::XP * BT / 32; j++) {
         const int p = j / (BT / 32), jj = j % (BT / 32);
         const bool in = (L.xin >> jj & 1) && kin;
-        gm_cp16(st + S::W_HALVES + p * S::X_PLANE + L.dst + 32 * jj * GM_LDS, P.xh + (in ? L.xoff + p * L.plane + jj * L.row32 + k0 : 0), in);
+        gm_cp16(st + S::W_HALVES + p * S::X_PLANE + L.xdst + 32 * jj * S::XLD, P.xh + (in ? L.xoff + p * L.plane + jj * L.row32 + k0 : 0), in);
     }
 }
 
@@ -207,8 +228,16 @@ static CU_HD int gm_a_row(int lane, int r0, int kk) { return (r0 + (lane & 7) + 
 static CU_HD int gm_b_row(int lane, int c0, int kk) { return (c0 + (lane & 7) + (lane >> 4) * 8) * GM_LDS + kk + ((lane >> 3) & 1) * 8; }
 
 /* The warp's share of the block tile: its first weight row and token. */
-template <int BT, int SRC> static CU_HD int gm_warp_w(int warp) { return warp % gm_shape<BT, SRC>::WARPS_W * 16 * gm_shape<BT, SRC>::WM; }
-template <int BT, int SRC> static CU_HD int gm_warp_t(int warp) { return warp / gm_shape<BT, SRC>::WARPS_W * 8 * gm_shape<BT, SRC>::WN; }
+template <int BT, int SRC, bool WG = false> static CU_HD int gm_warp_w(int warp)
+{
+    typedef gm_shape<BT, SRC, WG> S;
+    return warp % S::WARPS_W * 16 * S::WM;
+}
+template <int BT, int SRC, bool WG = false> static CU_HD int gm_warp_t(int warp)
+{
+    typedef gm_shape<BT, SRC, WG> S;
+    return warp / S::WARPS_W * 8 * S::WN;
+}
 
 /* An AWQ tile's words and scales in a stage, as one lane takes them: tile j (0..7) of the block. */
 struct gm_awq_lane {
@@ -236,23 +265,23 @@ static CU_HD void gm_awq_frag(const gm_awq_lane &r, int s, uint32_t (&a)[4])
 
 /* Accumulator (j, nt, e) of a lane: weight row g (+8 for e >= 2) of the warp's m16 tile j, token
  * 2tg (+1 for odd e) of its n8 tile nt; y[token][row] = it + bias[row]. */
-template <int BT, int SRC>
-static CU_HD void gm_epilogue(const gm_params &P, int n0, int t0, int warp, int lane, const typename gm_shape<BT, SRC>::acc_t &acc)
+template <int BT, int SRC, bool WG = false>
+static CU_HD void gm_epilogue(const gm_params &P, int n0, int t0, int warp, int lane, const typename gm_shape<BT, SRC, WG>::acc_t &acc)
 {
-    typedef gm_shape<BT, SRC> S;
+    typedef gm_shape<BT, SRC, WG> S;
     const int g = lane >> 2, tg = lane & 3;
     CU_UNROLL
     for (int j = 0; j < S::WM; j++)
         CU_UNROLL
         for (int h = 0; h < 2; h++) {
-            const int n = n0 + gm_warp_w<BT, SRC>(warp) + j * 16 + g + 8 * h;
+            const int n = n0 + gm_warp_w<BT, SRC, WG>(warp) + j * 16 + g + 8 * h;
             if (n >= P.N) continue;
             const float b = P.bias ? cu_load_dt(P.bias, P.bdt, n) : 0.0f;
             CU_UNROLL
             for (int nt = 0; nt < S::WN; nt++)
                 CU_UNROLL
                 for (int e = 0; e < 2; e++) {
-                    const int t = t0 + gm_warp_t<BT, SRC>(warp) + nt * 8 + 2 * tg + e;
+                    const int t = t0 + gm_warp_t<BT, SRC, WG>(warp) + nt * 8 + 2 * tg + e;
                     if (t < P.T) P.y[(int64_t)t * P.N + n] = acc[j][nt][2 * h + e] + b;
                 }
         }
@@ -305,6 +334,112 @@ static __device__ __forceinline__ void gm_mma_stage(const uint16_t *st, int warp
         }
     }
 }
+
+#if GM_WGMMA
+/* wgmma's shared-memory descriptor of an x plane (K-major, 128-byte swizzle): the start address,
+ * the leading offset (unused by swizzled K-major layouts: 1), 1024 bytes from one 8-row atom to the
+ * next, swizzle mode 1. A k16 step within the 64 k of a row adds its 32 bytes to the start. */
+static __device__ __forceinline__ uint64_t gm_desc(const uint16_t *p)
+{
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    return (uint64_t)((a & 0x3ffffu) >> 4) | (uint64_t)1 << 16 | (uint64_t)(1024 >> 4) << 32 | (uint64_t)1 << 62;
+}
+
+/* d += A · B for the warpgroup: A 64 weight rows x k16 from registers (each warp's 16 rows as an
+ * mma.sync m16n8k16 A fragment), B the BT tokens' x at desc; d as gm_shape's acc_t (n8 tile nt,
+ * element e: d[4 nt + e], mma.sync's C layout per tile). */
+template <int BT, bool BF> static __device__ __forceinline__ void gm_wgmma(float *d, const uint32_t (&a)[4], uint64_t desc);
+template <> __device__ __forceinline__ void gm_wgmma<128, false>(float *d, const uint32_t (&a)[4], uint64_t desc)
+{
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+                     "{%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
+                     :
+          "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));
+}
+template <> __device__ __forceinline__ void gm_wgmma<128, true>(float *d, const uint32_t (&a)[4], uint64_t desc)
+{
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+                     "{%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
+                     :
+          "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));
+}
+template <> __device__ __forceinline__ void gm_wgmma<64, false>(float *d, const uint32_t (&a)[4], uint64_t desc)
+{
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+                     "{%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+                     :
+          "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));
+}
+template <> __device__ __forceinline__ void gm_wgmma<64, true>(float *d, const uint32_t (&a)[4], uint64_t desc)
+{
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+                     "{%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+                     :
+          "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));
+}
+#endif
+
+/* The warpgroup's MMAs over one WG stage: every warp turns its 16 weight rows of the four k16 steps
+ * into A fragments (as gm_mma_stage does), then the warpgroup issues one wgmma per step (two for
+ * bf16: x's hi and lo planes) over all BT tokens and waits for them, so the stage is free for
+ * the copies that follow the next barrier. */
+template <int BT, int SRC>
+static __device__ __forceinline__ void gm_wg_stage(const uint16_t *st, int warp, int lane, typename gm_shape<BT, SRC, true>::acc_t &acc)
+{
+#if GM_WGMMA
+    typedef gm_shape<BT, SRC, true> S;
+    constexpr bool BF = SRC == GM_BF16;
+    const int wr = gm_warp_w<BT, SRC, true>(warp);
+    uint32_t a[GM_BK / 16][4];
+    if (SRC == GM_AWQ) {
+        const gm_awq_lane q = gm_awq_take(st, wr / 16, lane);
+#pragma unroll
+        for (int s = 0; s < GM_BK / 16; s++) gm_awq_frag(q, s, a[s]);
+    } else {
+#pragma unroll
+        for (int s = 0; s < GM_BK / 16; s++) gm_ldsm4(a[s], st + gm_a_row(lane, wr, s * 16));
+    }
+    const uint64_t xd = gm_desc(st + S::W_HALVES);
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+    for (int s = 0; s < GM_BK / 16; s++) {
+        gm_wgmma<BT, BF>(&acc[0][0][0], a[s], xd + 2 * s);
+        if (BF) gm_wgmma<BT, true>(&acc[0][0][0], a[s], xd + (S::X_PLANE * 2 >> 4) + 2 * s);
+    }
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#else
+    __trap(); /* launched only where gm_wg_probe found sm_90a code */
+#endif
+}
 #endif
 
 /* Up to CU_GEMM_MAX_W weights that read the same x, in one launch: the block rows of weight i are
@@ -338,18 +473,20 @@ static CU_HD const gm_params &gm_pick(const gm_launch &G, int by, int *n0)
 }
 
 /* blockIdx.x walks the token tiles fastest, so the blocks sharing a weight tile run together and
- * the weight comes from DRAM about once. */
-template <int BT, int SRC>
-__global__ void __launch_bounds__(GM_THREADS, gm_shape<BT, SRC>::MIN_BLOCKS) gemm_kernel(const gm_launch G)
+ * the weight comes from DRAM about once. WG: the MMAs are wgmma's (sm_90a). */
+template <int BT, int SRC, bool WG = false>
+__global__ void __launch_bounds__(GM_THREADS, gm_shape<BT, SRC, WG>::MIN_BLOCKS) gemm_kernel(const gm_launch G)
 {
 #ifdef __CUDA_ARCH__
-    extern __shared__ __align__(16) uint16_t gm_smem[];
-    typedef gm_shape<BT, SRC> S;
+    extern __shared__ __align__(16) uint16_t gm_smem_raw[];
+    typedef gm_shape<BT, SRC, WG> S;
+    /* WG: wgmma's swizzle atoms are 1024-byte aligned */
+    uint16_t *gm_smem = gm_smem_raw + (WG ? (1024 - (__cvta_generic_to_shared(gm_smem_raw) & 1023)) % 1024 / 2 : 0);
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     int n0;
     const gm_params &P = gm_pick(G, blockIdx.y, &n0);
     const int t0 = blockIdx.x * BT, nk = (P.K + GM_BK - 1) / GM_BK;
-    const gm_loader L = gm_loader_at<BT, SRC>(P, n0, t0, tid);
+    const gm_loader L = gm_loader_at<BT, SRC, WG>(P, n0, t0, tid);
     typename S::acc_t acc;
 #pragma unroll
     for (int j = 0; j < S::WM; j++)
@@ -357,20 +494,26 @@ __global__ void __launch_bounds__(GM_THREADS, gm_shape<BT, SRC>::MIN_BLOCKS) gem
         for (int nt = 0; nt < S::WN; nt++) acc[j][nt][0] = acc[j][nt][1] = acc[j][nt][2] = acc[j][nt][3] = 0.0f;
 #pragma unroll
     for (int s = 0; s < S::STAGES - 1; s++) {
-        if (s < nk) gm_load_stage<BT, SRC>(P, L, s * GM_BK, tid, gm_smem + s * S::STAGE);
+        if (s < nk) gm_load_stage<BT, SRC, WG>(P, L, s * GM_BK, tid, gm_smem + s * S::STAGE);
         gm_commit(); /* empty groups too: the wait below counts groups */
     }
     for (int kt = 0; kt < nk; kt++) {
         gm_wait<S::STAGES - 2>(); /* this thread's copies of k-tile kt have landed ... */
-        __syncthreads();          /* ... and everyone's; and k-tile kt - 1's stage is free again */
+        if (WG) asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); /* ... visible to wgmma ... */
+        __syncthreads(); /* ... and everyone's; and k-tile kt - 1's stage is free again */
         const int nx = kt + S::STAGES - 1;
-        if (nx < nk) gm_load_stage<BT, SRC>(P, L, nx * GM_BK, tid, gm_smem + (nx % S::STAGES) * S::STAGE);
+        if (nx < nk) gm_load_stage<BT, SRC, WG>(P, L, nx * GM_BK, tid, gm_smem + (nx % S::STAGES) * S::STAGE);
         gm_commit();
-        gm_mma_stage<BT, SRC>(gm_smem + (kt % S::STAGES) * S::STAGE, warp, lane, acc);
+        if constexpr (WG) gm_wg_stage<BT, SRC>(gm_smem + (kt % S::STAGES) * S::STAGE, warp, lane, acc);
+        else gm_mma_stage<BT, SRC>(gm_smem + (kt % S::STAGES) * S::STAGE, warp, lane, acc);
     }
-    gm_epilogue<BT, SRC>(P, n0, t0, warp, lane, acc);
+    gm_epilogue<BT, SRC, WG>(P, n0, t0, warp, lane, acc);
 #endif
 }
+
+/* Whether this build has sm_90a code for the device set up: its probe writes 1 only there. */
+__device__ int gm_wg_flag;
+__global__ void gm_wg_probe(void) { gm_wg_flag = GM_WGMMA; }
 
 /* 128-token tiles when they still give every SM two blocks; 64 otherwise (short prompts,
  * narrow matrices such as o, k, v and down), trading weight re-reads for occupancy. */
@@ -381,9 +524,20 @@ static int gm_tokens(int T, int N, int sm_count)
 }
 
 /* The least opt-in shared memory per block of the devices set up (loom__cu_gemm_init): tiles whose
- * stages do not fit are not used (sm_86 and sm_89 allow 99 KiB a block, the A100 163, the H100 227). */
+ * stages do not fit are not used (sm_86 and sm_89 allow 99 KiB a block, the A100 163, the H100 227).
+ * gm_wg: every device set up runs this build's sm_90a code, and wgmma was not turned off. */
 static size_t gm_smem_limit = SIZE_MAX;
-template <int BT, int SRC> static bool gm_fits(void) { return gm_shape<BT, SRC>::SMEM_BYTES <= gm_smem_limit; }
+static bool   gm_wg, gm_any_init;
+template <int BT, int SRC> static bool gm_fits(void)
+{
+    return (size_t)(gm_wg ? gm_shape<BT, SRC, true>::SMEM_BYTES : gm_shape<BT, SRC>::SMEM_BYTES) <= gm_smem_limit;
+}
+
+template <int BT, int SRC> static void gm_go(dim3 grid, cudaStream_t s, const gm_launch &G)
+{
+    if (gm_wg) gemm_kernel<BT, SRC, true><<<grid, GM_THREADS, gm_shape<BT, SRC, true>::SMEM_BYTES, s>>>(G);
+    else gemm_kernel<BT, SRC><<<grid, GM_THREADS, gm_shape<BT, SRC>::SMEM_BYTES, s>>>(G);
+}
 
 /* Rounds x into xh (unless xh already holds this x in this form), then multiplies by the n
  * weights of G.P (their w, meta, bias, y and N set). */
@@ -407,32 +561,45 @@ template <int SRC> static cudaError_t gm_run(cudaStream_t s, const float *x, cu_
     if (rows > 65535 * GM_BN) return cudaErrorInvalidValue;
     const int bt = gm_fits<128, SRC>() ? gm_tokens(T, (int)rows, sm_count) : 64;
     dim3 grid((unsigned)((T + bt - 1) / bt), (unsigned)(rows / GM_BN));
-    if (bt == 128) gemm_kernel<128, SRC><<<grid, GM_THREADS, gm_shape<128, SRC>::SMEM_BYTES, s>>>(G);
-    else gemm_kernel<64, SRC><<<grid, GM_THREADS, gm_shape<64, SRC>::SMEM_BYTES, s>>>(G);
+    if (bt == 128) gm_go<128, SRC>(grid, s, G);
+    else gm_go<64, SRC>(grid, s, G);
     return cudaGetLastError();
 }
 
-template <int BT, int SRC> static cudaError_t gm_allow_smem(void)
+template <int BT, int SRC, bool WG> static cudaError_t gm_allow_smem(void)
 {
-    if (!gm_fits<BT, SRC>()) return cudaSuccess;
-    cudaError_t e = cudaFuncSetAttribute(gemm_kernel<BT, SRC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         gm_shape<BT, SRC>::SMEM_BYTES);
-    return e ? e : cudaFuncSetAttribute(gemm_kernel<BT, SRC>, cudaFuncAttributePreferredSharedMemoryCarveout,
+    if ((size_t)gm_shape<BT, SRC, WG>::SMEM_BYTES > gm_smem_limit) return cudaSuccess;
+    cudaError_t e = cudaFuncSetAttribute(gemm_kernel<BT, SRC, WG>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         gm_shape<BT, SRC, WG>::SMEM_BYTES);
+    return e ? e : cudaFuncSetAttribute(gemm_kernel<BT, SRC, WG>, cudaFuncAttributePreferredSharedMemoryCarveout,
                                         cudaSharedmemCarveoutMaxShared);
 }
 
-/* Every stage set is above the 48 KiB default: raise the limit for those the current device fits. */
-extern "C" cudaError_t loom__cu_gemm_init(void)
+template <bool WG> static cudaError_t gm_allow_all(void)
 {
-    int dev, optin;
+    cudaError_t e;
+    if ((e = gm_allow_smem<64, GM_F16, WG>()) || (e = gm_allow_smem<128, GM_F16, WG>()) || (e = gm_allow_smem<64, GM_BF16, WG>()) ||
+        (e = gm_allow_smem<128, GM_BF16, WG>()) || (e = gm_allow_smem<64, GM_AWQ, WG>()) || (e = gm_allow_smem<128, GM_AWQ, WG>()))
+        return e;
+    return cudaSuccess;
+}
+
+/* Every stage set is above the 48 KiB default: raise the limit for those the current device fits.
+ * Then probe whether the device runs the sm_90a code (only those kernels have wgmma). */
+extern "C" cudaError_t loom__cu_gemm_init(int allow_wgmma, int *wgmma)
+{
+    int dev, optin, flag = 0;
     cudaError_t e;
     if ((e = cudaGetDevice(&dev)) || (e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)))
         return e;
     if ((size_t)optin < gm_smem_limit) gm_smem_limit = (size_t)optin;
-    if ((e = gm_allow_smem<64, GM_F16>()) || (e = gm_allow_smem<128, GM_F16>()) || (e = gm_allow_smem<64, GM_BF16>()) ||
-        (e = gm_allow_smem<128, GM_BF16>()) || (e = gm_allow_smem<64, GM_AWQ>()) || (e = gm_allow_smem<128, GM_AWQ>()))
-        return e;
-    return cudaSuccess;
+    if (allow_wgmma) {
+        gm_wg_probe<<<1, 1>>>();
+        if ((e = cudaGetLastError()) || (e = cudaMemcpyFromSymbol(&flag, gm_wg_flag, sizeof flag))) return e;
+    }
+    gm_wg = (gm_any_init ? gm_wg : true) && flag, gm_any_init = true;
+    *wgmma = gm_wg;
+    return gm_wg ? gm_allow_all<true>() : gm_allow_all<false>();
 }
 
 extern "C" size_t loom__cu_gemm_xh_bytes(int wdt, int T, int64_t K)

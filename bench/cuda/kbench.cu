@@ -477,7 +477,9 @@ int main(int argc, char **argv)
     if (roof <= 0) return 1;
     printf("%s, %d SMs, L2 %d MiB; roofline (D2D copy, read + write) %.1f GB/s\n", p.name, sm, p.l2CacheSize >> 20,
            roof);
-    CHECK(loom__cu_gemm_init());
+    int wgmma = 0; // LOOM_CUDA_WGMMA=0: the mma.sync GEMMs, as the backend
+    CHECK(loom__cu_gemm_init(!(getenv("LOOM_CUDA_WGMMA") && !strcmp(getenv("LOOM_CUDA_WGMMA"), "0")), &wgmma));
+    printf("prefill GEMMs on %s\n", wgmma ? "wgmma" : "mma.sync");
     CHECK(loom__cu_awq_init());
     if (argc > 4 && !strcmp(argv[1], "--gemm")) { // one shape: K N T (Nsight Compute)
         cublasHandle_t cb;
