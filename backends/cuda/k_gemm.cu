@@ -407,18 +407,12 @@ template <> __device__ __forceinline__ void gm_wgmma<64, true>(float *d, const u
 }
 #endif
 
-/* The warpgroup's MMAs over one WG stage: every warp turns its 16 weight rows of the four k16 steps
- * into A fragments (as gm_mma_stage does), then the warpgroup issues one wgmma per step (two for
- * bf16: x's hi and lo planes) over all BT tokens and waits for them, so the stage is free for
- * the copies that follow the next barrier. */
+/* The warp's A fragments of a WG stage's four k16 steps: its 16 weight rows, made as gm_mma_stage
+ * makes them. */
 template <int BT, int SRC>
-static __device__ __forceinline__ void gm_wg_stage(const uint16_t *st, int warp, int lane, typename gm_shape<BT, SRC, true>::acc_t &acc)
+static __device__ __forceinline__ void gm_wg_frags(const uint16_t *st, int warp, int lane, uint32_t (&a)[GM_BK / 16][4])
 {
-#if GM_WGMMA
-    typedef gm_shape<BT, SRC, true> S;
-    constexpr bool BF = SRC == GM_BF16;
     const int wr = gm_warp_w<BT, SRC, true>(warp);
-    uint32_t a[GM_BK / 16][4];
     if (SRC == GM_AWQ) {
         const gm_awq_lane q = gm_awq_take(st, wr / 16, lane);
 #pragma unroll
@@ -427,6 +421,18 @@ static __device__ __forceinline__ void gm_wg_stage(const uint16_t *st, int warp,
 #pragma unroll
         for (int s = 0; s < GM_BK / 16; s++) gm_ldsm4(a[s], st + gm_a_row(lane, wr, s * 16));
     }
+}
+
+/* The warpgroup's wgmmas over a WG stage, one per k16 step (two for bf16: x's hi and lo planes)
+ * over all BT tokens, committed as one group; the caller waits for them (wgmma.wait_group) before
+ * the stage or the fragments are written again. */
+template <int BT, int SRC>
+static __device__ __forceinline__ void gm_wg_issue(const uint16_t *st, const uint32_t (&a)[GM_BK / 16][4],
+                                                   typename gm_shape<BT, SRC, true>::acc_t &acc)
+{
+#if GM_WGMMA
+    typedef gm_shape<BT, SRC, true> S;
+    constexpr bool BF = SRC == GM_BF16;
     const uint64_t xd = gm_desc(st + S::W_HALVES);
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
@@ -435,9 +441,15 @@ static __device__ __forceinline__ void gm_wg_stage(const uint16_t *st, int warp,
         if (BF) gm_wgmma<BT, true>(&acc[0][0][0], a[s], xd + (S::X_PLANE * 2 >> 4) + 2 * s);
     }
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 #else
     __trap(); /* launched only where gm_wg_probe found sm_90a code */
+#endif
+}
+
+template <int N> static __device__ __forceinline__ void gm_wg_wait(void)
+{
+#if GM_WGMMA
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 #endif
 }
 #endif
@@ -504,8 +516,18 @@ __global__ void __launch_bounds__(GM_THREADS, gm_shape<BT, SRC, WG>::MIN_BLOCKS)
         const int nx = kt + S::STAGES - 1;
         if (nx < nk) gm_load_stage<BT, SRC, WG>(P, L, nx * GM_BK, tid, gm_smem + (nx % S::STAGES) * S::STAGE);
         gm_commit();
-        if constexpr (WG) gm_wg_stage<BT, SRC>(gm_smem + (kt % S::STAGES) * S::STAGE, warp, lane, acc);
-        else gm_mma_stage<BT, SRC>(gm_smem + (kt % S::STAGES) * S::STAGE, warp, lane, acc);
+        const uint16_t *st = gm_smem + (kt % S::STAGES) * S::STAGE;
+        if constexpr (WG) {
+            /* all of it before the next barrier: wgmma's reads of A registers defined while an earlier
+             * wgmma runs make ptxas serialise them (C7513), so a k-tile's fragments cannot be made
+             * while the last one's wgmmas run; the SM's other three warpgroups fill that gap */
+            uint32_t a[GM_BK / 16][4];
+            gm_wg_frags<BT, SRC>(st, warp, lane, a);
+            gm_wg_issue<BT, SRC>(st, a, acc);
+            gm_wg_wait<0>();
+        } else {
+            gm_mma_stage<BT, SRC>(st, warp, lane, acc);
+        }
     }
     gm_epilogue<BT, SRC, WG>(P, n0, t0, warp, lane, acc);
 #endif
