@@ -121,16 +121,18 @@ static void host_awq_warp(const awq_params &P, const awq_seg &sg, const awq_warp
 
 // awq_gemv_kernel's grid, block by block: each warp's sums into red (NaN first: a slot read
 // before it is written shows), each thread's outputs, then the last block's rmsnorm.
-template <int EPI> static void host_awq_blocks(const awq_params &P, int blocks, int threads, int xm)
+// The launch's grid blocks in turn, each as the kernel runs it: x staged once (for its first block of
+// work), then its blocks of work b, b + grid, ..., their partial sums in alternate halves of red.
+template <int EPI> static void host_awq_blocks(const awq_params &P, int grid, int threads, int xm)
 {
     static float red[AWQ_RED], wsum[CU_GEMV_MAX_T * AWQ_MAX_WARPS], fit[AWQ_MAX_WARPS][CU_GEMV_MAX_T];
     const bool staged = xm == AWQ_XB, xwn = xm == AWQ_XW && P.xw;
     std::vector<uint16_t> xs(xm == AWQ_XB ? awq_xs_bytes(P.T, P.K) / 2 : xm == AWQ_XW ? awq_xw_bytes(P) / 2 : 0);
-    for (int b = 0; b < blocks; b++) {
+    for (int g = 0; g < grid; g++) {
         std::fill(red, red + AWQ_RED, NAN);
         std::fill(xs.begin(), xs.end(), 0x7e00); // NaN: a half never staged shows
         for (int w = 0; xm == AWQ_XW && w < threads / 32; w++) { // each warp stages its own chunks
-            awq_warp wp = awq_warp_of<EPI>(P, b, w);
+            awq_warp wp = awq_warp_of<EPI>(P, g, w);
             uint16_t *slot = xs.data() + awq_xw_slot(P, w);
             for (int t = 0; t < P.T; t++) {
                 float ss[32] = {}, f = 1.0f, unused = 0.0f;
@@ -155,15 +157,18 @@ template <int EPI> static void host_awq_blocks(const awq_params &P, int blocks, 
             for (int t = 0; t < threads; t++) awq_norm_b2(P, P.K, P.xeps, t, threads, red);
         }
         for (int t = 0; staged && t < threads; t++) awq_stage_x(P, t, threads, xs.data(), awq_norm_inv(P, threads, red));
-        for (int w = 0; w < threads / 32; w++) {
-            awq_warp wp = awq_warp_of<EPI>(P, b, w);
-            if (wp.o < 0) continue;
-            float acc[32][4] = {};
-            host_awq_warp(P, awq_segment(P, b), wp, xm, xm == AWQ_XW ? xs.data() + awq_xw_slot(P, w) : xs.data(), acc);
-            for (int l = 0; xwn && l < 32; l++) awq_xw_unscale(P, fit[w], l, acc[l]);
-            for (int l = 0; l < 32; l++) awq_red_put(red, w, l, acc[l]);
+        for (int b = g, u = 0; b < P.blocks; b += grid, u++) {
+            float *rd = red + (u & 1) * AWQ_RED_HALF;
+            for (int w = 0; w < threads / 32; w++) {
+                awq_warp wp = awq_warp_of<EPI>(P, b, w);
+                if (wp.o < 0) continue;
+                float acc[32][4] = {};
+                host_awq_warp(P, awq_segment(P, b), wp, xm, xm == AWQ_XW ? xs.data() + awq_xw_slot(P, w) : xs.data(), acc);
+                for (int l = 0; xwn && l < 32; l++) awq_xw_unscale(P, fit[w], l, acc[l]);
+                for (int l = 0; l < 32; l++) awq_red_put(rd, w, l, acc[l]);
+            }
+            for (int t = 0; t < threads; t++) awq_gemv_out<EPI>(P, b, t, threads, rd, xwn ? wsum : nullptr);
         }
-        for (int t = 0; t < threads; t++) awq_gemv_out<EPI>(P, b, t, threads, red, xwn ? wsum : nullptr);
     }
     if (P.yn) {
         for (int t = 0; t < threads; t++) awq_norm_a<true>(P.seg[0].y, P.T, P.seg[0].N, t, threads, red);
@@ -173,20 +178,22 @@ template <int EPI> static void host_awq_blocks(const awq_params &P, int blocks, 
     }
 }
 
+// The grid as the launcher sizes it, with 4 blocks resident per SM unless a->grid says otherwise.
 static cudaError_t host_awq_gemv(const cu_awq_gemv_args *a, int sm = 132)
 {
     awq_params P;
     int blocks, threads;
     cudaError_t e = awq_geometry(a, sm, &P, &blocks, &threads);
     if (e) return e;
-    int xm = awq_xmode(a, P);
-    if (a->epi == CU_EPI_PLAIN) host_awq_blocks<CU_EPI_PLAIN>(P, blocks, threads, xm);
-    else if (a->epi == CU_EPI_SWIGLU) host_awq_blocks<CU_EPI_SWIGLU>(P, blocks, threads, xm);
-    else host_awq_blocks<CU_EPI_ADD>(P, blocks, threads, xm);
+    int xm = awq_xmode(a, P), grid = awq_grid(P, xm, a->grid > 0 ? a->grid : a->grid < 0 ? 0 : 4 * sm);
+    if (a->epi == CU_EPI_PLAIN) host_awq_blocks<CU_EPI_PLAIN>(P, grid, threads, xm);
+    else if (a->epi == CU_EPI_SWIGLU) host_awq_blocks<CU_EPI_SWIGLU>(P, grid, threads, xm);
+    else host_awq_blocks<CU_EPI_ADD>(P, grid, threads, xm);
     return cudaSuccess;
 }
 
 static int failures = 0;
+static int g_grid = 0; // check(): cu_awq_gemv_args.grid (the blocks launched: 0 as the launcher sizes it)
 
 static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns, int T, int warps, bool norm = false,
                   int rope_hd = 0, int x_place = CU_X_AUTO, bool xnorm = false, float outlier = 0)
@@ -197,7 +204,7 @@ static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns,
     for (auto &v : x) v = rndf();
     for (size_t i = 7; outlier != 0 && i < x.size(); i += 301) x[i] = i % 2 ? outlier : -outlier; // past f16's range
     cu_awq_gemv_args a{};
-    a.x = x.data(), a.T = T, a.n = (int)Ns.size(), a.epi = epi, a.warps = warps, a.x_place = x_place;
+    a.x = x.data(), a.T = T, a.n = (int)Ns.size(), a.epi = epi, a.warps = warps, a.x_place = x_place, a.grid = g_grid;
     std::vector<std::vector<float>> ys(Ns.size());
     for (size_t i = 0; i < Ns.size(); i++) {
         ys[i].assign((size_t)(T * Ns[i]), NAN);
@@ -618,6 +625,16 @@ int main()
     check("rmsnorm on load, outliers past f16", CU_EPI_SWIGLU, 1024, {64, 64}, 2, 8, false, 0, CU_X_WARP, true, 3e5f);
     check("rmsnorm on load, outliers, x per block", CU_EPI_SWIGLU, 1024, {64, 64}, 2, 8, false, 0, CU_X_BLOCK, true, 3e5f);
     check("rmsnorm on load, 8 rows", CU_EPI_PLAIN, CU_AWQ_XNORM_MAX_K / 128 * 128, {32}, 8, 0, false, 0, CU_X_AUTO, true);
+    // blocks that take several blocks of work each (x staged once; partial sums in alternate halves)
+    g_grid = 3;
+    check("looped: gate, up, swiglu, rmsnorm on load", CU_EPI_SWIGLU, 512, {200, 200}, 1, 8, false, 0, CU_X_AUTO, true);
+    check("looped: gate, up, swiglu, outliers", CU_EPI_SWIGLU, 1024, {64, 64}, 2, 8, false, 0, CU_X_WARP, true, 3e5f);
+    check("looped: o + residual + rmsnorm", CU_EPI_ADD, 256, {200}, 1, 4, true);
+    check("looped: q, k, v, rmsnorm on load, x per block", CU_EPI_PLAIN, 384, {136, 40, 40}, 3, 8, false, 0, CU_X_BLOCK, true);
+    check("looped: q, k (RoPE), v, x per block", CU_EPI_PLAIN, 256, {256, 128, 128}, 2, 8, false, 64, CU_X_BLOCK);
+    check("looped: plain, x from global", CU_EPI_PLAIN, 256, {264}, 2, 16, false, 0, CU_X_GLOBAL);
+    check("not looped: q, k (RoPE), v, x per warp", CU_EPI_PLAIN, 1024, {256, 128, 128}, 1, 8, false, 64, CU_X_WARP);
+    g_grid = 0;
     // prefill GEMM, on mma.sync and on wgmma: both token tiles, partial token / column / k tiles,
     // odd N, 3 AWQ groups
     for (bool wg : {false, true}) {

@@ -299,7 +299,7 @@ struct awq_seg {
 };
 struct awq_params {
     const float *x, *r; /* r: the residual (ADD) */
-    int          T, K, nseg, warps, blocks;
+    int          T, K, nseg, warps, blocks; /* blocks: of work; a launch may have fewer (awq_grid) */
     awq_seg      seg[CU_GEMV_MAX_W];
     const void  *nw;    /* ADD + rmsnorm: weight, its dtype, eps, output, arrival counter */
     int          nwdt;
@@ -331,6 +331,8 @@ static CU_HD void awq_cache_store(const awq_params &P, const awq_seg &sg, int t,
 #define AWQ_MAX_WARPS 16
 /* shared floats: the warps' 16 x 8 partial sums, or the last-block rmsnorm's T x (threads + 33) */
 #define AWQ_RED ((AWQ_MAX_WARPS * 32 + 33) * CU_GEMV_MAX_T)
+#define AWQ_RED_HALF (AWQ_MAX_WARPS * 128) /* the warps' partial sums of one block of work */
+static_assert(2 * AWQ_RED_HALF <= AWQ_RED, "two blocks of work's partial sums fit");
 
 template <int EPI> struct awq_outs {
     enum { n = EPI == CU_EPI_SWIGLU ? 2 : 1 }; /* weights per column: gate and up, or one */
@@ -779,14 +781,17 @@ __global__ void __launch_bounds__(AWQ_MAX_WARPS * 32) awq_gemv_kernel(const awq_
     extern __shared__ __align__(16) uint16_t awq_xs[];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     float *fit = wfit + (XM == AWQ_XW ? warp * CU_GEMV_MAX_T : 0);
-    const awq_seg &sg = awq_segment(P, blockIdx.x);
-    const awq_warp wp = awq_warp_of<EPI>(P, blockIdx.x, warp);
+    int b = blockIdx.x; /* the block of work; then b + gridDim.x, ... (awq_grid) */
+    const awq_seg *sg = &awq_segment(P, b);
+    awq_warp wp = awq_warp_of<EPI>(P, b, warp);
     cu_pdl_trigger();
     /* weights are constants: the first group's loads may start before the previous kernel ends */
     awq_lane_group cur = {};
-    const bool busy = wp.o >= 0 && wp.sl < P.K / LOOM_AWQ_GROUP;
-    if (busy) awq_load(sg, wp, P.K, wp.sl, lane, cur);
+    bool busy = wp.o >= 0 && wp.sl < P.K / LOOM_AWQ_GROUP;
+    if (busy) awq_load(*sg, wp, P.K, wp.sl, lane, cur);
     cu_pdl_wait();
+    /* x staged once for all the block's work: per warp, its slices are the same in every block of
+     * work it takes (awq_grid) */
     if (XM == AWQ_XW) {
         uint16_t *slot = awq_xs + awq_xw_slot(P, warp);
         for (int t = 0; t < P.T; t++) {
@@ -818,17 +823,28 @@ __global__ void __launch_bounds__(AWQ_MAX_WARPS * 32) awq_gemv_kernel(const awq_
         awq_stage_x(P, threadIdx.x, blockDim.x, awq_xs, awq_norm_inv(P, blockDim.x, red));
         __syncthreads();
     }
-    if (wp.o >= 0) {
-        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        if (busy) awq_warp_sum<XM>(P, sg, wp, lane, XM == AWQ_XW ? awq_xs + awq_xw_slot(P, warp) : awq_xs, cur, acc);
-        if (XM == AWQ_XW && P.xw) awq_xw_unscale(P, fit, lane, acc);
-        awq_red_put(red, warp, lane, acc);
+    for (int u = 0;; u++) {
+        float *rd = red + (u & 1) * AWQ_RED_HALF; /* two halves: one barrier per block of work */
+        if (wp.o >= 0) {
+            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            if (busy) awq_warp_sum<XM>(P, *sg, wp, lane, XM == AWQ_XW ? awq_xs + awq_xw_slot(P, warp) : awq_xs, cur, acc);
+            if (XM == AWQ_XW && P.xw) awq_xw_unscale(P, fit, lane, acc);
+            awq_red_put(rd, warp, lane, acc);
+        }
+        const int nb = b + gridDim.x;
+        if (nb < P.blocks) { /* the next block of work's first loads fly during this one's epilogue */
+            sg = &awq_segment(P, nb), wp = awq_warp_of<EPI>(P, nb, warp);
+            busy = wp.o >= 0 && wp.sl < P.K / LOOM_AWQ_GROUP;
+            if (busy) awq_load(*sg, wp, P.K, wp.sl, lane, cur);
+        }
+        __syncthreads();
+        awq_gemv_out<EPI>(P, b, threadIdx.x, blockDim.x, rd, XM == AWQ_XW && P.xw ? wsum : nullptr);
+        if (nb >= P.blocks) break;
+        b = nb;
     }
-    __syncthreads();
-    awq_gemv_out<EPI>(P, blockIdx.x, threadIdx.x, blockDim.x, red, XM == AWQ_XW && P.xw ? wsum : nullptr);
     if (EPI != CU_EPI_ADD || !P.yn) return;
     /* the block that finishes last sees every block's outputs and normalises the rows */
-    if (!cu_arrive_last(P.counter, P.blocks)) return;
+    if (!cu_arrive_last(P.counter, gridDim.x)) return;
     awq_norm_a<true>(P.seg[0].y, P.T, P.seg[0].N, threadIdx.x, blockDim.x, red);
     awq_norm_b(P, threadIdx.x, blockDim.x, red);
     __syncthreads();
@@ -890,6 +906,21 @@ static cudaError_t awq_geometry(const cu_awq_gemv_args *a, int sm_count, awq_par
     return cudaSuccess;
 }
 
+/* Blocks to launch for P's blocks of work when cap of them stay resident: each takes u = ceil(blocks /
+ * cap) blocks of work (b, b + grid, ...), staging x once, and its next block of work's first loads
+ * fly during the epilogue of this one. Only where x's staging is the same in every block of work a
+ * block takes: per warp (XW), a warp's slices of K depend on the block's columns (cb: RoPE
+ * segments have 32, others 16), so every segment must have the same. H100, 7B gate/up: 1184 blocks
+ * of work, 3 resident per SM: 395 blocks of 3. */
+static CU_HD int awq_grid(const awq_params &P, int xm, int cap)
+{
+    bool same = true;
+    for (int i = 1; i < P.nseg; i++) same = same && P.seg[i].cb == P.seg[0].cb;
+    if (cap < 1 || cap >= P.blocks || (xm == AWQ_XW && !same)) return P.blocks;
+    const int u = (P.blocks + cap - 1) / cap;
+    return (P.blocks + u - 1) / u;
+}
+
 /* Shared memory for the staged x beyond the 48 KiB default: once per device. */
 extern "C" cudaError_t loom__cu_awq_init(void)
 {
@@ -902,6 +933,32 @@ extern "C" cudaError_t loom__cu_awq_init(void)
     return cudaSuccess;
 }
 
+/* Blocks of kernel k (threads, smem) one SM holds, remembered: the launcher asks at every launch
+ * that is not replayed from a CUDA graph. */
+static int awq_resident(const void *k, int threads, size_t smem)
+{
+    static struct {
+        const void *k;
+        int         threads, n;
+        size_t      smem;
+    } memo[32];
+    static int used;
+    for (int i = 0; i < used; i++)
+        if (memo[i].k == k && memo[i].threads == threads && memo[i].smem == smem) return memo[i].n;
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, threads, smem)) n = 0, cudaGetLastError();
+    if (used < 32) memo[used].k = k, memo[used].threads = threads, memo[used].smem = smem, memo[used++].n = n;
+    return n;
+}
+
+template <int E, int XM> static cudaError_t awq_go(cudaStream_t s, const cu_awq_gemv_args *a, const awq_params &P, int threads,
+                                                   int sm_count)
+{
+    const size_t smem = XM == AWQ_XW ? awq_xw_bytes(P) : XM == AWQ_XB ? awq_xs_bytes(P.T, P.K) : 0;
+    const int cap = a->grid > 0 ? a->grid : a->grid < 0 ? 0 : awq_resident((const void *)awq_gemv_kernel<E, XM>, threads, smem) * sm_count;
+    return cu_launch(awq_gemv_kernel<E, XM>, dim3(awq_grid(P, XM, cap)), dim3(threads), smem, s, a->pdl, P);
+}
+
 extern "C" cudaError_t loom__cu_awq_gemv(cudaStream_t s, const cu_awq_gemv_args *a, int sm_count)
 {
     awq_params P;
@@ -909,9 +966,8 @@ extern "C" cudaError_t loom__cu_awq_gemv(cudaStream_t s, const cu_awq_gemv_args 
     cudaError_t e = awq_geometry(a, sm_count, &P, &blocks, &threads);
     if (e) return e;
     const int xm = awq_xmode(a, P);
-#define AWQ_GO(E) xm == AWQ_XW ? cu_launch(awq_gemv_kernel<E, AWQ_XW>, dim3(blocks), dim3(threads), awq_xw_bytes(P), s, a->pdl, P) \
-                : xm == AWQ_XB ? cu_launch(awq_gemv_kernel<E, AWQ_XB>, dim3(blocks), dim3(threads), awq_xs_bytes(P.T, P.K), s, a->pdl, P) \
-                               : cu_launch(awq_gemv_kernel<E, AWQ_XG>, dim3(blocks), dim3(threads), 0, s, a->pdl, P)
+#define AWQ_GO(E) xm == AWQ_XW ? awq_go<E, AWQ_XW>(s, a, P, threads, sm_count) \
+                : xm == AWQ_XB ? awq_go<E, AWQ_XB>(s, a, P, threads, sm_count) : awq_go<E, AWQ_XG>(s, a, P, threads, sm_count)
     switch (a->epi) {
     case CU_EPI_PLAIN: return AWQ_GO(CU_EPI_PLAIN);
     case CU_EPI_SWIGLU: return AWQ_GO(CU_EPI_SWIGLU);
