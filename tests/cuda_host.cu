@@ -94,10 +94,19 @@ static void host_mma(float c[32][4], const uint32_t a[32][4], const uint32_t b[3
 static void host_awq_warp(const awq_params &P, const awq_seg &sg, const awq_warp &wp, int xm, const uint16_t *xs,
                           float (*acc)[4])
 {
-    const int K = P.K, G = K / LOOM_AWQ_GROUP;
-    for (int gi = wp.sl, m = 0; gi < G; gi += wp.S, m++) {
+    const int K = P.K, G = K / LOOM_AWQ_GROUP, R = P.ring;
+    // the warp's ring as awq_ring_fill and awq_warp_sum walk it, each copy landing at once
+    std::vector<uint4> ring((size_t)R * AWQ_STAGE);
+    memset(ring.data(), 0xff, ring.size() * sizeof(uint4)); // a word no lane copied shows
+    auto copy = [&](int gi, int st) {
+        for (int l = 0; l < 32; l++) awq_copy(sg, wp, K, gi, l, ring.data() + st * AWQ_STAGE);
+    };
+    for (int j = 0; j < R - 1; j++)
+        if (wp.sl + j * wp.S < G) copy(wp.sl + j * wp.S, j);
+    for (int gi = wp.sl, m = 0, st = 0; gi < G; gi += wp.S, m++, st = st + 1 < R ? st + 1 : 0) {
+        if (gi + (R - 1) * wp.S < G) copy(gi + (R - 1) * wp.S, awq_ring_ahead(st, R));
         awq_lane_group r[32];
-        for (int l = 0; l < 32; l++) awq_load(sg, wp, K, gi, l, r[l]);
+        for (int l = 0; l < 32; l++) awq_take(ring.data() + st * AWQ_STAGE, l, r[l]);
         float d[32][4] = {};
         for (int h = 0; h < 2; h++)
             for (int s = 0; s < 4; s++) {
@@ -119,10 +128,9 @@ static void host_awq_warp(const awq_params &P, const awq_seg &sg, const awq_warp
     }
 }
 
-// awq_gemv_kernel's grid, block by block: each warp's sums into red (NaN first: a slot read
-// before it is written shows), each thread's outputs, then the last block's rmsnorm.
 // The launch's grid blocks in turn, each as the kernel runs it: x staged once (for its first block of
-// work), then its blocks of work b, b + grid, ..., their partial sums in alternate halves of red.
+// work), then its blocks of work b, b + grid, ..., their partial sums in alternate halves of red (NaN
+// first: a slot read before it is written shows), each thread's outputs; then the last block's rmsnorm.
 template <int EPI> static void host_awq_blocks(const awq_params &P, int grid, int threads, int xm)
 {
     static float red[AWQ_RED], wsum[CU_GEMV_MAX_T * AWQ_MAX_WARPS], fit[AWQ_MAX_WARPS][CU_GEMV_MAX_T];
@@ -194,6 +202,7 @@ static cudaError_t host_awq_gemv(const cu_awq_gemv_args *a, int sm = 132)
 
 static int failures = 0;
 static int g_grid = 0; // check(): cu_awq_gemv_args.grid (the blocks launched: 0 as the launcher sizes it)
+static int g_ring = 0; // ... and .ring (each warp's weight stages: 0 as the launcher picks)
 
 static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns, int T, int warps, bool norm = false,
                   int rope_hd = 0, int x_place = CU_X_AUTO, bool xnorm = false, float outlier = 0)
@@ -205,6 +214,7 @@ static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns,
     for (size_t i = 7; outlier != 0 && i < x.size(); i += 301) x[i] = i % 2 ? outlier : -outlier; // past f16's range
     cu_awq_gemv_args a{};
     a.x = x.data(), a.T = T, a.n = (int)Ns.size(), a.epi = epi, a.warps = warps, a.x_place = x_place, a.grid = g_grid;
+    a.ring = g_ring;
     std::vector<std::vector<float>> ys(Ns.size());
     for (size_t i = 0; i < Ns.size(); i++) {
         ys[i].assign((size_t)(T * Ns[i]), NAN);
@@ -635,6 +645,14 @@ int main()
     check("looped: plain, x from global", CU_EPI_PLAIN, 256, {264}, 2, 16, false, 0, CU_X_GLOBAL);
     check("not looped: q, k (RoPE), v, x per warp", CU_EPI_PLAIN, 1024, {256, 128, 128}, 1, 8, false, 64, CU_X_WARP);
     g_grid = 0;
+    // each warp's weight ring 2, 3 and 4 deep, over 1 to 9 groups a warp
+    for (int ring : {2, 3, 4}) {
+        g_ring = ring;
+        check("ring: gate, up, swiglu", CU_EPI_SWIGLU, 1152, {64, 64}, 1, 4, false, 0, CU_X_AUTO, true);
+        check("ring: down + residual", CU_EPI_ADD, 2304, {48}, 2, 8);
+        check("ring: q, k (RoPE), v", CU_EPI_PLAIN, 512, {256, 128, 128}, 1, 16, false, 64);
+    }
+    g_ring = 0;
     // prefill GEMM, on mma.sync and on wgmma: both token tiles, partial token / column / k tiles,
     // odd N, 3 AWQ groups
     for (bool wg : {false, true}) {

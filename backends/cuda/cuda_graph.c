@@ -195,12 +195,14 @@ static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, in
     int x_place = xs && !strcmp(xs, "block") ? CU_X_BLOCK : CU_X_AUTO;
     const char *lp = getenv("LOOM_CUDA_AWQ_LOOP"); /* 0: one block per block of work (A/B) */
     int grid = lp && !strcmp(lp, "0") ? -1 : 0;
+    const char *rg = getenv("LOOM_CUDA_AWQ_RING"); /* 2..4: each warp's weight ring that deep (A/B) */
+    int ring = rg ? atoi(rg) : 0;
     for (int32_t i = 0; i < n_nodes; i++) {
         const loom_node *a = &nodes[i];
         if (!is_awq(a)) continue;
         cu_plan *pl = &plan[i];
         const loom_tensor *x = a->src[0];
-        pl->gemv = (cu_awq_gemv_args){.x = tdata(x), .epi = CU_EPI_PLAIN, .x_place = x_place, .grid = grid};
+        pl->gemv = (cu_awq_gemv_args){.x = tdata(x), .epi = CU_EPI_PLAIN, .x_place = x_place, .grid = grid, .ring = ring};
         gemv_add(&pl->gemv, a, pl->awq);
         if (!fuse) continue;
         const loom_node *b = i + 1 < n_nodes ? &nodes[i + 1] : NULL, *c = i + 2 < n_nodes ? &nodes[i + 2] : NULL;

@@ -153,6 +153,8 @@ typedef struct cu_awq_gemv_args {
     /* blocks launched: 0, as many as stay resident, each looping over several blocks' work (see
      * awq_grid); n > 0, at most n (tests); -1, one per block of work (LOOM_CUDA_AWQ_LOOP=0) */
     int           grid;
+    int           ring;                /* stages of each warp's weight ring, 2..4; 0: the launcher's choice
+                                        * (LOOM_CUDA_AWQ_RING) */
 } cu_awq_gemv_args;
 /* x_place: AUTO stages x per warp for one row (or where per block does not fit), else per block,
  * else reads it from global memory; the others force one (kbench, tests; LOOM_CUDA_XSTAGE=block). */

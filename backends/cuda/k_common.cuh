@@ -258,6 +258,26 @@ static __device__ __forceinline__ void cu_mma(float (&c)[4], const uint32_t (&a)
 
 static inline bool cu_aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
+/* cp.async (sm_80): 16 bytes global -> shared, or 16 zeros (ok false: src is then any valid address,
+ * and unread); on the host (tests/cuda_host.cu) a plain copy. Committed as groups; cu_cp_wait<N>
+ * returns when at most N of the thread's groups are still in flight. */
+static CU_HD void cu_cp16(void *dst, const void *src, bool ok = true)
+{
+#ifdef __CUDA_ARCH__
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"((uint32_t)__cvta_generic_to_shared(dst)),
+                 "l"(src), "r"(ok ? 16 : 0)
+                 : "memory");
+#else
+    if (ok) memcpy(dst, src, 16);
+    else memset(dst, 0, 16);
+#endif
+}
+
+#ifdef __CUDA_ARCH__
+static __device__ __forceinline__ void cu_cp_commit(void) { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> static __device__ __forceinline__ void cu_cp_wait(void) { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+#endif
+
 /* Programmatic dependent launch (sm_90; no-ops below). A kernel launched by cu_launch with
  * pdl set may start while the stream's previous kernel is still running, once every block of
  * that one has called cu_pdl_trigger (or exited); before cu_pdl_wait returns (the previous

@@ -141,19 +141,6 @@ template <int SRC> __global__ void gm_xh_kernel(const float *x, uint16_t *xh, in
 }
 
 /* ---- stage loads ------------------------------------------------------------------------------ */
-/* 16 bytes global -> shared, or 16 zeros (ok false: src is then any valid address, and unread). */
-static CU_HD void gm_cp16(uint16_t *dst, const void *src, bool ok)
-{
-#ifdef __CUDA_ARCH__
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"((uint32_t)__cvta_generic_to_shared(dst)),
-                 "l"(src), "r"(ok ? 16 : 0)
-                 : "memory");
-#else
-    if (ok) memcpy(dst, src, 16);
-    else memset(dst, 0, 16);
-#endif
-}
-
 /* A thread's share of every stage's 16-byte copies, worked out once per block (Nsight Compute:
  * redone per stage, their address arithmetic was most of the instructions besides the MMAs).
  * Dense weight and x: chunk j is row (tid >> 3) + 32 j of its tile at k offset (tid & 7) * 8.
@@ -198,23 +185,23 @@ static CU_HD void gm_load_stage(const gm_params &P, const gm_loader &L, int k0, 
     const bool kin = k0 + L.col < P.K;
     if (SRC == GM_AWQ) {
         const bool in = L.win & 1; /* chunk k0 / 64 of the tile: 32 lanes x 16 bytes further per chunk */
-        gm_cp16(st + tid * 8, w + (in ? L.woff + (int64_t)(k0 >> 6) * 256 : 0), in);
+        cu_cp16(st + tid * 8, w + (in ? L.woff + (int64_t)(k0 >> 6) * 256 : 0), in);
         if (tid < GM_BN / 4) { /* the meta of the group holding k0 */
             const bool min = L.win >> 1 & 1;
-            gm_cp16(st + GM_META_OFF + 8 * tid, P.meta + (min ? L.moff + (int64_t)(k0 >> 7) * L.n16 : 0), min);
+            cu_cp16(st + GM_META_OFF + 8 * tid, P.meta + (min ? L.moff + (int64_t)(k0 >> 7) * L.n16 : 0), min);
         }
     } else {
         CU_UNROLL
         for (int j = 0; j < GM_BN / 32; j++) {
             const bool in = (L.win >> j & 1) && kin;
-            gm_cp16(st + L.dst + 32 * j * GM_LDS, w + (in ? L.woff + j * L.row32 + k0 : 0), in);
+            cu_cp16(st + L.dst + 32 * j * GM_LDS, w + (in ? L.woff + j * L.row32 + k0 : 0), in);
         }
     }
     CU_UNROLL
     for (int j = 0; j < S::XP * BT / 32; j++) {
         const int p = j / (BT / 32), jj = j % (BT / 32);
         const bool in = (L.xin >> jj & 1) && kin;
-        gm_cp16(st + S::W_HALVES + p * S::X_PLANE + L.xdst + 32 * jj * S::XLD, P.xh + (in ? L.xoff + p * L.plane + jj * L.row32 + k0 : 0), in);
+        cu_cp16(st + S::W_HALVES + p * S::X_PLANE + L.xdst + 32 * jj * S::XLD, P.xh + (in ? L.xoff + p * L.plane + jj * L.row32 + k0 : 0), in);
     }
 }
 
@@ -296,8 +283,6 @@ static __device__ __forceinline__ void gm_ldsm4(uint32_t (&r)[4], const uint16_t
                  : "r"(a));
 }
 
-static __device__ __forceinline__ void gm_commit(void) { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N> static __device__ __forceinline__ void gm_wait(void) { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
 /* The warp's MMAs over one stage (tests/cuda_host.cu: host_mma_stage is its CPU twin). */
 template <int BT, int SRC>
@@ -507,15 +492,15 @@ __global__ void __launch_bounds__(GM_THREADS, gm_shape<BT, SRC, WG>::MIN_BLOCKS)
 #pragma unroll
     for (int s = 0; s < S::STAGES - 1; s++) {
         if (s < nk) gm_load_stage<BT, SRC, WG>(P, L, s * GM_BK, tid, gm_smem + s * S::STAGE);
-        gm_commit(); /* empty groups too: the wait below counts groups */
+        cu_cp_commit(); /* empty groups too: the wait below counts groups */
     }
     for (int kt = 0; kt < nk; kt++) {
-        gm_wait<S::STAGES - 2>(); /* this thread's copies of k-tile kt have landed ... */
+        cu_cp_wait<S::STAGES - 2>(); /* this thread's copies of k-tile kt have landed ... */
         if (WG) asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); /* ... visible to wgmma ... */
         __syncthreads(); /* ... and everyone's; and k-tile kt - 1's stage is free again */
         const int nx = kt + S::STAGES - 1;
         if (nx < nk) gm_load_stage<BT, SRC, WG>(P, L, nx * GM_BK, tid, gm_smem + (nx % S::STAGES) * S::STAGE);
-        gm_commit();
+        cu_cp_commit();
         const uint16_t *st = gm_smem + (kt % S::STAGES) * S::STAGE;
         if constexpr (WG) {
             /* all of it before the next barrier: wgmma's reads of A registers defined while an earlier

@@ -271,9 +271,11 @@ extern "C" cudaError_t loom__cu_awq_repack(cudaStream_t s, const void *blob, cu_
  * A block is NO weights (SWIGLU: gate and up) x TB tiles (2 for outputs turned
  * by RoPE, so both columns of every rotated pair (n, n + hd/2) meet in one
  * block; else 1) x S slices, one warp each. Slice sl walks the groups sl,
- * sl + S, ... with the next group's loads in flight while it multiplies this
- * one. The S partial sums of a column are added in shared memory in slice
- * order: deterministic, and no second kernel.
+ * sl + S, ... through a ring of shared-memory stages filled by cp.async, the
+ * next one or two groups' loads in flight while it multiplies one (awq_copy).
+ * The S partial sums of a column are added in shared memory in slice order:
+ * deterministic, and no second kernel. A launch has no more blocks than stay
+ * resident; each takes several such blocks of work where it can (awq_grid).
  *
  * Epilogues fuse what follows the matmul in a Qwen2 layer: PLAIN writes up to
  * three outputs of weights that share x (q, k, v: one launch), optionally with
@@ -312,6 +314,7 @@ struct awq_params {
     int          xwdt;
     float        xeps;
     int          xw_ng;  /* x staged per warp: groups a warp's slot holds per row (the most any warp takes) */
+    int          ring;   /* stages of each warp's ring (awq_copy), after x in dynamic shared memory */
 };
 
 /* Store v as element (seq[t], head, pos[t], d) of a [S, N/hd, C, hd] cache,
@@ -379,12 +382,34 @@ struct awq_lane_group {
     uint32_t m[2];
 };
 
-static CU_HD void awq_load(const awq_seg &sg, const awq_warp &wp, int K, int gi, int lane, awq_lane_group &r)
+/* Each warp streams its groups through a ring of P.ring stages in shared memory filled by cp.async,
+ * so ring - 1 groups' loads are in flight while one is multiplied and none is held in registers
+ * (a ring of four groups in registers took 92-98 registers: one block of 16 warps per SM instead
+ * of two, and no faster). A stage: the group's two chunks (32 lanes x 16 bytes each), then the
+ * tile's 16 meta words for the group. */
+#define AWQ_STAGE 68 /* uint4s */
+#define AWQ_RING_MAX 4
+static CU_HD size_t awq_ring_bytes(int warps, int ring) { return (size_t)warps * ring * AWQ_STAGE * 16; }
+/* The stage that turn st's copies fill: the one ring - 1 ahead of the stage it multiplies. */
+static CU_HD int awq_ring_ahead(int st, int ring) { return st + ring - 1 < ring ? st + ring - 1 : st - 1; }
+/* Dynamic shared memory a launch may use (loom__cu_awq_init: the device's opt-in limit less the
+ * kernels' static arrays; the H100's before that, for tests/cuda_host.cu). */
+static size_t awq_dyn_limit = (227 << 10) - (20 << 10);
+
+/* The lane's copies of group gi into stage st: its 16 bytes of each chunk; lanes 0..3 the meta. */
+static CU_HD void awq_copy(const awq_seg &sg, const awq_warp &wp, int K, int gi, int lane, uint4 *st)
 {
     const uint4 *q = (wp.o ? sg.q2 : sg.q) + ((int64_t)wp.tile * (K / 64) + 2 * gi) * 32 + lane;
-    const uint32_t *m = (wp.o ? sg.meta2 : sg.meta) + (int64_t)gi * sg.N16 + wp.tile * 16 + (lane >> 2);
-    r.w[0] = CU_LDG(q), r.w[1] = CU_LDG(q + 32);
-    r.m[0] = CU_LDG(m), r.m[1] = CU_LDG(m + 8);
+    cu_cp16(st + lane, q), cu_cp16(st + 32 + lane, q + 32);
+    if (lane < 4) cu_cp16(st + 64 + lane, (wp.o ? sg.meta2 : sg.meta) + (int64_t)gi * sg.N16 + wp.tile * 16 + 4 * lane);
+}
+
+/* The lane's share of the group in stage st (after every lane's copies have landed). */
+static CU_HD void awq_take(const uint4 *st, int lane, awq_lane_group &r)
+{
+    const uint32_t *m = reinterpret_cast<const uint32_t *>(st + 64) + (lane >> 2);
+    r.w[0] = st[lane], r.w[1] = st[32 + lane];
+    r.m[0] = m[0], r.m[1] = m[8];
 }
 
 /* The lane's B fragment for the mma step at k: row g of x at k + 4j .. k + 4j + 3 (the
@@ -424,6 +449,11 @@ static CU_HD int awq_xw_count(const awq_params &P, const awq_warp &wp)
 
 /* Where a launch reads x from (the launcher and tests/cuda_host.cu decide alike). */
 enum { AWQ_XG, AWQ_XB, AWQ_XW }; /* global memory, staged per block, staged per warp */
+/* Dynamic shared memory before the warps' rings: x as XM stages it. */
+template <int XM> static CU_HD size_t awq_x_bytes(const awq_params &P)
+{
+    return XM == AWQ_XW ? awq_xw_bytes(P) : XM == AWQ_XB ? awq_xs_bytes(P.T, P.K) : 0;
+}
 static int awq_xmode(const cu_awq_gemv_args *a, const awq_params &P)
 {
     /* XW reads the norm weight four elements a load (cu_load4_dt): the arena aligns tensors to 256 */
@@ -735,24 +765,49 @@ CU_UNROLL
 
 
 #ifdef __CUDA_ARCH__
-/* The warp's groups gi = sl, sl + S, ... (cur: the first one's loads, issued by the caller),
- * each group's loads in flight while the one before it is multiplied. XM: x from the block's
- * staged copy (xs), the warp's slot (xs: the slot), or global memory. (Two or three groups in
- * flight: no faster on the H100, and more registers.) */
+/* Up to ring - 1 of the lane's cp.async groups in flight. */
+static __device__ __forceinline__ void awq_ring_wait(int ring)
+{
+    if (ring <= 2) cu_cp_wait<1>();
+    else if (ring == 3) cu_cp_wait<2>();
+    else cu_cp_wait<3>();
+}
+
+/* The first ring - 1 groups of the warp's (gi = sl, sl + S, ...) into stages 0 .. ring - 2, one
+ * cp.async group each (empty ones too: awq_warp_sum counts them). */
+static __device__ __forceinline__ void awq_ring_fill(const awq_params &P, const awq_seg &sg, const awq_warp &wp, int lane,
+                                                     bool busy, uint4 *ring)
+{
+    for (int j = 0; j < P.ring - 1; j++) {
+        const int gi = wp.sl + j * wp.S;
+        if (busy && gi < P.K / LOOM_AWQ_GROUP) awq_copy(sg, wp, P.K, gi, lane, ring + j * AWQ_STAGE);
+        cu_cp_commit();
+    }
+}
+
+/* The warp's groups gi = sl, sl + S, ... (the first ring - 1 filled by awq_ring_fill): each turn
+ * starts the copies ring - 1 groups ahead, waits for this group's, and multiplies it. XM: x from
+ * the block's staged copy (xs), the warp's slot (xs: the slot), or global memory. */
 template <int XM>
 static __device__ __forceinline__ void awq_warp_sum(const awq_params &P, const awq_seg &sg, const awq_warp &wp,
-                                                    int lane, const uint16_t *xs, awq_lane_group cur, float (&acc)[4])
+                                                    int lane, const uint16_t *xs, uint4 *ring, float (&acc)[4])
 {
-    const int K = P.K, G = K / LOOM_AWQ_GROUP;
+    const int K = P.K, G = K / LOOM_AWQ_GROUP, R = P.ring;
     const uint16_t *xrow = XM == AWQ_XB ? awq_xs_row(xs, P.T, K, lane) : XM == AWQ_XW ? awq_xw_row(P, xs, lane) : nullptr;
-    for (int gi = wp.sl, m = 0; gi < G; gi += wp.S, m++) {
-        awq_lane_group nxt = cur;
-        if (gi + wp.S < G) awq_load(sg, wp, K, gi + wp.S, lane, nxt);
-        const uint32_t za = cu_awq_za(cur.m[0]), zb = cu_awq_zb(cur.m[1]);
+    for (int gi = wp.sl, m = 0, st = 0; gi < G; gi += wp.S, m++) {
+        const int nx = gi + (R - 1) * wp.S;
+        if (nx < G) awq_copy(sg, wp, K, nx, lane, ring + awq_ring_ahead(st, R) * AWQ_STAGE);
+        cu_cp_commit();
+        awq_ring_wait(R);
+        __syncwarp(); /* every lane's copies of this group landed */
+        awq_lane_group q;
+        awq_take(ring + st * AWQ_STAGE, lane, q);
+        __syncwarp(); /* every lane has taken it: the next turn's copies may land in this stage */
+        const uint32_t za = cu_awq_za(q.m[0]), zb = cu_awq_zb(q.m[1]);
         float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            const uint32_t ws[4] = {cur.w[h].x, cur.w[h].y, cur.w[h].z, cur.w[h].w};
+            const uint32_t ws[4] = {q.w[h].x, q.w[h].y, q.w[h].z, q.w[h].w};
 #pragma unroll
             for (int s = 0; s < 4; s++) {
                 uint32_t a[4], b[2];
@@ -764,8 +819,8 @@ static __device__ __forceinline__ void awq_warp_sum(const awq_params &P, const a
                 cu_mma<false>(d, a, b[0], b[1]);
             }
         }
-        awq_scale(cur, d, acc);
-        cur = nxt;
+        awq_scale(q, d, acc);
+        st = st + 1 < R ? st + 1 : 0;
     }
 }
 #endif
@@ -785,10 +840,10 @@ __global__ void __launch_bounds__(AWQ_MAX_WARPS * 32) awq_gemv_kernel(const awq_
     const awq_seg *sg = &awq_segment(P, b);
     awq_warp wp = awq_warp_of<EPI>(P, b, warp);
     cu_pdl_trigger();
-    /* weights are constants: the first group's loads may start before the previous kernel ends */
-    awq_lane_group cur = {};
+    /* weights are constants: the first groups' loads may start before the previous kernel ends */
+    uint4 *ring = reinterpret_cast<uint4 *>(awq_xs + awq_x_bytes<XM>(P) / 2) + warp * P.ring * AWQ_STAGE;
     bool busy = wp.o >= 0 && wp.sl < P.K / LOOM_AWQ_GROUP;
-    if (busy) awq_load(*sg, wp, P.K, wp.sl, lane, cur);
+    if (wp.o >= 0) awq_ring_fill(P, *sg, wp, lane, busy, ring);
     cu_pdl_wait();
     /* x staged once for all the block's work: per warp, its slices are the same in every block of
      * work it takes (awq_grid) */
@@ -827,7 +882,7 @@ __global__ void __launch_bounds__(AWQ_MAX_WARPS * 32) awq_gemv_kernel(const awq_
         float *rd = red + (u & 1) * AWQ_RED_HALF; /* two halves: one barrier per block of work */
         if (wp.o >= 0) {
             float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            if (busy) awq_warp_sum<XM>(P, *sg, wp, lane, XM == AWQ_XW ? awq_xs + awq_xw_slot(P, warp) : awq_xs, cur, acc);
+            if (busy) awq_warp_sum<XM>(P, *sg, wp, lane, XM == AWQ_XW ? awq_xs + awq_xw_slot(P, warp) : awq_xs, ring, acc);
             if (XM == AWQ_XW && P.xw) awq_xw_unscale(P, fit, lane, acc);
             awq_red_put(rd, warp, lane, acc);
         }
@@ -835,7 +890,7 @@ __global__ void __launch_bounds__(AWQ_MAX_WARPS * 32) awq_gemv_kernel(const awq_
         if (nb < P.blocks) { /* the next block of work's first loads fly during this one's epilogue */
             sg = &awq_segment(P, nb), wp = awq_warp_of<EPI>(P, nb, warp);
             busy = wp.o >= 0 && wp.sl < P.K / LOOM_AWQ_GROUP;
-            if (busy) awq_load(*sg, wp, P.K, wp.sl, lane, cur);
+            if (wp.o >= 0) awq_ring_fill(P, *sg, wp, lane, busy, ring);
         }
         __syncthreads();
         awq_gemv_out<EPI>(P, b, threadIdx.x, blockDim.x, rd, XM == AWQ_XW && P.xw ? wsum : nullptr);
@@ -901,6 +956,11 @@ static cudaError_t awq_geometry(const cu_awq_gemv_args *a, int sm_count, awq_par
     P->xw_ng = (P->K / LOOM_AWQ_GROUP + smin - 1) / smin;
     const int xm = awq_xmode(a, *P);
     if (xm < 0 || (P->xw && (xm == AWQ_XG || P->K > CU_AWQ_XNORM_MAX_K))) return cudaErrorInvalidValue;
+    /* the deepest ring up to a->ring (else 3; awq_go may take it down to 2) that fits beside x */
+    const size_t xb = xm == AWQ_XW ? awq_xw_bytes(*P) : xm == AWQ_XB ? awq_xs_bytes(P->T, P->K) : 0;
+    P->ring = a->ring >= 2 && a->ring <= AWQ_RING_MAX ? a->ring : 3;
+    while (P->ring > 2 && xb + awq_ring_bytes(warps, P->ring) > awq_dyn_limit) P->ring--;
+    if (xb + awq_ring_bytes(warps, P->ring) > awq_dyn_limit) return cudaErrorInvalidValue;
     *threads = warps * 32;
     *blocks = nb;
     return cudaSuccess;
@@ -921,15 +981,30 @@ static CU_HD int awq_grid(const awq_params &P, int xm, int cap)
     return (P.blocks + u - 1) / u;
 }
 
-/* Shared memory for the staged x beyond the 48 KiB default: once per device. */
+/* Dynamic shared memory (x, rings) beyond the 48 KiB default, as much as the device allows beside
+ * the kernels' static arrays: once per device. awq_dyn_limit: the least of the devices set up. */
+template <int E, int M> static cudaError_t awq_allow(int optin)
+{
+    cudaFuncAttributes fa;
+    cudaError_t e = cudaFuncGetAttributes(&fa, awq_gemv_kernel<E, M>);
+    if (e) return e;
+    const size_t dyn = (size_t)optin > fa.sharedSizeBytes ? (size_t)optin - fa.sharedSizeBytes : 0;
+    if (dyn < awq_dyn_limit) awq_dyn_limit = dyn;
+    return cudaFuncSetAttribute(awq_gemv_kernel<E, M>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dyn);
+}
+
 extern "C" cudaError_t loom__cu_awq_init(void)
 {
+    int dev, optin;
     cudaError_t e;
-#define AWQ_ALLOW(E, M) cudaFuncSetAttribute(awq_gemv_kernel<E, M>, cudaFuncAttributeMaxDynamicSharedMemorySize, AWQ_XS_MAX)
-    if ((e = AWQ_ALLOW(CU_EPI_PLAIN, AWQ_XB)) || (e = AWQ_ALLOW(CU_EPI_SWIGLU, AWQ_XB)) || (e = AWQ_ALLOW(CU_EPI_ADD, AWQ_XB)) ||
-        (e = AWQ_ALLOW(CU_EPI_PLAIN, AWQ_XW)) || (e = AWQ_ALLOW(CU_EPI_SWIGLU, AWQ_XW)) || (e = AWQ_ALLOW(CU_EPI_ADD, AWQ_XW)))
+    if ((e = cudaGetDevice(&dev)) || (e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)))
         return e;
-#undef AWQ_ALLOW
+    if ((e = awq_allow<CU_EPI_PLAIN, AWQ_XG>(optin)) || (e = awq_allow<CU_EPI_SWIGLU, AWQ_XG>(optin)) ||
+        (e = awq_allow<CU_EPI_ADD, AWQ_XG>(optin)) || (e = awq_allow<CU_EPI_PLAIN, AWQ_XB>(optin)) ||
+        (e = awq_allow<CU_EPI_SWIGLU, AWQ_XB>(optin)) || (e = awq_allow<CU_EPI_ADD, AWQ_XB>(optin)) ||
+        (e = awq_allow<CU_EPI_PLAIN, AWQ_XW>(optin)) || (e = awq_allow<CU_EPI_SWIGLU, AWQ_XW>(optin)) ||
+        (e = awq_allow<CU_EPI_ADD, AWQ_XW>(optin)))
+        return e;
     return cudaSuccess;
 }
 
@@ -951,12 +1026,19 @@ static int awq_resident(const void *k, int threads, size_t smem)
     return n;
 }
 
-template <int E, int XM> static cudaError_t awq_go(cudaStream_t s, const cu_awq_gemv_args *a, const awq_params &P, int threads,
+/* Rings of 3 where blocks take several blocks of work (H100, 7B gate/up: 38.4 -> 33.1-33.5 us
+ * against the loads held in registers), else 2 (3 made q/k/v and o, with 1 to 2 groups a warp,
+ * 0.6 us slower: their blocks hold more shared memory for loads they do not have). */
+template <int E, int XM> static cudaError_t awq_go(cudaStream_t s, const cu_awq_gemv_args *a, awq_params P, int threads,
                                                    int sm_count)
 {
-    const size_t smem = XM == AWQ_XW ? awq_xw_bytes(P) : XM == AWQ_XB ? awq_xs_bytes(P.T, P.K) : 0;
-    const int cap = a->grid > 0 ? a->grid : a->grid < 0 ? 0 : awq_resident((const void *)awq_gemv_kernel<E, XM>, threads, smem) * sm_count;
-    return cu_launch(awq_gemv_kernel<E, XM>, dim3(awq_grid(P, XM, cap)), dim3(threads), smem, s, a->pdl, P);
+    auto smem = [&] { return awq_x_bytes<XM>(P) + awq_ring_bytes(P.warps, P.ring); };
+    auto cap = [&] {
+        return a->grid > 0 ? a->grid : a->grid < 0 ? 0 : awq_resident((const void *)awq_gemv_kernel<E, XM>, threads, smem()) * sm_count;
+    };
+    int grid = awq_grid(P, XM, cap());
+    if (!a->ring && grid == P.blocks) P.ring = 2, grid = awq_grid(P, XM, cap());
+    return cu_launch(awq_gemv_kernel<E, XM>, dim3(grid), dim3(threads), smem(), s, a->pdl, P);
 }
 
 extern "C" cudaError_t loom__cu_awq_gemv(cudaStream_t s, const cu_awq_gemv_args *a, int sm_count)

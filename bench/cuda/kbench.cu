@@ -202,6 +202,7 @@ static double bench_awq(const char *label, int K, std::vector<int> Ns, int epi, 
         cu_awq_gemv_args a{};
         a.x = x, a.T = T, a.n = n, a.epi = epi, a.r = r, a.warps = warps, a.x_place = x_place, a.pdl = g_pdl;
         a.grid = getenv("LOOM_CUDA_AWQ_LOOP") && !strcmp(getenv("LOOM_CUDA_AWQ_LOOP"), "0") ? -1 : 0; // as the backend
+        a.ring = getenv("LOOM_CUDA_AWQ_RING") ? atoi(getenv("LOOM_CUDA_AWQ_RING")) : 0;
         if (epi == CU_EPI_ADD) a.norm_w = g, a.norm_wdt = LOOM_F32, a.norm_eps = 1e-6f, a.norm_y = yn, a.counter = counter;
         else a.xnorm_w = g, a.xnorm_wdt = LOOM_F32, a.xnorm_eps = 1e-6f;
         for (int i = 0; i < n; i++) a.w[i] = &ws[c][i], a.bias[i] = nullptr, a.bdt[i] = 0, a.y[i] = ys[i];
