@@ -29,8 +29,9 @@ t = collections.OrderedDict(); n = collections.Counter()
 for r in rows:
     k = re.sub(r"\(.*", "", r[ki])[:60]
     t[k] = t.get(k, 0) + float(r[vi].replace(",", "")); n[k] += 1
-# steps: launches of the rarest kernel that runs every step (the load-time repack is left out)
-per = {k: v for k, v in n.items() if "repack" not in k}
+# steps: launches of the rarest kernel that runs every step (the load-time repack and the
+# device-setup probe are left out)
+per = {k: v for k, v in n.items() if "repack" not in k and "probe" not in k}
 steps = min(per.values())
 total = sum(t[k] for k in per) / steps
 print(f"{len(rows)} kernels, {steps} steps; kernel time per step {total/1e3:.1f} us")
