@@ -27,7 +27,7 @@
  * 16 weight rows' A fragments in registers as above, and a warpgroup multiplies its 64 rows by all
  * BT tokens of x in one wgmma per k16 step, reading x from shared memory through a descriptor
  * (x rows stored unpadded in wgmma's 128-byte swizzle). That took the 7B AWQ layer's GEMMs from
- * 0.36 to 0.47 of cuBLAS's f16 rate (docs/PERF.md). LOOM_CUDA_WGMMA=0 keeps mma.sync.
+ * 0.35-0.36 to 0.47-0.49 of cuBLAS's f16 rate (docs/PERF.md). LOOM_CUDA_WGMMA=0 keeps mma.sync.
  *
  * The stage loads (address arithmetic and bounds), the AWQ fragments, the x conversion and the
  * epilogue are __host__ __device__: tests/cuda_host.cu runs them on the CPU with ldmatrix, mma and

@@ -449,10 +449,10 @@ static CU_HD int awq_xw_count(const awq_params &P, const awq_warp &wp)
 
 /* Where a launch reads x from (the launcher and tests/cuda_host.cu decide alike). */
 enum { AWQ_XG, AWQ_XB, AWQ_XW }; /* global memory, staged per block, staged per warp */
-/* Dynamic shared memory before the warps' rings: x as XM stages it. */
-template <int XM> static CU_HD size_t awq_x_bytes(const awq_params &P)
+/* Dynamic shared memory before the warps' rings: x as mode xm stages it. */
+static CU_HD size_t awq_x_bytes(const awq_params &P, int xm)
 {
-    return XM == AWQ_XW ? awq_xw_bytes(P) : XM == AWQ_XB ? awq_xs_bytes(P.T, P.K) : 0;
+    return xm == AWQ_XW ? awq_xw_bytes(P) : xm == AWQ_XB ? awq_xs_bytes(P.T, P.K) : 0;
 }
 static int awq_xmode(const cu_awq_gemv_args *a, const awq_params &P)
 {
@@ -841,7 +841,7 @@ __global__ void __launch_bounds__(AWQ_MAX_WARPS * 32) awq_gemv_kernel(const awq_
     awq_warp wp = awq_warp_of<EPI>(P, b, warp);
     cu_pdl_trigger();
     /* weights are constants: the first groups' loads may start before the previous kernel ends */
-    uint4 *ring = reinterpret_cast<uint4 *>(awq_xs + awq_x_bytes<XM>(P) / 2) + warp * P.ring * AWQ_STAGE;
+    uint4 *ring = reinterpret_cast<uint4 *>(awq_xs + awq_x_bytes(P, XM) / 2) + warp * P.ring * AWQ_STAGE;
     bool busy = wp.o >= 0 && wp.sl < P.K / LOOM_AWQ_GROUP;
     if (wp.o >= 0) awq_ring_fill(P, *sg, wp, lane, busy, ring);
     cu_pdl_wait();
@@ -957,7 +957,7 @@ static cudaError_t awq_geometry(const cu_awq_gemv_args *a, int sm_count, awq_par
     const int xm = awq_xmode(a, *P);
     if (xm < 0 || (P->xw && (xm == AWQ_XG || P->K > CU_AWQ_XNORM_MAX_K))) return cudaErrorInvalidValue;
     /* the deepest ring up to a->ring (else 3; awq_go may take it down to 2) that fits beside x */
-    const size_t xb = xm == AWQ_XW ? awq_xw_bytes(*P) : xm == AWQ_XB ? awq_xs_bytes(P->T, P->K) : 0;
+    const size_t xb = awq_x_bytes(*P, xm);
     P->ring = a->ring >= 2 && a->ring <= AWQ_RING_MAX ? a->ring : 3;
     while (P->ring > 2 && xb + awq_ring_bytes(warps, P->ring) > awq_dyn_limit) P->ring--;
     if (xb + awq_ring_bytes(warps, P->ring) > awq_dyn_limit) return cudaErrorInvalidValue;
@@ -1032,7 +1032,7 @@ static int awq_resident(const void *k, int threads, size_t smem)
 template <int E, int XM> static cudaError_t awq_go(cudaStream_t s, const cu_awq_gemv_args *a, awq_params P, int threads,
                                                    int sm_count)
 {
-    auto smem = [&] { return awq_x_bytes<XM>(P) + awq_ring_bytes(P.warps, P.ring); };
+    auto smem = [&] { return awq_x_bytes(P, XM) + awq_ring_bytes(P.warps, P.ring); };
     auto cap = [&] {
         return a->grid > 0 ? a->grid : a->grid < 0 ? 0 : awq_resident((const void *)awq_gemv_kernel<E, XM>, threads, smem()) * sm_count;
     };
