@@ -64,14 +64,22 @@ loom_status loom__cu_malloc(cu_dev *d, size_t size, void **ptr, const char *what
                   cudaGetErrorString(e));
 }
 
+/* The error word as the stream's last copy left it in h_err; cleared where set. */
+static loom_status err_word(cu_dev *d)
+{
+    if (!d->h_err[0]) return LOOM_OK;
+    const int tok = d->h_err[1], id = d->h_err[2];
+    cudaMemset(d->d_err, 0, 4 * sizeof(int));
+    d->h_err[0] = 0;
+    return CU_ERR(LOOM_ERR_INVALID, "cuda:%d: embed: token %d has id %d, outside the vocabulary", d->dev, tok, id);
+}
+
 loom_status loom__cu_check_err(cu_dev *d)
 {
-    int err[4] = {0};
-    cudaError_t e = cudaMemcpy(err, d->d_err, sizeof err, cudaMemcpyDeviceToHost);
-    if (e) return loom__cu_fail(d, e, "reading the error word");
-    if (!err[0]) return LOOM_OK;
-    cudaMemset(d->d_err, 0, sizeof err);
-    return CU_ERR(LOOM_ERR_INVALID, "cuda:%d: embed: token %d has id %d, outside the vocabulary", d->dev, err[1], err[2]);
+    cudaError_t e = cudaMemcpyAsync(d->h_err, d->d_err, 4 * sizeof(int), cudaMemcpyDeviceToHost, d->stream);
+    if (!e) e = cudaStreamSynchronize(d->stream);
+    if (e) return loom__cu_fail(d, e, "a queued step failed");
+    return err_word(d);
 }
 
 /* ---- init ------------------------------------------------------------------------------ */
@@ -180,6 +188,10 @@ static loom_status cu_device_open(void *bctx, int32_t dev, void **dctx)
         goto fail;
     }
     if ((st = loom__cu_malloc(d, 4 * sizeof(int), (void **)&d->d_err, "the error word"))) goto fail;
+    if ((e = cudaMallocHost((void **)&d->h_err, 4 * sizeof(int)))) {
+        st = loom__cu_fail(d, e, "pinned memory for the error word");
+        goto fail;
+    }
     const char *wg = getenv("LOOM_CUDA_WGMMA");
     int wgmma = 0;
     if ((e = cudaMemset(d->d_err, 0, 4 * sizeof(int))) || (e = loom__cu_attn_init()) ||
@@ -194,6 +206,7 @@ static loom_status cu_device_open(void *bctx, int32_t dev, void **dctx)
     return LOOM_OK;
 fail:
     if (d->d_err) cudaFree(d->d_err);
+    if (d->h_err) cudaFreeHost(d->h_err);
     if (d->stream) cudaStreamDestroy(d->stream);
     free(d);
     return st;
@@ -208,6 +221,8 @@ static void cu_device_close(void *dctx)
     while (d->progs) loom__cu_release(d, d->progs);
     while (d->buffers) cu_buffer_free(d, d->buffers);
     cudaFree(d->d_err);
+    cudaFreeHost(d->h_err);
+    cudaFreeHost(d->h_read);
     cudaStreamDestroy(d->stream);
     cudaGetLastError();
     free(d);
@@ -348,17 +363,45 @@ static loom_status cu_buffer_write(void *dctx, loom_buffer *buf, size_t off, con
     return e ? loom__cu_fail(d, e, "buffer write") : LOOM_OK;
 }
 
+/* Reads are staged in pinned memory (h_read, grown to the largest read up to CU_READ_PIN_MAX;
+ * past that, or where none can be had, they go straight to the caller's memory): the error
+ * word and the data come back in one stream sync, then the data is copied on to the caller.
+ * H100, one step's logits of Qwen2.5 (608 KB): 61 us, against 99 us for the two copies
+ * into pageable memory (bench/cuda/read-cost.cu). */
+#define CU_READ_PIN_MAX ((size_t)64 << 20)
+
+static void *read_stage(cu_dev *d, size_t size)
+{
+    const size_t mib = (size_t)1 << 20;
+    if (d->h_read && size <= d->h_read_cap) return d->h_read;
+    if (size > CU_READ_PIN_MAX) return NULL;
+    cudaFreeHost(d->h_read);
+    d->h_read = NULL, d->h_read_cap = 0;
+    const size_t cap = (size + mib - 1) / mib * mib;
+    if (cudaMallocHost(&d->h_read, cap)) {
+        cudaGetLastError();
+        d->h_read = NULL;
+        return NULL;
+    }
+    d->h_read_cap = cap;
+    return d->h_read;
+}
+
 static loom_status cu_buffer_read(void *dctx, loom_buffer *buf, size_t off, void *dst, size_t size)
 {
     cu_dev *d = dctx;
     loom_status st = check_range(buf, off, size, "read");
     if (st) return st;
     if ((st = loom__cu_use(d))) return st;
-    cudaError_t e = cudaStreamSynchronize(d->stream);
+    const char *src = (const char *)buf->ptr + off;
+    void *stage = size ? read_stage(d, size) : NULL;
+    cudaError_t e = cudaMemcpyAsync(d->h_err, d->d_err, 4 * sizeof(int), cudaMemcpyDeviceToHost, d->stream);
+    if (!e && stage) e = cudaMemcpyAsync(stage, src, size, cudaMemcpyDeviceToHost, d->stream);
+    if (!e) e = cudaStreamSynchronize(d->stream);
     if (e) return loom__cu_fail(d, e, "a queued step failed");
-    if ((st = loom__cu_check_err(d))) return st;
-    if (size && (e = cudaMemcpy(dst, (const char *)buf->ptr + off, size, cudaMemcpyDeviceToHost)))
-        return loom__cu_fail(d, e, "buffer read");
+    if ((st = err_word(d))) return st;
+    if (stage) memcpy(dst, stage, size);
+    else if (size && (e = cudaMemcpy(dst, src, size, cudaMemcpyDeviceToHost))) return loom__cu_fail(d, e, "buffer read");
     return LOOM_OK;
 }
 
@@ -366,10 +409,7 @@ static loom_status cu_sync(void *dctx)
 {
     cu_dev *d = dctx;
     loom_status st = loom__cu_use(d);
-    if (st) return st;
-    cudaError_t e = cudaStreamSynchronize(d->stream);
-    if (e) return loom__cu_fail(d, e, "a queued step failed");
-    return loom__cu_check_err(d);
+    return st ? st : loom__cu_check_err(d);
 }
 
 /* ---- weights: uploaded once; AWQ repacked on the device (cuda_impl.h) ----------------------------- */

@@ -26,6 +26,9 @@ typedef struct cu_dev {
     cudaStream_t        stream;     /* every copy and kernel of this device, in order */
     int                 sm_count;
     int                *d_err;      /* device [4]: error flag, token, id (embed) */
+    int                *h_err;      /* pinned [4]: where d_err is read back */
+    void               *h_read;     /* pinned staging of buffer reads (cuda.c read_stage), h_read_cap bytes */
+    size_t              h_read_cap;
     bool                graphs;     /* LOOM_CUDA_GRAPHS != 0 */
     bool                pdl;        /* decode kernels as programmatic dependents: sm_90+, LOOM_CUDA_PDL != 0 */
     int                 graph_max_t;/* capture graphs for steps of at most this many tokens */
@@ -38,7 +41,7 @@ typedef struct cu_dev {
 loom_status loom__cu_fail(cu_dev *d, cudaError_t e, const char *what);
 /* Make d's device current on the calling thread. */
 loom_status loom__cu_use(cu_dev *d);
-/* Check the device error word that kernels set (bad token ids); clears it. */
+/* Check the device error word that kernels set (bad token ids) after the queued work; clears it. */
 loom_status loom__cu_check_err(cu_dev *d);
 loom_status loom__cu_malloc(cu_dev *d, size_t size, void **ptr, const char *what);
 

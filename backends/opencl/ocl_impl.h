@@ -64,6 +64,9 @@ typedef struct ocl_dev {
     cl_program       program_tc; /* the tensor-core decode GEMVs (ocl_program.c), or NULL */
     cl_mem           err;      /* int[4]: a kernel-reported error (embed id out of range) */
     cl_mem           dummy;    /* bound where a kernel's optional buffer is absent */
+    cl_mem           pin;      /* pinned staging of buffer reads (ocl.c pin_stage), mapped at pin_host */
+    unsigned char   *pin_host;
+    size_t           pin_cap;
     ocl_cfg          cfg;
     size_t           max_wg, local_mem, max_alloc;
     size_t           max_item[3]; /* CL_DEVICE_MAX_WORK_ITEM_SIZES */

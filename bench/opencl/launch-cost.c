@@ -2,10 +2,12 @@
  * cl_khr_command_buffer replays a step's launches for less. A "step" is
  * STEP launches of a one-work-group kernel, enqueued, flushed every 16 and
  * waited for, as loom's decode step is; timed on the host.
- *   cc -O2 -o /tmp/launch-cost bench/opencl/launch-cost.c -lOpenCL && /tmp/launch-cost [device index]
+ *   cc -O2 -o /tmp/launch-cost bench/opencl/launch-cost.c -lOpenCL && /tmp/launch-cost [device index] [read]
+ * (read: the readback alone)
  * Prints the device's extensions that matter here, then per variant the host
  * time to enqueue one launch and the wall time of a step; then the device's own
- * time per launch, with the host out of the way (device_cost). */
+ * time per launch, with the host out of the way (device_cost); then what reading a step's
+ * logits back costs (read_cost). */
 #define CL_TARGET_OPENCL_VERSION 300
 #include <CL/cl.h>
 #include <CL/cl_ext.h>
@@ -105,9 +107,74 @@ static void device_cost(cl_context ctx, cl_device_id dev, bool prof, const char 
     clReleaseCommandQueue(q);
 }
 
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Reading back n bytes (a step's logits) as loom does: a non-blocking read into the
+ * caller's pageable memory, then a blocking read of a 16-byte error word; against the
+ * same into pinned memory (a CL_MEM_ALLOC_HOST_PTR buffer's mapping, NVIDIA's way to
+ * pinned host memory) with and without the copy on to pageable memory. Medians of REPS. */
+static void read_cost(cl_context ctx, cl_command_queue q, size_t n)
+{
+    enum { REPS = 200 };
+    cl_int rc;
+    cl_mem src = clCreateBuffer(ctx, CL_MEM_READ_WRITE, n, NULL, &rc), err;
+    CK(rc);
+    err = clCreateBuffer(ctx, CL_MEM_READ_WRITE, 16, NULL, &rc);
+    CK(rc);
+    cl_mem pin = clCreateBuffer(ctx, CL_MEM_READ_WRITE | CL_MEM_ALLOC_HOST_PTR, n + 64, NULL, &rc);
+    CK(rc);
+    unsigned char *p = clEnqueueMapBuffer(q, pin, CL_TRUE, CL_MAP_READ | CL_MAP_WRITE, 0, n + 64, 0, NULL, NULL, &rc);
+    CK(rc);
+    unsigned char *host = malloc(n + 64);
+    memset(host, 1, n + 64);
+    const char *what[] = {"pageable", "pageable, no error word", "pinned", "pinned + memcpy to pageable",
+                          "16 bytes alone (pageable)", "pinned in 4 chunks, memcpy of each while the next is in flight"};
+    for (int v = 0; v < 6; v++) {
+        double t[REPS];
+        for (int r = 0; r < REPS; r++) {
+            CK(clFinish(q));
+            unsigned char *d = v >= 2 && v <= 3 ? p : host;
+            double t0 = now_us();
+            if (v == 5) { /* the error word first, then the chunks, each with its event */
+                cl_event ev[4];
+                const size_t c = n / 4;
+                CK(clEnqueueReadBuffer(q, err, CL_FALSE, 0, 16, p, 0, NULL, NULL));
+                for (int i = 0; i < 4; i++)
+                    CK(clEnqueueReadBuffer(q, src, CL_FALSE, i * c, i < 3 ? c : n - 3 * c, p + 64 + i * c, 0, NULL, &ev[i]));
+                clFlush(q);
+                for (int i = 0; i < 4; i++) {
+                    CK(clWaitForEvents(1, &ev[i]));
+                    memcpy(host + 64 + i * c, p + 64 + i * c, i < 3 ? c : n - 3 * c);
+                    clReleaseEvent(ev[i]);
+                }
+                t[r] = now_us() - t0;
+                continue;
+            }
+            if (v < 4) CK(clEnqueueReadBuffer(q, src, v == 1, 0, n, d + 64, 0, NULL, NULL));
+            if (v != 1) CK(clEnqueueReadBuffer(q, err, CL_TRUE, 0, 16, d, 0, NULL, NULL));
+            if (v == 3) memcpy(host + 64, p + 64, n);
+            t[r] = now_us() - t0;
+        }
+        qsort(t, REPS, sizeof *t, cmp_d);
+        printf("read %zu bytes back, %s: %.1f us (median; 10%% %.1f, 90%% %.1f)\n", v == 4 ? (size_t)16 : n, what[v],
+               t[REPS / 2], t[REPS / 10], t[REPS * 9 / 10]);
+    }
+    CK(clEnqueueUnmapMemObject(q, pin, p, 0, NULL, NULL));
+    CK(clFinish(q));
+    free(host);
+    clReleaseMemObject(pin);
+    clReleaseMemObject(err);
+    clReleaseMemObject(src);
+}
+
 int main(int argc, char **argv)
 {
     int want = argc > 1 ? atoi(argv[1]) : 0, seen = 0;
+    const bool read_only = argc > 2 && !strcmp(argv[2], "read");
     cl_platform_id plats[8];
     cl_uint np = 0;
     CK(clGetPlatformIDs(8, plats, &np));
@@ -171,7 +238,7 @@ int main(int argc, char **argv)
     const variant vs[] = {{1, 0, 0, 0},   {1, 7, 0, 0},   {1, 23, 0, 0},  {1, 57, 0, 0}, {17, 0, 0, 0},
                           {17, 0, 0, 1},  {5, 0, 0, 0},   {17, 41, 0, 0}, {17, 41, 1, 0}, {17, 41, 1, 1},
                           {5, 41, 1, 0}};
-    for (size_t v = 0; v < sizeof vs / sizeof *vs; v++) {
+    for (size_t v = 0; v < (read_only ? 0 : sizeof vs / sizeof *vs); v++) {
         char *src = source(vs[v]);
         cl_program prog = clCreateProgramWithSource(ctx, 1, (const char **)&src, NULL, &rc);
         CK(rc);
@@ -228,7 +295,7 @@ int main(int argc, char **argv)
         clReleaseProgram(prog);
         free(src);
     }
-    {
+    if (!read_only) {
         /* an empty kernel, and one with 40 KiB of local memory (the carveout it asks for) */
         const char *src = "__kernel void e(__global float *a) { if (get_global_id(0) == 1u << 30) a[0] = 1.0f; }\n"
                           "__kernel void l(__global float *a) { __local float s[10240]; s[get_local_id(0)] = 1.0f;\n"
@@ -266,6 +333,7 @@ int main(int argc, char **argv)
         clReleaseKernel(spin);
         clReleaseProgram(prog);
     }
+    read_cost(ctx, q, 151936 * sizeof(float)); /* Qwen2.5's logits of one token */
     free(ext);
     for (int i = 0; i < 32; i++) clReleaseMemObject(bufs[i]);
     clReleaseCommandQueue(q);
