@@ -73,6 +73,20 @@ INL void report(global int *err, int code, int a, int b, int c)
     }
 }
 
+/* Orders the work-item's global stores before, and its global loads after, as seen by every
+ * work-group of the launch (a work-group that counts itself in, the last one that then reads
+ * what the others wrote). OpenCL 1.2's mem_fence promises that only within a work-group, and
+ * NVIDIA's compiler emits it as membar.cta; on NVIDIA's platform (-DLOOM_NV) membar.gl, the GPU-scope
+ * fence every NVIDIA GPU has. */
+INL void device_fence(void)
+{
+#ifdef LOOM_NV
+    asm volatile("membar.gl;" ::: "memory");
+#else
+    mem_fence(CLK_GLOBAL_MEM_FENCE);
+#endif
+}
+
 /* bias of a matmul: bdt 0 none, 1 f32, 2 f16, 3 bf16; bo is an element offset */
 INL float ld_bias(global const uchar *b, ulong bo, int bdt, int n)
 {

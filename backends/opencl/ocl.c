@@ -313,8 +313,9 @@ static loom_status open_dev(ocl_dev *d)
     char pname[128] = "";
     clGetPlatformInfo(d->platform, CL_PLATFORM_NAME, sizeof pname - 1, pname, NULL);
     const char *mma = getenv("LOOM_OPENCL_MMA");
+    d->nv = strstr(pname, "NVIDIA") != NULL;
     d->mma = mma && !strcmp(mma, "0") ? 0 : mma && !strcmp(mma, "emu") ? 2 : mma && !strcmp(mma, "force") ? 1
-             : strstr(pname, "NVIDIA") ? 1 : 0;
+             : d->nv ? 1 : 0;
     st = loom__ocl_build(d);
     if (!st && d->mma && !loom__ocl_mma_selftest(d)) { /* the program without the tensor cores, then */
         loom__ocl_unbuild(d);

@@ -85,6 +85,7 @@ typedef struct ocl_dev {
     bool             profile;  /* LOOM_OPENCL_PROFILE=1: every kernel's time on the device, logged per node */
     bool             fuse;     /* LOOM_OPENCL_FUSE=0 clears it: every node its own launches (to bisect) */
     int              mma;      /* prefill on tensor cores (mma.cl): 0 no, 1 inline PTX, 2 emulated (tests) */
+    bool             nv;       /* NVIDIA's platform: kernels may use inline PTX (-DLOOM_NV) */
     int              mma_rows; /* mma.cl row tile forced by LOOM_OPENCL_MMA_ROWS (64, 128), else 0 (64) */
     uint32_t         dfuse;    /* OCL_DF_* the decode GEMVs may take on (LOOM_OPENCL_FUSE=norm,rope,...) */
     int32_t          launches; /* kernels enqueued by the running execute() (logged at debug level) */

@@ -99,6 +99,7 @@ static void build_options(const ocl_dev *d, bool tc_gemv, char *out, size_t len)
     if (c->att_dw) snprintf(out + strlen(out), len - strlen(out), " -DATT_DW=%d", c->att_dw);
     if (d->mma) /* part of the cache key, like every option */
         snprintf(out + strlen(out), len - strlen(out), d->mma == 1 ? " -DLOOM_MMA" : " -DLOOM_MMA_EMU");
+    if (d->nv) snprintf(out + strlen(out), len - strlen(out), " -DLOOM_NV"); /* inline PTX (device_fence) */
     int cap = tc_gemv ? tc_reg_cap(d) : 0;
     if (cap) snprintf(out + strlen(out), len - strlen(out), " -cl-nv-maxrregcount=%d", cap);
     /* LOOM_OPENCL_BUILD_OPTIONS: appended as given (kernel experiments: -D switches an

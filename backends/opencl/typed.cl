@@ -520,11 +520,12 @@ void KN(attn_dec)(global float *y, ulong yo, global const float *q, ulong qo, gl
     }
     ATT_STAMP(5);
     /* With P > 1 and join, the last of the P work-groups of these rows to finish joins the
-     * partitions (as attn_merge does, which runs instead where P is large): a fence before
-     * counting, the partials read past the L1 cache (volatile: other work-groups wrote them).
+     * partitions (as attn_merge does, which runs instead where P is large): a device-wide fence
+     * (device_fence) before counting and after, the partials read past the L1 cache (volatile:
+     * other work-groups wrote them).
      * The barriers run in every work-group (no return before them: see PoCL above). */
     local int last;
-    mem_fence(CLK_GLOBAL_MEM_FENCE);
+    device_fence();
     barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
     global int *ct = cnt + (size_t)t0 * get_num_groups(0) + get_group_id(0);
     if (lid == 0) last = P > 1 && join && nq > 0 && atomic_inc(ct) == P - 1;
@@ -537,7 +538,7 @@ void KN(attn_dec)(global float *y, ulong yo, global const float *q, ulong qo, gl
 #endif
     if (!last) return;
     if (lid == 0) *ct = 0; /* ready for the next launch */
-    mem_fence(CLK_GLOBAL_MEM_FENCE);
+    device_fence();
     /* The work-item's pairs (query vector, float4 of dims) side by side, partitions in
      * batches of ATT_JB with their loads issued together, joined online in partition order:
      * M the largest max so far, the sums so far rescaled by e^(M_old - M). A pair past the
