@@ -99,7 +99,7 @@ static void host_awq_warp(const awq_params &P, const awq_seg &sg, const awq_warp
     std::vector<uint4> ring((size_t)R * AWQ_STAGE);
     memset(ring.data(), 0xff, ring.size() * sizeof(uint4)); // a word no lane copied shows
     auto copy = [&](int gi, int st) {
-        for (int l = 0; l < 32; l++) awq_copy(sg, wp, K, gi, l, ring.data() + st * AWQ_STAGE);
+        for (int l = 0; l < 32; l++) awq_copy(awq_source(sg, wp, K, l), gi, l, ring.data() + st * AWQ_STAGE);
     };
     for (int j = 0; j < R - 1; j++)
         if (wp.sl + j * wp.S < G) copy(wp.sl + j * wp.S, j);

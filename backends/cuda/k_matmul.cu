@@ -396,12 +396,31 @@ static CU_HD int awq_ring_ahead(int st, int ring) { return st + ring - 1 < ring 
  * kernels' static arrays; the H100's before that, for tests/cuda_host.cu). */
 static size_t awq_dyn_limit = (227 << 10) - (20 << 10);
 
-/* The lane's copies of group gi into stage st: its 16 bytes of each chunk; lanes 0..3 the meta. */
-static CU_HD void awq_copy(const awq_seg &sg, const awq_warp &wp, int K, int gi, int lane, uint4 *st)
+/* Where a lane's copies come from: group 0 of the warp's tile of weight o (its words, and for
+ * lanes 0..3 its meta words); group gi is gi * 64 uint4s and gi * mstep words further. Worked out
+ * once per block of work rather than per group, where the weight's select (a constant-bank load)
+ * and the products were some 50 of the loop's 200 instructions (SASS, 7B gate/up); kbench timed
+ * no difference, the loop is not bound by issue. */
+struct awq_src {
+    const uint4    *q;
+    const uint32_t *m;
+    int             mstep;
+};
+static CU_HD awq_src awq_source(const awq_seg &sg, const awq_warp &wp, int K, int lane)
 {
-    const uint4 *q = (wp.o ? sg.q2 : sg.q) + ((int64_t)wp.tile * (K / 64) + 2 * gi) * 32 + lane;
+    awq_src s;
+    s.q = (wp.o ? sg.q2 : sg.q) + (int64_t)wp.tile * (K / 64) * 32 + lane;
+    s.m = (wp.o ? sg.meta2 : sg.meta) + wp.tile * 16 + 4 * (lane & 3);
+    s.mstep = sg.N16;
+    return s;
+}
+
+/* The lane's copies of group gi into stage st: its 16 bytes of each chunk; lanes 0..3 the meta. */
+static CU_HD void awq_copy(const awq_src &src, int gi, int lane, uint4 *st)
+{
+    const uint4 *q = src.q + (int64_t)gi * 64;
     cu_cp16(st + lane, q), cu_cp16(st + 32 + lane, q + 32);
-    if (lane < 4) cu_cp16(st + 64 + lane, (wp.o ? sg.meta2 : sg.meta) + (int64_t)gi * sg.N16 + wp.tile * 16 + 4 * lane);
+    if (lane < 4) cu_cp16(st + 64 + lane, src.m + (int64_t)gi * src.mstep);
 }
 
 /* The lane's share of the group in stage st (after every lane's copies have landed). */
@@ -780,7 +799,7 @@ static __device__ __forceinline__ void awq_ring_fill(const awq_params &P, const 
 {
     for (int j = 0; j < P.ring - 1; j++) {
         const int gi = wp.sl + j * wp.S;
-        if (busy && gi < P.K / LOOM_AWQ_GROUP) awq_copy(sg, wp, P.K, gi, lane, ring + j * AWQ_STAGE);
+        if (busy && gi < P.K / LOOM_AWQ_GROUP) awq_copy(awq_source(sg, wp, P.K, lane), gi, lane, ring + j * AWQ_STAGE);
         cu_cp_commit();
     }
 }
@@ -794,9 +813,10 @@ static __device__ __forceinline__ void awq_warp_sum(const awq_params &P, const a
 {
     const int K = P.K, G = K / LOOM_AWQ_GROUP, R = P.ring;
     const uint16_t *xrow = XM == AWQ_XB ? awq_xs_row(xs, P.T, K, lane) : XM == AWQ_XW ? awq_xw_row(P, xs, lane) : nullptr;
+    const awq_src src = awq_source(sg, wp, K, lane);
     for (int gi = wp.sl, m = 0, st = 0; gi < G; gi += wp.S, m++) {
         const int nx = gi + (R - 1) * wp.S;
-        if (nx < G) awq_copy(sg, wp, K, nx, lane, ring + awq_ring_ahead(st, R) * AWQ_STAGE);
+        if (nx < G) awq_copy(src, nx, lane, ring + awq_ring_ahead(st, R) * AWQ_STAGE);
         cu_cp_commit();
         awq_ring_wait(R);
         __syncwarp(); /* every lane's copies of this group landed */
