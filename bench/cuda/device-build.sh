@@ -9,6 +9,13 @@ build_loom() {
     ninja -C /tmp/build > "$out/build.log" 2>&1 || { tail -30 "$out/setup.log" "$out/build.log"; return 1; }
 }
 
+# synth_awq PRESET DIR: loom (built unless /tmp/build has it) and in DIR a synthetic AWQ
+# checkpoint of PRESET, made once
+synth_awq() {
+  [ -x /tmp/build/tools/loom ] || build_loom || return 1
+  [ -d "$2" ] || /tmp/build/tools/loom synth --preset "$1" --awq --out "$2" > /dev/null
+}
+
 # /tmp/kbench, linked with cuBLAS (the prefill baseline): the toolkit's, else the one
 # PyTorch's wheels bring
 build_kbench() {

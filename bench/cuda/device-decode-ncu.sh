@@ -11,10 +11,8 @@ preset=${2:-qwen2.5-7b}
 mkdir -p "$out"
 . scripts/device-env.sh
 . bench/cuda/device-build.sh
-loom=/tmp/build/tools/loom
-[ -x $loom ] || build_loom || exit 1
-m=/tmp/ncu_$preset
-[ -d $m ] || $loom synth --preset $preset --awq --out $m > /dev/null
+loom=/tmp/build/tools/loom m=/tmp/ncu_$preset
+synth_awq $preset $m || exit 1
 $loom bench model -m $m --backend cuda --prompt 1 --gen 32 | grep decode
 gen=4
 # caches kept warm and clocks as they run (ncu flushes caches and locks base clocks by default)

@@ -12,13 +12,11 @@ preset=${2:-qwen2.5-7b}
 mkdir -p "$out"
 . scripts/device-env.sh
 . bench/cuda/device-build.sh
-loom=/tmp/build/tools/loom
-[ -x $loom ] || build_loom || exit 1
+loom=/tmp/build/tools/loom m=/tmp/trace_$preset
+synth_awq $preset $m || exit 1
 inc=$(dirname "$(find /usr/local/cuda*/ -name cupti_activity.h 2>/dev/null | head -1)")
 lib=$(dirname "$(find /usr/local/cuda*/ -name 'libcupti.so' 2>/dev/null | head -1)")
 cc -O2 -shared -fPIC -I"$inc" -o /tmp/libtrace.so bench/cuda/trace.c -L"$lib" -lcupti -Wl,-rpath,"$lib" || exit 1
-m=/tmp/trace_$preset
-[ -d $m ] || $loom synth --preset $preset --awq --out $m > /dev/null
 $loom bench model -m $m --backend cuda --prompt 128 --gen 64 | grep decode
 for pdl in 1 0; do
   CUDA_INJECTION64_PATH=/tmp/libtrace.so LOOM_TRACE_OUT="$out/trace-pdl$pdl.csv" LOOM_CUDA_PDL=$pdl \
