@@ -118,7 +118,7 @@ static void host_awq_warp(const awq_params &P, const awq_seg &sg, const awq_warp
                     int k = h * 64 + s * 16;
                     if (xm == AWQ_XB) awq_bfrag_xs(awq_xs_row(xs, P.T, K, l), gi * LOOM_AWQ_GROUP + k, bf);
                     else if (xm == AWQ_XW) awq_bfrag_xw(awq_xw_row(P, xs, l), m * LOOM_AWQ_GROUP + k, bf);
-                    else awq_bfrag(P.x, P.T, K, gi * LOOM_AWQ_GROUP + k, l, bf);
+                    else awq_bfrag(P.x, P.xh, P.T, K, gi * LOOM_AWQ_GROUP + k, l, bf);
                     for (int i = 0; i < 4; i++) a[l][i] = af[i];
                     b[l][0] = bf[0], b[l][1] = bf[1];
                 }
@@ -203,6 +203,7 @@ static cudaError_t host_awq_gemv(const cu_awq_gemv_args *a, int sm = 132)
 static int failures = 0;
 static int g_grid = 0; // check(): cu_awq_gemv_args.grid (the blocks launched: 0 as the launcher sizes it)
 static int g_ring = 0; // ... and .ring (each warp's weight stages: 0 as the launcher picks)
+static bool g_xh = false, g_yh = false; // ... x as f16 rows (x_f16), SWIGLU's y as f16 rows (y_f16)
 
 static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns, int T, int warps, bool norm = false,
                   int rope_hd = 0, int x_place = CU_X_AUTO, bool xnorm = false, float outlier = 0)
@@ -215,9 +216,16 @@ static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns,
     cu_awq_gemv_args a{};
     a.x = x.data(), a.T = T, a.n = (int)Ns.size(), a.epi = epi, a.warps = warps, a.x_place = x_place, a.grid = g_grid;
     a.ring = g_ring;
+    std::vector<uint16_t> xh; // x as the SWIGLU launch before hands it over (its f16 rounding is the reference's)
+    if (g_xh) {
+        for (float v : x) xh.push_back(loom_f32_to_f16(v));
+        a.x = reinterpret_cast<const float *>(xh.data()), a.x_f16 = 1;
+    }
+    a.y_f16 = g_yh;
     std::vector<std::vector<float>> ys(Ns.size());
     for (size_t i = 0; i < Ns.size(); i++) {
         ys[i].assign((size_t)(T * Ns[i]), NAN);
+        if (g_yh) std::fill(ys[i].begin(), ys[i].end(), 0.0f), memset(ys[i].data(), 0xff, ys[i].size() * 2); // f16 NaNs
         a.w[i] = &ws[i].w, a.bias[i] = ws[i].bias.data(), a.bdt[i] = LOOM_F16, a.y[i] = ys[i].data();
     }
     std::vector<float> xm = x; // what the GEMV multiplies: x, or rmsnorm(x) * xg
@@ -282,7 +290,8 @@ static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns,
                 }
                 if (epi == CU_EPI_SWIGLU) ref = ref / (1 + std::exp(-ref)) * dot(ws[1], xm, t, n, x16);
                 if (epi == CU_EPI_ADD) ref += r[(size_t)(t * Ns[0] + n)];
-                float y = ys[i][(size_t)(t * Ns[i] + n)];
+                float y = g_yh ? loom_f16_to_f32(reinterpret_cast<const uint16_t *>(ys[i].data())[t * Ns[i] + n])
+                               : ys[i][(size_t)(t * Ns[i] + n)];
                 if (!std::isfinite(y)) bad++;
                 num += (y - ref) * (y - ref), den += ref * ref;
             }
@@ -305,7 +314,8 @@ static void check(const char *what, int epi, int64_t K, std::vector<int64_t> Ns,
     }
     double e = num / den;
     // with xnorm, x's f16 rounding may flip on a float's last bit between the kernel and xm
-    bool ok = bad == 0 && e < (xnorm ? 1e-8 : 1e-11);
+    // f16 outputs: each rounded (relative 2^-11 at most)
+    bool ok = bad == 0 && e < (g_yh ? 1e-6 : xnorm ? 1e-8 : 1e-11);
     printf("%s %-34s K=%-5lld N=%-5lld x%zu T=%d warps=%-2d nmse %.1e%s\n", ok ? "ok  " : "FAIL", what, (long long)K,
            (long long)Ns[0], Ns.size(), T, warps, e, bad ? " (outputs not written)" : "");
     failures += !ok;
@@ -653,6 +663,17 @@ int main()
         check("ring: q, k (RoPE), v", CU_EPI_PLAIN, 512, {256, 128, 128}, 1, 16, false, 64);
     }
     g_ring = 0;
+    // gate/up's rows as f16, and down reading them: from global memory, staged per block and per warp
+    g_yh = true;
+    check("gate, up, swiglu, f16 rows out", CU_EPI_SWIGLU, 512, {200, 200}, 2, 0);
+    check("gate, up, swiglu, f16 rows out, 8 rows", CU_EPI_SWIGLU, 256, {72, 72}, 8, 8);
+    g_yh = false, g_xh = true;
+    for (int xp : {CU_X_GLOBAL, CU_X_BLOCK, CU_X_WARP})
+        for (int T : {1, 3}) check("down + residual, f16 rows in", CU_EPI_ADD, 2304, {48}, T, 16, false, 0, xp);
+    check("down + residual, f16 rows in, 20 chunks a warp", CU_EPI_ADD, 5120, {40}, 1, 2, false, 0, CU_X_WARP);
+    g_grid = 3;
+    check("looped: plain, f16 rows in", CU_EPI_PLAIN, 1024, {264}, 2, 8);
+    g_grid = 0, g_xh = false;
     // prefill GEMM, on mma.sync and on wgmma: both token tiles, partial token / column / k tiles,
     // odd N, 3 AWQ groups
     for (bool wg : {false, true}) {
@@ -680,6 +701,10 @@ int main()
     float g[128] = {};
     bad.warps = 0, bad.xnorm_w = g, bad.x_place = CU_X_GLOBAL;
     if (host_awq_gemv(&bad) == cudaSuccess) printf("FAIL rmsnorm on load without staging accepted\n"), failures++;
+    bad.x_place = CU_X_AUTO, bad.x_f16 = 1;
+    if (host_awq_gemv(&bad) == cudaSuccess) printf("FAIL f16 rows with rmsnorm on load accepted\n"), failures++;
+    bad.xnorm_w = nullptr, bad.x_f16 = 0, bad.y_f16 = 1;
+    if (host_awq_gemv(&bad) == cudaSuccess) printf("FAIL f16 rows out of a plain GEMV accepted\n"), failures++;
     { // a norm weight off 16-byte alignment is staged per block (per warp reads it four elements a load)
         weight w2 = make_weight(512, 64);
         std::vector<float> xv(512, 0.5f), g2(513, 1.0f), y2(64);

@@ -271,6 +271,17 @@ static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, in
     }
     for (int32_t i = 0; i < n_nodes; i++)
         if (plan[i].xnorm) take_xnorm(nodes, n_nodes, plan, i);
+    /* gate/up hands down its rows as f16, rounded as down's staging rounds them (results
+     * unchanged): each of down's blocks stages half the bytes, in one round trip */
+    const char *fr = getenv("LOOM_CUDA_F16_ROWS"); /* 0: as f32 (A/B) */
+    for (int32_t i = 0; fuse && !(fr && !strcmp(fr, "0")) && i + 3 < n_nodes; i++) {
+        cu_plan *g = &plan[i], *dn = &plan[i + 3];
+        const loom_tensor *h = nodes[i + 2].dst;
+        if (g->fuse == FUSE_LEAD && g->gemv.epi == CU_EPI_SWIGLU && nodes[i + 2].op == LOOM_OP_SWIGLU &&
+            is_awq(&nodes[i + 3]) && nodes[i + 3].src[0] == h && dn->fuse != FUSE_MEMBER && !dn->gemv.xnorm_w &&
+            private_to(nodes, n_nodes, h))
+            g->gemv.y_f16 = dn->gemv.x_f16 = 1;
+    }
 }
 
 /* A matmul of T rows that runs as a prefill GEMM (k_gemm.cu), which reads x through cu_xh; the rest

@@ -155,6 +155,9 @@ typedef struct cu_awq_gemv_args {
     int           grid;
     int           ring;                /* stages of each warp's weight ring, 2..4; 0: the launcher's choice
                                         * (LOOM_CUDA_AWQ_RING) */
+    /* f16 rows between gate/up and down: y_f16 (CU_EPI_SWIGLU) writes y[0] as [T, N] f16, rounded as
+     * the next GEMV would round it; x_f16 (not with xnorm_w) reads x as [T, K] f16 */
+    int           x_f16, y_f16;
 } cu_awq_gemv_args;
 /* x_place: AUTO stages x per warp for one row (or where per block does not fit), else per block,
  * else reads it from global memory; the others force one (kbench, tests; LOOM_CUDA_XSTAGE=block). */

@@ -315,6 +315,7 @@ struct awq_params {
     float        xeps;
     int          xw_ng;  /* x staged per warp: groups a warp's slot holds per row (the most any warp takes) */
     int          ring;   /* stages of each warp's ring (awq_copy), after x in dynamic shared memory */
+    int          xh, yh; /* x is f16 rows (a SWIGLU launch's yh); SWIGLU: y as f16 rows (cu_awq_gemv_args) */
 };
 
 /* Store v as element (seq[t], head, pos[t], d) of a [S, N/hd, C, hd] cache,
@@ -433,9 +434,16 @@ static CU_HD void awq_take(const uint4 *st, int lane, awq_lane_group &r)
 
 /* The lane's B fragment for the mma step at k: row g of x at k + 4j .. k + 4j + 3 (the
  * packed layout's k order) as two f16 pairs; zeros for g >= T. From global memory: */
-static CU_HD void awq_bfrag(const float *x, int T, int K, int k, int lane, uint32_t (&b)[2])
+static CU_HD void awq_bfrag(const float *x, bool xh, int T, int K, int k, int lane, uint32_t (&b)[2])
 {
     const int g = lane >> 2;
+    if (xh) { /* f16 rows: the pairs as they are */
+        const uint2 h = g < T ? CU_LDG(reinterpret_cast<const uint2 *>(reinterpret_cast<const uint16_t *>(x) + (int64_t)g * K + k +
+                                                                       (lane & 3) * 4))
+                              : make_uint2(0, 0);
+        b[0] = h.x, b[1] = h.y;
+        return;
+    }
     float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
     if (g < T) v = CU_LDG(reinterpret_cast<const float4 *>(x + (int64_t)g * K + k + (lane & 3) * 4));
     b[0] = cu_pack2(v.x, v.y, false), b[1] = cu_pack2(v.z, v.w, false);
@@ -497,7 +505,21 @@ static int awq_xmode(const cu_awq_gemv_args *a, const awq_params &P)
 template <int B, bool NORM>
 static CU_HD void awq_stage_rows(const awq_params &P, int tid, int nthreads, uint16_t *xs, const float *inv)
 {
-    const int K4 = P.K / 4, n = P.T * K4; /* float4s of x's T rows */
+    const int K4 = P.K / 4, n = P.T * K4; /* float4s of x's T rows (P.xh: 8-byte words of 4 halves) */
+    if (!NORM && P.xh) {
+        const uint2 *x2 = reinterpret_cast<const uint2 *>(P.x);
+        for (int i0 = tid; i0 < n; i0 += B * nthreads) {
+            uint2 v[B];
+CU_UNROLL
+            for (int j = 0; j < B; j++) v[j] = i0 + j * nthreads < n ? CU_LDG(x2 + i0 + j * nthreads) : make_uint2(0, 0);
+CU_UNROLL
+            for (int j = 0; j < B; j++) {
+                const int i = i0 + j * nthreads;
+                if (i < n) *reinterpret_cast<uint2 *>(xs + i / K4 * awq_xs_ld(P.K) + i % K4 * 4) = v[j];
+            }
+        }
+        return;
+    }
     for (int i0 = tid; i0 < n; i0 += B * nthreads) {
         float4 v[B];
 CU_UNROLL
@@ -553,6 +575,21 @@ template <int B, bool NORM>
 static CU_HD bool awq_xw_put(const awq_params &P, const awq_warp &wp, int t, int lane, uint16_t *slot, float f, float &ss)
 {
     const int n = awq_xw_count(P, wp);
+    if (!NORM && P.xh) { /* f16 rows: the lane's 8-byte words copied, twice as many in flight (7B down's ten
+                          * chunks in one round trip, not two) */
+        const uint2 *x2 = reinterpret_cast<const uint2 *>(reinterpret_cast<const uint16_t *>(P.x) + (int64_t)t * P.K) + lane;
+        uint16_t *row = slot + (size_t)t * P.xw_ng * LOOM_AWQ_GROUP + 4 * lane;
+        for (int m0 = 0; m0 < n; m0 += 2 * B) {
+            uint2 v[2 * B];
+CU_UNROLL
+            for (int j = 0; j < 2 * B; j++)
+                v[j] = m0 + j < n ? CU_LDG(x2 + (wp.sl + (m0 + j) * wp.S) * (LOOM_AWQ_GROUP / 4)) : make_uint2(0, 0);
+CU_UNROLL
+            for (int j = 0; j < 2 * B; j++)
+                if (m0 + j < n) *reinterpret_cast<uint2 *>(row + (m0 + j) * LOOM_AWQ_GROUP) = v[j];
+        }
+        return false;
+    }
     const float4 *x4 = reinterpret_cast<const float4 *>(P.x + (int64_t)t * P.K) + lane;
     uint16_t *row = slot + (size_t)t * P.xw_ng * LOOM_AWQ_GROUP + 4 * lane;
     uint32_t ovf = 0;
@@ -692,9 +729,11 @@ CU_UNROLL
             continue;
         }
         if (EPI == CU_EPI_PLAIN && sg.cache) awq_cache_store(P, sg, t, n, v[0]);
-        if (EPI == CU_EPI_SWIGLU)
-            sg.y[at] = cu_silu_mul(v[0], v[NO - 1] + (sg.bias2 ? cu_load_dt(sg.bias2, sg.bdt2, n) : 0.0f));
-        else if (EPI == CU_EPI_ADD)
+        if (EPI == CU_EPI_SWIGLU) {
+            const float h = cu_silu_mul(v[0], v[NO - 1] + (sg.bias2 ? cu_load_dt(sg.bias2, sg.bdt2, n) : 0.0f));
+            if (P.yh) reinterpret_cast<__half *>(sg.y)[at] = __float2half_rn(h); /* as the next GEMV would round it */
+            else sg.y[at] = h;
+        } else if (EPI == CU_EPI_ADD)
             sg.y[at] = v[0] + P.r[at];
         else
             sg.y[at] = v[0];
@@ -835,7 +874,7 @@ static __device__ __forceinline__ void awq_warp_sum(const awq_params &P, const a
                 const int k = h * 64 + s * 16;
                 if (XM == AWQ_XB) awq_bfrag_xs(xrow, gi * LOOM_AWQ_GROUP + k, b);
                 else if (XM == AWQ_XW) awq_bfrag_xw(xrow, m * LOOM_AWQ_GROUP + k, b);
-                else awq_bfrag(P.x, P.T, K, gi * LOOM_AWQ_GROUP + k, lane, b);
+                else awq_bfrag(P.x, P.xh, P.T, K, gi * LOOM_AWQ_GROUP + k, lane, b);
                 cu_mma<false>(d, a, b[0], b[1]);
             }
         }
@@ -967,6 +1006,8 @@ static cudaError_t awq_geometry(const cu_awq_gemv_args *a, int sm_count, awq_par
     P->pos = a->pos, P->seq = a->seq, P->cache_f16 = a->cache_f16, P->cache_hd = a->cache_hd, P->cache_C = a->cache_C;
     P->nw = a->norm_w, P->nwdt = a->norm_wdt, P->eps = a->norm_eps, P->yn = a->norm_y, P->counter = a->counter;
     P->xw = a->xnorm_w, P->xwdt = a->xnorm_wdt, P->xeps = a->xnorm_eps;
+    if ((a->x_f16 && a->xnorm_w) || (a->y_f16 && a->epi != CU_EPI_SWIGLU)) return cudaErrorInvalidValue;
+    P->xh = a->x_f16, P->yh = a->y_f16;
     int warps = a->warps ? a->warps : nb < 2 * sm_count ? 16 : 8;
     if (warps > AWQ_MAX_WARPS || warps % (2 * no)) return cudaErrorInvalidValue; /* 2: tiles per RoPE block */
     P->nseg = nw, P->warps = warps, P->blocks = nb;
