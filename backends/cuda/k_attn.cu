@@ -36,7 +36,7 @@
                             * a cycle per scheduler, ncu); with 256 its per-thread loops over rows, K/V
                             * loads and the merge are half as long as with 128 (20.8 -> 13.3 us a layer) */
 #define NTH_WIDE 512       /* ... and 512 in decode with head_dim 128 (a K/V tile is then one 16-byte load
-                            * a thread): 7B decode +3.5% at 128 positions, +8.6% at 2048, against 256 */
+                            * a thread): 7B decode +3.3% at 128 positions, +8.5% at 2048, against 256 */
 
 /* ---- 1. cache store ------------------------------------------------------------------- */
 static __device__ __forceinline__ void put(float *p, float v) { *p = v; }

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # On the GPU machine (carry .deps): one CUDA build, checked (`loom check ops`, `loom check
 # model` on the goldens; SWEEP_CHECK=0 skips), the copy roofline, then each synthetic AWQ
-# checkpoint decoded under every environment given (LOOM_CUDA_PREFETCH_MB, LOOM_CUDA_PDL,
+# checkpoint decoded under every environment given (LOOM_CUDA_F16_ROWS, LOOM_CUDA_PDL,
 # ...): decode after a 128-token prompt, twice, alternately, since end-to-end figures drift
 # by a few percent within a call. Logs under $1. (No nsys on the lent machine: a step's
 # kernels are timed by device-decode-ncu.sh.)
-#   bash bench/cuda/device-sweep.sh $OUT "qwen2.5-7b qwen2.5-0.5b" "" "LOOM_CUDA_PREFETCH_MB=0" ...
+#   bash bench/cuda/device-sweep.sh $OUT "qwen2.5-7b qwen2.5-0.5b" "" "LOOM_CUDA_F16_ROWS=0" ...
 #   ("" is the defaults)
 set -uo pipefail
 out=${1:-/tmp/out} presets=${2:-qwen2.5-7b}
