@@ -280,7 +280,8 @@ extern "C" cudaError_t loom__cu_awq_repack(cudaStream_t s, const void *blob, cu_
  * Epilogues fuse what follows the matmul in a Qwen2 layer: PLAIN writes up to
  * three outputs of weights that share x (q, k, v: one launch), optionally with
  * RoPE and the KV-cache store; SWIGLU takes a gate and an up weight and writes
- * silu(gate) * up; ADD adds a residual and optionally the next rmsnorm.
+ * silu(gate) * up (as f16 where down reads it: the rounding down's staging
+ * applies anyway); ADD adds a residual and optionally the next rmsnorm.
  *
  * Everything but the warp's loop over its groups is __host__ __device__ and
  * per lane or per thread; tests/cuda_host.cu runs it over an emulated grid on
@@ -438,9 +439,8 @@ static CU_HD void awq_bfrag(const float *x, bool xh, int T, int K, int k, int la
 {
     const int g = lane >> 2;
     if (xh) { /* f16 rows: the pairs as they are */
-        const uint2 h = g < T ? CU_LDG(reinterpret_cast<const uint2 *>(reinterpret_cast<const uint16_t *>(x) + (int64_t)g * K + k +
-                                                                       (lane & 3) * 4))
-                              : make_uint2(0, 0);
+        const uint16_t *xr = reinterpret_cast<const uint16_t *>(x) + (int64_t)g * K + k + (lane & 3) * 4;
+        const uint2 h = g < T ? CU_LDG(reinterpret_cast<const uint2 *>(xr)) : make_uint2(0, 0);
         b[0] = h.x, b[1] = h.y;
         return;
     }
