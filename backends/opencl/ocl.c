@@ -442,8 +442,8 @@ static unsigned char *pin_stage(ocl_dev *d, size_t size)
 {
     const size_t need = OCL_PIN_DATA + size, mib = (size_t)1 << 20;
     if (d->pin && need <= d->pin_cap) return d->pin_host;
+    if (need > OCL_PIN_MAX) return NULL; /* the stage stays for the reads that fit it */
     pin_release(d);
-    if (need > OCL_PIN_MAX) return NULL;
     const size_t cap = (need + mib - 1) / mib * mib;
     cl_int rc;
     cl_mem m = clCreateBuffer(d->ctx, CL_MEM_READ_WRITE | CL_MEM_ALLOC_HOST_PTR, cap, NULL, &rc);
