@@ -192,16 +192,18 @@ static loom_status cu_device_open(void *bctx, int32_t dev, void **dctx)
         st = loom__cu_fail(d, e, "pinned memory for the error word");
         goto fail;
     }
-    const char *wg = getenv("LOOM_CUDA_WGMMA");
-    int wgmma = 0;
-    if ((e = cudaMemset(d->d_err, 0, 4 * sizeof(int))) || (e = loom__cu_attn_init()) ||
+    const char *wg = getenv("LOOM_CUDA_WGMMA"), *acl = getenv("LOOM_CUDA_ATTN_CLUSTER");
+    int wgmma = 0, attn_cluster = 0;
+    if ((e = cudaMemset(d->d_err, 0, 4 * sizeof(int))) || (e = loom__cu_attn_init(!(acl && !strcmp(acl, "0")), &attn_cluster)) ||
         (e = loom__cu_gemm_init(!(wg && !strcmp(wg, "0")), &wgmma)) || (e = loom__cu_awq_init())) {
         st = loom__cu_fail(d, e, "cannot set up the kernels");
         goto fail;
     }
     CU_LOG(LOOM_LOG_DEBUG,
-           "cuda:%d: opened, %d SMs, graphs %s (steps of <= %d tokens), programmatic dependent launch %s, prefill GEMMs on %s",
-           dev, d->sm_count, d->graphs ? "on" : "off", d->graph_max_t, d->pdl ? "on" : "off", wgmma ? "wgmma" : "mma.sync");
+           "cuda:%d: opened, %d SMs, graphs %s (steps of <= %d tokens), programmatic dependent launch %s, prefill GEMMs on %s, "
+           "one-token attention on %s (%d at once)",
+           dev, d->sm_count, d->graphs ? "on" : "off", d->graph_max_t, d->pdl ? "on" : "off", wgmma ? "wgmma" : "mma.sync",
+           attn_cluster ? "clusters" : "split blocks", attn_cluster);
     *dctx = d;
     return LOOM_OK;
 fail:

@@ -196,8 +196,10 @@ typedef struct cu_attn_args {
 #define CU_ATTN_MAX_SPLITS 64
 #define CU_ATTN_COUNTERS(Hkv) ((Hkv) * CU_GEMV_MAX_T) /* splits happen for <= CU_GEMV_MAX_T tokens */
 int         loom__cu_attn_supported(int hd, int group);
-/* Raise the kernels' dynamic shared memory limit once (not capturable). */
-cudaError_t loom__cu_attn_init(void);
+/* Raise the kernels' dynamic shared memory limit once (not capturable). allow_cluster: one-token
+ * decode steps on the sm_90 cluster kernel where the build has it (*cluster: how many of its
+ * clusters for head_dim 128 run at once, 0 where it is off). */
+cudaError_t loom__cu_attn_init(int allow_cluster, int *cluster);
 int         loom__cu_attn_splits(const cu_attn_args *a, int sm_count);
 size_t      loom__cu_attn_part_floats(int T, int Hq, int hd, int splits);
 /* Writes the step's k, v into the caches, then attends. */

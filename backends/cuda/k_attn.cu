@@ -22,6 +22,7 @@
  *    by it directly (no partials, no merge). */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cooperative_groups.h>
 #include <math.h>
 
 #include "cuda_impl.h"
@@ -287,15 +288,295 @@ __global__ void __launch_bounds__(NT) attn_kernel(const cu_attn_args a, int qt)
     attn_merge<HD, RW, NT>(a, t0, t1, hk, used, sm);
 }
 
+/* ---- 4. decode attention of one token on a thread-block cluster (sm_90) ----------------------
+ * A step of one token (the usual decode step) spends most of attn_kernel's time in its chain:
+ * q, then the K/V tile, then the scores, then the partials out through L2 with a fence and a
+ * counter, then the last block's merge reading them back (H100, 7B at 160 positions, clocks read
+ * in the kernel: 1.7 + 0.6 + 1.4 + 1.3 + 1.3 + 3.5 us). Here one cluster of DC_CS blocks serves
+ * a kv head, each block a contiguous share of the positions:
+ * - the K/V rows of earlier steps are constants to this step, so each block starts its first
+ *   DC_RING - 1 stages of them into shared memory before the PDL wait; only q and the row of
+ *   this step's own position wait for the kernel before;
+ * - stages of DC_SP positions (f16 rows, 16-byte chunks swizzled by position so that a warp's
+ *   row-per-lane reads meet no bank conflict) pass through a ring, with an online softmax;
+ * - the blocks' partials (max, sum, unnormalised outputs) stay in their shared memory and the
+ *   cluster merges them through distributed shared memory (each block an eighth of the
+ *   outputs, in block order: deterministic), with no global round trip, fence or counter.
+ * Threads: 4 x head_dim. Query heads of the group: up to DC_GM (rows past the group are zeros). */
+#define DC_CS 8   /* blocks of a cluster: the splits of one kv head */
+#define DC_SP 64  /* positions per stage */
+#define DC_RING 2 /* stages in shared memory: one in flight while one is used (3 took a block 120 KB: one
+                   * block an SM, and fewer clusters of 8 at once than a 7B head at 32K positions wanted) */
+#define DC_GM 8   /* query heads per kv head at most */
+#define DC_MINP 64  /* positions a block takes at least before the kv head takes another cluster (one stage:
+                     * 7B at 2048 positions +5-7% against 256, the same at 128 and 8192) */
+#define DC_MAXCL 8  /* clusters a kv head takes at most */
+
+template <int HD> struct dc_geo {
+    static constexpr int NT = 4 * HD, CH = HD / 8 /* 16-byte chunks a row */, PARTS = NT / DC_SP /* 16 dims each */;
+    static constexpr int PG = NT / (HD / 2); /* position groups of the P.V pass: a thread = a dim pair */
+    static constexpr size_t RING = (size_t)DC_RING * DC_SP * HD * 2 * sizeof(__half);
+    static constexpr size_t Q = (size_t)DC_GM * HD * sizeof(float);
+    static constexpr size_t SPART = (size_t)PARTS * DC_GM * DC_SP * sizeof(float);
+    static constexpr size_t SC = (size_t)DC_GM * DC_SP * sizeof(float), PT = SC;
+    static constexpr size_t SMEM = RING + Q + SPART + SC + PT + 4 * DC_GM * sizeof(float);
+    static_assert(PARTS * 16 == HD && PG == 8 && (size_t)PG * DC_GM * HD * sizeof(float) <= RING && (size_t)DC_GM * HD * sizeof(float) <= SPART,
+                  "dc layout");
+};
+
+/* Element offset of chunk c of row p in a stage's K or V (chunks swizzled by p & 7). */
+template <int HD> static __device__ __forceinline__ int dc_at(int p, int c) { return p * HD + ((c ^ (p & 7)) << 3); }
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define DC_BUILT 1
+/* Stage j of this block's positions [lo, hi) into slot st of the ring: rows past hi are zeros;
+ * skip (row n - 1, before the PDL wait) is left alone for a plain store after it. */
+template <int HD>
+static __device__ __forceinline__ void dc_stage(__half *ring, int st, const __half *kb, const __half *vb, int base, int hi,
+                                                int skip)
+{
+    using G = dc_geo<HD>;
+    __half *ks = ring + (size_t)st * DC_SP * HD * 2, *vs = ks + DC_SP * HD;
+    for (int i = threadIdx.x; i < 2 * DC_SP * G::CH; i += G::NT) {
+        const int kv = i / (DC_SP * G::CH), rem = i - kv * DC_SP * G::CH, p = rem / G::CH, c = rem - p * G::CH;
+        if (base + p == skip) continue;
+        const bool in = base + p < hi;
+        cu_cp16((kv ? vs : ks) + dc_at<HD>(p, c), (kv ? vb : kb) + (size_t)(in ? base + p : base) * HD + c * 8, in);
+    }
+    cu_cp_commit();
+}
+#endif
+
+template <int HD>
+__global__ void __launch_bounds__(4 * HD, 1024 / (4 * HD)) attn_dec_cluster(const cu_attn_args a, int mcl)
+{
+#ifdef DC_BUILT
+    using G = dc_geo<HD>;
+    namespace cg = cooperative_groups;
+    cg::cluster_group cl = cg::this_cluster();
+    extern __shared__ __align__(16) float dsm[];
+    __half *ring = reinterpret_cast<__half *>(dsm);
+    float *qs = reinterpret_cast<float *>(reinterpret_cast<char *>(dsm) + G::RING);
+    float *spart = qs + DC_GM * HD, *sc = spart + G::PARTS * DC_GM * DC_SP, *pt = sc + DC_GM * DC_SP;
+    float *rm = pt + DC_SP * DC_GM, *rl = rm + DC_GM, *ra = rl + DC_GM;
+    float *fin = spart; /* the block's unnormalised outputs [DC_GM][HD], after the last stage */
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, rank = (int)cl.block_rank(), hk = blockIdx.y;
+    const int Gq = a.Hq / a.Hkv, c = blockIdx.x / DC_CS;
+    cu_pdl_trigger();
+    /* The step's position and slot are inputs (copied before the first kernel). The positions go
+     * to mcl clusters of the kv head only where each block gets DC_MINP of them or more; then the
+     * clusters' merged partials meet through global memory (the last to arrive adds them). */
+    const int n = a.pos[0] + 1, sl = a.seq[0];
+    const int nb = DC_CS * min(mcl, (n + DC_CS * DC_MINP - 1) / (DC_CS * DC_MINP)); /* blocks that split them */
+    const int chunk = ((n + nb - 1) / nb + 15) / 16 * 16, ub = (n + chunk - 1) / chunk, ncl = (ub + DC_CS - 1) / DC_CS;
+    const int used = min(DC_CS, ub - c * DC_CS); /* blocks of this cluster that hold positions */
+    if (c >= ncl || (used == 1 && rank > 0)) return; /* one block alone: no cluster barrier */
+    const int lo = (c * DC_CS + rank) * chunk, hi = min(lo + chunk, n), nst = lo < hi ? (hi - lo + DC_SP - 1) / DC_SP : 0;
+    const __half *kb = (const __half *)a.kc + ((size_t)sl * a.Hkv + hk) * (size_t)a.C * HD;
+    const __half *vb = (const __half *)a.vc + ((size_t)sl * a.Hkv + hk) * (size_t)a.C * HD;
+    /* earlier steps' rows: before the wait (row n - 1 is this step's, from the kernel before) */
+#pragma unroll
+    for (int j = 0; j < DC_RING - 1; j++) {
+        if (j < nst) dc_stage<HD>(ring, j, kb, vb, lo + j * DC_SP, hi, n - 1);
+        else cu_cp_commit();
+    }
+    if (tid < DC_GM) rm[tid] = -INFINITY, rl[tid] = 0.0f;
+    cu_pdl_wait();
+    for (int i = tid; i < DC_GM * HD; i += G::NT) qs[i] = i < Gq * HD ? a.q[(size_t)hk * Gq * HD + i] : 0.0f;
+    const int jl = (n - 1 - lo) / DC_SP; /* the stage of row n - 1, where this block holds it */
+    if (n - 1 >= lo && n - 1 < hi && jl < DC_RING - 1 && tid < 2 * G::CH) {
+        const int kv = tid / G::CH, c = tid - kv * G::CH, p = n - 1 - lo - jl * DC_SP;
+        const uint4 w = __ldcg(reinterpret_cast<const uint4 *>((kv ? vb : kb) + (size_t)(n - 1) * HD + c * 8));
+        *reinterpret_cast<uint4 *>(ring + (size_t)jl * DC_SP * HD * 2 + kv * DC_SP * HD + dc_at<HD>(p, c)) = w;
+    }
+
+    float o[DC_GM][2];
+#pragma unroll
+    for (int r = 0; r < DC_GM; r++) o[r][0] = o[r][1] = 0.0f;
+    const int half = warp & 1, part = warp >> 1; /* scores: lane + 32 half = position, dims 16 part .. */
+    const int dp = tid % (HD / 2), pg = tid / (HD / 2); /* P.V: dims 2 dp, 2 dp + 1; positions pg, pg + 8, ... */
+    for (int j = 0; j < nst; j++) {
+        if (j + DC_RING - 1 < nst) dc_stage<HD>(ring, (j + DC_RING - 1) % DC_RING, kb, vb, lo + (j + DC_RING - 1) * DC_SP, hi, -1);
+        else cu_cp_commit();
+        cu_cp_wait<DC_RING - 1>();
+        __syncthreads();
+        const __half *ks = ring + (size_t)(j % DC_RING) * DC_SP * HD * 2, *vs = ks + DC_SP * HD;
+        const int np = min(DC_SP, hi - lo - j * DC_SP);
+        { /* partial scores over 16 dims, four at a time for every row */
+            const int p = half * 32 + lane;
+            const uint4 k0 = *reinterpret_cast<const uint4 *>(ks + dc_at<HD>(p, 2 * part));
+            const uint4 k1 = *reinterpret_cast<const uint4 *>(ks + dc_at<HD>(p, 2 * part + 1));
+            const uint32_t kw[8] = {k0.x, k0.y, k0.z, k0.w, k1.x, k1.y, k1.z, k1.w};
+            float acc[DC_GM];
+#pragma unroll
+            for (int r = 0; r < DC_GM; r++) acc[r] = 0.0f;
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                __half2_raw h0, h1;
+                h0.x = (unsigned short)(kw[2 * c] & 0xffffu), h0.y = (unsigned short)(kw[2 * c] >> 16);
+                h1.x = (unsigned short)(kw[2 * c + 1] & 0xffffu), h1.y = (unsigned short)(kw[2 * c + 1] >> 16);
+                const float2 ka = __half22float2(__half2(h0)), kc = __half22float2(__half2(h1));
+#pragma unroll
+                for (int r = 0; r < DC_GM; r++) {
+                    const float4 q4 = *reinterpret_cast<const float4 *>(qs + r * HD + 16 * part + 4 * c);
+                    acc[r] = fmaf(q4.x, ka.x, acc[r]), acc[r] = fmaf(q4.y, ka.y, acc[r]);
+                    acc[r] = fmaf(q4.z, kc.x, acc[r]), acc[r] = fmaf(q4.w, kc.y, acc[r]);
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < DC_GM; r++) spart[(part * DC_GM + r) * DC_SP + p] = acc[r];
+        }
+        __syncthreads();
+        for (int i = tid; i < DC_GM * DC_SP; i += G::NT) { /* the parts in order, masked past the positions */
+            const int r = i / DC_SP, p = i - r * DC_SP;
+            float s = 0.0f;
+#pragma unroll
+            for (int q = 0; q < G::PARTS; q++) s += spart[(q * DC_GM + r) * DC_SP + p];
+            sc[i] = p < np ? s * a.scale : -INFINITY;
+        }
+        __syncthreads();
+        if (warp < DC_GM) { /* online softmax, warp = row */
+            const int r = warp;
+            const float v0 = sc[r * DC_SP + lane], v1 = sc[r * DC_SP + lane + 32];
+            const float mo = rm[r], mn = fmaxf(mo, cu_warp_max(fmaxf(v0, v1))); /* finite: np >= 1 */
+            const float e0 = expf(v0 - mn), e1 = expf(v1 - mn), al = expf(mo - mn);
+            const float sum = cu_warp_sum(e0 + e1);
+            pt[lane * DC_GM + r] = e0, pt[(lane + 32) * DC_GM + r] = e1;
+            __syncwarp();
+            if (lane == 0) rm[r] = mn, rl[r] = rl[r] * al + sum, ra[r] = al;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int r = 0; r < DC_GM; r++) o[r][0] *= ra[r], o[r][1] *= ra[r];
+#pragma unroll
+        for (int i = 0; i < DC_SP / G::PG; i++) { /* unrolled: the loads of all its positions in flight */
+            const int p = pg + i * G::PG;
+            if (p >= np) break;
+            const __half2 v2 = *reinterpret_cast<const __half2 *>(vs + dc_at<HD>(p, dp >> 2) + 2 * (dp & 3));
+            const float2 vf = __half22float2(v2);
+            const float4 pa = *reinterpret_cast<const float4 *>(pt + p * DC_GM), pb = *reinterpret_cast<const float4 *>(pt + p * DC_GM + 4);
+            const float pr[DC_GM] = {pa.x, pa.y, pa.z, pa.w, pb.x, pb.y, pb.z, pb.w};
+#pragma unroll
+            for (int r = 0; r < DC_GM; r++) o[r][0] = fmaf(pr[r], vf.x, o[r][0]), o[r][1] = fmaf(pr[r], vf.y, o[r][1]);
+        }
+        __syncthreads(); /* the slot is refilled next turn */
+    }
+    /* the position groups' sums, in group order, into fin (the ring's space is free now) */
+    float *red = reinterpret_cast<float *>(ring);
+#pragma unroll
+    for (int r = 0; r < DC_GM; r++) *reinterpret_cast<float2 *>(red + (pg * DC_GM + r) * HD + 2 * dp) = make_float2(o[r][0], o[r][1]);
+    __syncthreads();
+    for (int i = tid; i < DC_GM * HD; i += G::NT) {
+        float s = 0.0f;
+#pragma unroll
+        for (int g = 0; g < G::PG; g++) s += red[g * DC_GM * HD + i];
+        fin[i] = s;
+    }
+    const size_t yo = (size_t)hk * Gq * HD; /* this kv head's outputs in y */
+    float *cp = a.part + (size_t)c * a.Hq * (HD + 2) + yo / HD * (HD + 2); /* ncl > 1: [row][HD outputs, max, sum] */
+    if (used == 1) { /* block 0 alone */
+        for (int i = tid; i < Gq * HD; i += G::NT) {
+            const int r = i / HD, d = i - r * HD;
+            if (ncl == 1) a.y[yo + i] = fin[i] / rl[r];
+            else cp[r * (HD + 2) + d] = fin[i] / rl[r];
+            if (ncl > 1 && d == 0) cp[r * (HD + 2) + HD] = rm[r], cp[r * (HD + 2) + HD + 1] = rl[r];
+        }
+    } else {
+        cl.sync(); /* every block's fin, rm, rl in place */
+        const int per = (Gq * HD + DC_CS - 1) / DC_CS;
+        for (int t = tid; t < per; t += G::NT) {
+            const int i = rank * per + t, r = i / HD, d = i - r * HD;
+            if (i >= Gq * HD) break;
+            float ms[DC_CS], ls[DC_CS], os[DC_CS], M = -INFINITY;
+#pragma unroll
+            for (int b = 0; b < DC_CS; b++)
+                if (b < used) {
+                    ms[b] = *cl.map_shared_rank(rm + r, b), ls[b] = *cl.map_shared_rank(rl + r, b);
+                    os[b] = *cl.map_shared_rank(fin + i, b);
+                    M = fmaxf(M, ms[b]);
+                }
+            float num = 0.0f, den = 0.0f;
+#pragma unroll
+            for (int b = 0; b < DC_CS; b++)
+                if (b < used) {
+                    const float w = expf(ms[b] - M);
+                    num = fmaf(w, os[b], num), den = fmaf(w, ls[b], den);
+                }
+            if (ncl == 1) a.y[yo + i] = num / den;
+            else cp[r * (HD + 2) + d] = num / den;
+            if (ncl > 1 && d == 0) cp[r * (HD + 2) + HD] = M, cp[r * (HD + 2) + HD + 1] = den;
+        }
+        if (ncl > 1) __threadfence(); /* this block's share, before block 0 counts the cluster in */
+        cl.sync(); /* no block leaves while another reads its shared memory */
+        if (rank > 0) return;
+    }
+    if (ncl == 1) return;
+    /* block 0 of each cluster counts it in; the last adds the clusters' partials, in cluster order */
+    if (!cu_arrive_last(a.counters + hk, ncl)) return;
+    const float *p0 = a.part + yo / HD * (HD + 2);
+    for (int i = tid; i < Gq * HD; i += G::NT) {
+        const int r = i / HD, d = i - r * HD;
+        float M = -INFINITY, num = 0.0f, den = 0.0f;
+        for (int k = 0; k < ncl; k++) M = fmaxf(M, __ldcg(p0 + ((size_t)k * a.Hq + r) * (HD + 2) + HD));
+        for (int k = 0; k < ncl; k++) {
+            const float *pk = p0 + ((size_t)k * a.Hq + r) * (HD + 2);
+            const float w = expf(__ldcg(pk + HD) - M) * __ldcg(pk + HD + 1);
+            num = fmaf(w, __ldcg(pk + d), num), den += w;
+        }
+        a.y[yo + i] = num / den;
+    }
+#endif
+}
+
+/* 1 where this build has the cluster kernel for the device it runs on (sm_90 code, not the PTX fallback). */
+__device__ int dc_built_flag;
+__global__ void dc_probe(void)
+{
+#ifdef DC_BUILT
+    dc_built_flag = 1;
+#endif
+}
+static bool dc_on;
+static int dc_cap[2]; /* clusters of attn_dec_cluster<64>, <128> the device runs at once */
+
+template <int HD> static int dc_resident(void)
+{
+    cudaLaunchAttribute at;
+    at.id = cudaLaunchAttributeClusterDimension;
+    at.val.clusterDim.x = DC_CS, at.val.clusterDim.y = 1, at.val.clusterDim.z = 1;
+    cudaLaunchConfig_t c = {};
+    c.gridDim = dim3(DC_CS * 64), c.blockDim = dim3(dc_geo<HD>::NT), c.dynamicSmemBytes = dc_geo<HD>::SMEM;
+    c.attrs = &at, c.numAttrs = 1;
+    int n = 0;
+    if (cudaOccupancyMaxActiveClusters(&n, attn_dec_cluster<HD>, &c)) n = 0, cudaGetLastError();
+    return n;
+}
+
 /* ---- launchers ---------------------------------------------------------------------------- */
 extern "C" int loom__cu_attn_supported(int hd, int group)
 {
     return (hd == 64 || hd == 128) && group >= 1 && group <= ROWS;
 }
 
-extern "C" cudaError_t loom__cu_attn_init(void)
+extern "C" cudaError_t loom__cu_attn_init(int allow_cluster, int *cluster)
 {
+    static bool any_init;
     cudaError_t e;
+    int flag = 0;
+    if (allow_cluster) {
+        dc_probe<<<1, 1>>>();
+        if ((e = cudaGetLastError()) || (e = cudaMemcpyFromSymbol(&flag, dc_built_flag, sizeof flag))) return e;
+    }
+    dc_on = (any_init ? dc_on : true) && flag, any_init = true; /* every device opened must have it */
+    *cluster = 0;
+    if (flag) {
+        if ((e = cudaFuncSetAttribute(attn_dec_cluster<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dc_geo<64>::SMEM)) ||
+            (e = cudaFuncSetAttribute(attn_dec_cluster<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dc_geo<128>::SMEM)))
+            return e;
+        const int c64 = dc_resident<64>(), c128 = dc_resident<128>(); /* the least of the devices opened */
+        dc_cap[0] = dc_cap[0] && dc_cap[0] < c64 ? dc_cap[0] : c64, dc_cap[1] = dc_cap[1] && dc_cap[1] < c128 ? dc_cap[1] : c128;
+    }
+    if (dc_on) *cluster = dc_cap[1] > 0 ? dc_cap[1] : 1;
 #define ATTN_ALLOW(CT, HD, RW, NT) \
     cudaFuncSetAttribute(attn_kernel<CT, HD, RW, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)attn_smem_bytes<HD, RW>())
     if ((e = ATTN_ALLOW(__half, 64, ROWS, NTH)) || (e = ATTN_ALLOW(float, 64, ROWS, NTH)) ||
@@ -344,6 +625,14 @@ static cudaError_t attn_typed(cudaStream_t s, const cu_attn_args *a)
         kv_store_kernel<CT><<<dim3(a->T, a->Hkv), HD, 0, s>>>(a->k, a->v, (CT *)a->kc, (CT *)a->vc, a->T, a->Hkv, HD,
                                                               a->C, a->pos, a->seq);
         if ((e = cudaGetLastError())) return e;
+    }
+    if (dc_on && a->T == 1 && sizeof(CT) == 2 && a->Hq / a->Hkv <= DC_GM) {
+        /* clusters per kv head for long contexts: as many as run at once, within the split scratch */
+        int mcl = dc_cap[HD == 128] / a->Hkv;
+        mcl = mcl > DC_MAXCL ? DC_MAXCL : mcl > a->splits ? a->splits : mcl;
+        if (mcl < 1 || !a->part || !a->counters) mcl = 1;
+        return cu_launch_cl(attn_dec_cluster<HD>, dim3(DC_CS * mcl, a->Hkv), dim3(dc_geo<HD>::NT), DC_CS,
+                            dc_geo<HD>::SMEM, s, a->pdl, *a, mcl);
     }
     dim3 grid(a->splits, a->Hkv, (a->T + qt - 1) / qt);
     constexpr int DT = HD == 128 ? NTH_WIDE : NTH; /* threads of a decode block */

@@ -314,17 +314,32 @@ static __device__ __forceinline__ bool cu_arrive_last(int *c, int n)
     return last;
 }
 
+/* cluster > 1: blocks x .. x + cluster - 1 form one thread-block cluster (sm_90). */
+template <typename... P, typename... A>
+static cudaError_t cu_launch_cl(void (*kernel)(P...), dim3 grid, dim3 block, int cluster, size_t smem, cudaStream_t s,
+                                bool pdl, A &&...args)
+{
+    cudaLaunchAttribute at[2];
+    int na = 0;
+    if (pdl) {
+        at[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[na++].val.programmaticStreamSerializationAllowed = 1;
+    }
+    if (cluster > 1) {
+        at[na].id = cudaLaunchAttributeClusterDimension;
+        at[na].val.clusterDim.x = (unsigned)cluster, at[na].val.clusterDim.y = 1, at[na++].val.clusterDim.z = 1;
+    }
+    cudaLaunchConfig_t c = {};
+    c.gridDim = grid, c.blockDim = block, c.dynamicSmemBytes = smem, c.stream = s;
+    c.attrs = at, c.numAttrs = (unsigned)na;
+    return cudaLaunchKernelEx(&c, kernel, static_cast<A &&>(args)...);
+}
+
 template <typename... P, typename... A>
 static cudaError_t cu_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, bool pdl,
                              A &&...args)
 {
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t c = {};
-    c.gridDim = grid, c.blockDim = block, c.dynamicSmemBytes = smem, c.stream = s;
-    c.attrs = at, c.numAttrs = pdl ? 1 : 0;
-    return cudaLaunchKernelEx(&c, kernel, static_cast<A &&>(args)...);
+    return cu_launch_cl(kernel, grid, block, 1, smem, s, pdl, static_cast<A &&>(args)...);
 }
 
 #endif
