@@ -19,7 +19,9 @@
  *    split length follows the step's real length (read on the device), so a
  *    replayed CUDA graph stays right as the context grows; splits past the
  *    positions leave at once, and a context that one split holds is written
- *    by it directly (no partials, no merge). */
+ *    by it directly (no partials, no merge).
+ * 4. attn_dec_cluster: steps of one token on sm_90, a cluster of blocks per kv
+ *    head merging through distributed shared memory (see there). */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cooperative_groups.h>
