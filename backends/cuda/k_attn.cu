@@ -476,12 +476,20 @@ __global__ void __launch_bounds__(4 * HD, 1024 / (4 * HD)) attn_dec_cluster(cons
     }
     const size_t yo = (size_t)hk * Gq * HD; /* this kv head's outputs in y */
     float *cp = a.part + (size_t)c * a.Hq * (HD + 2) + yo / HD * (HD + 2); /* ncl > 1: [row][HD outputs, max, sum] */
+    /* output i (row r, dim d) of the cluster, normalised, whose row has max M and sum L: to y, or
+     * where other clusters hold positions too, to this cluster's partials */
+    auto put = [&](int i, int r, int d, float v, float M, float L) {
+        if (ncl == 1) {
+            a.y[yo + i] = v;
+            return;
+        }
+        cp[r * (HD + 2) + d] = v;
+        if (d == 0) cp[r * (HD + 2) + HD] = M, cp[r * (HD + 2) + HD + 1] = L;
+    };
     if (used == 1) { /* block 0 alone */
         for (int i = tid; i < Gq * HD; i += G::NT) {
-            const int r = i / HD, d = i - r * HD;
-            if (ncl == 1) a.y[yo + i] = fin[i] / rl[r];
-            else cp[r * (HD + 2) + d] = fin[i] / rl[r];
-            if (ncl > 1 && d == 0) cp[r * (HD + 2) + HD] = rm[r], cp[r * (HD + 2) + HD + 1] = rl[r];
+            const int r = i / HD;
+            put(i, r, i - r * HD, fin[i] / rl[r], rm[r], rl[r]);
         }
     } else {
         cl.sync(); /* every block's fin, rm, rl in place */
@@ -504,9 +512,7 @@ __global__ void __launch_bounds__(4 * HD, 1024 / (4 * HD)) attn_dec_cluster(cons
                     const float w = expf(ms[b] - M);
                     num = fmaf(w, os[b], num), den = fmaf(w, ls[b], den);
                 }
-            if (ncl == 1) a.y[yo + i] = num / den;
-            else cp[r * (HD + 2) + d] = num / den;
-            if (ncl > 1 && d == 0) cp[r * (HD + 2) + HD] = M, cp[r * (HD + 2) + HD + 1] = den;
+            put(i, r, d, num / den, M, den);
         }
         if (ncl > 1) __threadfence(); /* this block's share, before block 0 counts the cluster in */
         cl.sync(); /* no block leaves while another reads its shared memory */
@@ -543,9 +549,7 @@ static int dc_cap[2]; /* clusters of attn_dec_cluster<64>, <128> the device runs
 
 template <int HD> static int dc_resident(void)
 {
-    cudaLaunchAttribute at;
-    at.id = cudaLaunchAttributeClusterDimension;
-    at.val.clusterDim.x = DC_CS, at.val.clusterDim.y = 1, at.val.clusterDim.z = 1;
+    cudaLaunchAttribute at = cu_cluster_attr(DC_CS);
     cudaLaunchConfig_t c = {};
     c.gridDim = dim3(DC_CS * 64), c.blockDim = dim3(dc_geo<HD>::NT), c.dynamicSmemBytes = dc_geo<HD>::SMEM;
     c.attrs = &at, c.numAttrs = 1;

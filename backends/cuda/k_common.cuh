@@ -314,6 +314,15 @@ static __device__ __forceinline__ bool cu_arrive_last(int *c, int n)
     return last;
 }
 
+/* The launch attribute that makes blocks x .. x + cluster - 1 one thread-block cluster (sm_90). */
+static inline cudaLaunchAttribute cu_cluster_attr(int cluster)
+{
+    cudaLaunchAttribute at;
+    at.id = cudaLaunchAttributeClusterDimension;
+    at.val.clusterDim.x = (unsigned)cluster, at.val.clusterDim.y = 1, at.val.clusterDim.z = 1;
+    return at;
+}
+
 /* cluster > 1: blocks x .. x + cluster - 1 form one thread-block cluster (sm_90). */
 template <typename... P, typename... A>
 static cudaError_t cu_launch_cl(void (*kernel)(P...), dim3 grid, dim3 block, int cluster, size_t smem, cudaStream_t s,
@@ -325,10 +334,7 @@ static cudaError_t cu_launch_cl(void (*kernel)(P...), dim3 grid, dim3 block, int
         at[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
         at[na++].val.programmaticStreamSerializationAllowed = 1;
     }
-    if (cluster > 1) {
-        at[na].id = cudaLaunchAttributeClusterDimension;
-        at[na].val.clusterDim.x = (unsigned)cluster, at[na].val.clusterDim.y = 1, at[na++].val.clusterDim.z = 1;
-    }
+    if (cluster > 1) at[na++] = cu_cluster_attr(cluster);
     cudaLaunchConfig_t c = {};
     c.gridDim = grid, c.blockDim = block, c.dynamicSmemBytes = smem, c.stream = s;
     c.attrs = at, c.numAttrs = (unsigned)na;
