@@ -165,6 +165,10 @@ template <int EPI> static void host_awq_blocks(const awq_params &P, int grid, in
             for (int t = 0; t < threads; t++) awq_norm_b2(P, P.K, P.xeps, t, threads, red);
         }
         for (int t = 0; staged && t < threads; t++) awq_stage_x(P, t, threads, xs.data(), awq_norm_inv(P, threads, red));
+        // PLAIN: the first block of work's epilogue inputs, as the kernel works them out before its wait
+        std::vector<awq_epi_in> pre(AWQ_EPI_IN, awq_epi_in{NAN, NAN, NAN, NAN, INT64_MAX});
+        for (int t = 0; EPI == CU_EPI_PLAIN && t < threads; t++)
+            for (int i = t; i < P.T * awq_segment(P, g).cb; i += threads) pre[i] = awq_plain_inputs(P, awq_segment(P, g), g, i);
         for (int b = g, u = 0; b < P.blocks; b += grid, u++) {
             float *rd = red + (u & 1) * AWQ_RED_HALF;
             for (int w = 0; w < threads / 32; w++) {
@@ -175,7 +179,8 @@ template <int EPI> static void host_awq_blocks(const awq_params &P, int grid, in
                 for (int l = 0; xwn && l < 32; l++) awq_xw_unscale(P, fit[w], l, acc[l]);
                 for (int l = 0; l < 32; l++) awq_red_put(rd, w, l, acc[l]);
             }
-            for (int t = 0; t < threads; t++) awq_gemv_out<EPI>(P, b, t, threads, rd, xwn ? wsum : nullptr);
+            for (int t = 0; t < threads; t++)
+                awq_gemv_out<EPI>(P, b, t, threads, rd, xwn ? wsum : nullptr, EPI == CU_EPI_PLAIN && !u ? pre.data() : nullptr);
         }
     }
     if (P.yn) {

@@ -281,7 +281,8 @@ template <int N> static __device__ __forceinline__ void cu_cp_wait(void) { asm v
 /* Programmatic dependent launch (sm_90; no-ops below). A kernel launched by cu_launch with
  * pdl set may start while the stream's previous kernel is still running, once every block of
  * that one has called cu_pdl_trigger (or exited); before cu_pdl_wait returns (the previous
- * kernel complete, its writes visible) it may touch nothing but constants such as weights.
+ * kernel complete, its writes visible) it may touch nothing but constants such as weights, and the
+ * step's positions and slots (uploaded before the step's first kernel).
  * That hides the launch and the ramp of each small decode kernel behind its predecessor. */
 static __device__ __forceinline__ void cu_pdl_trigger(void)
 {
