@@ -5,11 +5,12 @@
 // wait standing for attention (10 us, no traffic), o (6.4 MB), gate/up (72 MB, blocks taking
 // 56 KB tiles in the order awq_gemv's blocks of work take them), down (36 MB). 28 layers, each
 // with its own buffers, so nothing but the prefetch can leave a layer's bytes in L2. Variant
-// pf = P MB: the q/k/v kernel's blocks also issue cp.async.bulk.prefetch.L2 for the first P MB
-// of the layer's gate/up (optionally with an evict_last policy). Prints the step time per
-// layer and gate/up's share (timed alone in one layer with events) for each P.
+// pf = P MB: the q/k/v kernel's blocks, or the attention stand-in's, also issue
+// cp.async.bulk.prefetch.L2 for the first P MB of the layer's gate/up (optionally with an
+// evict_last policy). Prints the time per layer and gate/up's (one layer's, between events) for
+// each P. H100, 2026-11-24: see docs/PERF.md, CUDA, fifteenth session (dropped).
 //
-//   nvcc -O2 -gencode=arch=compute_90a,code=sm_90a -o /tmp/l2pf bench/cuda/l2-prefetch.cu && /tmp/l2pf
+//   nvcc -O2 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -o /tmp/l2pf bench/cuda/l2-prefetch.cu && /tmp/l2pf
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -48,8 +49,8 @@ __device__ void prefetch(const char *pf, size_t pf_bytes, int evict_last)
     }
 }
 
-// Block b reads tiles b, b + grid, ... of `tile` bytes (16-byte loads, 4 in flight a thread),
-// after prefetching its share of pf.
+// Block b reads tiles b, b + grid, ... of `tile` bytes (16-byte loads, up to 4 in flight a
+// thread), after prefetching its share of pf.
 __global__ void __launch_bounds__(256) stream(const uint4 *p, size_t bytes, size_t tile, const char *pf,
                                               size_t pf_bytes, int evict_last)
 {
@@ -117,24 +118,24 @@ int main()
     printf("%-8s %-6s %-10s %12s %12s\n", "pf MB", "by", "policy", "us/layer", "gate/up us");
     const int pfs[] = {0, 8, 16, 24, 32, 40, 48, 0};
     for (int where = 0; where < 2; where++)
-    for (int ev = 0; ev < 2; ev++)
-        for (int pi : pfs) {
-            if ((ev || where) && !pi) continue;
-            std::vector<float> step, gu;
-            for (int rep = 0; rep < 12; rep++) {
-                CK(cudaEventRecord(a));
-                for (int i = 0; i < L; i++) run_layer(ls[i], pi * MB, ev, where, i == L / 2 ? g0 : nullptr, i == L / 2 ? g1 : nullptr);
-                CK(cudaEventRecord(b));
-                CK(cudaEventSynchronize(b));
-                CK(cudaGetLastError());
-                float ms, mg;
-                CK(cudaEventElapsedTime(&ms, a, b));
-                CK(cudaEventElapsedTime(&mg, g0, g1));
-                if (rep >= 2) step.push_back(ms * 1000 / L), gu.push_back(mg * 1000);
+        for (int ev = 0; ev < 2; ev++)
+            for (int pi : pfs) {
+                if ((ev || where) && !pi) continue;
+                std::vector<float> step, gu;
+                for (int rep = 0; rep < 12; rep++) {
+                    CK(cudaEventRecord(a));
+                    for (int i = 0; i < L; i++) run_layer(ls[i], pi * MB, ev, where, i == L / 2 ? g0 : nullptr, i == L / 2 ? g1 : nullptr);
+                    CK(cudaEventRecord(b));
+                    CK(cudaEventSynchronize(b));
+                    CK(cudaGetLastError());
+                    float ms, mg;
+                    CK(cudaEventElapsedTime(&ms, a, b));
+                    CK(cudaEventElapsedTime(&mg, g0, g1));
+                    if (rep >= 2) step.push_back(ms * 1000 / L), gu.push_back(mg * 1000);
+                }
+                std::sort(step.begin(), step.end()), std::sort(gu.begin(), gu.end());
+                printf("%-8d %-6s %-10s %12.2f %12.2f\n", pi, where ? "attn" : "qkv", ev ? "evict_last" : "normal", step[step.size() / 2],
+                       gu[gu.size() / 2]);
             }
-            std::sort(step.begin(), step.end()), std::sort(gu.begin(), gu.end());
-            printf("%-8d %-6s %-10s %12.2f %12.2f\n", pi, where ? "attn" : "qkv", ev ? "evict_last" : "normal", step[step.size() / 2],
-                   gu[gu.size() / 2]);
-        }
     return 0;
 }
