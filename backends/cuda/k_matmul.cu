@@ -700,7 +700,7 @@ template <int EPI> static CU_HD float awq_red_sum(const awq_params &P, const awq
 /* What q/k/v's output i = (t, c) of block b needs beside its sums, none of it written by the kernel
  * before: its bias and its RoPE partner's, the rotation, the cache cell. The GEMV works them out
  * before its PDL wait; in its epilogue they were a chain of round trips after the sums (bias, the
- * partner's bias, sincos, seq and pos): H100, 7B, q/k/v 11.8 -> 9.7 us. */
+ * partner's bias, sincos, seq and pos): H100, 7B, q/k/v 11.8 -> 10.0 us. */
 struct awq_epi_in {
     float   b0, b1, fc, fs;
     int64_t cell; /* where the cache takes the output (awq_cache_at), -1: nowhere */
