@@ -89,24 +89,24 @@ static double dot(const weight &h, const std::vector<float> &x, int t, int64_t n
 // mma.sync m16n8k16 on the CPU, defined with the GEMM's emulation below.
 static void host_mma(float c[32][4], const uint32_t a[32][4], const uint32_t b[32][2], bool bf);
 
-// The CPU twin of awq_warp_sum: the same loads, fragments and scaling, all 32 lanes at once
-// around an emulated mma. xs: x staged per block (xm AWQ_XB) or this warp's slot (AWQ_XW).
+// The CPU twin of awq_ring_fill and awq_warp_sum: the same walk, loads, fragments and scaling, all
+// 32 lanes at once around an emulated mma, each copy landing at once. xs: x staged per block (xm
+// AWQ_XB) or this warp's slot (AWQ_XW).
 static void host_awq_warp(const awq_params &P, const awq_seg &sg, const awq_warp &wp, int xm, const uint16_t *xs,
                           float (*acc)[4])
 {
     const int K = P.K, G = K / LOOM_AWQ_GROUP, R = P.ring;
-    // the warp's ring as awq_ring_fill and awq_warp_sum walk it, each copy landing at once
     std::vector<uint4> ring((size_t)R * AWQ_STAGE);
     memset(ring.data(), 0xff, ring.size() * sizeof(uint4)); // a word no lane copied shows
-    auto copy = [&](int gi, int st) {
-        for (int l = 0; l < 32; l++) awq_copy(awq_source(sg, wp, K, l), gi, l, ring.data() + st * AWQ_STAGE);
-    };
-    for (int j = 0; j < R - 1; j++)
-        if (wp.sl + j * wp.S < G) copy(wp.sl + j * wp.S, j);
-    for (int gi = wp.sl, m = 0, st = 0; gi < G; gi += wp.S, m++, st = st + 1 < R ? st + 1 : 0) {
-        if (gi + (R - 1) * wp.S < G) copy(gi + (R - 1) * wp.S, awq_ring_ahead(st, R));
+    awq_walk fill[32], w[32];
+    for (int l = 0; l < 32; l++) {
+        fill[l] = awq_walk_at(sg, wp, K, l, R, 0), w[l] = awq_walk_at(sg, wp, K, l, R, R - 1);
+        for (int j = 0; j < R - 1; j++) awq_walk_put(fill[l], ring.data(), G, l);
+    }
+    for (int gi = wp.sl, m = 0; gi < G; gi += wp.S, m++) {
+        for (int l = 0; l < 32; l++) awq_walk_put(w[l], ring.data(), G, l);
         awq_lane_group r[32];
-        for (int l = 0; l < 32; l++) awq_take(ring.data() + st * AWQ_STAGE, l, r[l]);
+        for (int l = 0; l < 32; l++) awq_walk_take(w[l], ring.data(), l, r[l]);
         float d[32][4] = {};
         for (int h = 0; h < 2; h++)
             for (int s = 0; s < 4; s++) {

@@ -272,7 +272,7 @@ extern "C" cudaError_t loom__cu_awq_repack(cudaStream_t s, const void *blob, cu_
  * by RoPE, so both columns of every rotated pair (n, n + hd/2) meet in one
  * block; else 1) x S slices, one warp each. Slice sl walks the groups sl,
  * sl + S, ... through a ring of shared-memory stages filled by cp.async, the
- * next one or two groups' loads in flight while it multiplies one (awq_copy).
+ * next one or two groups' loads in flight while it multiplies one (awq_walk).
  * The S partial sums of a column are added in shared memory in slice order:
  * deterministic, and no second kernel. A launch has no more blocks than stay
  * resident; each takes several such blocks of work where it can (awq_grid).
@@ -315,7 +315,7 @@ struct awq_params {
     int          xwdt;
     float        xeps;
     int          xw_ng;  /* x staged per warp: groups a warp's slot holds per row (the most any warp takes) */
-    int          ring;   /* stages of each warp's ring (awq_copy), after x in dynamic shared memory */
+    int          ring;   /* stages of each warp's ring (awq_walk), after x in dynamic shared memory */
     int          xh, yh; /* x is f16 rows (a SWIGLU launch's yh); SWIGLU: y as f16 rows (cu_awq_gemv_args) */
 };
 
@@ -390,45 +390,58 @@ struct awq_lane_group {
 #define AWQ_STAGE 68 /* uint4s */
 #define AWQ_RING_MAX 4
 static CU_HD size_t awq_ring_bytes(int warps, int ring) { return (size_t)warps * ring * AWQ_STAGE * 16; }
-/* The stage that turn st's copies fill: the one ring - 1 ahead of the stage it multiplies. */
-static CU_HD int awq_ring_ahead(int st, int ring) { return st + ring - 1 < ring ? st + ring - 1 : st - 1; }
 /* Dynamic shared memory a launch may use (loom__cu_awq_init: the device's opt-in limit less the
  * kernels' static arrays; the H100's before that, for tests/cuda_host.cu). */
 static size_t awq_dyn_limit = (227 << 10) - (20 << 10);
 
-/* Where a lane's copies come from: group 0 of the warp's tile of weight o (its words, and for
- * lanes 0..3 its meta words); group gi is gi * 64 uint4s and gi * mstep words further. Worked out
- * once per block of work rather than per group, where the weight's select (a constant-bank load)
- * and the products were some 50 of the loop's 200 instructions (SASS, 7B gate/up); kbench timed
- * no difference, the loop is not bound by issue. */
-struct awq_src {
+/* A lane's walk along its warp's groups gi = sl, sl + S, ...: where the next copy comes from
+ * (its 16 bytes of each of the group's two chunks, 64 uint4s a group; for lanes 0..3 the tile's
+ * meta words, N16 words a group) and which ring stage it lands in, and the stage the next
+ * group is taken from. Each moves one step a turn rather than being worked out from gi (SASS,
+ * 7B down: the copies' selects, 64-bit products and stage index were 38 of the loop's 181
+ * instructions a group; kbench, 7B gate/up alone: 33.6 -> 32.5 us, a whole decode step the
+ * same within noise: it is bound by the memory system's rate, not by issue). */
+struct awq_walk {
     const uint4    *q;
     const uint32_t *m;
-    int             mstep;
+    int             dq, dm, nx, S; /* a step of q and m (S groups), the group q is at */
+    int             put, get, end; /* stages, as offsets into the warp's ring: the next copy's, the next
+                                    * group's, the ring's end (R stages) */
 };
-static CU_HD awq_src awq_source(const awq_seg &sg, const awq_warp &wp, int K, int lane)
+/* Warp wp's walk through a ring of R stages whose first copy is group sl + ahead * S, into stage
+ * ahead, and whose first group taken is in stage 0. */
+static CU_HD awq_walk awq_walk_at(const awq_seg &sg, const awq_warp &wp, int K, int lane, int R, int ahead)
 {
-    awq_src s;
-    s.q = (wp.o ? sg.q2 : sg.q) + (int64_t)wp.tile * (K / 64) * 32 + lane;
-    s.m = (wp.o ? sg.meta2 : sg.meta) + wp.tile * 16 + 4 * (lane & 3);
-    s.mstep = sg.N16;
-    return s;
+    awq_walk w;
+    w.nx = wp.sl + ahead * wp.S, w.S = wp.S;
+    w.dq = wp.S * 64, w.dm = wp.S * sg.N16;
+    w.q = (wp.o ? sg.q2 : sg.q) + ((int64_t)wp.tile * (K / 64) + (int64_t)w.nx * 2) * 32 + lane;
+    w.m = (wp.o ? sg.meta2 : sg.meta) + wp.tile * 16 + 4 * (lane & 3) + (int64_t)w.nx * sg.N16;
+    w.end = R * AWQ_STAGE, w.put = ahead * AWQ_STAGE, w.get = 0;
+    return w;
+}
+static CU_HD int awq_ring_next(const awq_walk &w, int st) { return st + AWQ_STAGE == w.end ? 0 : st + AWQ_STAGE; }
+
+/* The lane's copies of the walk's next group (none past the last, G), then one step on. */
+static CU_HD void awq_walk_put(awq_walk &w, uint4 *ring, int G, int lane)
+{
+    if (w.nx < G) {
+        uint4 *st = ring + w.put;
+        cu_cp16(st + lane, w.q), cu_cp16(st + 32 + lane, w.q + 32);
+        if (lane < 4) cu_cp16(st + 64 + lane, w.m);
+    }
+    w.q += w.dq, w.m += w.dm, w.nx += w.S, w.put = awq_ring_next(w, w.put);
 }
 
-/* The lane's copies of group gi into stage st: its 16 bytes of each chunk; lanes 0..3 the meta. */
-static CU_HD void awq_copy(const awq_src &src, int gi, int lane, uint4 *st)
+/* The lane's share of the walk's next group (after every lane's copies have landed), then one
+ * stage on. */
+static CU_HD void awq_walk_take(awq_walk &w, const uint4 *ring, int lane, awq_lane_group &r)
 {
-    const uint4 *q = src.q + (int64_t)gi * 64;
-    cu_cp16(st + lane, q), cu_cp16(st + 32 + lane, q + 32);
-    if (lane < 4) cu_cp16(st + 64 + lane, src.m + (int64_t)gi * src.mstep);
-}
-
-/* The lane's share of the group in stage st (after every lane's copies have landed). */
-static CU_HD void awq_take(const uint4 *st, int lane, awq_lane_group &r)
-{
+    const uint4 *st = ring + w.get;
     const uint32_t *m = reinterpret_cast<const uint32_t *>(st + 64) + (lane >> 2);
     r.w[0] = st[lane], r.w[1] = st[32 + lane];
     r.m[0] = m[0], r.m[1] = m[8];
+    w.get = awq_ring_next(w, w.get);
 }
 
 /* The lane's B fragment for the mma step at k: row g of x at k + 4j .. k + 4j + 3 (the
@@ -462,7 +475,7 @@ static_assert(awq_xs_bytes(CU_GEMV_MAX_T, CU_AWQ_XNORM_MAX_K) <= AWQ_XS_MAX, "x 
  * rows of xw_ng chunks. No block-wide pass over x and no barrier stand between the block's start
  * and its weight stream (kbench, 7B gate/up with the arithmetic taken out: 35.3 us with x staged
  * per block, 29.9 with no x at all; all four 7B GEMVs 1-3 us faster per warp than per block).
- * Lanes g >= T take zeros instead of a staged zero row. */
+ * Lanes g >= T read row T - 1 instead of a staged zero row (awq_xw_row). */
 static CU_HD size_t awq_xw_bytes(const awq_params &P) { return (size_t)P.warps * P.T * P.xw_ng * LOOM_AWQ_GROUP * 2; }
 static CU_HD size_t awq_xw_slot(const awq_params &P, int warp) { return (size_t)warp * P.T * P.xw_ng * LOOM_AWQ_GROUP; }
 /* The groups warp wp multiplies. */
@@ -655,19 +668,17 @@ static CU_HD float awq_xw_inv(const awq_params &P, const float *wss, int t)
     return cu_rms_inv(ss, P.K, P.xeps);
 }
 
-/* The lane's row of its warp's slot (nullptr for g >= T: zeros), at its k offset 4j. */
+/* The lane's row of its warp's slot, at its k offset 4j. Lanes g >= T read row T - 1: the sums
+ * they give are of tokens >= T, which no epilogue reads, and the loop needs neither a predicate
+ * nor zeroed registers per step. */
 static CU_HD const uint16_t *awq_xw_row(const awq_params &P, const uint16_t *slot, int lane)
 {
-    int g = lane >> 2;
-    return g < P.T ? slot + (size_t)g * P.xw_ng * LOOM_AWQ_GROUP + (lane & 3) * 4 : nullptr;
+    const int g = lane >> 2 < P.T ? lane >> 2 : P.T - 1;
+    return slot + (size_t)g * P.xw_ng * LOOM_AWQ_GROUP + (lane & 3) * 4;
 }
 
 static CU_HD void awq_bfrag_xw(const uint16_t *xrow, int k, uint32_t (&b)[2])
 {
-    if (!xrow) {
-        b[0] = b[1] = 0;
-        return;
-    }
     uint2 v = *reinterpret_cast<const uint2 *>(xrow + k);
     b[0] = v.x, b[1] = v.y;
 }
@@ -864,9 +875,9 @@ static __device__ __forceinline__ void awq_ring_wait(int ring)
 static __device__ __forceinline__ void awq_ring_fill(const awq_params &P, const awq_seg &sg, const awq_warp &wp, int lane,
                                                      bool busy, uint4 *ring)
 {
+    awq_walk w = awq_walk_at(sg, wp, P.K, lane, P.ring, 0);
     for (int j = 0; j < P.ring - 1; j++) {
-        const int gi = wp.sl + j * wp.S;
-        if (busy && gi < P.K / LOOM_AWQ_GROUP) awq_copy(awq_source(sg, wp, P.K, lane), gi, lane, ring + j * AWQ_STAGE);
+        if (busy) awq_walk_put(w, ring, P.K / LOOM_AWQ_GROUP, lane);
         cu_cp_commit();
     }
 }
@@ -880,15 +891,14 @@ static __device__ __forceinline__ void awq_warp_sum(const awq_params &P, const a
 {
     const int K = P.K, G = K / LOOM_AWQ_GROUP, R = P.ring;
     const uint16_t *xrow = XM == AWQ_XB ? awq_xs_row(xs, P.T, K, lane) : XM == AWQ_XW ? awq_xw_row(P, xs, lane) : nullptr;
-    const awq_src src = awq_source(sg, wp, K, lane);
-    for (int gi = wp.sl, m = 0, st = 0; gi < G; gi += wp.S, m++) {
-        const int nx = gi + (R - 1) * wp.S;
-        if (nx < G) awq_copy(src, nx, lane, ring + awq_ring_ahead(st, R) * AWQ_STAGE);
+    awq_walk w = awq_walk_at(sg, wp, K, lane, R, R - 1);
+    for (int gi = wp.sl, m = 0; gi < G; gi += wp.S, m++) {
+        awq_walk_put(w, ring, G, lane);
         cu_cp_commit();
         awq_ring_wait(R);
         __syncwarp(); /* every lane's copies of this group landed */
         awq_lane_group q;
-        awq_take(ring + st * AWQ_STAGE, lane, q);
+        awq_walk_take(w, ring, lane, q);
         __syncwarp(); /* every lane has taken it: the next turn's copies may land in this stage */
         const uint32_t za = cu_awq_za(q.m[0]), zb = cu_awq_zb(q.m[1]);
         float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -907,7 +917,6 @@ static __device__ __forceinline__ void awq_warp_sum(const awq_params &P, const a
             }
         }
         awq_scale(q, d, acc);
-        st = st + 1 < R ? st + 1 : 0;
     }
 }
 #endif
