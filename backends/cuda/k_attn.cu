@@ -40,6 +40,8 @@
                             * loads and the merge are half as long as with 128 (20.8 -> 13.3 us a layer) */
 #define NTH_WIDE 512       /* ... and 512 in decode with head_dim 128 (a K/V tile is then one 16-byte load
                             * a thread): 7B decode +3.3% at 128 positions, +8.5% at 2048, against 256 */
+/* Threads of a decode block (DEC_ROWS) for head_dim HD: the launch and its shared-memory setup agree. */
+template <int HD> static constexpr int dec_threads() { return HD == 128 ? NTH_WIDE : NTH; }
 
 /* ---- 1. cache store ------------------------------------------------------------------- */
 static __device__ __forceinline__ void put(float *p, float v) { *p = v; }
@@ -363,7 +365,7 @@ __global__ void __launch_bounds__(4 * HD, 1024 / (4 * HD)) attn_dec_cluster(cons
     float *rm = pt + DC_SP * DC_GM, *rl = rm + DC_GM, *ra = rl + DC_GM;
     float *fin = spart; /* the block's unnormalised outputs [DC_GM][HD], after the last stage */
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, rank = (int)cl.block_rank(), hk = blockIdx.y;
-    const int Gq = a.Hq / a.Hkv, c = blockIdx.x / DC_CS;
+    const int Gq = a.Hq / a.Hkv, ci = blockIdx.x / DC_CS; /* the kv head's cluster */
     cu_pdl_trigger();
     /* The step's position and slot are inputs (copied before the first kernel). The positions go
      * to mcl clusters of the kv head only where each block gets DC_MINP of them or more; then the
@@ -371,9 +373,9 @@ __global__ void __launch_bounds__(4 * HD, 1024 / (4 * HD)) attn_dec_cluster(cons
     const int n = a.pos[0] + 1, sl = a.seq[0];
     const int nb = DC_CS * min(mcl, (n + DC_CS * DC_MINP - 1) / (DC_CS * DC_MINP)); /* blocks that split them */
     const int chunk = ((n + nb - 1) / nb + 15) / 16 * 16, ub = (n + chunk - 1) / chunk, ncl = (ub + DC_CS - 1) / DC_CS;
-    const int used = min(DC_CS, ub - c * DC_CS); /* blocks of this cluster that hold positions */
-    if (c >= ncl || (used == 1 && rank > 0)) return; /* one block alone: no cluster barrier */
-    const int lo = (c * DC_CS + rank) * chunk, hi = min(lo + chunk, n), nst = lo < hi ? (hi - lo + DC_SP - 1) / DC_SP : 0;
+    const int used = min(DC_CS, ub - ci * DC_CS); /* blocks of this cluster that hold positions */
+    if (ci >= ncl || (used == 1 && rank > 0)) return; /* one block alone: no cluster barrier */
+    const int lo = (ci * DC_CS + rank) * chunk, hi = min(lo + chunk, n), nst = lo < hi ? (hi - lo + DC_SP - 1) / DC_SP : 0;
     const __half *kb = (const __half *)a.kc + ((size_t)sl * a.Hkv + hk) * (size_t)a.C * HD;
     const __half *vb = (const __half *)a.vc + ((size_t)sl * a.Hkv + hk) * (size_t)a.C * HD;
     /* earlier steps' rows: before the wait (row n - 1 is this step's, from the kernel before) */
@@ -475,7 +477,7 @@ __global__ void __launch_bounds__(4 * HD, 1024 / (4 * HD)) attn_dec_cluster(cons
         fin[i] = s;
     }
     const size_t yo = (size_t)hk * Gq * HD; /* this kv head's outputs in y */
-    float *cp = a.part + (size_t)c * a.Hq * (HD + 2) + yo / HD * (HD + 2); /* ncl > 1: [row][HD outputs, max, sum] */
+    float *cp = a.part + (size_t)ci * a.Hq * (HD + 2) + yo / HD * (HD + 2); /* ncl > 1: [row][HD outputs, max, sum] */
     /* output i (row r, dim d) of the cluster, normalised, whose row has max M and sum L: to y, or
      * where other clusters hold positions too, to this cluster's partials */
     auto put = [&](int i, int r, int d, float v, float M, float L) {
@@ -587,8 +589,8 @@ extern "C" cudaError_t loom__cu_attn_init(int allow_cluster, int *cluster)
     cudaFuncSetAttribute(attn_kernel<CT, HD, RW, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)attn_smem_bytes<HD, RW>())
     if ((e = ATTN_ALLOW(__half, 64, ROWS, NTH)) || (e = ATTN_ALLOW(float, 64, ROWS, NTH)) ||
         (e = ATTN_ALLOW(__half, 128, ROWS, NTH)) || (e = ATTN_ALLOW(float, 128, ROWS, NTH)) ||
-        (e = ATTN_ALLOW(__half, 64, DEC_ROWS, NTH)) || (e = ATTN_ALLOW(float, 64, DEC_ROWS, NTH)) ||
-        (e = ATTN_ALLOW(__half, 128, DEC_ROWS, NTH_WIDE)) || (e = ATTN_ALLOW(float, 128, DEC_ROWS, NTH_WIDE)))
+        (e = ATTN_ALLOW(__half, 64, DEC_ROWS, dec_threads<64>())) || (e = ATTN_ALLOW(float, 64, DEC_ROWS, dec_threads<64>())) ||
+        (e = ATTN_ALLOW(__half, 128, DEC_ROWS, dec_threads<128>())) || (e = ATTN_ALLOW(float, 128, DEC_ROWS, dec_threads<128>())))
         return e;
 #undef ATTN_ALLOW
     return cudaSuccess;
@@ -641,7 +643,7 @@ static cudaError_t attn_typed(cudaStream_t s, const cu_attn_args *a)
                             dc_geo<HD>::SMEM, s, a->pdl, *a, mcl);
     }
     dim3 grid(a->splits, a->Hkv, (a->T + qt - 1) / qt);
-    constexpr int DT = HD == 128 ? NTH_WIDE : NTH; /* threads of a decode block */
+    constexpr int DT = dec_threads<HD>();
     if (attn_rows(a) == DEC_ROWS)
         return cu_launch(attn_kernel<CT, HD, DEC_ROWS, DT>, grid, dim3(DT), attn_smem_bytes<HD, DEC_ROWS>(), s, a->pdl, *a, qt);
     return cu_launch(attn_kernel<CT, HD, ROWS, NTH>, grid, dim3(NTH), attn_smem_bytes<HD, ROWS>(), s, a->pdl, *a, qt);

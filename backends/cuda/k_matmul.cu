@@ -891,6 +891,8 @@ static __device__ __forceinline__ void awq_warp_sum(const awq_params &P, const a
 {
     const int K = P.K, G = K / LOOM_AWQ_GROUP, R = P.ring;
     const uint16_t *xrow = XM == AWQ_XB ? awq_xs_row(xs, P.T, K, lane) : XM == AWQ_XW ? awq_xw_row(P, xs, lane) : nullptr;
+    /* a walk of its own from where the fill's ended: carried from the fill, it held its registers
+     * through x's staging (spills in the XW kernels) */
     awq_walk w = awq_walk_at(sg, wp, K, lane, R, R - 1);
     for (int gi = wp.sl, m = 0; gi < G; gi += wp.S, m++) {
         awq_walk_put(w, ring, G, lane);
