@@ -104,6 +104,10 @@ static const loom_check_case full_cases[] = {
     ATT("32B", LOOM_F16, 1, 40, 8, 128, 64, 1, 1), ATT("32B", LOOM_F16, 1, 40, 8, 128, 64, 17, 1),
     ATT("32B", LOOM_F16, 1, 40, 8, 128, 1024, 512, 1), ATT("32B", LOOM_F16, 1, 40, 8, 128, 4096, 4096, 1),
     ATT("32B", LOOM_F32, 1, 40, 8, 128, 4096, 4096, 1),
+    /* one-row decode up to and just past 256 positions (where a backend runs
+     * short contexts a kernel of their own), in one slot of three, head_dim 32 */
+    ATT("7B", LOOM_F16, 1, 28, 4, 128, 512, 256, 2), ATT("7B", LOOM_F16, 1, 28, 4, 128, 512, 257, 1),
+    ATT("0.5B", LOOM_F16, 1, 14, 2, 64, 256, 200, 2), ATT("hd32", LOOM_F16, 1, 8, 2, 32, 256, 130, 1),
     /* decode steps of 2..8 rows (several slots, one slot's consecutive rows,
      * shuffled), long contexts (several partitions where a backend splits
      * them), GQA 7 and 5, and groups of 2 and 16 query heads per KV head */

@@ -42,6 +42,7 @@
  * mirrors ATT_NQ, ATT_PLMAX and the local memory it takes. */
 #define ATT_NQ 8
 #define ATT_PLMAX 256
+#define ATT_SP 256 /* typed.cl attn_dec1: the most positions (the host mirrors it) */
 #ifdef ATT_DW
 #define ATT_DP (ATT_DW / 4)                     /* positions per round */
 #define ATT_SCL (ATT_PLMAX + 1)                 /* row stride of the scores [query vector][position] */

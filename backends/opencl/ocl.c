@@ -245,6 +245,7 @@ static void ocl_device_close(void *dctx)
     ocl_dev *d = dctx;
     if (!d) return;
     if (d->queue) clFinish(d->queue);
+    if (d->wst_ev) clReleaseEvent(d->wst_ev);
     while (d->progs) loom__ocl_release(d, d->progs);
     while (d->buffers) ocl_buffer_free(d, d->buffers);
     d->slab = NULL;
@@ -295,8 +296,13 @@ static loom_status open_dev(ocl_dev *d)
      * unit, which its launches and register cap are sized to (0: one work-group per tile,
      * no cap); 3 of 256 work-items fill an H100 SM's registers at 80 each */
     if (!st) st = env_long("LOOM_OPENCL_TC_WGS", 0, 64, 3, &tcw);
+    /* LOOM_OPENCL_FLUSH=N: a step's kernels go to the device after its first launch
+     * and every N launches (0: only when the host waits) */
+    long fl;
+    if (!st) st = env_long("LOOM_OPENCL_FLUSH", 0, 1 << 20, 8, &fl);
     if (st) return st;
     d->cus = (int32_t)v, d->att_one = (int32_t)a1, d->mma_rows = (int)mrows, d->tc_wgs = (int32_t)tcw;
+    d->flush_every = (int32_t)fl;
     cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)d->platform, 0};
     d->ctx = clCreateContext(props, 1, &d->device, NULL, NULL, &rc);
     if (rc != CL_SUCCESS) return loom__ocl_fail(rc, "clCreateContext", d->label);
@@ -340,6 +346,8 @@ static loom_status ocl_device_open(void *bctx, int32_t dev, void **dctx)
     d->index = dev;
     const char *prof = getenv("LOOM_OPENCL_PROFILE");
     d->profile = prof && !strcmp(prof, "1");
+    const char *ash = getenv("LOOM_OPENCL_ATT_SHORT");
+    d->att_short = !ash || strcmp(ash, "0");
     const char *fuse = getenv("LOOM_OPENCL_FUSE");
     d->fuse = !fuse || strcmp(fuse, "0");
     /* LOOM_OPENCL_FUSE=norm,add,swiglu,rope,kv: only those decode fusions (to bisect) */
@@ -400,6 +408,16 @@ static void ocl_buffer_free(void *dctx, loom_buffer *buf)
     free(buf);
 }
 
+/* Waits for the last small write (ocl_buffer_write) to leave d->wst. */
+static loom_status wst_wait(ocl_dev *d)
+{
+    if (!d->wst_ev) return LOOM_OK;
+    cl_int rc = clWaitForEvents(1, &d->wst_ev);
+    clReleaseEvent(d->wst_ev);
+    d->wst_ev = NULL;
+    return rc == CL_SUCCESS ? LOOM_OK : loom__ocl_fail(rc, "clWaitForEvents", "(a host to device write)");
+}
+
 static loom_status check_range(const loom_buffer *b, size_t off, size_t size, const char *what)
 {
     if (!b) return OCL_FAIL(LOOM_ERR_INVALID, "%s of a NULL buffer", what);
@@ -409,13 +427,22 @@ static loom_status check_range(const loom_buffer *b, size_t off, size_t size, co
     return LOOM_OK;
 }
 
-/* Blocking: the host may reuse src as soon as this returns. */
+/* The host may reuse src as soon as this returns. A small write (a step's
+ * token ids) is copied to d->wst and queued without blocking: a blocking one
+ * waited for the idle device between two decode steps (the wait before reusing
+ * d->wst is for the previous step's write, done by then). */
 static loom_status ocl_buffer_write(void *dctx, loom_buffer *b, size_t off, const void *src, size_t size)
 {
     ocl_dev *d = dctx;
     loom_status st = check_range(b, off, size, "write");
     if (st || !size) return st;
-    OCL_CHECK(clEnqueueWriteBuffer(d->queue, b->mem, CL_TRUE, off, size, src, 0, NULL, NULL), "(host to device)");
+    if (size > sizeof d->wst) {
+        OCL_CHECK(clEnqueueWriteBuffer(d->queue, b->mem, CL_TRUE, off, size, src, 0, NULL, NULL), "(host to device)");
+        return LOOM_OK;
+    }
+    if ((st = wst_wait(d))) return st;
+    memcpy(d->wst, src, size);
+    OCL_CHECK(clEnqueueWriteBuffer(d->queue, b->mem, CL_FALSE, off, size, d->wst, 0, NULL, &d->wst_ev), "(host to device)");
     return LOOM_OK;
 }
 

@@ -40,6 +40,7 @@
 #define ATT_HD 128   /* ... and largest head_dim (attn_dec's too) */
 #define ATT_NQ 8     /* as in common.cl: attn_dec's query vectors per work-group ... */
 #define ATT_PLMAX 256 /* ... and longest partition */
+#define ATT_SP 256    /* attn_dec1's most positions */
 #define ATT_JOIN 32  /* attn_dec: up to this many partitions the last one joins them (no attn_merge launch) */
 
 /* attn_dec's positions per round (common.cl ATT_DP): the shortest partition */
@@ -82,7 +83,7 @@ typedef struct knode {
     loom_node *n;
     cl_kernel  k[KMAX]; /* matmul: k[0..3] GEMVs, k[4] gemm (k[5]: mma.cl's 64-row one); gqa_attn: kv_store,
                            attn, attn_merge, attn_tile (NULL: attn for every row count), attn_dec (NULL: attn
-                           for decode); otherwise k[0] */
+                           for decode), attn_dec1 (NULL: attn_dec for one row too); otherwise k[0] */
     int32_t    tab;     /* rope: its table */
     int32_t    gv;      /* matmul: GV_* */
     int32_t    slices;  /* matmul_awq GEMV: K slices per work-group (work-group dimension 1) ... */
@@ -262,18 +263,19 @@ static loom_status kernel(ocl_dev *d, const char *base, const char *sfx, cl_kern
     return LOOM_OK;
 }
 
-/* A kernel that must run in work-groups of wg (attn_dec, attn_tile): NULL in *out where the
- * compiled kernel allows fewer (its registers, not only the device's limit), so that the
- * caller runs its fallback, attn_<sfx>, for `when` (decode, prefill). */
-static loom_status kernel_wg(ocl_dev *d, const char *base, const char *sfx, int wg, const char *when, cl_kernel *out)
+/* A kernel that must run in work-groups of wg (attn_dec, attn_dec1, attn_tile): NULL in *out
+ * where the compiled kernel allows fewer (its registers, not only the device's limit), so
+ * that the caller runs its fallback, `instead`_<sfx>, for `when` (decode, prefill). */
+static loom_status kernel_wg(ocl_dev *d, const char *base, const char *sfx, int wg, const char *when,
+                             const char *instead, cl_kernel *out)
 {
     loom_status st = kernel(d, base, sfx, out);
     if (st) return st;
     size_t most = 0;
     cl_int rc = clGetKernelWorkGroupInfo(*out, d->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof most, &most, NULL);
     if (rc != CL_SUCCESS || most < (size_t)wg) {
-        OCL_LOG(LOOM_LOG_DEBUG, "%s_%s allows work-groups of %zu, not %d: %s runs attn_%s", base, sfx, most, wg, when,
-                sfx);
+        OCL_LOG(LOOM_LOG_DEBUG, "%s_%s allows work-groups of %zu, not %d: %s runs %s_%s", base, sfx, most, wg, when,
+                instead, sfx);
         clReleaseKernel(*out);
         *out = NULL;
     }
@@ -547,8 +549,20 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
         int G = (int)(pp->n_head / pp->n_head_kv), HB = (G + ATT_NQ - 1) / ATT_NQ;
         /* decode: attn_dec where the head fits and the caches are 16-byte aligned */
         if (d->cfg.att_dw && hd <= ATT_HD && hd % (int)(64 / esize(s[3]->dtype)) == 0 && s[3]->offset % 16 == 0 &&
-            s[4]->offset % 16 == 0 && (st = kernel_wg(d, "attn_dec", sfx, d->cfg.att_dw, "decode", &k->k[4])))
+            s[4]->offset % 16 == 0 && (st = kernel_wg(d, "attn_dec", sfx, d->cfg.att_dw, "decode", "attn", &k->k[4])))
             return st;
+        /* one row over at most ATT_SP positions: attn_dec1 (f16 caches, head_dim 32, 64 or 128) */
+        if (d->cfg.att_sw && d->att_short && s[3]->dtype == LOOM_F16 && (hd == 32 || hd == 64 || hd == 128) &&
+            s[3]->offset % 16 == 0 && s[4]->offset % 16 == 0 &&
+            (st = kernel_wg(d, "attn_dec1", sfx, d->cfg.att_sw, "one-row decode", k->k[4] ? "attn_dec" : "attn",
+                            &k->k[5])))
+            return st;
+        if (k->k[5]) {
+            rc = set_args(k->k[5], 0, "mlmlmlml", MEM(y), OFF(y), MEM(s[0]), OFF(s[0]), MEM(s[3]), OFF(s[3]),
+                          MEM(s[4]), OFF(s[4]));
+            if (rc == CL_SUCCESS) /* 8: position, 9: slot, per step */
+                rc = set_args(k->k[5], 10, "iiiif", (int)pp->n_head, (int)pp->n_head_kv, C, hd, (double)scale);
+        }
         if (k->k[4]) { /* the most partitions run_node picks (dec_parts) */
             int64_t fill = ((int64_t)d->cus * 2 + (int64_t)pp->n_head_kv * HB - 1) / ((int64_t)pp->n_head_kv * HB);
             int64_t DP = att_round(d), lo = (C + ATT_PLMAX - 1) / ATT_PLMAX, hi = (C + DP - 1) / DP;
@@ -581,7 +595,7 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
         if (rc == CL_SUCCESS)
             rc = set_args(k->k[2], 0, "mlmii", MEM(y), OFF(y), d->dummy, (int)pp->n_head, (int)pp->head_dim);
         if (rc == CL_SUCCESS && d->cfg.att_tw && pp->head_dim % 4 == 0 && pp->head_dim <= ATT_HD) {
-            if ((st = kernel_wg(d, "attn_tile", sfx, d->cfg.att_tw, "prefill", &k->k[3]))) return st;
+            if ((st = kernel_wg(d, "attn_tile", sfx, d->cfg.att_tw, "prefill", "attn", &k->k[3]))) return st;
             if (k->k[3]) {
                 rc = set_args(k->k[3], 0, "mlmlmlml", MEM(y), OFF(y), MEM(s[0]), OFF(s[0]), MEM(s[3]), OFF(s[3]),
                               MEM(s[4]), OFF(s[4]));
@@ -1124,6 +1138,10 @@ static loom_status enqueue(ocl_dev *d, cl_kernel k, cl_uint dims, const size_t *
     cl_event ev = NULL;
     cl_int rc = clEnqueueNDRangeKernel(d->queue, k, dims, NULL, global, local, 0, NULL, d->profile ? &ev : NULL);
     d->launches++;
+    /* hand the queued kernels to the device: NVIDIA's driver holds them until a
+     * flush or a wait. The step's first launch at once, so that the device starts
+     * while the host enqueues the rest, then every flush_every. */
+    if (rc == CL_SUCCESS && d->flush_every && (d->launches == 1 || d->launches % d->flush_every == 0)) clFlush(d->queue);
     if (ev && !prof_keep(d, ev, idx, k)) clReleaseEvent(ev);
     if (rc != CL_SUCCESS) {
         char what[192];
@@ -1276,6 +1294,11 @@ static loom_status run_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx, int3
         }
         for (int32_t t = 0; t < T; t++)
             if (step->pos[t] + 1 > L) L = step->pos[t] + 1;
+        if (T == 1 && k->k[5] && L <= ATT_SP) { /* one row, a short context: attn_dec1, a work-group per head */
+            if ((rc = set_args(k->k[5], 8, "ii", (int)step->pos[0], (int)step->seq[0])) != CL_SUCCESS) break;
+            g[0] = (size_t)c->att_sw * (size_t)H, l[0] = (size_t)c->att_sw;
+            return enqueue(d, k->k[5], 1, g, l, idx, op);
+        }
         if (T <= GEMV_MAXT && k->k[4]) { /* decode: attn_dec, work-groups (KV head x block of heads, row, partition) */
             int32_t DP = att_round(d), Hkv = n->p.n_head_kv, HB = (H / Hkv + ATT_NQ - 1) / ATT_NQ;
             P = dec_parts(d, k, step, T, L, Hkv, HB);
@@ -1350,10 +1373,6 @@ loom_status loom__ocl_execute(ocl_dev *d, void *pv, const loom_step *step)
             if (k->fuse < 0 || k->fused) continue;
             st = run_node(d, p, k, i, T, step);
         }
-        /* hand the queued kernels to the device now and then: a driver may hold
-         * them until a flush or a wait, leaving the device idle while the host
-         * enqueues the rest of the step */
-        if (!st && i % 16 == 1) clFlush(d->queue);
     }
     double enq = host_ms() - t0; /* the host's time for the step's uploads and launches */
     if (d->profile) prof_report(d, p, step, enq);

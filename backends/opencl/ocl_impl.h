@@ -42,6 +42,7 @@ typedef struct ocl_cfg {
     int att_w;     /* attention work-group; head_dim <= 4 * att_w */
     int att_tw;    /* tiled prefill attention work-group (128 or 64); 0: not built (local memory too small) */
     int att_dw;    /* decode attention work-group (128 or 64); 0: not built (local memory too small) */
+    int att_sw;    /* one-row decode attention over at most this many positions, its work-group (256); 0: not built */
     int ew_w;      /* elementwise work-group */
 } ocl_cfg;
 
@@ -67,12 +68,15 @@ typedef struct ocl_dev {
     cl_mem           pin;      /* pinned staging of buffer reads (ocl.c pin_stage), mapped at pin_host */
     unsigned char   *pin_host;
     size_t           pin_cap;
+    unsigned char    wst[256]; /* a small write's copy while it is queued (ocl.c ocl_buffer_write) ... */
+    cl_event         wst_ev;   /* ... until this completes */
     ocl_cfg          cfg;
     size_t           max_wg, local_mem, max_alloc;
     size_t           max_item[3]; /* CL_DEVICE_MAX_WORK_ITEM_SIZES */
     int32_t          cus;      /* compute units (LOOM_OPENCL_CUS overrides): sizes the GEMV split */
     int32_t          att_one;  /* decode attention over at most this many positions: one partition
                                   (LOOM_OPENCL_ATT_ONE overrides) */
+    bool             att_short; /* one-row decode over short contexts runs attn_dec1 (LOOM_OPENCL_ATT_SHORT=0: not) */
     int32_t          tc_wgs;   /* tensor-core decode GEMV: resident work-groups per compute unit its
                                   launches and register cap are sized to (LOOM_OPENCL_TC_WGS; 0: one
                                   work-group per tile) */
@@ -89,6 +93,7 @@ typedef struct ocl_dev {
     int              mma_rows; /* mma.cl row tile forced by LOOM_OPENCL_MMA_ROWS (64, 128), else 0 (64) */
     uint32_t         dfuse;    /* OCL_DF_* the decode GEMVs may take on (LOOM_OPENCL_FUSE=norm,rope,...) */
     int32_t          launches; /* kernels enqueued by the running execute() (logged at debug level) */
+    int32_t          flush_every; /* clFlush after a step's first launch and every this many (LOOM_OPENCL_FLUSH) */
     cl_event        *pev;      /* LOOM_OPENCL_PROFILE=1: the running step's kernels ... */
     int32_t         *pev_node; /* ... their nodes ... */
     cl_kernel       *pev_kern; /* ... and the kernels they ran */

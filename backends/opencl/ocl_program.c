@@ -72,6 +72,8 @@ void loom__ocl_pick_cfg(ocl_dev *d)
      * 128 work-items, 21.1 KiB at 64 (common.cl ATT_*) */
     c->att_dw = pow2_floor(wg, 128);
     if (d->local_mem < (size_t)(c->att_dw == 128 ? 30 : 22) * 1024) c->att_dw = c->att_dw == 128 && d->local_mem >= 22 * 1024 ? 64 : 0;
+    /* attn_dec1: 256 work-items, the K partials or P·V partials (8 KiB) and the scores */
+    c->att_sw = wg >= 256 && d->local_mem >= 10 * 1024 ? 256 : 0;
     c->ew_w = pow2_floor(wg, 64);
 }
 
@@ -97,6 +99,7 @@ static void build_options(const ocl_dev *d, bool tc_gemv, char *out, size_t len)
              c->gt_t, c->gt_n, c->gt_tm, c->gv_wg, c->gemv_w, c->gemv_r, c->red_w, c->att_w);
     if (c->att_tw) snprintf(out + strlen(out), len - strlen(out), " -DATT_TW=%d", c->att_tw);
     if (c->att_dw) snprintf(out + strlen(out), len - strlen(out), " -DATT_DW=%d", c->att_dw);
+    if (c->att_sw) snprintf(out + strlen(out), len - strlen(out), " -DATT_SW=%d", c->att_sw);
     if (d->mma) /* part of the cache key, like every option */
         snprintf(out + strlen(out), len - strlen(out), d->mma == 1 ? " -DLOOM_MMA" : " -DLOOM_MMA_EMU");
     if (d->nv) snprintf(out + strlen(out), len - strlen(out), " -DLOOM_NV"); /* inline PTX (device_fence) */

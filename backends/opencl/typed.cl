@@ -598,6 +598,133 @@ void KN(attn_dec)(global float *y, ulong yo, global const float *q, ulong qo, gl
 #undef DKC
 #endif
 
+#if defined(ATT_SW) && defined(ST) && CE == 8
+/* gqa_attn, part 2 for a one-row step whose row sees at most ATT_SP positions
+ * (f16 caches, head_dim 32, 64 or 128): one work-group of ATT_SW work-items per
+ * query head, global (ATT_SW * Hq). Short contexts are where decode attention
+ * is latency, not bytes: attn_dec's rounds, partitions and join were a chain of
+ * dependent steps (7B, 128-256 positions: the layer 14.7 us slower than none).
+ * Here the row's position and slot come as arguments, every K and V row is
+ * loaded at once into registers, and what follows is the work-group's own:
+ *   scores: 4 work-items per position (chunks l, l + 4, ... of its K row, 64
+ *   contiguous bytes per 4 work-items), positions c = lid / 4 + ATT_SW / 4 * r;
+ *   their partial dots summed from local memory by work-item c;
+ *   softmax: max and sum in two levels of 16 (no subgroups in OpenCL 1.2);
+ *   P·V: V chunk f = lid + ATT_SW * i is (position f / nch, chunk f % nch), so
+ *   a work-item keeps one chunk's 8 dims over its positions, and the ATT_SW /
+ *   nch work-items of a chunk are summed from local memory by dim.
+ * The GQA group's heads read the same K/V rows (L2 hits after the first);
+ * nothing of the split kernels' partials, counters or join. */
+#define A1_KPASS (4 * ATT_SP / ATT_SW)      /* K: positions ATT_SW / 4 at a time */
+#define A1_DKC (ATT_HD / 32)                /* K: 16-byte chunks per work-item per position */
+#define A1_VN (ATT_SP * ATT_HD / 8 / ATT_SW) /* V: chunks per work-item at head_dim ATT_HD */
+#define A1_LV (ATT_SP / 16)                 /* softmax: partial maxima and sums */
+#ifdef ATT_TRACE
+#define A1_STAMP(i) do { if (lid == 0) { ulong c_; asm volatile("mov.u64 %0, %%clock64;" : "=l"(c_)); tr[i] = c_; } } while (0)
+#else
+#define A1_STAMP(i) do {} while (0)
+#endif
+kernel __attribute__((reqd_work_group_size(ATT_SW, 1, 1)))
+void KN(attn_dec1)(global float *y, ulong yo, global const float *q, ulong qo, global const ET *kc, ulong kco,
+                   global const ET *vc, ulong vco, int pos, int s, int Hq, int Hkv, int C, int hd, float scale)
+{
+    local float part[ATT_SW * 8 > ATT_SP * 4 ? ATT_SW * 8 : ATT_SP * 4]; /* K partial dots [position][4],
+                                                                          then P·V partials [ATT_SW / nch][hd] */
+    local float sc[ATT_SP], red[2 * A1_LV];
+    int lid = get_local_id(0), h = get_group_id(0), L = pos + 1, nch = hd / 8, l = lid % 4;
+#ifdef ATT_TRACE
+    ulong tr[6];
+#endif
+    A1_STAMP(0);
+    size_t base = ((size_t)s * Hkv + h / (Hq / Hkv)) * C * hd;
+    global const uint4 *kb = (global const uint4 *)(kc + kco + base), *vb = (global const uint4 *)(vc + vco + base);
+    global const float *qh = q + qo + (size_t)h * hd;
+    float4 qv[2 * A1_DKC];
+#pragma unroll
+    for (int i = 0; i < A1_DKC; i++)
+        if (l + 4 * i < nch) qv[2 * i] = vload4(2 * (l + 4 * i), qh), qv[2 * i + 1] = vload4(2 * (l + 4 * i) + 1, qh);
+    uint4 kr[A1_KPASS][A1_DKC], vr[A1_VN];
+#pragma unroll
+    for (int r = 0; r < A1_KPASS; r++) {
+        int c = lid / 4 + ATT_SW / 4 * r;
+#pragma unroll
+        for (int i = 0; i < A1_DKC; i++) kr[r][i] = c < L && l + 4 * i < nch ? kb[c * nch + l + 4 * i] : (uint4)(0u);
+    }
+#pragma unroll
+    for (int i = 0; i < A1_VN; i++) {
+        int f = lid + ATT_SW * i;
+        vr[i] = f < L * nch ? vb[f] : (uint4)(0u);
+    }
+#pragma unroll
+    for (int r = 0; r < A1_KPASS; r++) {
+        float4 a = (float4)(0.0f), kf[2];
+#pragma unroll
+        for (int i = 0; i < A1_DKC; i++) {
+            if (l + 4 * i >= nch) continue;
+            WIDEN16(kf, 0, kr[r][i]);
+            a = fma(qv[2 * i], kf[0], a);
+            a = fma(qv[2 * i + 1], kf[1], a);
+        }
+        part[(lid / 4 + ATT_SW / 4 * r) * 4 + l] = (a.x + a.y) + (a.z + a.w);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    A1_STAMP(1);
+    float sv = -INFINITY;
+    if (lid < ATT_SP) {
+        float4 d = vload4(lid, part);
+        sv = lid < L ? ((d.x + d.y) + (d.z + d.w)) * scale : -INFINITY;
+        sc[lid] = sv;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (lid < A1_LV) {
+        float m = -INFINITY;
+        for (int j = 0; j < 16; j++) m = fmax(m, sc[16 * lid + j]);
+        red[lid] = m;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float M = -INFINITY;
+    for (int j = 0; j < A1_LV; j++) M = fmax(M, red[j]);
+    if (lid < ATT_SP) sc[lid] = lid < L ? exp(sv - M) : 0.0f; /* (position 0 is always in: M is finite) */
+    barrier(CLK_LOCAL_MEM_FENCE);
+    A1_STAMP(2);
+    if (lid < A1_LV) {
+        float z = 0.0f;
+        for (int j = 0; j < 16; j++) z += sc[16 * lid + j];
+        red[A1_LV + lid] = z;
+    }
+    float4 o0 = (float4)(0.0f), o1 = (float4)(0.0f), vf[2];
+#pragma unroll
+    for (int i = 0; i < A1_VN; i++) {
+        if (i * ATT_SW >= ATT_SP * nch) break; /* (ATT_SP positions) */
+        float p = sc[(lid + ATT_SW * i) / nch]; /* zero past L, as the chunk */
+        WIDEN16(vf, 0, vr[i]);
+        o0 = fma((float4)(p), vf[0], o0);
+        o1 = fma((float4)(p), vf[1], o1);
+    }
+    vstore4(o0, 2 * lid, part); /* = [lid / nch][8 (lid % nch) ..], hd = 8 nch */
+    vstore4(o1, 2 * lid + 1, part);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    A1_STAMP(3);
+    if (lid < hd) {
+        float a = 0.0f, z = 0.0f;
+        for (int j = 0; j < ATT_SW / nch; j++) a += part[j * hd + lid];
+        for (int j = 0; j < A1_LV; j++) z += red[A1_LV + j];
+        y[yo + (size_t)h * hd + lid] = a / z;
+    }
+#ifdef ATT_TRACE
+    A1_STAMP(4);
+    if (lid == 0 && h == 1)
+        printf("attn_dec1 L %d: loads+scores %lu softmax %lu pv %lu out %lu\n", L, tr[1] - tr[0], tr[2] - tr[1],
+               tr[3] - tr[2], tr[4] - tr[3]);
+#endif
+}
+#undef A1_KPASS
+#undef A1_DKC
+#undef A1_VN
+#undef A1_LV
+#undef A1_STAMP
+#endif
+
 #ifdef ATT_TW
 /* r[i]: float4 e = lid + ATT_TW * i of the n positions from c0 (a tile is
  * contiguous in the cache), zero beyond; fj[i] = e / (hd / 4), its position.
