@@ -42,7 +42,7 @@ typedef struct ocl_cfg {
     int att_w;     /* attention work-group; head_dim <= 4 * att_w */
     int att_tw;    /* tiled prefill attention work-group (128 or 64); 0: not built (local memory too small) */
     int att_dw;    /* decode attention work-group (128 or 64); 0: not built (local memory too small) */
-    int att_sw;    /* one-row decode attention over at most this many positions, its work-group (256); 0: not built */
+    int att_sw;    /* one-row decode attention's work-group (256; attn_dec1, up to ATT_SP positions); 0: not built */
     int ew_w;      /* elementwise work-group */
 } ocl_cfg;
 
