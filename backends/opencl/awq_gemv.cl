@@ -173,6 +173,46 @@ kernel void CAT(AWQ_NAME, NT)(AWQ_PARAMS, local float4 *xs)
      * once where it takes one chunk, serves all of a work-group's tiles rather than being
      * staged again by each wave of work-groups. */
     const int tiles = mode == 1 ? (N0 + H - 1) / H : (N0 + N1 + N2 + WX - 1) / WX, wstep = get_num_groups(0);
+    /* Tensor cores (WX = 16 or 32, the host's geometry): warp w multiplies the 16 columns of tile
+     * w % TB as the A operand (16 x 16 per mma) with x as B (8 tokens: rows >= T repeat row
+     * T - 1, their sums unused), over the groups sl, sl + SL, ... (sl = w / TB). Lane 4g + q
+     * loads the 16-byte words of columns g and g + 8 at k = 32 (4 gi + q) .. + 31 (its four
+     * k-slots of 8 mma steps: nibbles i and i + 4 of a word are one f16 pair, by the
+     * exponent trick of cu_awq_frag in the CUDA backend), and reads x staged in local memory
+     * as f16 in the matching order. Groups go by in chunks of xcg (a multiple of SL), the x
+     * of a chunk staged at its start. */
+    const int tid = s * WX + lx, warp = tid / 32, lane = tid % 32, g = lane >> 2, q = lane & 3;
+    const int TB = WX / 16, SL = WX * S / 32 / TB, tb = warp % TB, sl = warp / TB, CG = xcg;
+    /* Tile wt's columns for this lane (tb * 16 + g and + 8) and the first group's loads. They are
+     * issued for the next tile before this one's epilogue, so that its barriers and stores
+     * overlap them rather than the loads starting behind them. */
+    int NA, NB;
+    bool okA, okB;
+    global const uint4 *qA, *qB;
+    global const uint *mtA, *mtB;
+    uint4 ua, ub;
+    uint ma, mb;
+    /* group gi's words and meta of both columns (zeros past K or N: they add nothing) */
+#define AWQ_TC_LOAD(gi, ua, ub, ma, mb)                                                 \
+        {                                                                                   \
+            ua = (uint4)(0u), ub = ua, ma = 0u, mb = 0u;                                    \
+            if ((gi) < G) {                                                                 \
+                if (okA) ua = qA[(size_t)(4 * (gi)) * NA], ma = mtA[(size_t)(gi) * NA];     \
+                if (okB) ub = qB[(size_t)(4 * (gi)) * NB], mb = mtB[(size_t)(gi) * NB];     \
+            }                                                                               \
+        }
+#define AWQ_TC_TILE(wt)                                                                                     \
+    {                                                                                                       \
+        int nA, nB, mA = awq_col(mode, tb * 16 + g, wt, WX, N0, N1, hd, &nA),                               \
+                    mB = awq_col(mode, tb * 16 + g + 8, wt, WX, N0, N1, hd, &nB);                           \
+        NA = AWQ_SEL(mA, N0, N1, N2), NB = AWQ_SEL(mB, N0, N1, N2), okA = nA < NA, okB = nB < NB;           \
+        global const uint *wA = AWQ_W(mA) + AWQ_SEL(mA, wo0, wo1, wo2), *wB = AWQ_W(mB) + AWQ_SEL(mB, wo0, wo1, wo2); \
+        qA = (global const uint4 *)wA + (okA ? nA + (size_t)q * NA : 0);                                    \
+        qB = (global const uint4 *)wB + (okB ? nB + (size_t)q * NB : 0);                                    \
+        mtA = AWQ_META(wA, 0, K, NA) + (okA ? nA : 0), mtB = AWQ_META(wB, 0, K, NB) + (okB ? nB : 0);       \
+        AWQ_TC_LOAD(sl, ua, ub, ma, mb)                                                                     \
+    }
+    if (get_group_id(0) < tiles) AWQ_TC_TILE(get_group_id(0)) /* in flight while x is staged */
     for (int wg = get_group_id(0); wg < tiles; wg += wstep) {
 #define AWQ_NEXT continue
 #else
@@ -184,15 +224,6 @@ kernel void CAT(AWQ_NAME, NT)(AWQ_PARAMS, local float4 *xs)
         int n, m = awq_col(mode, lx, wg, WX, N0, N1, hd, &n);
         const int N = AWQ_SEL(m, N0, N1, N2);
 #ifdef AWQ_TC
-        /* Tensor cores (WX = 16 or 32, the host's geometry): warp w multiplies the 16 columns of tile
-         * w % TB as the A operand (16 x 16 per mma) with x as B (8 tokens: rows >= T repeat row
-         * T - 1, their sums unused), over the groups sl, sl + SL, ... (sl = w / TB). Lane 4g + q
-         * loads the 16-byte words of columns g and g + 8 at k = 32 (4 gi + q) .. + 31 (its four
-         * k-slots of 8 mma steps: nibbles i and i + 4 of a word are one f16 pair, by the
-         * exponent trick of cu_awq_frag in the CUDA backend), and reads x staged in local memory
-         * as f16 in the matching order. Groups go by in chunks of xcg (a multiple of SL), the x
-         * of a chunk staged at its start. */
-        const int tid = s * WX + lx, warp = tid / 32, lane = tid % 32, g = lane >> 2, q = lane & 3;
 #if defined(AWQ_TRACE) && defined(LOOM_MMA)
         /* phase clocks of every 37th work-group (LOOM_OPENCL_BUILD_OPTIONS=-DAWQ_TRACE, NVIDIA;
          * bench/opencl/awq-trace.py sums them up): staging x, the groups, the sums and epilogue */
@@ -203,30 +234,7 @@ kernel void CAT(AWQ_NAME, NT)(AWQ_PARAMS, local float4 *xs)
 #else
 #define AWQ_STAMP(i) do {} while (0)
 #endif
-        const int TB = WX / 16, SL = WX * S / 32 / TB, tb = warp % TB, sl = warp / TB, CG = xcg;
-        int nA, nB, mA = awq_col(mode, tb * 16 + g, wg, WX, N0, N1, hd, &nA),
-                    mB = awq_col(mode, tb * 16 + g + 8, wg, WX, N0, N1, hd, &nB);
-        const int NA = AWQ_SEL(mA, N0, N1, N2), NB = AWQ_SEL(mB, N0, N1, N2);
-        const bool okA = nA < NA, okB = nB < NB;
-        global const uint *wA = AWQ_W(mA) + AWQ_SEL(mA, wo0, wo1, wo2),
-                          *wB = AWQ_W(mB) + AWQ_SEL(mB, wo0, wo1, wo2);
-        global const uint4 *qA = (global const uint4 *)wA + (okA ? nA + (size_t)q * NA : 0);
-        global const uint4 *qB = (global const uint4 *)wB + (okB ? nB + (size_t)q * NB : 0);
-        global const uint *mtA = AWQ_META(wA, 0, K, NA) + (okA ? nA : 0),
-                          *mtB = AWQ_META(wB, 0, K, NB) + (okB ? nB : 0);
-        /* group gi's words and meta of both columns (zeros past K or N: they add nothing) */
-#define AWQ_TC_LOAD(gi, ua, ub, ma, mb)                                                 \
-        {                                                                                   \
-            ua = (uint4)(0u), ub = ua, ma = 0u, mb = 0u;                                    \
-            if ((gi) < G) {                                                                 \
-                if (okA) ua = qA[(size_t)(4 * (gi)) * NA], ma = mtA[(size_t)(gi) * NA];     \
-                if (okB) ub = qB[(size_t)(4 * (gi)) * NB], mb = mtB[(size_t)(gi) * NB];     \
-            }                                                                               \
-        }
-        int gi = sl;
-        uint4 ua, ub;
-        uint ma, mb;
-        AWQ_TC_LOAD(gi, ua, ub, ma, mb) /* in flight while x is staged */
+        int gi = sl; /* (the tile's first group: loaded before the epilogue of the tile before) */
 #else
         global const uint *w = AWQ_W(m) + AWQ_SEL(m, wo0, wo1, wo2);
         global const uint4 *q = (global const uint4 *)w + n;
@@ -352,8 +360,8 @@ kernel void CAT(AWQ_NAME, NT)(AWQ_PARAMS, local float4 *xs)
                 ua = na, ub = nb, ma = nma, mb = nmb;
             }
         }
-#undef AWQ_TC_LOAD
         AWQ_STAMP(2);
+        if (wg + wstep < tiles) AWQ_TC_TILE(wg + wstep)
         /* each warp's 16 x 8 sums (tokens 2q, 2q + 1 of columns g, g + 8), then per column
          * and row the sum over the tile's slices in slice order, plus the bias */
         local float *part = red + GEMV_MAXT * 32;
@@ -502,6 +510,8 @@ kernel void CAT(AWQ_NAME, NT)(AWQ_PARAMS, local float4 *xs)
     }
 }
 #undef AWQ_NEXT
+#undef AWQ_TC_LOAD
+#undef AWQ_TC_TILE
 #undef XSP
 #undef AWQ_NAME
 #undef AWQ_TC_NAME

@@ -300,7 +300,13 @@ static loom_status open_dev(ocl_dev *d)
      * and every N launches (0: only when the host waits) */
     long fl;
     if (!st) st = env_long("LOOM_OPENCL_FLUSH", 0, 1 << 20, 8, &fl);
+    /* LOOM_OPENCL_ATT_VSPLIT=1, 2 or 4: work-groups per query head of attn_dec1, each a
+     * share of the output's dims (all of them read every K row; V is split) */
+    long avs;
+    if (!st) st = env_long("LOOM_OPENCL_ATT_VSPLIT", 1, 4, 2, &avs);
+    if (!st && avs == 3) st = OCL_FAIL(LOOM_ERR_INVALID, "LOOM_OPENCL_ATT_VSPLIT=3: 1, 2 or 4");
     if (st) return st;
+    d->att_vs = (int32_t)avs;
     d->cus = (int32_t)v, d->att_one = (int32_t)a1, d->mma_rows = (int)mrows, d->tc_wgs = (int32_t)tcw;
     d->flush_every = (int32_t)fl;
     cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)d->platform, 0};

@@ -561,7 +561,8 @@ static loom_status bind_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx)
             rc = set_args(k->k[5], 0, "mlmlmlml", MEM(y), OFF(y), MEM(s[0]), OFF(s[0]), MEM(s[3]), OFF(s[3]),
                           MEM(s[4]), OFF(s[4]));
             if (rc == CL_SUCCESS) /* 8: position, 9: slot, per step */
-                rc = set_args(k->k[5], 10, "iiiif", (int)pp->n_head, (int)pp->n_head_kv, C, hd, (double)scale);
+                rc = set_args(k->k[5], 10, "iiiifi", (int)pp->n_head, (int)pp->n_head_kv, C, hd, (double)scale,
+                              (int)d->att_vs);
         }
         if (k->k[4]) { /* the most partitions run_node picks (dec_parts) */
             int64_t fill = ((int64_t)d->cus * 2 + (int64_t)pp->n_head_kv * HB - 1) / ((int64_t)pp->n_head_kv * HB);
@@ -1296,7 +1297,7 @@ static loom_status run_node(ocl_dev *d, ocl_prog *p, knode *k, int32_t idx, int3
             if (step->pos[t] + 1 > L) L = step->pos[t] + 1;
         if (T == 1 && k->k[5] && L <= ATT_SP) { /* one row, a short context: attn_dec1, a work-group per head */
             if ((rc = set_args(k->k[5], 8, "ii", (int)step->pos[0], (int)step->seq[0])) != CL_SUCCESS) break;
-            g[0] = (size_t)c->att_sw * (size_t)H, l[0] = (size_t)c->att_sw;
+            g[0] = (size_t)c->att_sw * (size_t)H * (size_t)d->att_vs, l[0] = (size_t)c->att_sw;
             return enqueue(d, k->k[5], 1, g, l, idx, op);
         }
         if (T <= GEMV_MAXT && k->k[4]) { /* decode: attn_dec, work-groups (KV head x block of heads, row, partition) */

@@ -76,6 +76,7 @@ typedef struct ocl_dev {
     int32_t          cus;      /* compute units (LOOM_OPENCL_CUS overrides): sizes the GEMV split */
     int32_t          att_one;  /* decode attention over at most this many positions: one partition
                                   (LOOM_OPENCL_ATT_ONE overrides) */
+    int32_t          att_vs;    /* attn_dec1's work-groups per query head (LOOM_OPENCL_ATT_VSPLIT) */
     bool             att_short; /* one-row decode over short contexts runs attn_dec1 (LOOM_OPENCL_ATT_SHORT=0: not) */
     int32_t          tc_wgs;   /* tensor-core decode GEMV: resident work-groups per compute unit its
                                   launches and register cap are sized to (LOOM_OPENCL_TC_WGS; 0: one

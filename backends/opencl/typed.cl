@@ -601,7 +601,7 @@ void KN(attn_dec)(global float *y, ulong yo, global const float *q, ulong qo, gl
 #if defined(ATT_SW) && defined(ST) && CE == 8
 /* gqa_attn, part 2 for a one-row step whose row sees at most ATT_SP positions
  * (f16 caches, head_dim 32, 64 or 128): one work-group of ATT_SW work-items per
- * query head, global (ATT_SW * Hq). Short contexts are where decode attention
+ * query head and share of its dims (below). Short contexts are where decode attention
  * is latency, not bytes: attn_dec's rounds, partitions and join were a chain of
  * dependent steps (7B, 128-256 positions: the layer 14.7 us slower than none).
  * Here the row's position and slot come as arguments, every K and V row is
@@ -610,9 +610,13 @@ void KN(attn_dec)(global float *y, ulong yo, global const float *q, ulong qo, gl
  *   contiguous bytes per 4 work-items), positions c = lid / 4 + ATT_SW / 4 * r;
  *   their partial dots summed from local memory by work-item c;
  *   softmax: max and sum in two levels of 16 (no subgroups in OpenCL 1.2);
- *   P·V: V chunk f = lid + ATT_SW * i is (position f / nch, chunk f % nch), so
+ *   P·V: V chunk f = lid + ATT_SW * i is (position f / vch, chunk f % vch), so
  *   a work-item keeps one chunk's 8 dims over its positions, and the ATT_SW /
- *   nch work-items of a chunk are summed from local memory by dim.
+ *   vch work-items of a chunk are summed from local memory by dim.
+ * vs work-groups per head (global ATT_SW * Hq * vs) each take 1 / vs of the
+ * dims of V and of the output (vch = hd / 8 / vs chunks of a row), every one
+ * of them all of K: the loads a work-group waits for are what bounds it, so
+ * twice the work-groups with 3/4 of the bytes each finish sooner (H100, 7B).
  * The GQA group's heads read the same K/V rows (L2 hits after the first);
  * nothing of the split kernels' partials, counters or join. */
 #define A1_KPASS (4 * ATT_SP / ATT_SW)      /* K: positions ATT_SW / 4 at a time */
@@ -626,12 +630,14 @@ void KN(attn_dec)(global float *y, ulong yo, global const float *q, ulong qo, gl
 #endif
 kernel __attribute__((reqd_work_group_size(ATT_SW, 1, 1)))
 void KN(attn_dec1)(global float *y, ulong yo, global const float *q, ulong qo, global const ET *kc, ulong kco,
-                   global const ET *vc, ulong vco, int pos, int s, int Hq, int Hkv, int C, int hd, float scale)
+                   global const ET *vc, ulong vco, int pos, int s, int Hq, int Hkv, int C, int hd, float scale, int vs)
 {
     local float part[ATT_SW * 8 > ATT_SP * 4 ? ATT_SW * 8 : ATT_SP * 4]; /* K partial dots [position][4],
-                                                                          then P·V partials [ATT_SW / nch][hd] */
+                                                                          then P·V partials [ATT_SW / vch][hd / vs] */
     local float sc[ATT_SP], red[2 * A1_LV];
-    int lid = get_local_id(0), h = get_group_id(0), L = pos + 1, nch = hd / 8, l = lid % 4;
+    /* vs work-groups per head, each the dims [vp hd / vs, (vp + 1) hd / vs) of its output: vch V chunks a position */
+    int lid = get_local_id(0), h = get_group_id(0) / vs, vp = get_group_id(0) % vs, L = pos + 1, nch = hd / 8,
+        vch = nch / vs, l = lid % 4;
 #ifdef ATT_TRACE
     ulong tr[6];
 #endif
@@ -653,7 +659,7 @@ void KN(attn_dec1)(global float *y, ulong yo, global const float *q, ulong qo, g
 #pragma unroll
     for (int i = 0; i < A1_VN; i++) {
         int f = lid + ATT_SW * i;
-        vr[i] = f < L * nch ? vb[f] : (uint4)(0u);
+        vr[i] = f < L * vch ? vb[f / vch * nch + vp * vch + f % vch] : (uint4)(0u);
     }
 #pragma unroll
     for (int r = 0; r < A1_KPASS; r++) {
@@ -695,21 +701,21 @@ void KN(attn_dec1)(global float *y, ulong yo, global const float *q, ulong qo, g
     float4 o0 = (float4)(0.0f), o1 = (float4)(0.0f), vf[2];
 #pragma unroll
     for (int i = 0; i < A1_VN; i++) {
-        if (i * ATT_SW >= ATT_SP * nch) break; /* (ATT_SP positions) */
-        float p = sc[(lid + ATT_SW * i) / nch]; /* zero past L, as the chunk */
+        if (i * ATT_SW >= ATT_SP * vch) break; /* (ATT_SP positions) */
+        float p = sc[(lid + ATT_SW * i) / vch]; /* zero past L, as the chunk */
         WIDEN16(vf, 0, vr[i]);
         o0 = fma((float4)(p), vf[0], o0);
         o1 = fma((float4)(p), vf[1], o1);
     }
-    vstore4(o0, 2 * lid, part); /* = [lid / nch][8 (lid % nch) ..], hd = 8 nch */
+    vstore4(o0, 2 * lid, part); /* = [lid / vch][8 (lid % vch) ..], hd / vs = 8 vch */
     vstore4(o1, 2 * lid + 1, part);
     barrier(CLK_LOCAL_MEM_FENCE);
     A1_STAMP(3);
-    if (lid < hd) {
+    if (lid < 8 * vch) {
         float a = 0.0f, z = 0.0f;
-        for (int j = 0; j < ATT_SW / nch; j++) a += part[j * hd + lid];
+        for (int j = 0; j < ATT_SW / vch; j++) a += part[j * 8 * vch + lid];
         for (int j = 0; j < A1_LV; j++) z += red[A1_LV + j];
-        y[yo + (size_t)h * hd + lid] = a / z;
+        y[yo + (size_t)h * hd + vp * 8 * vch + lid] = a / z;
     }
 #ifdef ATT_TRACE
     A1_STAMP(4);
