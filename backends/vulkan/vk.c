@@ -17,6 +17,8 @@
  * paths (no subgroup arithmetic; scalar GEMV loads), so tests can cover them
  * on a device that would never take them. LOOM_VK_FUSE=0 runs every node of
  * a decode step as its own dispatch (to bisect a fusion problem).
+ * LOOM_VK_ATT_SHORT=0 runs one-row decode attention over <= 256 positions
+ * on attn_dec.comp, not attn_dec1.comp (for A/B; vk_prog.c attn_plan).
  * LOOM_VK_PROFILE=1 times every dispatch on the device (vk_prog.c).
  *
  * Prefill GEMMs of f16 and AWQ weights run on tensor cores (gemm_coop.comp)
@@ -531,8 +533,8 @@ static const struct { const uint32_t *code; size_t size; const char *name; } spv
 #define S(id, name) [id] = {vk_spv_##name, sizeof vk_spv_##name, #name}
     S(VK_SH_ELTWISE, eltwise), S(VK_SH_EMBED, embed), S(VK_SH_RMSNORM, rmsnorm), S(VK_SH_RMSNORM_SG, rmsnorm_sg),
     S(VK_SH_ROPE, rope), S(VK_SH_KV_STORE, kv_store), S(VK_SH_ATTN, attn), S(VK_SH_ATTN_TILE, attn_tile),
-    S(VK_SH_ATTN_DEC, attn_dec), S(VK_SH_ATTN_MERGE, attn_merge), S(VK_SH_GEMV, gemv),
-    S(VK_SH_GEMV_SG, gemv_sg), S(VK_SH_GEMV_VEC, gemv_vec), S(VK_SH_GEMV_VEC_SG, gemv_vec_sg),
+    S(VK_SH_ATTN_DEC, attn_dec), S(VK_SH_ATTN_MERGE, attn_merge), S(VK_SH_ATTN_DEC1, attn_dec1),
+    S(VK_SH_GEMV, gemv), S(VK_SH_GEMV_SG, gemv_sg), S(VK_SH_GEMV_VEC, gemv_vec), S(VK_SH_GEMV_VEC_SG, gemv_vec_sg),
     S(VK_SH_GEMV_AWQ, gemv_awq), S(VK_SH_GEMM, gemm), S(VK_SH_GEMM_AWQ, gemm_awq),
     S(VK_SH_GEMV_AWQ_FUSED, gemv_awq_fused), S(VK_SH_GEMM_COOP, gemm_coop), S(VK_SH_GEMM_COOP_AWQ, gemm_coop_awq),
 #undef S
@@ -604,6 +606,7 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
     d->subgroup = subgroup_arith(&f) && !getenv("LOOM_VK_NO_SUBGROUP");
     d->sg_size = f.sg.subgroupSize ? f.sg.subgroupSize : 1;
     d->wg_max = f.p.limits.maxComputeWorkGroupInvocations;
+    d->wg_max_x = f.p.limits.maxComputeWorkGroupSize[0];
     d->wg_max_y = f.p.limits.maxComputeWorkGroupSize[1];
     d->shared_max = f.p.limits.maxComputeSharedMemorySize;
     d->scalar_gemv = getenv("LOOM_VK_SCALAR_GEMV") && !strcmp(getenv("LOOM_VK_SCALAR_GEMV"), "1");
@@ -614,6 +617,8 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
                     : 8;
     const char *fuse_env = getenv("LOOM_VK_FUSE");
     d->fuse = d->n_bind == VK_BINDINGS && !(fuse_env && !strcmp(fuse_env, "0"));
+    const char *short_env = getenv("LOOM_VK_ATT_SHORT");
+    d->att_short = !(short_env && !strcmp(short_env, "0"));
 
     uint32_t nq = 0;
     VkQueueFamilyProperties qf[32];
@@ -737,12 +742,14 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
     host->log(LOOM_LOG_DEBUG,
               "vulkan:%d: %s; queue family %u; buffers in memory type %u (%s), staging type %u, small buffers %d; "
               "subgroup arithmetic %s (size %u); f16/bf16 as packed u32 (no 16-bit storage needed); max storage range "
-              "%llu, offset alignment %llu; decode fusion %s; prefill GEMM %s%s; validation %s",
+              "%llu, offset alignment %llu; decode fusion %s; one-row attention over <= 256 positions %s; "
+              "prefill GEMM %s%s; validation %s",
               (int)dev, d->props.deviceName, d->qfam, d->mt_device, d->mt_mappable ? "mapped, memcpy transfers"
                                                                                    : "device-local, staged transfers",
               d->mt_host, (int)d->mt_bar, d->subgroup ? "used" : "not used", f.sg.subgroupSize,
               (unsigned long long)d->max_range, (unsigned long long)d->align,
               d->fuse ? "on" : d->n_bind < VK_BINDINGS ? "off (fewer than 16 storage bindings)" : "off (LOOM_VK_FUSE=0)",
+              d->att_short ? "attn_dec1 where it fits" : "attn_dec (LOOM_VK_ATT_SHORT=0)",
               d->coopmat ? "VK_NV_cooperative_matrix 16x16x16 f16->f32, self-test NMSE " : "tiled f32; cooperative matrix: ",
               cm_desc, c->messenger ? "on" : "off");
     *dctx = d;

@@ -32,7 +32,7 @@ loom_status loom__vk_fail(VkResult r, const char *what);
 /* ---- shaders ------------------------------------------------------------------ */
 typedef enum {
     VK_SH_ELTWISE, VK_SH_EMBED, VK_SH_RMSNORM, VK_SH_RMSNORM_SG, VK_SH_ROPE, VK_SH_KV_STORE, VK_SH_ATTN,
-    VK_SH_ATTN_TILE, VK_SH_ATTN_DEC, VK_SH_ATTN_MERGE,
+    VK_SH_ATTN_TILE, VK_SH_ATTN_DEC, VK_SH_ATTN_MERGE, VK_SH_ATTN_DEC1,
     VK_SH_GEMV, VK_SH_GEMV_SG, VK_SH_GEMV_VEC, VK_SH_GEMV_VEC_SG, VK_SH_GEMV_AWQ, VK_SH_GEMM, VK_SH_GEMM_AWQ,
     VK_SH_GEMV_AWQ_FUSED, VK_SH_GEMM_COOP, VK_SH_GEMM_COOP_AWQ, /* the last two: only with d->coopmat */
     VK_SH_COUNT
@@ -101,11 +101,13 @@ typedef struct vk_dev {
     bool                             subgroup;    /* subgroup arithmetic in compute: *_sg shaders */
     uint32_t                         sg_size;     /* default subgroup size (sizes GEMV work-groups) */
     uint32_t                         wg_max;      /* maxComputeWorkGroupInvocations */
+    uint32_t                         wg_max_x;    /* maxComputeWorkGroupSize[0] */
     uint32_t                         wg_max_y;    /* maxComputeWorkGroupSize[1] */
     uint32_t                         shared_max;  /* maxComputeSharedMemorySize */
     bool                             scalar_gemv; /* LOOM_VK_SCALAR_GEMV=1: the scalar fallbacks (tests them) */
     uint32_t                         n_bind;      /* bindings in the set layout: VK_BINDINGS, or 8 */
     bool                             fuse;        /* decode fusion (needs 16 bindings; LOOM_VK_FUSE=0 turns it off) */
+    bool                             att_short;   /* one-row decode over <= 256 positions on attn_dec1 (LOOM_VK_ATT_SHORT=0: not) */
     bool                             coopmat;     /* prefill GEMM on VK_NV_cooperative_matrix (gemm_coop.comp) */
     uint32_t                         coop_rows;   /* ... its tile's tokens: 64, or 128 (LOOM_VK_COOP_ROWS=128) */
     bool                             profile;     /* LOOM_VK_PROFILE=1: timestamps around every dispatch (vk_prog.c) */

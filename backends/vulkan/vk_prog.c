@@ -35,7 +35,8 @@
  * Attention (attn_plan): decode steps take attn_dec.comp, one work-group per
  * (KV head, row, cache partition) serving the GQA group's query heads from
  * one read of K and V, partitions joined by the last work-group of a row to
- * finish (up to ATT_JOIN of them) or by attn_merge; prefill takes
+ * finish (up to ATT_JOIN of them) or by attn_merge; one-row steps over at
+ * most ATT_SP positions attn_dec1.comp where it fits; prefill takes
  * attn_tile.comp, blocks of 32 rows sharing K/V tiles in shared memory;
  * attn.comp covers what they do not (head_dim > 128 or not a multiple of 8,
  * a cache not on 16 bytes, too little shared memory).
@@ -77,6 +78,8 @@ typedef struct {
     uint32_t               pc[VK_PC_WORDS];
     grid_mode              mode;
     uint32_t               gx, gz;       /* gz: work-groups along z (1 but for attn_dec) */
+    uint8_t                pair;         /* 1, 2: first, second of a node's two dispatches of which a step
+                                            runs one, the other leaving at once: no barrier between them */
     int64_t                cols;         /* G_ELEM */
     int32_t                min_t, max_t; /* used when min_t <= rows <= max_t */
     bool                   dyn;
@@ -526,7 +529,17 @@ static loom_status lower_fused(vk_prog *p, const loom_node *n, const vk_fuse *f)
  * at most pmax (the shader picks fewer for shorter contexts, see dec_parts
  * there), for about ATT_DEC_WGS work-groups per row; up to ATT_JOIN of them
  * are joined by the last to finish, more by attn_merge (a dispatch recorded
- * only where the cache is long enough for that). */
+ * only where the cache is long enough for that).
+ * attn_dec1.comp: one-row steps whose row sees at most ATT_SP positions (f16
+ * caches, head_dim a power of two up to 128; 256 invocations), a work-group
+ * per query head with the whole context in registers. The position is the
+ * step's and the command buffer for one row is recorded once, so it holds
+ * attn_dec1, then attn_dec (p[16] = ATT_SP) with no barrier between them
+ * (vk_disp.pair): each reads pos[0] and leaves at once when the step is the
+ * other's. The unused one costs a dispatch of empty work-groups that may
+ * overlap the other; a barrier between them would cost a drain. Where the
+ * cache holds at most ATT_SP positions attn_dec is not recorded for one row
+ * at all. LOOM_VK_ATT_SHORT=0: attn_dec only. */
 #define ATT_HDMAX      128   /* as in attn_dec.comp and attn_tile.comp */
 #define ATT_NQ         8     /* attn_dec.comp: query heads per work-group ... */
 #define ATT_DP         32    /* ... positions per partition: a multiple of its rounds, ... */
@@ -535,9 +548,13 @@ static loom_status lower_fused(vk_prog *p, const loom_node *n, const vk_fuse *f)
 #define ATT_JOIN       32    /* ... and most partitions it joins itself */
 #define ATT_DEC_SHARED ((8 * 128 + 32 * 128 + 8 * 257 + 2 * 128) * 4) /* ... and its shared memory: q, V round, scores, max, sum */
 #define ATT_DEC_WGS    256   /* about 2 per multiprocessor of a large GPU (H100: 132) */
+#define ATT_SP         256   /* attn_dec1.comp: the most positions (SP there), its work-group ... */
+#define ATT_DEC1_SHARED ((2 * 256 * 4 + 256 + 2 * 16) * 4) /* ... and its shared memory: partials, scores, sums */
 
 typedef struct {
     bool     dec, tile;
+    bool     one;        /* attn_dec1 for one-row steps over <= ATT_SP positions (attn_dec above) */
+    const char *no_one;  /* ... else why not, where a one-row step can run attn_dec */
     uint32_t hb;         /* attn_dec: blocks of query heads per KV head ... */
     uint32_t fill, pmax; /* ... work-groups per row wanted at T = 1, most partitions */
     size_t   part_bytes; /* ... partials of VK_GEMV_MAX_T rows at pmax (0: never split) ... */
@@ -571,6 +588,14 @@ static vk_attn_plan attn_plan(const vk_dev *d, const loom_node *n)
         a.cnt_words = (size_t)rows * (size_t)wgs;
         if (!fits(d, a.part_bytes)) a.dec = false, a.pmax = 1, a.part_bytes = a.cnt_words = 0;
     }
+    if (!a.dec || (!dyn && T != 1)) return a; /* (attn_dec stands in for attn_dec1 past ATT_SP) */
+    a.no_one = !d->att_short                                ? "LOOM_VK_ATT_SHORT=0"
+               : s[3]->dtype != LOOM_F16                    ? "not an f16 cache"
+               : (hd & (hd - 1)) != 0                       ? "head_dim not a power of two"
+               : d->wg_max < ATT_SP || d->wg_max_x < ATT_SP ? "work-groups of 256 not allowed"
+               : ATT_DEC1_SHARED > d->shared_max            ? "too little shared memory"
+                                                            : NULL;
+    a.one = !a.no_one;
     return a;
 }
 
@@ -718,13 +743,20 @@ static loom_status lower(vk_prog *p, const loom_node *n)
         x->pc[7] = (uint32_t)Hkv, x->pc[8] = (uint32_t)hd, x->pc[9] = (uint32_t)C, x->pc[10] = p->seq_base;
         x->acc[x->n_acc++] = (vk_access){p->step->buf, 0, p->step->size, false};
         vk_attn_plan a = attn_plan(d, n);
+        if (a.one) { /* one row over <= ATT_SP positions: a work-group per query head (attn_dec1.comp) */
+            TRY(loom__vk_pipeline(d, VK_SH_ATTN_DEC1, (uint32_t)hd, 0, &pipe));
+            NEWD(pipe, G_FIXED, (uint32_t)Hq);
+            x->max_t = 1, x->pair = 1;
+            TRY(bind_attn(p, x, n, 16));
+        }
         if (a.dec) { /* decode: a GQA group per work-group, partitions (binding 1, counters 2) joined (attn_merge) */
             loom_tensor part = {.name = "attention partials", .buf = p->part};
             TRY(loom__vk_pipeline(d, VK_SH_ATTN_DEC, cdt, 0, &pipe));
             NEWD(pipe, G_ROWS_Y, (uint32_t)Hkv * a.hb);
             x->gz = a.pmax, x->max_t = VK_GEMV_MAX_T;
+            if (a.one) x->pair = 2, x->min_t = C <= ATT_SP ? 2 : 1; /* (one row: where attn_dec1 leaves) */
             TRY(bind_attn(p, x, n, 16));
-            x->pc[13] = a.hb, x->pc[14] = a.fill, x->pc[15] = a.pmax;
+            x->pc[13] = a.hb, x->pc[14] = a.fill, x->pc[15] = a.pmax, x->pc[16] = a.one ? ATT_SP : 0;
             if (a.pmax > 1) { /* the partials, then the counters after the largest node's */
                 loom_tensor cnt = {.name = "attention counters", .buf = p->part, .offset = p->cnt_off};
                 TRY(bind(p, x, 1, &part, 0, a.part_bytes, 4, true));
@@ -851,12 +883,21 @@ loom_status loom__vk_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
         st = VK_ERR(LOOM_ERR_NOMEM, "out of memory");
     if (!st && d->fuse) plan_fusion(p, fz);
     size_t part_bytes = 0, cnt_words = 0; /* split decode attention's partials and counters: the largest node's */
+    int n_one = 0, n_dec = 0;
+    const char *no_one = NULL;
     for (int32_t i = 0; i < n_nodes; i++)
         if (nodes[i].op == LOOM_OP_GQA_ATTN) {
             vk_attn_plan a = attn_plan(d, &nodes[i]);
             if (a.part_bytes > part_bytes) part_bytes = a.part_bytes;
             if (a.cnt_words > cnt_words) cnt_words = a.cnt_words;
+            n_one += a.one, n_dec += a.dec;
+            if (a.no_one) no_one = a.no_one;
         }
+    if (n_one)
+        VK_LOG(LOOM_LOG_DEBUG, "gqa_attn: one-row steps over <= %d positions run attn_dec1 in %d of %d nodes%s%s",
+               ATT_SP, n_one, n_dec, no_one ? "; the others attn_dec: " : "", no_one ? no_one : "");
+    else if (no_one)
+        VK_LOG(LOOM_LOG_DEBUG, "gqa_attn: one-row steps run attn_dec, not attn_dec1 (%s)", no_one);
     if (!st && part_bytes) { /* the counters start at zero, and each join leaves them so */
         uint32_t *zero = calloc(cnt_words, 4);
         p->cnt_off = (part_bytes + 255) / 256 * 256;
@@ -948,7 +989,8 @@ static loom_status record(vk_prog *p, int32_t n, VkCommandBuffer *out)
                           .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT};
     vk_access *pending = malloc((size_t)(p->n_disp + 1) * (VK_BINDINGS + 2) * sizeof *pending);
     int32_t *rec = p->qpool ? malloc((size_t)(p->n_disp + 1) * sizeof *rec) : NULL;
-    int n_pend = 0, n_barriers = 0, n_rec = 0;
+    int n_pend = 0, n_barriers = 0, n_rec = 0, last_acc = 0; /* last_acc: where the last dispatch's accesses start */
+    int32_t last = -1;                                          /* the last dispatch recorded */
     VkPipeline bound = VK_NULL_HANDLE;
     if (p->qpool && !rec) free(pending), pending = NULL;
     if (rec) vkCmdResetQueryPool(cb, p->qpool, 0, 2 * (uint32_t)p->n_disp);
@@ -957,14 +999,18 @@ static loom_status record(vk_prog *p, int32_t n, VkCommandBuffer *out)
         int64_t rows = x->dyn ? n : x->rows;
         if (rows < x->min_t || rows > x->max_t) continue;
         bool hazard = false; /* any conflict with accesses since the last barrier (one side writing) */
+        /* the second of a pair right after the first: nothing to wait for in the first (one of them leaves at once) */
+        bool paired = x->pair == 2 && last == i - 1 && p->disp[last].pair == 1 && p->disp[last].node == x->node;
+        int upto = paired ? last_acc : n_pend;
         for (int a = 0; a < x->n_acc && !hazard; a++)
-            for (int b = 0; b < n_pend && !hazard; b++)
+            for (int b = 0; b < upto && !hazard; b++)
                 hazard = (x->acc[a].write || pending[b].write) && overlaps(&x->acc[a], &pending[b]);
         if (hazard) {
             vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1,
                                  &mb, 0, NULL, 0, NULL);
             n_pend = 0, n_barriers++;
         }
+        last = i, last_acc = n_pend;
         for (int a = 0; a < x->n_acc; a++) pending[n_pend++] = x->acc[a];
         uint32_t pc[VK_PC_WORDS], gx = x->gx, gy = 1;
         memcpy(pc, x->pc, sizeof pc);
