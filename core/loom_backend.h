@@ -282,6 +282,14 @@ static inline uint16_t loom_f32_to_bf16(float f) /* round to nearest even */
     return (uint16_t)(x >> 16);
 }
 
+/* Whether environment variable name is set to exactly value: the backends' switches ("0" turns
+ * a default path off for A/B, "1" turns a test or tuning path on) */
+static inline bool loom_env_is(const char *name, const char *value)
+{
+    const char *s = getenv(name);
+    return s && !strcmp(s, value);
+}
+
 /* An integer setting of a backend from the environment: *v = dflt where name is unset or empty;
  * false where it is not an integer in lo..hi, which the backend reports as an error (a mistyped
  * tuning knob silently ignored would measure the default). */

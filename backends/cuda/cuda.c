@@ -146,7 +146,7 @@ static loom_status cu_device_info(void *bctx, int32_t dev, loom_device_info *inf
              attr(cudaDevAttrComputeCapabilityMajor, dev), attr(cudaDevAttrComputeCapabilityMinor, dev),
              attr(cudaDevAttrMultiProcessorCount, dev), attr(cudaDevAttrL2CacheSize, dev) >> 20,
              attr(cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) >> 10,
-             getenv("LOOM_CUDA_GRAPHS") && !strcmp(getenv("LOOM_CUDA_GRAPHS"), "0") ? "off (LOOM_CUDA_GRAPHS=0)" : "on");
+             loom_env_is("LOOM_CUDA_GRAPHS", "0") ? "off (LOOM_CUDA_GRAPHS=0)" : "on");
     return LOOM_OK;
 }
 
@@ -165,10 +165,8 @@ static loom_status cu_device_open(void *bctx, int32_t dev, void **dctx)
     d->dev = dev;
     d->sm_count = attr(cudaDevAttrMultiProcessorCount, dev);
     if (d->sm_count < 1) d->sm_count = 1;
-    const char *g = getenv("LOOM_CUDA_GRAPHS");
-    d->graphs = !(g && !strcmp(g, "0"));
-    const char *pdl = getenv("LOOM_CUDA_PDL");
-    d->pdl = attr(cudaDevAttrComputeCapabilityMajor, dev) >= 9 && !(pdl && !strcmp(pdl, "0"));
+    d->graphs = !loom_env_is("LOOM_CUDA_GRAPHS", "0");
+    d->pdl = attr(cudaDevAttrComputeCapabilityMajor, dev) >= 9 && !loom_env_is("LOOM_CUDA_PDL", "0");
     long gm;
     loom_status st;
     if (!loom_env_long("LOOM_CUDA_GRAPH_MAX_TOKENS", 0, 4096, 16, &gm)) {
@@ -192,10 +190,9 @@ static loom_status cu_device_open(void *bctx, int32_t dev, void **dctx)
         st = loom__cu_fail(d, e, "pinned memory for the error word");
         goto fail;
     }
-    const char *wg = getenv("LOOM_CUDA_WGMMA"), *acl = getenv("LOOM_CUDA_ATTN_CLUSTER");
     int wgmma = 0, attn_cluster = 0;
-    if ((e = cudaMemset(d->d_err, 0, 4 * sizeof(int))) || (e = loom__cu_attn_init(!(acl && !strcmp(acl, "0")), &attn_cluster)) ||
-        (e = loom__cu_gemm_init(!(wg && !strcmp(wg, "0")), &wgmma)) || (e = loom__cu_awq_init())) {
+    if ((e = cudaMemset(d->d_err, 0, 4 * sizeof(int))) || (e = loom__cu_attn_init(!loom_env_is("LOOM_CUDA_ATTN_CLUSTER", "0"), &attn_cluster)) ||
+        (e = loom__cu_gemm_init(!loom_env_is("LOOM_CUDA_WGMMA", "0"), &wgmma)) || (e = loom__cu_awq_init())) {
         st = loom__cu_fail(d, e, "cannot set up the kernels");
         goto fail;
     }

@@ -187,14 +187,12 @@ static void take_xnorm(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, i
  * (the arena may hand x's bytes to a tensor born after x's last reader). */
 static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, int *counters)
 {
-    const char *env = getenv("LOOM_CUDA_FUSE"); /* 0: every node on its own (to isolate a fusion bug) */
-    bool fuse = !env || strcmp(env, "0");
-    const char *xn = getenv("LOOM_CUDA_XNORM"); /* 0: rmsnorm by the last block of the launch before */
-    if (fuse && (!xn || strcmp(xn, "0"))) reserve_xnorm(nodes, n_nodes, plan);
-    const char *xs = getenv("LOOM_CUDA_XSTAGE"); /* block: x staged once per block, not per warp (A/B) */
-    int x_place = xs && !strcmp(xs, "block") ? CU_X_BLOCK : CU_X_AUTO;
-    const char *lp = getenv("LOOM_CUDA_AWQ_LOOP"); /* 0: one block per block of work (A/B) */
-    int grid = lp && !strcmp(lp, "0") ? -1 : 0;
+    bool fuse = !loom_env_is("LOOM_CUDA_FUSE", "0"); /* every node on its own (to isolate a fusion bug) */
+    /* LOOM_CUDA_XNORM=0: rmsnorm by the last block of the launch before */
+    if (fuse && !loom_env_is("LOOM_CUDA_XNORM", "0")) reserve_xnorm(nodes, n_nodes, plan);
+    /* LOOM_CUDA_XSTAGE=block: x staged once per block, not per warp (A/B) */
+    int x_place = loom_env_is("LOOM_CUDA_XSTAGE", "block") ? CU_X_BLOCK : CU_X_AUTO;
+    int grid = loom_env_is("LOOM_CUDA_AWQ_LOOP", "0") ? -1 : 0; /* one block per block of work (A/B) */
     const char *rg = getenv("LOOM_CUDA_AWQ_RING"); /* 2..4: each warp's weight ring that deep (A/B) */
     int ring = rg ? atoi(rg) : 0;
     for (int32_t i = 0; i < n_nodes; i++) {
@@ -273,8 +271,8 @@ static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, in
         if (plan[i].xnorm) take_xnorm(nodes, n_nodes, plan, i);
     /* gate/up hands down its rows as f16, rounded as down's staging rounds them (results
      * unchanged): each of down's blocks stages half the bytes, in one round trip */
-    const char *fr = getenv("LOOM_CUDA_F16_ROWS"); /* 0: as f32 (A/B) */
-    for (int32_t i = 0; fuse && !(fr && !strcmp(fr, "0")) && i + 3 < n_nodes; i++) {
+    const bool f16_rows = !loom_env_is("LOOM_CUDA_F16_ROWS", "0"); /* 0: as f32 (A/B) */
+    for (int32_t i = 0; fuse && f16_rows && i + 3 < n_nodes; i++) {
         cu_plan *g = &plan[i], *dn = &plan[i + 3];
         const loom_tensor *h = nodes[i + 2].dst;
         if (g->fuse == FUSE_LEAD && g->gemv.epi == CU_EPI_SWIGLU && nodes[i + 2].op == LOOM_OP_SWIGLU &&

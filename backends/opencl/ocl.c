@@ -350,10 +350,8 @@ static loom_status ocl_device_open(void *bctx, int32_t dev, void **dctx)
     d->platform = b->devs[dev].platform;
     d->device = b->devs[dev].device;
     d->index = dev;
-    const char *prof = getenv("LOOM_OPENCL_PROFILE");
-    d->profile = prof && !strcmp(prof, "1");
-    const char *ash = getenv("LOOM_OPENCL_ATT_SHORT");
-    d->att_short = !ash || strcmp(ash, "0");
+    d->profile = loom_env_is("LOOM_OPENCL_PROFILE", "1");
+    d->att_short = !loom_env_is("LOOM_OPENCL_ATT_SHORT", "0");
     const char *fuse = getenv("LOOM_OPENCL_FUSE");
     d->fuse = !fuse || strcmp(fuse, "0");
     /* LOOM_OPENCL_FUSE=norm,add,swiglu,rope,kv: only those decode fusions (to bisect) */

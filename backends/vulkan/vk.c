@@ -609,16 +609,14 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
     d->wg_max_x = f.p.limits.maxComputeWorkGroupSize[0];
     d->wg_max_y = f.p.limits.maxComputeWorkGroupSize[1];
     d->shared_max = f.p.limits.maxComputeSharedMemorySize;
-    d->scalar_gemv = getenv("LOOM_VK_SCALAR_GEMV") && !strcmp(getenv("LOOM_VK_SCALAR_GEMV"), "1");
+    d->scalar_gemv = loom_env_is("LOOM_VK_SCALAR_GEMV", "1");
     /* the fused decode shader binds 15 tensors; a device with fewer bindings runs every node on its own */
     d->n_bind = f.p.limits.maxPerStageDescriptorStorageBuffers >= VK_BINDINGS &&
                         f.p.limits.maxDescriptorSetStorageBuffers >= VK_BINDINGS
                     ? VK_BINDINGS
                     : 8;
-    const char *fuse_env = getenv("LOOM_VK_FUSE");
-    d->fuse = d->n_bind == VK_BINDINGS && !(fuse_env && !strcmp(fuse_env, "0"));
-    const char *short_env = getenv("LOOM_VK_ATT_SHORT");
-    d->att_short = !(short_env && !strcmp(short_env, "0"));
+    d->fuse = d->n_bind == VK_BINDINGS && !loom_env_is("LOOM_VK_FUSE", "0");
+    d->att_short = !loom_env_is("LOOM_VK_ATT_SHORT", "0");
 
     uint32_t nq = 0;
     VkQueueFamilyProperties qf[32];
@@ -631,8 +629,7 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
     for (uint32_t i = 0; i < nq && d->qfam == UINT32_MAX; i++)
         if (qf[i].queueFlags & VK_QUEUE_COMPUTE_BIT) d->qfam = i;
     /* LOOM_VK_PROFILE=1: a device time per dispatch, where the queue has a timer */
-    const char *prof = getenv("LOOM_VK_PROFILE");
-    if (prof && !strcmp(prof, "1") && d->qfam != UINT32_MAX) {
+    if (loom_env_is("LOOM_VK_PROFILE", "1") && d->qfam != UINT32_MAX) {
         uint32_t bits = qf[d->qfam].timestampValidBits;
         if (!bits || !(f.p.limits.timestampPeriod > 0))
             host->log(LOOM_LOG_WARN, "vulkan:%d: LOOM_VK_PROFILE=1, but queue family %u has no timestamps "
@@ -646,9 +643,9 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
     VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .queueCreateInfoCount = 1,
                               .pQueueCreateInfos = &qci};
     /* tensor cores for prefill GEMMs (LOOM_VK_COOPMAT=0: never) */
-    const char *cm_env = getenv("LOOM_VK_COOPMAT"), *cm_why = "off (LOOM_VK_COOPMAT=0)";
-    bool cm_test = cm_env && !strcmp(cm_env, "test"); /* the self-test harness alone, on any device */
-    d->coopmat = !(cm_env && !strcmp(cm_env, "0")) && coop_usable(c->inst, d->pd, &f, &cm_why);
+    const char *cm_why = "off (LOOM_VK_COOPMAT=0)";
+    bool cm_test = loom_env_is("LOOM_VK_COOPMAT", "test"); /* the self-test harness alone, on any device */
+    d->coopmat = !loom_env_is("LOOM_VK_COOPMAT", "0") && coop_usable(c->inst, d->pd, &f, &cm_why);
     const char *cm_exts[3] = {VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME, VK_KHR_VULKAN_MEMORY_MODEL_EXTENSION_NAME,
                               VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME};
     VkPhysicalDeviceCooperativeMatrixFeaturesNV cmf = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
@@ -672,7 +669,7 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
 
     /* memory types: device-local for buffers (mapped when it is host-visible,
      * coherent and cached: unified memory), host-visible coherent for staging */
-    bool force_staging = getenv("LOOM_VK_STAGING") && !strcmp(getenv("LOOM_VK_STAGING"), "1");
+    bool force_staging = loom_env_is("LOOM_VK_STAGING", "1");
     const VkMemoryPropertyFlags hv = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
     int uma = find_type(&d->memp, ~0u, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | hv | VK_MEMORY_PROPERTY_HOST_CACHED_BIT);
     int local = find_type(&d->memp, ~0u, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
