@@ -160,8 +160,8 @@ static loom_status vk_init(void **bctx)
     vk_ctx *c = calloc(1, sizeof *c);
     if (!c) return VK_ERR(LOOM_ERR_NOMEM, "out of memory");
 
-    const char *env = getenv("LOOM_VK_VALIDATE"), *layers_env = getenv("VK_INSTANCE_LAYERS");
-    bool want = env && !strcmp(env, "1"), requested = layers_env && strstr(layers_env, "VK_LAYER_KHRONOS_validation");
+    const char *layers_env = getenv("VK_INSTANCE_LAYERS");
+    bool want = loom_env_is("LOOM_VK_VALIDATE", "1"), requested = layers_env && strstr(layers_env, "VK_LAYER_KHRONOS_validation");
     const char *layers[1], *exts[2];
     uint32_t n_layers = 0, n_exts = 0;
     if (want && !requested) {
