@@ -305,17 +305,26 @@ kernel void CAT(AWQ_NAME, NT)(AWQ_PARAMS, local float4 *xs)
                 /* stage x's rows for groups gc0 .. gc0 + gcn - 1: word wd of a row is group wd / 16,
                  * k = 128 group + 32 qq + 8 j (slot wd % 16 = 4 j + qq), its halves in the order
                  * k + 0, 4, 1, 5, 2, 6, 3, 7 (the pairs of the weight's nibbles i, i + 4) */
+                const int W = WX * S, nw = gcn * 16;
 #pragma unroll
                 for (int t = 0; t < NT; t++) {
                     if (t >= T) break;
-                    for (int wd = tid; wd < gcn * 16; wd += WX * S) {
+                    local uint4 *xd = (local uint4 *)xh + t * LDX / 8;
 #ifndef AWQ_NORM
-                        if (xhm & 2) { /* the rows as the GEMV before left them: f16, in this order */
-                            ((local uint4 *)xh)[(t * LDX + wd * 8) / 8] =
-                                ((global const uint4 *)(AWQ_XH + (size_t)t * K))[gc0 * 16 + wd];
-                            continue;
+                    if (xhm & 2) { /* the rows as the GEMV before left them: f16, in this order */
+                        /* four words' loads in flight per work-item: one at a time, each waited a
+                         * global round trip (down's 37 KB took 6.5k cycles, 2.6k so) */
+                        global const uint4 *src = (global const uint4 *)(AWQ_XH + (size_t)t * K) + gc0 * 16;
+                        int wd = tid;
+                        for (; wd + 3 * W < nw; wd += 4 * W) {
+                            const uint4 a0 = src[wd], a1 = src[wd + W], a2 = src[wd + 2 * W], a3 = src[wd + 3 * W];
+                            xd[wd] = a0, xd[wd + W] = a1, xd[wd + 2 * W] = a2, xd[wd + 3 * W] = a3;
                         }
+                        for (; wd < nw; wd += W) xd[wd] = src[wd];
+                        continue;
+                    }
 #endif
+                    for (int wd = tid; wd < nw; wd += W) {
                         const int j = wd % 16 / 4, qq = wd % 4, k = (gc0 + wd / 16) * 128 + 32 * qq + 8 * j;
                         global const float *xp = AWQ_X + xo + (size_t)t * K + k;
                         float4 lo = vload4(0, xp), hi = vload4(1, xp);
@@ -324,8 +333,7 @@ kernel void CAT(AWQ_NAME, NT)(AWQ_PARAMS, local float4 *xs)
                         const float8 wn = ld8_dt(AWQ_NW, nwo, nwdt, k);
                         lo *= wn.lo, hi *= wn.hi;
 #endif
-                        vstore_half8_rte((float8)(lo.x, hi.x, lo.y, hi.y, lo.z, hi.z, lo.w, hi.w),
-                                         (t * LDX + wd * 8) / 8, (local half *)xh);
+                        vstore_half8_rte((float8)(lo.x, hi.x, lo.y, hi.y, lo.z, hi.z, lo.w, hi.w), wd, (local half *)xd);
                     }
                 }
                 barrier(CLK_LOCAL_MEM_FENCE);
@@ -368,12 +376,18 @@ kernel void CAT(AWQ_NAME, NT)(AWQ_PARAMS, local float4 *xs)
         part[(warp * 8 + 2 * q) * 16 + g] = acc[0], part[(warp * 8 + 2 * q + 1) * 16 + g] = acc[1];
         part[(warp * 8 + 2 * q) * 16 + g + 8] = acc[2], part[(warp * 8 + 2 * q + 1) * 16 + g + 8] = acc[3];
 #ifdef AWQ_NORM
-        { /* Σx² of each row: the work-group's shares, 32 partial sums of every 32nd, then 1 / rms */
+        /* Σx² of each row, whole after a work-group's first tile (that staged all of x): the
+         * shares, 32 partial sums of every 32nd, then 1 / rms into inv, which the later tiles
+         * reuse rather than sum again (two more barriers a tile) */
+        const bool first = wg == get_group_id(0);
+        if (first) {
             const int W = WX * S;
 #pragma unroll
-            for (int t = 0; t < NT; t++)
-                if (stage) ssr[t * W + tid] = ss[t];
-            barrier(CLK_LOCAL_MEM_FENCE);
+            for (int t = 0; t < NT; t++) ssr[t * W + tid] = ss[t];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (first) {
+            const int W = WX * S;
             if (tid < T * 32) {
                 float v = 0.0f;
                 for (int i = tid % 32; i < W; i += 32) v += ssr[tid / 32 * W + i];
