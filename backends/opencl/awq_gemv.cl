@@ -182,7 +182,8 @@ kernel void CAT(AWQ_NAME, NT)(AWQ_PARAMS, local float4 *xs)
      * as f16 in the matching order. Groups go by in chunks of xcg (a multiple of SL), the x
      * of a chunk staged at its start. */
     const int tid = s * WX + lx, warp = tid / 32, lane = tid % 32, g = lane >> 2, q = lane & 3;
-    const int TB = WX / 16, SL = WX * S / 32 / TB, tb = warp % TB, sl = warp / TB, CG = xcg;
+    const int W = WX * S; /* work-items */
+    const int TB = WX / 16, SL = W / 32 / TB, tb = warp % TB, sl = warp / TB, CG = xcg;
     /* Tile wt's columns for this lane (tb * 16 + g and + 8) and the first group's loads. They are
      * issued for the next tile before this one's epilogue, so that its barriers and stores
      * overlap them rather than the loads starting behind them. */
@@ -305,15 +306,15 @@ kernel void CAT(AWQ_NAME, NT)(AWQ_PARAMS, local float4 *xs)
                 /* stage x's rows for groups gc0 .. gc0 + gcn - 1: word wd of a row is group wd / 16,
                  * k = 128 group + 32 qq + 8 j (slot wd % 16 = 4 j + qq), its halves in the order
                  * k + 0, 4, 1, 5, 2, 6, 3, 7 (the pairs of the weight's nibbles i, i + 4) */
-                const int W = WX * S, nw = gcn * 16;
+                const int nw = gcn * 16;
 #pragma unroll
                 for (int t = 0; t < NT; t++) {
                     if (t >= T) break;
                     local uint4 *xd = (local uint4 *)xh + t * LDX / 8;
 #ifndef AWQ_NORM
                     if (xhm & 2) { /* the rows as the GEMV before left them: f16, in this order */
-                        /* four words' loads in flight per work-item: one at a time, each waited a
-                         * global round trip (down's 37 KB took 6.5k cycles, 2.6k so) */
+                        /* four words' loads in flight per work-item: copied one at a time, each
+                         * waited a global round trip (down's 37 KB: 6.5k cycles, now 2.6k) */
                         global const uint4 *src = (global const uint4 *)(AWQ_XH + (size_t)t * K) + gc0 * 16;
                         int wd = tid;
                         for (; wd + 3 * W < nw; wd += 4 * W) {
@@ -381,13 +382,11 @@ kernel void CAT(AWQ_NAME, NT)(AWQ_PARAMS, local float4 *xs)
          * reuse rather than sum again (two more barriers a tile) */
         const bool first = wg == get_group_id(0);
         if (first) {
-            const int W = WX * S;
 #pragma unroll
             for (int t = 0; t < NT; t++) ssr[t * W + tid] = ss[t];
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         if (first) {
-            const int W = WX * S;
             if (tid < T * 32) {
                 float v = 0.0f;
                 for (int i = tid % 32; i < W; i += 32) v += ssr[tid / 32 * W + i];
