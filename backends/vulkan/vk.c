@@ -20,6 +20,10 @@
  * LOOM_VK_ATT_SHORT=0 runs one-row decode attention over <= 256 positions
  * on attn_dec.comp, not attn_dec1.comp (for A/B; vk_prog.c attn_plan).
  * LOOM_VK_PROFILE=1 times every dispatch on the device (vk_prog.c).
+ * LOOM_VK_PIPESTATS=1 logs, at info level, what the driver reports of each
+ * pipeline it compiles (VK_KHR_pipeline_executable_properties: on NVIDIA the
+ * registers per invocation, which bound how many work-groups share a
+ * multiprocessor).
  *
  * Prefill GEMMs of f16 and AWQ weights run on tensor cores (gemm_coop.comp)
  * where the device has VK_NV_cooperative_matrix with a 16x16x16 f16 x f16 ->
@@ -654,10 +658,27 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
                                                      .pNext = &cmf, .vulkanMemoryModel = VK_TRUE};
     VkPhysicalDeviceShaderFloat16Int8Features hf = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES,
                                                     .pNext = &mmf, .shaderFloat16 = VK_TRUE};
-    if (d->coopmat) dci.pNext = &hf, dci.enabledExtensionCount = 3, dci.ppEnabledExtensionNames = cm_exts;
+    VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR pef = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
+        .pipelineExecutableInfo = VK_TRUE};
+    d->pipestats = loom_env_is("LOOM_VK_PIPESTATS", "1");
+    if (d->pipestats && !has_device_ext(d->pd, VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME)) {
+        host->log(LOOM_LOG_WARN, "vulkan:%d: LOOM_VK_PIPESTATS=1, but the device has no %s", (int)dev,
+                  VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME);
+        d->pipestats = false;
+    }
+    const char *exts[4];
+    uint32_t n_ext = 0;
+    if (d->coopmat) dci.pNext = &hf, memcpy(exts, cm_exts, sizeof cm_exts), n_ext = 3;
+    if (d->pipestats) {
+        pef.pNext = (void *)dci.pNext, dci.pNext = &pef;
+        exts[n_ext++] = VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME;
+    }
+    dci.enabledExtensionCount = n_ext, dci.ppEnabledExtensionNames = n_ext ? exts : NULL;
     VkResult r = vkCreateDevice(d->pd, &dci, NULL, &d->dev);
-    if (r != VK_SUCCESS && d->coopmat) { /* as before, without it */
-        d->coopmat = false, cm_why = "vkCreateDevice with VK_NV_cooperative_matrix failed";
+    if (r != VK_SUCCESS && n_ext) { /* as before, without them */
+        if (d->coopmat) d->coopmat = false, cm_why = "vkCreateDevice with VK_NV_cooperative_matrix failed";
+        d->pipestats = false;
         dci.pNext = NULL, dci.enabledExtensionCount = 0, dci.ppEnabledExtensionNames = NULL;
         r = vkCreateDevice(d->pd, &dci, NULL, &d->dev);
     }
@@ -753,6 +774,47 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
     return LOOM_OK;
 }
 
+/* LOOM_VK_PIPESTATS=1: one line per pipeline, its first executable's statistics */
+static void log_stats(vk_dev *d, const vk_pipe *p)
+{
+    PFN_vkGetPipelineExecutableStatisticsKHR get =
+        (PFN_vkGetPipelineExecutableStatisticsKHR)vkGetDeviceProcAddr(d->dev, "vkGetPipelineExecutableStatisticsKHR");
+    VkPipelineExecutableInfoKHR ei = {.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INFO_KHR, .pipeline = p->pipe};
+    VkPipelineExecutableStatisticKHR s[24];
+    uint32_t n = 24;
+    for (uint32_t i = 0; i < n; i++)
+        s[i] = (VkPipelineExecutableStatisticKHR){.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_STATISTIC_KHR};
+    VkResult r = get ? get(d->dev, &ei, &n, s) : VK_ERROR_EXTENSION_NOT_PRESENT;
+    if (r != VK_SUCCESS && r != VK_INCOMPLETE) {
+        host->log(LOOM_LOG_WARN, "vulkan:%d: statistics of pipeline %s: %s", d->index, spv[p->sh].name,
+                  loom__vk_result_name(r));
+        return;
+    }
+    char line[1024];
+    int len = 0;
+    for (uint32_t i = 0; i < n && len < (int)sizeof line - 1; i++) {
+        const VkPipelineExecutableStatisticValueKHR *v = &s[i].value;
+        char *o = line + len;
+        size_t room = sizeof line - (size_t)len;
+        int w;
+        switch (s[i].format) {
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_BOOL32_KHR:
+            w = snprintf(o, room, "; %s %s", s[i].name, v->b32 ? "yes" : "no");
+            break;
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_INT64_KHR:
+            w = snprintf(o, room, "; %s %lld", s[i].name, (long long)v->i64);
+            break;
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_UINT64_KHR:
+            w = snprintf(o, room, "; %s %llu", s[i].name, (unsigned long long)v->u64);
+            break;
+        default: w = snprintf(o, room, "; %s %g", s[i].name, v->f64);
+        }
+        if (w > 0) len += w < (int)room ? w : (int)room - 1;
+    }
+    host->log(LOOM_LOG_INFO, "vulkan:%d: pipeline %s (specialised %u, %u, %u, %u)%s", d->index, spv[p->sh].name,
+              p->spec[0], p->spec[1], p->spec[2], p->spec[3], len ? line : "; no statistics");
+}
+
 /* Pipelines are made once per (shader, specialisation) and kept until the
  * device closes, so every program of the device shares them. */
 loom_status loom__vk_pipeline4(vk_dev *d, vk_shader sh, uint32_t s0, uint32_t s1, uint32_t s2, uint32_t s3,
@@ -769,6 +831,7 @@ loom_status loom__vk_pipeline4(vk_dev *d, vk_shader sh, uint32_t s0, uint32_t s1
     VkSpecializationInfo si = {.mapEntryCount = 4, .pMapEntries = me, .dataSize = sizeof p->spec, .pData = p->spec};
     VkComputePipelineCreateInfo ci = {
         .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+        .flags = d->pipestats ? VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR : 0,
         .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO, .stage = VK_SHADER_STAGE_COMPUTE_BIT,
                   .module = d->modules[sh], .pName = "main", .pSpecializationInfo = &si},
         .layout = d->layout};
@@ -780,6 +843,7 @@ loom_status loom__vk_pipeline4(vk_dev *d, vk_shader sh, uint32_t s0, uint32_t s1
     p->next = d->pipes;
     d->pipes = p;
     *out = p->pipe;
+    if (d->pipestats) log_stats(d, p);
     return LOOM_OK;
 }
 
