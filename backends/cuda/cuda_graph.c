@@ -185,7 +185,7 @@ static void take_xnorm(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, i
 /* Fused writes happen at the lead node, earlier than the nodes they replace:
  * a fused output must not share memory with x, which the lead still reads
  * (the arena may hand x's bytes to a tensor born after x's last reader). */
-static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, int *counters)
+static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, int *counters, int ring)
 {
     bool fuse = !loom_env_is("LOOM_CUDA_FUSE", "0"); /* every node on its own (to isolate a fusion bug) */
     /* LOOM_CUDA_XNORM=0: rmsnorm by the last block of the launch before */
@@ -193,8 +193,6 @@ static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, in
     /* LOOM_CUDA_XSTAGE=block: x staged once per block, not per warp (A/B) */
     int x_place = loom_env_is("LOOM_CUDA_XSTAGE", "block") ? CU_X_BLOCK : CU_X_AUTO;
     int grid = loom_env_is("LOOM_CUDA_AWQ_LOOP", "0") ? -1 : 0; /* one block per block of work (A/B) */
-    const char *rg = getenv("LOOM_CUDA_AWQ_RING"); /* 2..4: each warp's weight ring that deep (A/B) */
-    int ring = rg ? atoi(rg) : 0;
     for (int32_t i = 0; i < n_nodes; i++) {
         const loom_node *a = &nodes[i];
         if (!is_awq(a)) continue;
@@ -397,7 +395,12 @@ loom_status loom__cu_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
             goto fail;
         }
     }
-    plan_gemv(nodes, n_nodes, p->plan, p->counters);
+    long ring = 0; /* LOOM_CUDA_AWQ_RING=2..4: each warp's weight ring that deep (A/B); 0 the kernels' own */
+    if (!loom_env_long("LOOM_CUDA_AWQ_RING", 2, 4, 0, &ring)) {
+        st = CU_ERR(LOOM_ERR_INVALID, "cuda: LOOM_CUDA_AWQ_RING='%s': 2, 3 or 4", getenv("LOOM_CUDA_AWQ_RING"));
+        goto fail;
+    }
+    plan_gemv(nodes, n_nodes, p->plan, p->counters, (int)ring);
     p->n_graphs = (d->graph_max_t < p->max_t ? d->graph_max_t : p->max_t) + 1;
     if (!(p->graphs = calloc((size_t)p->n_graphs, sizeof *p->graphs))) {
         st = CU_ERR(LOOM_ERR_NOMEM, "cuda: out of memory compiling");
