@@ -1084,7 +1084,7 @@ static bool is_matmul_shader(vk_shader sh)
 
 typedef struct {
     vk_shader sh;
-    uint32_t  K, N; /* matmul shaders; else 0 */
+    uint32_t  K, N; /* matmul shaders (the fused GEMV: all its weights' columns); else 0 */
     int32_t   count;
     double    ms, idle, flop;
 } vk_prof_row;
@@ -1138,6 +1138,8 @@ static loom_status prof_report(vk_prog *p, int32_t n)
                (int)(x->node - p->nodes), loom_op_str(x->node->op), y->name ? y->name : "?", (int)rows_t,
                loom__vk_shader_name(sh), ms, gap);
         uint32_t K = mm ? x->pc[7] : 0, N = mm ? x->pc[8] : 0;
+        if (sh == VK_SH_GEMV_AWQ_FUSED) /* K, and the columns of its (up to three) weights together */
+            K = x->pc[17], N = x->pc[18] + x->pc[19] + x->pc[20];
         int32_t k = 0;
         while (k < n_rows && !(rows[k].sh == sh && rows[k].K == K && rows[k].N == N)) k++;
         if (k == n_rows) rows[n_rows++] = (vk_prof_row){.sh = sh, .K = K, .N = N};
