@@ -678,6 +678,9 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
     VkResult r = vkCreateDevice(d->pd, &dci, NULL, &d->dev);
     if (r != VK_SUCCESS && n_ext) { /* as before, without them */
         if (d->coopmat) d->coopmat = false, cm_why = "vkCreateDevice with VK_NV_cooperative_matrix failed";
+        if (d->pipestats)
+            host->log(LOOM_LOG_WARN, "vulkan:%d: LOOM_VK_PIPESTATS=1, but vkCreateDevice failed with %s: no statistics",
+                      (int)dev, VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME);
         d->pipestats = false;
         dci.pNext = NULL, dci.enabledExtensionCount = 0, dci.ppEnabledExtensionNames = NULL;
         r = vkCreateDevice(d->pd, &dci, NULL, &d->dev);
