@@ -111,9 +111,9 @@ typedef struct vk_dev {
     bool                             coopmat;     /* prefill GEMM on VK_NV_cooperative_matrix (gemm_coop.comp) */
     uint32_t                         coop_rows;   /* ... its tile's tokens: 64, or 128 (LOOM_VK_COOP_ROWS=128) */
     bool                             profile;     /* LOOM_VK_PROFILE=1: timestamps around every dispatch (vk_prog.c) */
-    bool                             pipestats;   /* LOOM_VK_PIPESTATS=1: the driver's statistics of each pipeline */
     double                           ts_ns;       /* ... nanoseconds per timestamp tick (timestampPeriod) */
     uint64_t                         ts_mask;     /* ... the queue's timestampValidBits as a mask */
+    bool                             pipestats;   /* LOOM_VK_PIPESTATS=1: the driver's statistics of each pipeline */
     uint32_t                         mt_device;   /* memory type for buffers */
     bool                             mt_mappable; /* ... that is also host-visible + coherent */
     uint32_t                         mt_host;     /* host-visible coherent type (staging, step buffers) */
