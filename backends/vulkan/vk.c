@@ -540,7 +540,8 @@ static const struct { const uint32_t *code; size_t size; const char *name; } spv
     S(VK_SH_ATTN_DEC, attn_dec), S(VK_SH_ATTN_MERGE, attn_merge), S(VK_SH_ATTN_DEC1, attn_dec1),
     S(VK_SH_GEMV, gemv), S(VK_SH_GEMV_SG, gemv_sg), S(VK_SH_GEMV_VEC, gemv_vec), S(VK_SH_GEMV_VEC_SG, gemv_vec_sg),
     S(VK_SH_GEMV_AWQ, gemv_awq), S(VK_SH_GEMM, gemm), S(VK_SH_GEMM_AWQ, gemm_awq),
-    S(VK_SH_GEMV_AWQ_FUSED, gemv_awq_fused), S(VK_SH_GEMM_COOP, gemm_coop), S(VK_SH_GEMM_COOP_AWQ, gemm_coop_awq),
+    S(VK_SH_GEMV_AWQ_FUSED, gemv_awq_fused), S(VK_SH_GEMV_AWQ_FUSED_IDOT, gemv_awq_fused_idot),
+    S(VK_SH_GEMM_COOP, gemm_coop), S(VK_SH_GEMM_COOP_AWQ, gemm_coop_awq),
 #undef S
 };
 
@@ -586,6 +587,27 @@ static bool coop_usable(VkInstance inst, VkPhysicalDevice pd, const pd_facts *f,
     return found || (*why = "no subgroup f16 x f16 -> f32 16x16x16 configuration", false);
 }
 
+/* VK_KHR_shader_integer_dot_product for gemv_awq_fused_idot; *accel: its
+ * signed-by-unsigned packed 4 x 8-bit dot product runs in hardware (NVIDIA
+ * since Turing: one IDP4A) rather than as emulated byte arithmetic. */
+static bool idot_usable(VkPhysicalDevice pd, bool *accel, const char **why)
+{
+    *accel = false;
+    if (!has_device_ext(pd, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME))
+        return *why = "no VK_KHR_shader_integer_dot_product", false;
+    VkPhysicalDeviceShaderIntegerDotProductFeatures idf = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES};
+    VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &idf};
+    vkGetPhysicalDeviceFeatures2(pd, &f2);
+    if (!idf.shaderIntegerDotProduct) return *why = "shaderIntegerDotProduct not supported", false;
+    VkPhysicalDeviceShaderIntegerDotProductProperties idp = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_PROPERTIES};
+    VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &idp};
+    vkGetPhysicalDeviceProperties2(pd, &p2);
+    *accel = idp.integerDotProduct4x8BitPackedMixedSignednessAccelerated;
+    return true;
+}
+
 static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
 {
     vk_ctx *c = bctx;
@@ -600,6 +622,11 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
         return VK_ERR(LOOM_ERR_INVALID, "LOOM_VK_COOP_ROWS='%s': 64 or 128", getenv("LOOM_VK_COOP_ROWS"));
     }
     d->coop_rows = (int)rows;
+    long idot_env; /* LOOM_VK_IDOT: 0 never, 1 wherever the device has it, unset where it is accelerated */
+    if (!loom_env_long("LOOM_VK_IDOT", 0, 1, -1, &idot_env)) {
+        free(d);
+        return VK_ERR(LOOM_ERR_INVALID, "LOOM_VK_IDOT='%s': 0 or 1", getenv("LOOM_VK_IDOT"));
+    }
     pd_facts f;
     query(d->pd, &f);
     d->props = f.p;
@@ -661,23 +688,41 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
     VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR pef = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
         .pipelineExecutableInfo = VK_TRUE};
+    /* int8 dot products for the decode GEMVs (only the fused shader has them) */
+    bool idot_accel = false;
+    const char *idot_why = "off (LOOM_VK_IDOT=0)";
+    if (idot_env != 0 && !d->fuse) {
+        idot_why = "decode fusion off";
+    } else if (idot_env != 0 && idot_usable(d->pd, &idot_accel, &idot_why)) {
+        d->idot = idot_accel || idot_env == 1;
+        idot_why = idot_accel ? "accelerated" : d->idot ? "emulated (LOOM_VK_IDOT=1)" : "not accelerated (LOOM_VK_IDOT=1: use them)";
+    }
+    if (idot_env == 1 && !d->idot)
+        host->log(LOOM_LOG_WARN, "vulkan:%d: LOOM_VK_IDOT=1, but %s: decode GEMVs on FMAs", (int)dev, idot_why);
+    VkPhysicalDeviceShaderIntegerDotProductFeatures idf = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES, .shaderIntegerDotProduct = VK_TRUE};
     d->pipestats = loom_env_is("LOOM_VK_PIPESTATS", "1");
     if (d->pipestats && !has_device_ext(d->pd, VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME)) {
         host->log(LOOM_LOG_WARN, "vulkan:%d: LOOM_VK_PIPESTATS=1, but the device has no %s", (int)dev,
                   VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME);
         d->pipestats = false;
     }
-    const char *exts[4];
+    const char *exts[5];
     uint32_t n_ext = 0;
     if (d->coopmat) dci.pNext = &hf, memcpy(exts, cm_exts, sizeof cm_exts), n_ext = 3;
     if (d->pipestats) {
         pef.pNext = (void *)dci.pNext, dci.pNext = &pef;
         exts[n_ext++] = VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME;
     }
+    if (d->idot) {
+        idf.pNext = (void *)dci.pNext, dci.pNext = &idf;
+        exts[n_ext++] = VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME;
+    }
     dci.enabledExtensionCount = n_ext, dci.ppEnabledExtensionNames = n_ext ? exts : NULL;
     VkResult r = vkCreateDevice(d->pd, &dci, NULL, &d->dev);
     if (r != VK_SUCCESS && n_ext) { /* as before, without them */
         if (d->coopmat) d->coopmat = false, cm_why = "vkCreateDevice with VK_NV_cooperative_matrix failed";
+        if (d->idot) d->idot = false, idot_why = "vkCreateDevice with VK_KHR_shader_integer_dot_product failed";
         if (d->pipestats)
             host->log(LOOM_LOG_WARN, "vulkan:%d: LOOM_VK_PIPESTATS=1, but vkCreateDevice failed with %s: no statistics",
                       (int)dev, VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME);
@@ -722,7 +767,8 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
     if (!st && d->staging) VK_UNLINK(d->buffers, d->staging), d->staging->prev = d->staging->next = NULL;
 
     for (int i = 0; i < VK_SH_COUNT && !st; i++) {
-        if ((i == VK_SH_GEMM_COOP || i == VK_SH_GEMM_COOP_AWQ) && !d->coopmat) continue; /* needs the extension */
+        if ((i == VK_SH_GEMM_COOP || i == VK_SH_GEMM_COOP_AWQ) && !d->coopmat) continue; /* need the extensions */
+        if (i == VK_SH_GEMV_AWQ_FUSED_IDOT && !d->idot) continue;
         VkShaderModuleCreateInfo smi = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, .codeSize = spv[i].size,
                                         .pCode = spv[i].code};
         if ((r = vkCreateShaderModule(d->dev, &smi, NULL, &d->modules[i])) != VK_SUCCESS)
@@ -764,13 +810,14 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
               "vulkan:%d: %s; queue family %u; buffers in memory type %u (%s), staging type %u, small buffers %d; "
               "subgroup arithmetic %s (size %u); f16/bf16 as packed u32 (no 16-bit storage needed); max storage range "
               "%llu, offset alignment %llu; decode fusion %s; one-row attention over <= 256 positions %s; "
-              "prefill GEMM %s%s; validation %s",
+              "decode GEMVs on int8 dot products %s%s; prefill GEMM %s%s; validation %s",
               (int)dev, d->props.deviceName, d->qfam, d->mt_device, d->mt_mappable ? "mapped, memcpy transfers"
                                                                                    : "device-local, staged transfers",
               d->mt_host, (int)d->mt_bar, d->subgroup ? "used" : "not used", f.sg.subgroupSize,
               (unsigned long long)d->max_range, (unsigned long long)d->align,
               d->fuse ? "on" : d->n_bind < VK_BINDINGS ? "off (fewer than 16 storage bindings)" : "off (LOOM_VK_FUSE=0)",
               d->att_short ? "attn_dec1 where it fits" : "attn_dec (LOOM_VK_ATT_SHORT=0)",
+              d->idot ? "used, " : "not used: ", idot_why,
               d->coopmat ? "VK_NV_cooperative_matrix 16x16x16 f16->f32, self-test NMSE " : "tiled f32; cooperative matrix: ",
               cm_desc, c->messenger ? "on" : "off");
     *dctx = d;

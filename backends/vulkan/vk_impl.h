@@ -34,7 +34,8 @@ typedef enum {
     VK_SH_ELTWISE, VK_SH_EMBED, VK_SH_RMSNORM, VK_SH_RMSNORM_SG, VK_SH_ROPE, VK_SH_KV_STORE, VK_SH_ATTN,
     VK_SH_ATTN_TILE, VK_SH_ATTN_DEC, VK_SH_ATTN_MERGE, VK_SH_ATTN_DEC1,
     VK_SH_GEMV, VK_SH_GEMV_SG, VK_SH_GEMV_VEC, VK_SH_GEMV_VEC_SG, VK_SH_GEMV_AWQ, VK_SH_GEMM, VK_SH_GEMM_AWQ,
-    VK_SH_GEMV_AWQ_FUSED, VK_SH_GEMM_COOP, VK_SH_GEMM_COOP_AWQ, /* the last two: only with d->coopmat */
+    VK_SH_GEMV_AWQ_FUSED, VK_SH_GEMV_AWQ_FUSED_IDOT, /* ... only with d->idot */
+    VK_SH_GEMM_COOP, VK_SH_GEMM_COOP_AWQ, /* only with d->coopmat */
     VK_SH_COUNT
 } vk_shader;
 
@@ -108,6 +109,7 @@ typedef struct vk_dev {
     uint32_t                         n_bind;      /* bindings in the set layout: VK_BINDINGS, or 8 */
     bool                             fuse;        /* decode fusion (needs 16 bindings; LOOM_VK_FUSE=0 turns it off) */
     bool                             att_short;   /* one-row decode over <= 256 positions on attn_dec1 (LOOM_VK_ATT_SHORT=0: not) */
+    bool                             idot;        /* decode GEMVs on packed int8 dot products (gemv_awq_fused_idot) */
     bool                             coopmat;     /* prefill GEMM on VK_NV_cooperative_matrix (gemm_coop.comp) */
     uint32_t                         coop_rows;   /* ... its tile's tokens: 64, or 128 (LOOM_VK_COOP_ROWS=128) */
     bool                             profile;     /* LOOM_VK_PROFILE=1: timestamps around every dispatch (vk_prog.c) */

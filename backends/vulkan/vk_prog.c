@@ -481,12 +481,14 @@ static loom_status lower_fused(vk_prog *p, const loom_node *n, const vk_fuse *f)
     VkPipeline pipe;
     vk_disp *x;
     for (uint32_t nt = 1; nt <= VK_GEMV_MAX_T && nt / 2 < T; nt *= 2) {
-        /* 4 [nt][32] arrays, and x * norm_w when it takes at most half of the shared memory */
-        uint32_t extra = 4 * 128 * nt, xs = f->norm ? (uint32_t)K * 4 * nt : 0;
-        bool staged = xs && xs <= d->shared_max / 2 && K / 4 < (1 << 23) && extra + xs + 128 * nt <= d->shared_max;
-        awq_split(d, K, (int64_t)wgs * 32, nt, extra + (staged ? xs : 0), &slices, &gps);
-        uint32_t flx = fl | (staged ? 128u | (uint32_t)(K / 4) << 8 : 0u);
-        TRY(loom__vk_pipeline4(d, VK_SH_GEMV_AWQ_FUSED, nt, bdt, slices, flx, &pipe));
+        /* 4 [nt][32] arrays, and x * norm_w when it takes at most half of the shared memory; with int8 dot
+         * products x's planes (2 K bytes a token) and two words a group and token instead, where they fit */
+        uint32_t extra = 4 * 128 * nt, xs = f->norm ? (uint32_t)K * 4 * nt : 0, xq = (uint32_t)(K * 2 + K / 16) * nt;
+        bool idot = d->idot && K / 8 < (1 << 23) && extra + xq + 128 * nt <= d->shared_max;
+        bool staged = !idot && xs && xs <= d->shared_max / 2 && K / 4 < (1 << 23) && extra + xs + 128 * nt <= d->shared_max;
+        awq_split(d, K, (int64_t)wgs * 32, nt, extra + (idot ? xq : staged ? xs : 0), &slices, &gps);
+        uint32_t flx = fl | (idot ? (uint32_t)(K / 8) << 8 : staged ? 128u | (uint32_t)(K / 4) << 8 : 0u);
+        TRY(loom__vk_pipeline4(d, idot ? VK_SH_GEMV_AWQ_FUSED_IDOT : VK_SH_GEMV_AWQ_FUSED, nt, bdt, slices, flx, &pipe));
         NEWD(pipe, G_FLAT, wgs);
         x->min_t = nt == 1 ? 1 : (int32_t)nt / 2 + 1, x->max_t = (int32_t)nt;
         TRY(bind(p, x, 0, f->x, 0, (size_t)T * (size_t)K * 4, 4, false));
@@ -1138,7 +1140,7 @@ static loom_status prof_report(vk_prog *p, int32_t n)
                (int)(x->node - p->nodes), loom_op_str(x->node->op), y->name ? y->name : "?", (int)rows_t,
                loom__vk_shader_name(sh), ms, gap);
         uint32_t K = mm ? x->pc[7] : 0, N = mm ? x->pc[8] : 0;
-        if (sh == VK_SH_GEMV_AWQ_FUSED) /* K, and the columns of its (up to three) weights together */
+        if (sh == VK_SH_GEMV_AWQ_FUSED || sh == VK_SH_GEMV_AWQ_FUSED_IDOT) /* K, and the columns of its (up to three) weights together */
             K = x->pc[17], N = x->pc[18] + x->pc[19] + x->pc[20];
         int32_t k = 0;
         while (k < n_rows && !(rows[k].sh == sh && rows[k].K == K && rows[k].N == N)) k++;

@@ -43,7 +43,21 @@
  *   M_ADD   y = x w + r (the residual add after o_proj or down_proj).
  * Bindings: 0 x, 1..3 the AWQ weights (q then meta, as one range), 4..6
  * biases, 8 norm weight, 9..11 outputs of weight 0..2, 12 k cache, 13 v
- * cache, 14 r. Words from p[17]: see the P_* names below. */
+ * cache, 14 r. Words from p[17]: see the P_* names below.
+ *
+ * With IDOT as well (gemv_awq_fused_idot: devices with
+ * VK_KHR_shader_integer_dot_product, see vk.c) the loop runs on packed int8
+ * dot products instead of the dequantising FMAs: three bit operations and
+ * four dot products per 8 weights and token instead of ~25 instructions, the
+ * issue rate that kept the FMA loop from the memory's pace. Every work-group
+ * first quantises its x (times norm_w) per 128-group and token to 15 bits as
+ * two int8 planes: with m = max |x| over the group, y = 127 x / m,
+ * h = round(y) and l = round(128 (y - h)) in -64..64, x ~ (128 h + l) m /
+ * (127 * 128) (NMSE ~1e-9, below f16's). A word's low nibbles (k, k+2, k+4,
+ * k+6) meet x's even bytes and its high nibbles the odd ones, so a group's
+ * sum is an exact integer, d = 128 dot(q, h) + dot(q, l) - z sum(128 h + l),
+ * and the group adds scale * m / (127 * 128) * d. Shared memory: 2 K bytes
+ * a token. */
 #include "common.glsl"
 #extension GL_EXT_control_flow_attributes : enable
 layout(local_size_x = 32, local_size_y_id = 2) in;
@@ -61,6 +75,17 @@ layout(std430, binding = 5) writeonly buffer Y { float y[]; };
 layout(constant_id = 3) const uint FL = 1;
 const uint XVEC = FL & 1u, MODE = (FL >> 1) & 3u, NORM = (FL >> 3) & 1u, NDT = (FL >> 4) & 3u, CDT = (FL >> 6) & 1u;
 const uint XS = (FL >> 7) & 1u, XS4 = XS != 0u ? (FL >> 8) * NT : 1u;
+#ifdef IDOT
+/* FL bits 8..: K / 8 (x's chunks of 8 per token); XS is never set */
+#extension GL_EXT_spirv_intrinsics : require
+spirv_instruction(extensions = ["SPV_KHR_integer_dot_product"], capabilities = [6019, 6018], id = 4452)
+int sudot(uint s8x4, uint u8x4, spirv_literal uint packed_4x8); /* OpSUDotKHR, PackedVectorFormat4x8Bit (0) */
+const uint K8 = FL >> 8, KG = K8 / 16u;
+shared uvec4 xq[K8 * NT]; /* [token][chunk of 8]: h of the even k, h of the odd k, l of the even k, l of the odd k */
+shared uint xgm[KG * NT]; /* [token][group]: max |x| as bits (monotonic for non-negative floats) */
+shared int xgs[KG * NT];  /* [token][group]: sum of 128 h + l */
+uint pack8x4(ivec4 v) { return (uint(v.x) & 255u) | (uint(v.y) & 255u) << 8 | (uint(v.z) & 255u) << 16 | uint(v.w) << 24; }
+#endif
 #define M_QKV 1u
 #define M_SWIGLU 2u
 #define M_ADD 3u
@@ -148,6 +173,19 @@ vec4 xload(uint r4, uint k4)
     return vec4(x1[i], x1[i + 1u], x1[i + 2u], x1[i + 3u]);
 }
 
+#ifdef IDOT
+/* x[t, 8c .. 8c + 7] times the norm weights (NORM; the 1 / rms comes at the end) */
+void xchunk(uint r4, uint c, out vec4 va, out vec4 vb)
+{
+    va = xload(r4, 2u * c), vb = xload(r4, 2u * c + 1u);
+    if (NORM != 0u) {
+        vec4 na, nb;
+        nwload8(2u * c, na, nb);
+        va *= na, vb *= nb;
+    }
+}
+#endif
+
 const uvec4 NIB = uvec4(0xfu, 0xf0u, 0xf00u, 0xf000u);
 const vec4 UNSCALE = vec4(1.0, 1.0 / 16.0, 1.0 / 256.0, 1.0 / 4096.0);
 
@@ -217,6 +255,36 @@ void main()
         xr[t] = OFF(0) + min(t, T - 1u) * K;
         if (XVEC != 0u) xr[t] >>= 2;
     }
+#ifdef IDOT
+    { /* x quantised into shared memory: group maxima, then the planes and their sums (see the top) */
+        uint li = s * 32u + lx, WGN = 32u * S;
+        for (uint i = li; i < KG * NT; i += WGN) xgm[i] = 0u, xgs[i] = 0;
+        barrier();
+        for (uint i = li; i < K8 * NT; i += WGN) {
+            uint t = i / K8, c = i - t * K8;
+            vec4 va, vb;
+            xchunk(xr[t], c, va, vb);
+            vec4 m = max(abs(va), abs(vb));
+            atomicMax(xgm[t * KG + c / 16u], floatBitsToUint(max(max(m.x, m.y), max(m.z, m.w))));
+        }
+        barrier();
+        for (uint i = li; i < K8 * NT; i += WGN) {
+            uint t = i / K8, c = i - t * K8;
+            vec4 va, vb;
+            xchunk(xr[t], c, va, vb);
+            float m = uintBitsToFloat(xgm[t * KG + c / 16u]), f = m > 0.0 ? 127.0 / m : 0.0; /* inf, NaN: 0 here, NaN at the end */
+            va *= f, vb *= f;
+            vec4 ha = roundEven(va), hb = roundEven(vb);
+            ivec4 la = ivec4(roundEven((va - ha) * 128.0)), lb = ivec4(roundEven((vb - hb) * 128.0));
+            ivec4 ia = ivec4(ha), ib = ivec4(hb);
+            xq[i] = uvec4(pack8x4(ivec4(ia.x, ia.z, ib.x, ib.z)), pack8x4(ivec4(ia.y, ia.w, ib.y, ib.w)),
+                          pack8x4(ivec4(la.x, la.z, lb.x, lb.z)), pack8x4(ivec4(la.y, la.w, lb.y, lb.w)));
+            ivec4 q = (ia + ib) * 128 + la + lb;
+            atomicAdd(xgs[t * KG + c / 16u], q.x + q.y + q.z + q.w);
+        }
+        barrier();
+    }
+#endif
     for (uint pass = 0u; pass < NPASS; pass++) {
 #ifdef FUSED
         if (MODE == M_SWIGLU) /* gate, then up, of the same columns */
@@ -237,6 +305,25 @@ void main()
                     bm = MLOAD(mo + (g + 1u) * N);
                 }
 
+#ifdef IDOT
+                int dh[NT], dl[NT];
+                [[unroll]] for (uint t = 0u; t < NT; t++) dh[t] = 0, dl[t] = 0;
+                [[unroll]] for (uint j = 0u; j < 4u; j++) {
+                    [[unroll]] for (uint e = 0u; e < 4u; e++) {
+                        uint qw = a[j][e], we = qw & 0x0f0f0f0fu, wo = (qw >> 4) & 0x0f0f0f0fu;
+                        [[unroll]] for (uint t = 0u; t < NT; t++) {
+                            uvec4 xc = xq[t * K8 + g * 16u + j * 4u + e];
+                            dh[t] += sudot(xc.x, we, 0u) + sudot(xc.y, wo, 0u);
+                            dl[t] += sudot(xc.z, we, 0u) + sudot(xc.w, wo, 0u);
+                        }
+                    }
+                }
+                float sc = unpackHalf2x16(am & 0xffffu).x * (1.0 / (127.0 * 128.0));
+                [[unroll]] for (uint t = 0u; t < NT; t++) {
+                    int d = dh[t] * 128 + dl[t] - int(am >> 16) * xgs[t * KG + g];
+                    acc[t] = fma(sc * uintBitsToFloat(xgm[t * KG + g]), float(d), acc[t]);
+                }
+#else
                 float zf = float(am >> 16);
                 vec4 zv = vec4(8388608.0) + zf * vec4(1.0, 16.0, 256.0, 4096.0);
                 vec4 p[NT];
@@ -258,6 +345,7 @@ void main()
                 }
                 float sc = unpackHalf2x16(am & 0xffffu).x;
                 [[unroll]] for (uint t = 0u; t < NT; t++) acc[t] = fma(sc, dot(p[t], UNSCALE), acc[t]);
+#endif
                 a = b;
                 am = bm;
             }
