@@ -135,7 +135,7 @@ static void compare(const run_out *ref, const run_out *got, int32_t T, int32_t V
     /* decode steps whose tokens so far agree (step g consumed seq[g]) */
     int32_t steps = v->greedy_match < n_gen - 1 ? v->greedy_match : n_gen - 1;
     v->dec_nmse = nmse_of(got->dec, ref->dec, (size_t)steps * V);
-    v->ok = v->nmse <= tol.max_nmse && !(v->dec_nmse > tol.max_nmse) && v->kl <= tol.max_kl && v->top1 >= tol.min_top1 &&
+    v->ok = v->nmse <= tol.max_nmse && v->dec_nmse <= tol.max_nmse && v->kl <= tol.max_kl && v->top1 >= tol.min_top1 &&
             v->greedy_ok && !isnan(v->max_abs);
 }
 
