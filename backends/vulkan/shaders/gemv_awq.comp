@@ -260,19 +260,18 @@ void main()
         uint li = s * 32u + lx, WGN = 32u * S;
         for (uint i = li; i < KG * NT; i += WGN) xgm[i] = 0u, xgs[i] = 0;
         barrier();
+        /* chunk i = t K8 + c is in group i / 16 = t KG + c / 16 of xgm, xgs (K8 = 16 KG) */
         for (uint i = li; i < K8 * NT; i += WGN) {
-            uint t = i / K8, c = i - t * K8;
             vec4 va, vb;
-            xchunk(xr[t], c, va, vb);
+            xchunk(xr[i / K8], i % K8, va, vb);
             vec4 m = max(abs(va), abs(vb));
-            atomicMax(xgm[t * KG + c / 16u], floatBitsToUint(max(max(m.x, m.y), max(m.z, m.w))));
+            atomicMax(xgm[i / 16u], floatBitsToUint(max(max(m.x, m.y), max(m.z, m.w))));
         }
         barrier();
         for (uint i = li; i < K8 * NT; i += WGN) {
-            uint t = i / K8, c = i - t * K8;
             vec4 va, vb;
-            xchunk(xr[t], c, va, vb);
-            float m = uintBitsToFloat(xgm[t * KG + c / 16u]), f = m > 0.0 ? 127.0 / m : 0.0; /* inf, NaN: 0 here, NaN at the end */
+            xchunk(xr[i / K8], i % K8, va, vb);
+            float m = uintBitsToFloat(xgm[i / 16u]), f = m > 0.0 ? 127.0 / m : 0.0; /* inf, NaN: 0 here, NaN at the end */
             va *= f, vb *= f;
             vec4 ha = roundEven(va), hb = roundEven(vb);
             ivec4 la = ivec4(roundEven((va - ha) * 128.0)), lb = ivec4(roundEven((vb - hb) * 128.0));
@@ -280,7 +279,7 @@ void main()
             xq[i] = uvec4(pack8x4(ivec4(ia.x, ia.z, ib.x, ib.z)), pack8x4(ivec4(ia.y, ia.w, ib.y, ib.w)),
                           pack8x4(ivec4(la.x, la.z, lb.x, lb.z)), pack8x4(ivec4(la.y, la.w, lb.y, lb.w)));
             ivec4 q = (ia + ib) * 128 + la + lb;
-            atomicAdd(xgs[t * KG + c / 16u], q.x + q.y + q.z + q.w);
+            atomicAdd(xgs[i / 16u], q.x + q.y + q.z + q.w);
         }
         barrier();
     }
