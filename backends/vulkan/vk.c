@@ -24,6 +24,9 @@
  * pipeline it compiles (VK_KHR_pipeline_executable_properties: on NVIDIA the
  * registers per invocation, which bound how many work-groups share a
  * multiprocessor).
+ * LOOM_VK_IDOT=0 runs the fused decode GEMVs on FMAs where the device
+ * accelerates int8 dot products; =1 on int8 dot products where it only
+ * emulates them (lavapipe: how CI tests them). See idot_usable.
  *
  * Prefill GEMMs of f16 and AWQ weights run on tensor cores (gemm_coop.comp)
  * where the device has VK_NV_cooperative_matrix with a 16x16x16 f16 x f16 ->

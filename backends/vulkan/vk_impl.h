@@ -34,8 +34,8 @@ typedef enum {
     VK_SH_ELTWISE, VK_SH_EMBED, VK_SH_RMSNORM, VK_SH_RMSNORM_SG, VK_SH_ROPE, VK_SH_KV_STORE, VK_SH_ATTN,
     VK_SH_ATTN_TILE, VK_SH_ATTN_DEC, VK_SH_ATTN_MERGE, VK_SH_ATTN_DEC1,
     VK_SH_GEMV, VK_SH_GEMV_SG, VK_SH_GEMV_VEC, VK_SH_GEMV_VEC_SG, VK_SH_GEMV_AWQ, VK_SH_GEMM, VK_SH_GEMM_AWQ,
-    VK_SH_GEMV_AWQ_FUSED, VK_SH_GEMV_AWQ_FUSED_IDOT, /* ... only with d->idot */
-    VK_SH_GEMM_COOP, VK_SH_GEMM_COOP_AWQ, /* only with d->coopmat */
+    VK_SH_GEMV_AWQ_FUSED, VK_SH_GEMV_AWQ_FUSED_IDOT, /* the second only with d->idot */
+    VK_SH_GEMM_COOP, VK_SH_GEMM_COOP_AWQ,            /* only with d->coopmat */
     VK_SH_COUNT
 } vk_shader;
 
