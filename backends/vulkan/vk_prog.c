@@ -114,6 +114,9 @@ typedef struct {
     const loom_op_params *rope[3]; /* RoPE folded into weight w (0, 1) */
     const loom_node      *attn;    /* M_QKV: k (w 1), v (w 2) stored into its caches */
     const loom_tensor    *r;       /* M_ADD: the residual */
+    int                   xin;     /* x arrives quantised in link buffer xin - 1 (0: none) ... */
+    int                   xout;    /* ... y[0] leaves quantised in link buffer xout - 1, for a fusion ... */
+    const loom_node      *xnorm;   /* ... whose folded rmsnorm is this (or none) */
 } vk_fuse;
 
 typedef struct vk_prog {
@@ -133,6 +136,8 @@ typedef struct vk_prog {
     int32_t          n_attn;
     loom_buffer     *part;     /* split decode attention's partials (attn_dec.comp), shared by the nodes, ... */
     size_t           cnt_off;  /* ... then at this byte its counters */
+    loom_buffer     *xlink;    /* the two link buffers of plan_links, ... */
+    size_t           xlink_sz; /* ... each this many bytes */
     uint8_t         *role;     /* [n_nodes] F_*: the node's part in a decode fusion */
     VkCommandBuffer *cmd;      /* [max_t + 1], recorded on first use */
     VkQueryPool      qpool;    /* LOOM_VK_PROFILE: 2 timestamps per dispatch */
@@ -448,6 +453,47 @@ static void plan_fusion(vk_prog *p, vk_fuse *fz)
     }
 }
 
+/* Bytes of shared memory gemv_awq.comp FUSED needs at nt tokens besides the
+ * slice partials: 4 [nt][32] arrays; with IDOT x's planes and two words a
+ * 32-block (2.25 K bytes a token) as well. */
+static uint32_t fused_extra(int64_t K, uint32_t nt, bool idot)
+{
+    return 4 * 128 * nt + (idot ? (uint32_t)(K * 2 + K / 4) * nt : 0);
+}
+
+/* whether the fused GEMV over K at nt tokens takes int8 dot products: where they are used and x's planes fit */
+static bool fused_idot(const vk_dev *d, int64_t K, uint32_t nt)
+{
+    return d->idot && K / 8 < (1 << 23) && fused_extra(K, nt, true) + 128 * nt <= d->shared_max;
+}
+
+/* Links (gemv_awq.comp XIN, XOUT): a fused M_ADD or M_SWIGLU whose y is the
+ * x of a later fusion quantises y for it in its epilogue, so that fusion's
+ * work-groups need not each quantise x themselves. The quantised rows go
+ * through one of two link buffers, taken in turn: a buffer is free again once
+ * its reader has run, and a dispatch that reads one writes the other. Each
+ * buffer holds VK_GEMV_MAX_T rows of the widest link, 3 bytes an element. */
+static int plan_links(vk_prog *p, vk_fuse *fz)
+{
+    int32_t reader[2] = {-1, -1}; /* the lead that last reads each buffer */
+    int n = 0;
+    for (int32_t j = 0; j < p->n_nodes && p->d->idot; j++) {
+        if (p->role[j] != F_LEAD) continue;
+        vk_fuse *c = &fz[j];
+        int64_t K = c->mm[0]->src[1]->shape[0];
+        int32_t i = j - 1;
+        while (i >= 0 && !(p->role[i] == F_LEAD && fz[i].y[0] == c->x)) i--;
+        if (i < 0 || (fz[i].mode != M_ADD && fz[i].mode != M_SWIGLU) || fz[i].xout || K % 32) continue;
+        int b = reader[0] < i ? 0 : reader[1] < i ? 1 : -1;
+        if (b < 0) continue;
+        reader[b] = j, n++;
+        fz[i].xout = c->xin = b + 1, fz[i].xnorm = c->norm;
+        size_t sz = ((size_t)VK_GEMV_MAX_T * (size_t)K * 3 + 255) / 256 * 256;
+        if (sz > p->xlink_sz) p->xlink_sz = sz;
+    }
+    return n;
+}
+
 #define TRY(e) do { if ((st = (e))) return st; } while (0)
 #define NEWD(pipe, mode, gx) do { if (!(x = new_disp(p, n, (pipe), (mode), (gx)))) return VK_ERR(LOOM_ERR_NOMEM, "out of memory"); } while (0)
 
@@ -480,15 +526,21 @@ static loom_status lower_fused(vk_prog *p, const loom_node *n, const vk_fuse *f)
     loom_status st;
     VkPipeline pipe;
     vk_disp *x;
+    loom_tensor link[2] = {{.name = "quantised x link", .buf = p->xlink},
+                           {.name = "quantised x link", .buf = p->xlink, .offset = p->xlink_sz}};
     for (uint32_t nt = 1; nt <= VK_GEMV_MAX_T && nt / 2 < T; nt *= 2) {
-        /* 4 [nt][32] arrays, and x * norm_w when it takes at most half of the shared memory; with int8 dot
-         * products x's planes (2 K bytes a token) and two words a group and token instead, where they fit */
-        uint32_t extra = 4 * 128 * nt, xs = f->norm ? (uint32_t)K * 4 * nt : 0, xq = (uint32_t)(K * 2 + K / 16) * nt;
-        bool idot = d->idot && K / 8 < (1 << 23) && extra + xq + 128 * nt <= d->shared_max;
+        /* with FMAs, x * norm_w staged in shared memory when it takes at most half of it */
+        uint32_t extra = fused_extra(K, nt, false), xs = f->norm ? (uint32_t)K * 4 * nt : 0;
+        bool idot = fused_idot(d, K, nt);
         bool staged = !idot && xs && xs <= d->shared_max / 2 && K / 4 < (1 << 23) && extra + xs + 128 * nt <= d->shared_max;
-        awq_split(d, K, (int64_t)wgs * 32, nt, extra + (idot ? xq : staged ? xs : 0), &slices, &gps);
+        /* links at this nt: where the reader takes int8 dot products */
+        bool xin = f->xin && idot, xout = f->xout && fused_idot(d, Nw[0], nt);
+        awq_split(d, K, (int64_t)wgs * 32, nt, idot ? fused_extra(K, nt, true) : extra + (staged ? xs : 0), &slices,
+                  &gps);
         uint32_t flx = fl | (idot ? (uint32_t)(K / 8) << 8 : staged ? 128u | (uint32_t)(K / 4) << 8 : 0u);
-        TRY(loom__vk_pipeline4(d, idot ? VK_SH_GEMV_AWQ_FUSED_IDOT : VK_SH_GEMV_AWQ_FUSED, nt, bdt, slices, flx, &pipe));
+        uint32_t bdl = bdt | (xin ? 4u : 0u) | (xout ? 8u : 0u);
+        if (xout && f->xnorm) bdl |= 16u | dt_code(f->xnorm->src[1]->dtype) << 5;
+        TRY(loom__vk_pipeline4(d, idot ? VK_SH_GEMV_AWQ_FUSED_IDOT : VK_SH_GEMV_AWQ_FUSED, nt, bdl, slices, flx, &pipe));
         NEWD(pipe, G_FLAT, wgs);
         x->min_t = nt == 1 ? 1 : (int32_t)nt / 2 + 1, x->max_t = (int32_t)nt;
         TRY(bind(p, x, 0, f->x, 0, (size_t)T * (size_t)K * 4, 4, false));
@@ -501,6 +553,12 @@ static loom_status lower_fused(vk_prog *p, const loom_node *n, const vk_fuse *f)
         }
         if (f->norm) TRY(bind(p, x, 8, f->norm->src[1], 0, nbytes(f->norm->src[1]), dt_size(f->norm->src[1]->dtype), false));
         if (f->r) TRY(bind(p, x, 14, f->r, 0, (size_t)T * (size_t)Nw[0] * 4, 4, false));
+        if (xin) TRY(bind(p, x, 15, &link[f->xin - 1], 0, (size_t)nt * (size_t)K * 3, 16, false));
+        if (xout) {
+            TRY(bind(p, x, 12, &link[f->xout - 1], 0, (size_t)nt * (size_t)Nw[0] * 3, 16, true));
+            const loom_tensor *nw = f->xnorm ? f->xnorm->src[1] : NULL;
+            if (nw) TRY(bind(p, x, 13, nw, 0, nbytes(nw), dt_size(nw->dtype), false));
+        }
         if (f->attn) {
             const loom_tensor *kc = f->attn->src[3], *vc = f->attn->src[4];
             size_t es = dt_size(kc->dtype);
@@ -824,6 +882,7 @@ void loom__vk_release(void *dctx, void *pv)
     free(p->rec);
     if (p->step) loom__vk_free(d, p->step);
     if (p->part) loom__vk_free(d, p->part);
+    if (p->xlink) loom__vk_free(d, p->xlink);
     for (int32_t i = 0; i < p->n_rope; i++) free(p->ropes[i].inv_freq);
     free(p->ropes);
     free(p->role);
@@ -883,7 +942,9 @@ loom_status loom__vk_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
     vk_fuse *fz = NULL;
     if (!st && (!(p->role = calloc((size_t)n_nodes, 1)) || !(fz = calloc((size_t)n_nodes, sizeof *fz))))
         st = VK_ERR(LOOM_ERR_NOMEM, "out of memory");
-    if (!st && d->fuse) plan_fusion(p, fz);
+    int n_links = 0;
+    if (!st && d->fuse) plan_fusion(p, fz), n_links = plan_links(p, fz);
+    if (!st && n_links) st = loom__vk_alloc(d, 2 * p->xlink_sz, false, &p->xlink);
     size_t part_bytes = 0, cnt_words = 0; /* split decode attention's partials and counters: the largest node's */
     int n_one = 0, n_dec = 0;
     const char *no_one = NULL;
@@ -960,8 +1021,8 @@ loom_status loom__vk_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
     }
     int n_lead = 0;
     for (int32_t i = 0; i < n_nodes; i++) n_lead += p->role[i] == F_LEAD;
-    VK_LOG(LOOM_LOG_DEBUG, "compiled %d nodes into %d dispatches (%d decode fusions)", (int)n_nodes, (int)p->n_disp,
-           n_lead);
+    VK_LOG(LOOM_LOG_DEBUG, "compiled %d nodes into %d dispatches (%d decode fusions, %d passing x quantised)",
+           (int)n_nodes, (int)p->n_disp, n_lead, n_links);
     *out = p;
     return LOOM_OK;
 }

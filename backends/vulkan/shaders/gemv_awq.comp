@@ -49,20 +49,36 @@
  * VK_KHR_shader_integer_dot_product, see vk.c) the loop runs on packed int8
  * dot products instead of the dequantising FMAs: three bit operations and
  * four dot products per 8 weights and token instead of ~25 instructions, the
- * issue rate that kept the FMA loop from the memory's pace. Every work-group
- * first quantises its x (times norm_w) per 128-group and token to 15 bits as
- * two int8 planes: with m = max |x| over the group, y = 127 x / m,
- * h = round(y) and l = round(128 (y - h)) in -64..64, x ~ (128 h + l) m /
- * (127 * 128) (NMSE ~1e-9, below f16's). A word's low nibbles (k, k+2, k+4,
- * k+6) meet x's even bytes and its high nibbles the odd ones, so a group's
- * sum is an exact integer, d = 128 dot(q, h) + dot(q, l) - z sum(128 h + l),
- * and the group adds scale * m / (127 * 128) * d. Shared memory: 2 K bytes
- * a token. */
+ * issue rate that kept the FMA loop from the memory's pace. x (times norm_w)
+ * is quantised per 32-block and token to 15 bits as two int8 planes: with
+ * m = max |x| over the block, y = 127 x / m, h = round(y) and
+ * l = round(128 (y - h)) in -64..64, x ~ (128 h + l) m / (127 * 128) (NMSE
+ * ~1e-9, below f16's). A word's low nibbles (k, k+2, k+4, k+6) meet x's even
+ * bytes and its high nibbles the odd ones, so a block's sum is an exact
+ * integer, d = 128 dot(q, h) + dot(q, l) - z sum(128 h + l), and the group
+ * adds scale / (127 * 128) * sum over its 4 blocks of m d. Shared memory:
+ * 2.25 K bytes a token.
+ *
+ * Who quantises x (BDL, a specialisation, bits 2..):
+ *   by default every work-group, in a prologue that reads x (and norm_w)
+ *   twice: ~10% of a 7B decode step;
+ *   XIN  the fused GEMV that made x did, in its epilogue (its XOUT): the
+ *        work-group copies the planes and block words (binding 15) into
+ *        shared memory, and a folded rmsnorm takes its sum of x^2 from the
+ *        blocks' partial sums.
+ *   XOUT (M_ADD, M_SWIGLU; with or without IDOT) after writing y, each
+ *        work-group quantises its 32 columns (one block) of every row for
+ *        the next GEMV, times that GEMV's norm weight (XNW: binding 13, its
+ *        dtype XNDT), into binding 12. A link's buffer, for N columns of y:
+ *        planes uvec4 [NT][N/8] as xq, then [NT][N/32] uvec4 of the 4 chunk
+ *        sums of 128 h + l, then [NT][N/32] (m bits, sum of y^2 bits, 0, 0).
+ *        Rows from T on are not written; readers take row T - 1. */
 #include "common.glsl"
 #extension GL_EXT_control_flow_attributes : enable
 layout(local_size_x = 32, local_size_y_id = 2) in;
 layout(constant_id = 0) const uint NT = 1;
-layout(constant_id = 1) const uint BDT = 0;
+layout(constant_id = 1) const uint BDL = 0; /* bits 0..1 the bias dtype; FUSED: 2 XIN, 3 XOUT, 4 XNW, 5..6 XNDT */
+const uint BDT = BDL & 3u;
 #ifndef FUSED
 layout(constant_id = 3) const uint XVEC = 1; /* 0: x does not start on 16 bytes: float loads */
 layout(std430, binding = 1) readonly buffer Q { uvec4 q[]; };
@@ -75,16 +91,30 @@ layout(std430, binding = 5) writeonly buffer Y { float y[]; };
 layout(constant_id = 3) const uint FL = 1;
 const uint XVEC = FL & 1u, MODE = (FL >> 1) & 3u, NORM = (FL >> 3) & 1u, NDT = (FL >> 4) & 3u, CDT = (FL >> 6) & 1u;
 const uint XS = (FL >> 7) & 1u, XS4 = XS != 0u ? (FL >> 8) * NT : 1u;
+const uint XIN = (BDL >> 2) & 1u, XOUT = (BDL >> 3) & 1u, XNW = (BDL >> 4) & 1u, XNDT = (BDL >> 5) & 3u;
+uint pack8x4(ivec4 v) { return (uint(v.x) & 255u) | (uint(v.y) & 255u) << 8 | (uint(v.z) & 255u) << 16 | uint(v.w) << 24; }
+/* x[8c .. 8c + 7] (va, vb) with block maximum m as one chunk of the planes (see the top); qs: its sum of 128 h + l */
+uvec4 quant8(vec4 va, vec4 vb, float m, out int qs)
+{
+    float f = m > 0.0 ? 127.0 / m : 0.0; /* inf, NaN: 0 here, NaN at the end (m is in the result) */
+    va *= f, vb *= f;
+    vec4 ha = roundEven(va), hb = roundEven(vb);
+    ivec4 la = ivec4(roundEven((va - ha) * 128.0)), lb = ivec4(roundEven((vb - hb) * 128.0));
+    ivec4 ia = ivec4(ha), ib = ivec4(hb), q = (ia + ib) * 128 + la + lb;
+    qs = q.x + q.y + q.z + q.w;
+    return uvec4(pack8x4(ivec4(ia.x, ia.z, ib.x, ib.z)), pack8x4(ivec4(ia.y, ia.w, ib.y, ib.w)),
+                 pack8x4(ivec4(la.x, la.z, lb.x, lb.z)), pack8x4(ivec4(la.y, la.w, lb.y, lb.w)));
+}
 #ifdef IDOT
 /* FL bits 8..: K / 8 (x's chunks of 8 per token); XS is never set */
 #extension GL_EXT_spirv_intrinsics : require
 spirv_instruction(extensions = ["SPV_KHR_integer_dot_product"], capabilities = [6019, 6018], id = 4452)
 int sudot(uint s8x4, uint u8x4, spirv_literal uint packed_4x8); /* OpSUDotKHR, PackedVectorFormat4x8Bit (0) */
-const uint K8 = FL >> 8, KG = K8 / 16u;
+const uint K8 = FL >> 8, KB = K8 / 4u;
 shared uvec4 xq[K8 * NT]; /* [token][chunk of 8]: h of the even k, h of the odd k, l of the even k, l of the odd k */
-shared uint xgm[KG * NT]; /* [token][group]: max |x| as bits (monotonic for non-negative floats) */
-shared int xgs[KG * NT];  /* [token][group]: sum of 128 h + l */
-uint pack8x4(ivec4 v) { return (uint(v.x) & 255u) | (uint(v.y) & 255u) << 8 | (uint(v.z) & 255u) << 16 | uint(v.w) << 24; }
+shared uint xgm[KB * NT]; /* [token][block of 32]: max |x| as bits (monotonic for non-negative floats) */
+shared int xgs[KB * NT];  /* [token][block of 32]: sum of 128 h + l */
+layout(std430, binding = 15) readonly buffer XI4 { uvec4 xi4[]; }; /* XIN */
 #endif
 #define M_QKV 1u
 #define M_SWIGLU 2u
@@ -116,6 +146,10 @@ layout(std430, binding = 11) writeonly buffer Y2 { float y2[]; };
 layout(std430, binding = 12) writeonly buffer KC { uint kc[]; };
 layout(std430, binding = 13) writeonly buffer VC { uint vc[]; };
 layout(std430, binding = 14) readonly buffer R { float r[]; };
+layout(std430, binding = 12) writeonly buffer XO4 { uvec4 xo4[]; }; /* XOUT: M_ADD, M_SWIGLU have no caches */
+layout(std430, binding = 12) writeonly buffer XO1 { uint xo1[]; };
+layout(std430, binding = 13) readonly buffer XNWB { uint xnw[]; };  /* XNW */
+shared float fq[XOUT != 0u ? 2u * NT * 32u : 1u]; /* XOUT: [token][column] y, then y * the next norm weight */
 const uint NPASS = MODE == M_SWIGLU ? 2u : 1u;
 shared float nred[NT * 32u], fo[NPASS * NT * 32u], fo2[NT * 32u];
 shared vec4 xs4[XS4]; /* XS: [token][K / 4] */
@@ -222,6 +256,25 @@ void main()
 #define MLOAD(i) mload(w, i)
 #define XN(t, k4, nv) (XS != 0u ? xs4[(t) * (K >> 2) + (k4)] : xload(xr[t], k4) * (nv))
     float inv[NT];
+#ifdef IDOT
+    if (XIN != 0u) { /* x as its maker quantised it (see the top): copied; x^2 summed from the blocks' sums */
+        uint li = s * 32u + lx, WGN = 32u * S, xb = OFF(15), mb = xb + NT * (K8 + KB);
+        for (uint i = li; i < K8 * NT; i += WGN) xq[i] = xi4[xb + min(i / K8, T - 1u) * K8 + i % K8];
+        for (uint i = li; i < KB * NT; i += WGN) {
+            uint r = min(i / KB, T - 1u) * KB + i % KB;
+            ivec4 c = ivec4(xi4[xb + NT * K8 + r]);
+            xgs[i] = c.x + c.y + c.z + c.w, xgm[i] = xi4[mb + r].x;
+        }
+        if (NORM != 0u && s == 0u)
+            [[unroll]] for (uint t = 0u; t < NT; t++) {
+                uint r = mb + min(t, T - 1u) * KB;
+                float part = 0.0;
+                for (uint b = lx; b < KB; b += 32u) part += uintBitsToFloat(xi4[r + b].y);
+                nred[t * 32u + lx] = part;
+            }
+        barrier();
+    } else
+#endif
     if (NORM != 0u) { /* sum of x^2 per token over the whole row, in a fixed order */
         uint li = s * 32u + lx, WGN = 32u * S;
         [[unroll]] for (uint t = 0u; t < NT; t++) {
@@ -243,12 +296,13 @@ void main()
                 nred[t * 32u + lx] = v;
             }
         barrier();
+    }
+    if (NORM != 0u)
         [[unroll]] for (uint t = 0u; t < NT; t++) {
             float v = 0.0;
             for (uint l = 0u; l < 32u; l++) v += nred[t * 32u + l];
             inv[t] = 1.0 / sqrt(v / float(K) + PF(P_EPS));
         }
-    }
 #endif
     uint xr[NT];
     [[unroll]] for (uint t = 0u; t < NT; t++) {
@@ -256,30 +310,24 @@ void main()
         if (XVEC != 0u) xr[t] >>= 2;
     }
 #ifdef IDOT
-    { /* x quantised into shared memory: group maxima, then the planes and their sums (see the top) */
+    if (XIN == 0u) { /* x quantised here: block maxima, then the planes and their sums (see the top) */
         uint li = s * 32u + lx, WGN = 32u * S;
-        for (uint i = li; i < KG * NT; i += WGN) xgm[i] = 0u, xgs[i] = 0;
+        for (uint i = li; i < KB * NT; i += WGN) xgm[i] = 0u, xgs[i] = 0;
         barrier();
-        /* chunk i = t K8 + c is in group i / 16 = t KG + c / 16 of xgm, xgs (K8 = 16 KG) */
+        /* chunk i = t K8 + c is in block i / 4 = t KB + c / 4 of xgm, xgs (K8 = 4 KB) */
         for (uint i = li; i < K8 * NT; i += WGN) {
             vec4 va, vb;
             xchunk(xr[i / K8], i % K8, va, vb);
             vec4 m = max(abs(va), abs(vb));
-            atomicMax(xgm[i / 16u], floatBitsToUint(max(max(m.x, m.y), max(m.z, m.w))));
+            atomicMax(xgm[i / 4u], floatBitsToUint(max(max(m.x, m.y), max(m.z, m.w))));
         }
         barrier();
         for (uint i = li; i < K8 * NT; i += WGN) {
             vec4 va, vb;
+            int qs;
             xchunk(xr[i / K8], i % K8, va, vb);
-            float m = uintBitsToFloat(xgm[i / 16u]), f = m > 0.0 ? 127.0 / m : 0.0; /* inf, NaN: 0 here, NaN at the end */
-            va *= f, vb *= f;
-            vec4 ha = roundEven(va), hb = roundEven(vb);
-            ivec4 la = ivec4(roundEven((va - ha) * 128.0)), lb = ivec4(roundEven((vb - hb) * 128.0));
-            ivec4 ia = ivec4(ha), ib = ivec4(hb);
-            xq[i] = uvec4(pack8x4(ivec4(ia.x, ia.z, ib.x, ib.z)), pack8x4(ivec4(ia.y, ia.w, ib.y, ib.w)),
-                          pack8x4(ivec4(la.x, la.z, lb.x, lb.z)), pack8x4(ivec4(la.y, la.w, lb.y, lb.w)));
-            ivec4 q = (ia + ib) * 128 + la + lb;
-            atomicAdd(xgs[i / 16u], q.x + q.y + q.z + q.w);
+            xq[i] = quant8(va, vb, uintBitsToFloat(xgm[i / 4u]), qs);
+            atomicAdd(xgs[i / 4u], qs);
         }
         barrier();
     }
@@ -305,9 +353,12 @@ void main()
                 }
 
 #ifdef IDOT
-                int dh[NT], dl[NT];
-                [[unroll]] for (uint t = 0u; t < NT; t++) dh[t] = 0, dl[t] = 0;
+                float pg[NT]; /* the group's sum of m d over its blocks (a[j] is block 4 g + j) */
+                int z = int(am >> 16);
+                [[unroll]] for (uint t = 0u; t < NT; t++) pg[t] = 0.0;
                 [[unroll]] for (uint j = 0u; j < 4u; j++) {
+                    int dh[NT], dl[NT];
+                    [[unroll]] for (uint t = 0u; t < NT; t++) dh[t] = 0, dl[t] = 0;
                     [[unroll]] for (uint e = 0u; e < 4u; e++) {
                         uint qw = a[j][e], we = qw & 0x0f0f0f0fu, wo = (qw >> 4) & 0x0f0f0f0fu;
                         [[unroll]] for (uint t = 0u; t < NT; t++) {
@@ -316,12 +367,13 @@ void main()
                             dl[t] += sudot(xc.z, we, 0u) + sudot(xc.w, wo, 0u);
                         }
                     }
+                    [[unroll]] for (uint t = 0u; t < NT; t++) {
+                        uint b = t * KB + g * 4u + j;
+                        pg[t] = fma(uintBitsToFloat(xgm[b]), float(dh[t] * 128 + dl[t] - z * xgs[b]), pg[t]);
+                    }
                 }
                 float sc = unpackHalf2x16(am & 0xffffu).x * (1.0 / (127.0 * 128.0));
-                [[unroll]] for (uint t = 0u; t < NT; t++) {
-                    int d = dh[t] * 128 + dl[t] - int(am >> 16) * xgs[t * KG + g];
-                    acc[t] = fma(sc * uintBitsToFloat(xgm[t * KG + g]), float(d), acc[t]);
-                }
+                [[unroll]] for (uint t = 0u; t < NT; t++) acc[t] = fma(sc, pg[t], acc[t]);
 #else
                 float zf = float(am >> 16);
                 vec4 zv = vec4(8388608.0) + zf * vec4(1.0, 16.0, 256.0, 4096.0);
@@ -382,14 +434,33 @@ void main()
         }
         fo2[t * 32u + lx] = v;
         if (t >= T || n >= N) continue;
-        if (MODE == M_ADD) {
-            y0[OFF(9) + t * N + n] = v + r[OFF(14) + t * N + n];
-        } else if (MODE == M_SWIGLU) {
-            y0[OFF(9) + t * N + n] = v / (1.0 + exp(-v)) * u;
+        if (MODE == M_ADD || MODE == M_SWIGLU) {
+            float o = MODE == M_ADD ? v + r[OFF(14) + t * N + n] : v / (1.0 + exp(-v)) * u;
+            y0[OFF(9) + t * N + n] = o;
+            if (XOUT != 0u) fq[t * 32u + lx] = o, fq[(NT + t) * 32u + lx] = XNW != 0u ? o * LOADT(XNDT, xnw, OFF(13) + n) : o;
         } else if (((fl >> (3u + w)) & 1u) != 0u) {
             if (w == 0u) y0[OFF(9) + t * N + n] = v;
             else if (w == 1u) y1[OFF(10) + t * N + n] = v;
             else y2[OFF(11) + t * N + n] = v;
+        }
+    }
+    if (XOUT != 0u) { /* this block (columns 32 wg ..) of rows < T for the next GEMV: 4 lanes a row, a chunk each */
+        barrier();
+        uint N8 = N / 8u, NB = N / 32u, xb = OFF(12);
+        for (uint i = s * 32u + lx; i < 4u * min(T, NT); i += 32u * S) {
+            uint t = i / 4u, c = i % 4u, mb = 0u;
+            float ss = 0.0;
+            for (uint l = 0u; l < 32u; l++) {
+                float v = fq[t * 32u + l];
+                ss = fma(v, v, ss), mb = max(mb, floatBitsToUint(abs(fq[(NT + t) * 32u + l])));
+            }
+            uint e = (NT + t) * 32u + 8u * c;
+            int qs;
+            xo4[xb + t * N8 + wg * 4u + c] = quant8(vec4(fq[e], fq[e + 1u], fq[e + 2u], fq[e + 3u]),
+                                                    vec4(fq[e + 4u], fq[e + 5u], fq[e + 6u], fq[e + 7u]),
+                                                    uintBitsToFloat(mb), qs);
+            xo1[(xb + NT * N8 + t * NB + wg) * 4u + c] = uint(qs);
+            if (c == 0u) xo4[xb + NT * (N8 + NB) + t * NB + wg] = uvec4(mb, floatBitsToUint(ss), 0u, 0u);
         }
     }
     if (MODE == M_QKV) { /* k, v into the caches: an even lane packs its column and the next; tokens in order */
