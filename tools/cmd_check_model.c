@@ -69,18 +69,16 @@ static loom_status run_model(stepper *s, const int32_t *prompt, int32_t T, int32
     for (int32_t i = 0; i < T; i++) pos[i] = i;
     loom_step st = {T, pos, seq};
     loom_status e = step_logits(s, prompt, &st, o->logits, V);
-    float *last = malloc((size_t)V * sizeof *last);
-    if (!last) return loom_error(LOOM_ERR_NOMEM, "out of memory");
-    if (!e) memcpy(last, o->logits + (size_t)(T - 1) * V, (size_t)V * sizeof *last);
+    const float *last = o->logits + (size_t)(T - 1) * V; /* the logits the next token is picked from */
     for (int32_t g = 0; g < n_gen && !e; g++) {
         o->seq[g] = argmax(last, V, &o->margin[g]);
         if (g + 1 == n_gen) break;
         pos[0] = T + g;
         loom_step one = {1, pos, seq};
-        e = step_logits(s, &o->seq[g], &one, last, V);
-        if (!e) memcpy(o->dec + (size_t)g * V, last, (size_t)V * sizeof *last);
+        float *dec = o->dec + (size_t)g * V;
+        e = step_logits(s, &o->seq[g], &one, dec, V);
+        last = dec;
     }
-    free(last);
     return e;
 }
 

@@ -477,13 +477,15 @@ static int plan_links(vk_prog *p, vk_fuse *fz)
 {
     int32_t reader[2] = {-1, -1}; /* the lead that last reads each buffer */
     int n = 0;
-    for (int32_t j = 0; j < p->n_nodes && p->d->idot; j++) {
+    if (!p->d->idot) return 0;
+    for (int32_t j = 0; j < p->n_nodes; j++) {
         if (p->role[j] != F_LEAD) continue;
         vk_fuse *c = &fz[j];
         int64_t K = c->mm[0]->src[1]->shape[0];
         int32_t i = j - 1;
         while (i >= 0 && !(p->role[i] == F_LEAD && fz[i].y[0] == c->x)) i--;
-        if (i < 0 || (fz[i].mode != M_ADD && fz[i].mode != M_SWIGLU) || fz[i].xout || K % 32) continue;
+        /* K is a multiple of 128 (supports()): the producer's 32-column work-groups are whole blocks */
+        if (i < 0 || (fz[i].mode != M_ADD && fz[i].mode != M_SWIGLU) || fz[i].xout) continue;
         int b = reader[0] < i ? 0 : reader[1] < i ? 1 : -1;
         if (b < 0) continue;
         reader[b] = j, n++;
