@@ -380,7 +380,7 @@ static double decode_bytes(const loom_qwen2_model *m, int32_t ctx)
 static int bench_model(int argc, char **argv)
 {
     const char *dir = NULL, *backend = NULL, *json = NULL;
-    long prompt = 512, gen = 64, ctx_fill = 0;
+    long prompt = 512, gen = 64, ctx_fill = 0, cache = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-m") && v) dir = v, i++;
@@ -389,24 +389,31 @@ static int bench_model(int argc, char **argv)
         else if (!strcmp(a, "--prompt")) { if (cli_int("bench model", a, v, 1, 8192, &prompt)) return 2; i++; }
         else if (!strcmp(a, "--gen")) { if (cli_int("bench model", a, v, 2, 4096, &gen)) return 2; i++; }
         else if (!strcmp(a, "--ctx")) { if (cli_int("bench model", a, v, 0, 1 << 20, &ctx_fill)) return 2; i++; }
+        else if (!strcmp(a, "--cache")) { if (cli_int("bench model", a, v, 1, 1 << 22, &cache)) return 2; i++; }
         else {
             dir = NULL;
             break;
         }
     }
     if (!dir) {
-        fprintf(stderr, "usage: loom bench model -m DIR [--backend SPEC] [--prompt N] [--gen N] [--ctx N] [--json FILE]\n"
+        fprintf(stderr, "usage: loom bench model -m DIR [--backend SPEC] [--prompt N] [--gen N] [--ctx N] [--cache N] [--json FILE]\n"
                         "  --prompt N  prompt tokens timed as one prefill (default 512)\n"
                         "  --gen N     tokens decoded one at a time (default 64)\n"
-                        "  --ctx N     decode after N positions already in the cache (default: after the prompt)\n");
+                        "  --ctx N     decode after N positions already in the cache (default: after the prompt)\n"
+                        "  --cache N   positions the KV cache holds, as a server sizes it (default: --ctx + --gen)\n");
         return 2;
     }
     loom_device **devs = NULL;
     int n_devs = 0, rc = 1;
     loom_qwen2_model *m = NULL;
     int32_t *ids = NULL, *pos = NULL, *seq = NULL;
-    if (cli_select("bench model", backend, &devs, &n_devs)) return 2;
     int32_t fill = ctx_fill > prompt ? (int32_t)ctx_fill : (int32_t)prompt, n_ctx = fill + (int32_t)gen;
+    if (cache && cache < n_ctx) {
+        fprintf(stderr, "loom bench model: --cache %ld cannot hold the %d positions of --ctx and --gen\n", cache, (int)n_ctx);
+        return 2;
+    }
+    if (cache) n_ctx = (int32_t)cache;
+    if (cli_select("bench model", backend, &devs, &n_devs)) return 2;
     if (loom_qwen2_model_load(dir, devs, n_devs, (int32_t)prompt, 1, n_ctx, &m)) goto fail;
     const loom_qwen2_config *c = loom_qwen2_model_config(m);
     ids = malloc((size_t)prompt * sizeof *ids), pos = malloc((size_t)prompt * sizeof *pos), seq = calloc((size_t)prompt, sizeof *seq);

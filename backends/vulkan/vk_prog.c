@@ -16,21 +16,20 @@
  * seq[maxT] and, per rope node, the step's cos/sin table (computed on the
  * host in double from loom_rope_inv_freq, so every position rotates exactly
  * as on the CPU). execute() writes it, then submits the command buffer for
- * this step's token count: command buffers are recorded lazily, once per
- * distinct n_tokens, and replayed (grids are sized for n_tokens exactly, so
- * nothing is launched for rows that do not exist). Barriers are recorded
- * only between dispatches whose buffer ranges conflict (read after write,
- * write after read or write).
+ * this step's token count and attention variant (cmd_variant): command
+ * buffers are recorded lazily, once per distinct pair, and replayed (grids
+ * are sized for n_tokens exactly, so nothing is launched for rows that do
+ * not exist). Barriers are recorded only between dispatches whose buffer
+ * ranges conflict (read after write, write after read or write).
  *
  * Decode fusion (plan_fusion; off with LOOM_VK_FUSE=0): for steps of <= 8
  * tokens, a Qwen2 layer's AWQ GEMVs take the nodes around them into one
  * gemv_awq_fused dispatch each: rmsnorm + q/k/v + bias + RoPE + the k, v
  * store of gqa_attn; o_proj + residual add; rmsnorm + gate/up + swiglu;
  * down_proj + residual add. With gqa_attn's attention pass that is 5
- * dispatches per layer instead of 16 (6 where the cache can hold more
- * partitions than attn_dec joins itself: attn_merge, which leaves at once for
- * rows with fewer). The replaced nodes keep their own dispatches for larger
- * steps only.
+ * dispatches per layer instead of 16 (6 in steps with a row of more
+ * partitions than attn_dec joins itself: attn_merge). The replaced nodes
+ * keep their own dispatches for larger steps only.
  *
  * Attention (attn_plan): decode steps take attn_dec.comp, one work-group per
  * (KV head, row, cache partition) serving the GQA group's query heads from
@@ -78,8 +77,7 @@ typedef struct {
     uint32_t               pc[VK_PC_WORDS];
     grid_mode              mode;
     uint32_t               gx, gz;       /* gz: work-groups along z (1 but for attn_dec) */
-    uint8_t                pair;         /* 1, 2: first, second of a node's two dispatches of which a step
-                                            runs one, the other leaving at once: no barrier between them */
+    uint8_t                att;          /* V_*: recorded only in the command buffers of some steps (cmd_variant) */
     int64_t                cols;         /* G_ELEM */
     int32_t                min_t, max_t; /* used when min_t <= rows <= max_t */
     bool                   dyn;
@@ -88,6 +86,13 @@ typedef struct {
     int                    n_acc;
     const loom_node       *node;         /* what it computes (a fusion: its lead) */
 } vk_disp;
+
+/* Which decode attention a step runs depends on its positions, so each token
+ * count has up to four command buffers, keyed by cmd_variant's bits: V_SHORT_STEP,
+ * a one-row step over at most ATT_SP positions (attn_dec1, not attn_dec);
+ * V_MERGE_STEP, a row with more partitions than attn_dec joins (attn_merge). */
+enum { V_ALL, V_SHORT, V_LONG, V_MERGE };        /* vk_disp.att: always; only short; not short; only merging */
+enum { V_SHORT_STEP = 1, V_MERGE_STEP = 2, V_STEPS = 4 };
 
 typedef struct {
     loom_op_params p;
@@ -139,9 +144,12 @@ typedef struct vk_prog {
     loom_buffer     *xlink;    /* the two link buffers of plan_links, ... */
     size_t           xlink_sz; /* ... each this many bytes */
     uint8_t         *role;     /* [n_nodes] F_*: the node's part in a decode fusion */
-    VkCommandBuffer *cmd;      /* [max_t + 1], recorded on first use */
+    bool             has_short;   /* some dispatch is V_SHORT */
+    uint32_t         merge[2];    /* attn_merge's plan (fill, pmax: attn_dec's p[14], p[15]) ... */
+    bool             merge_mixed; /* ... or plans differ between nodes: merge in every step */
+    VkCommandBuffer *cmd;      /* [(max_t + 1) * V_STEPS] by token count and cmd_variant, recorded on first use */
     VkQueryPool      qpool;    /* LOOM_VK_PROFILE: 2 timestamps per dispatch */
-    int32_t        **rec;      /* LOOM_VK_PROFILE: [max_t + 1] the dispatches cmd[n] runs: count, then indices */
+    int32_t        **rec;      /* LOOM_VK_PROFILE: as cmd, the dispatches each runs: count, then indices */
     struct vk_prog  *prev, *next;
 } vk_prog;
 
@@ -595,13 +603,13 @@ static loom_status lower_fused(vk_prog *p, const loom_node *n, const vk_fuse *f)
  * attn_dec1.comp: one-row steps whose row sees at most ATT_SP positions (f16
  * caches, head_dim a power of two up to 128; 256 invocations), a work-group
  * per query head with the whole context in registers. The position is the
- * step's and the command buffer for one row is recorded once, so it holds
- * attn_dec1, then attn_dec (p[16] = ATT_SP) with no barrier between them
- * (vk_disp.pair): each reads pos[0] and leaves at once when the step is the
- * other's. The unused one costs a dispatch of empty work-groups that may
- * overlap the other; a barrier between them would cost a drain. Where the
- * cache holds at most ATT_SP positions attn_dec is not recorded for one row
- * at all. LOOM_VK_ATT_SHORT=0: attn_dec only. */
+ * step's: a one-row step over at most ATT_SP positions replays a command
+ * buffer with attn_dec1 and without attn_dec, a longer one the other way
+ * round (cmd_variant; each shader still leaves at once on a step that is
+ * the other's), and attn_merge is recorded only for steps with a row that
+ * needs it: a dispatch that leaves at once still costs its launch, and
+ * attn_merge a barrier (7B at 128 positions in a 32K cache: 4%).
+ * LOOM_VK_ATT_SHORT=0: attn_dec only. */
 #define ATT_HDMAX      128   /* as in attn_dec.comp and attn_tile.comp */
 #define ATT_NQ         8     /* attn_dec.comp: query heads per work-group ... */
 #define ATT_DP         32    /* ... positions per partition: a multiple of its rounds, ... */
@@ -808,7 +816,8 @@ static loom_status lower(vk_prog *p, const loom_node *n)
         if (a.one) { /* one row over <= ATT_SP positions: a work-group per query head (attn_dec1.comp) */
             TRY(loom__vk_pipeline(d, VK_SH_ATTN_DEC1, (uint32_t)hd, 0, &pipe));
             NEWD(pipe, G_FIXED, (uint32_t)Hq);
-            x->max_t = 1, x->pair = 1;
+            x->max_t = 1, x->att = V_SHORT;
+            p->has_short = true;
             TRY(bind_attn(p, x, n, 16));
         }
         if (a.dec) { /* decode: a GQA group per work-group, partitions (binding 1, counters 2) joined (attn_merge) */
@@ -816,7 +825,7 @@ static loom_status lower(vk_prog *p, const loom_node *n)
             TRY(loom__vk_pipeline(d, VK_SH_ATTN_DEC, cdt, 0, &pipe));
             NEWD(pipe, G_ROWS_Y, (uint32_t)Hkv * a.hb);
             x->gz = a.pmax, x->max_t = VK_GEMV_MAX_T;
-            if (a.one) x->pair = 2, x->min_t = C <= ATT_SP ? 2 : 1; /* (one row: where attn_dec1 leaves) */
+            if (a.one) x->att = V_LONG;
             TRY(bind_attn(p, x, n, 16));
             x->pc[13] = a.hb, x->pc[14] = a.fill, x->pc[15] = a.pmax, x->pc[16] = a.one ? ATT_SP : 0;
             if (a.pmax > 1) { /* the partials, then the counters after the largest node's */
@@ -825,9 +834,12 @@ static loom_status lower(vk_prog *p, const loom_node *n)
                 TRY(bind(p, x, 2, &cnt, 0, a.cnt_words * 4, 4, true));
             }
             if (a.pmax > ATT_JOIN) {
+                uint32_t plan[2] = {a.fill, a.pmax};
+                if (!p->merge[1]) memcpy(p->merge, plan, sizeof plan);
+                else p->merge_mixed |= memcmp(p->merge, plan, sizeof plan) != 0;
                 TRY(loom__vk_pipeline(d, VK_SH_ATTN_MERGE, 0, 0, &pipe));
                 NEWD(pipe, G_ROWS_Y, (uint32_t)Hq);
-                x->max_t = VK_GEMV_MAX_T;
+                x->max_t = VK_GEMV_MAX_T, x->att = V_MERGE;
                 TRY(bind(p, x, 5, y, 0, ybytes, 4, true));
                 TRY(bind(p, x, 1, &part, 0, a.part_bytes, 4, false));
                 x->pc[7] = (uint32_t)Hq, x->pc[9] = (uint32_t)hd, x->pc[14] = a.fill, x->pc[15] = a.pmax;
@@ -873,14 +885,14 @@ void loom__vk_release(void *dctx, void *pv)
     if (d->last_prog == p) d->last_prog = NULL;
     VK_UNLINK(d->progs, p);
     if (p->cmd) {
-        for (int32_t i = 0; i <= p->max_t; i++)
+        for (int32_t i = 0; i < (p->max_t + 1) * V_STEPS; i++)
             if (p->cmd[i]) vkFreeCommandBuffers(d->dev, d->cmd_pool, 1, &p->cmd[i]);
         free(p->cmd);
     }
     if (p->dpool) vkDestroyDescriptorPool(d->dev, p->dpool, NULL);
     if (p->qpool) vkDestroyQueryPool(d->dev, p->qpool, NULL);
     if (p->rec)
-        for (int32_t i = 0; i <= p->max_t; i++) free(p->rec[i]);
+        for (int32_t i = 0; i < (p->max_t + 1) * V_STEPS; i++) free(p->rec[i]);
     free(p->rec);
     if (p->step) loom__vk_free(d, p->step);
     if (p->part) loom__vk_free(d, p->part);
@@ -940,7 +952,7 @@ loom_status loom__vk_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
     if (!st) st = loom__vk_alloc(d, words * 4, true, &p->step);
     if (!st && !p->step->map) st = VK_ERR(LOOM_ERR_BACKEND, "step buffer is not host-visible");
     if (!st) memset(p->step->map, 0, words * 4);
-    if (!st && !(p->cmd = calloc((size_t)p->max_t + 1, sizeof *p->cmd))) st = VK_ERR(LOOM_ERR_NOMEM, "out of memory");
+    if (!st && !(p->cmd = calloc(((size_t)p->max_t + 1) * V_STEPS, sizeof *p->cmd))) st = VK_ERR(LOOM_ERR_NOMEM, "out of memory");
     vk_fuse *fz = NULL;
     if (!st && (!(p->role = calloc((size_t)n_nodes, 1)) || !(fz = calloc((size_t)n_nodes, sizeof *fz))))
         st = VK_ERR(LOOM_ERR_NOMEM, "out of memory");
@@ -1014,7 +1026,7 @@ loom_status loom__vk_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
                                     .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = 2 * (uint32_t)p->n_disp};
         VkResult r = vkCreateQueryPool(d->dev, &qi, NULL, &p->qpool);
         if (r != VK_SUCCESS) st = loom__vk_fail(r, "vkCreateQueryPool");
-        else if (!(p->rec = calloc((size_t)p->max_t + 1, sizeof *p->rec))) st = VK_ERR(LOOM_ERR_NOMEM, "out of memory");
+        else if (!(p->rec = calloc(((size_t)p->max_t + 1) * V_STEPS, sizeof *p->rec))) st = VK_ERR(LOOM_ERR_NOMEM, "out of memory");
     }
     if (!st) st = loom__vk_check_validation(d);
     if (st) {
@@ -1035,7 +1047,14 @@ static bool overlaps(const vk_access *a, const vk_access *b)
     return a->buf == b->buf && a->lo < b->hi && b->lo < a->hi;
 }
 
-static loom_status record(vk_prog *p, int32_t n, VkCommandBuffer *out)
+/* the step's cmd_variant bits: which of the V_* dispatches it runs */
+static bool runs(const vk_disp *x, int v)
+{
+    return x->att == V_ALL || (x->att == V_SHORT && (v & V_SHORT_STEP)) || (x->att == V_LONG && !(v & V_SHORT_STEP)) ||
+           (x->att == V_MERGE && (v & V_MERGE_STEP));
+}
+
+static loom_status record(vk_prog *p, int32_t n, int v, VkCommandBuffer *out)
 {
     vk_dev *d = p->d;
     VkCommandBufferAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
@@ -1054,28 +1073,23 @@ static loom_status record(vk_prog *p, int32_t n, VkCommandBuffer *out)
                           .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT};
     vk_access *pending = malloc((size_t)(p->n_disp + 1) * (VK_BINDINGS + 2) * sizeof *pending);
     int32_t *rec = p->qpool ? malloc((size_t)(p->n_disp + 1) * sizeof *rec) : NULL;
-    int n_pend = 0, n_barriers = 0, n_rec = 0, last_acc = 0; /* last_acc: where the last dispatch's accesses start */
-    int32_t last = -1;                                          /* the last dispatch recorded */
+    int n_pend = 0, n_barriers = 0, n_rec = 0;
     VkPipeline bound = VK_NULL_HANDLE;
     if (p->qpool && !rec) free(pending), pending = NULL;
     if (rec) vkCmdResetQueryPool(cb, p->qpool, 0, 2 * (uint32_t)p->n_disp);
     for (int32_t i = 0; pending && i < p->n_disp; i++) {
         vk_disp *x = &p->disp[i];
         int64_t rows = x->dyn ? n : x->rows;
-        if (rows < x->min_t || rows > x->max_t) continue;
+        if (rows < x->min_t || rows > x->max_t || !runs(x, v)) continue;
         bool hazard = false; /* any conflict with accesses since the last barrier (one side writing) */
-        /* the second of a pair right after the first: nothing to wait for in the first (one of them leaves at once) */
-        bool paired = x->pair == 2 && last == i - 1 && p->disp[last].pair == 1 && p->disp[last].node == x->node;
-        int upto = paired ? last_acc : n_pend;
         for (int a = 0; a < x->n_acc && !hazard; a++)
-            for (int b = 0; b < upto && !hazard; b++)
+            for (int b = 0; b < n_pend && !hazard; b++)
                 hazard = (x->acc[a].write || pending[b].write) && overlaps(&x->acc[a], &pending[b]);
         if (hazard) {
             vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1,
                                  &mb, 0, NULL, 0, NULL);
             n_pend = 0, n_barriers++;
         }
-        last = i, last_acc = n_pend;
         for (int a = 0; a < x->n_acc; a++) pending[n_pend++] = x->acc[a];
         uint32_t pc[VK_PC_WORDS], gx = x->gx, gy = 1;
         memcpy(pc, x->pc, sizeof pc);
@@ -1124,9 +1138,11 @@ static loom_status record(vk_prog *p, int32_t n, VkCommandBuffer *out)
         vkFreeCommandBuffers(d->dev, d->cmd_pool, 1, &cb);
         return loom__vk_fail(r, "vkEndCommandBuffer");
     }
-    if (rec) rec[0] = n_rec, free(p->rec[n]), p->rec[n] = rec;
-    VK_LOG(LOOM_LOG_DEBUG, "recorded the command buffer for %d tokens: %d dispatches (of %d compiled), %d barriers",
-           (int)n, n_rec, (int)p->n_disp, n_barriers);
+    int k = n * V_STEPS + v;
+    if (rec) rec[0] = n_rec, free(p->rec[k]), p->rec[k] = rec;
+    VK_LOG(LOOM_LOG_DEBUG, "recorded the command buffer for %d tokens%s%s: %d dispatches (of %d compiled), %d barriers",
+           (int)n, v & V_SHORT_STEP ? ", short attention" : "", v & V_MERGE_STEP ? ", merging attention" : "", n_rec,
+           (int)p->n_disp, n_barriers);
     *out = cb;
     return LOOM_OK;
 }
@@ -1169,10 +1185,10 @@ static double ticks_ms(const vk_dev *d, uint64_t a, uint64_t b)
 }
 
 /* Wait for the step, read its timestamps and log where its device time went. */
-static loom_status prof_report(vk_prog *p, int32_t n)
+static loom_status prof_report(vk_prog *p, int32_t n, int v)
 {
     vk_dev *d = p->d;
-    const int32_t *rec = p->rec[n];
+    const int32_t *rec = p->rec[n * V_STEPS + v];
     int32_t nr = rec ? rec[0] : 0;
     loom_status st = loom__vk_wait(d);
     if (st || !nr) return st;
@@ -1226,6 +1242,32 @@ static loom_status prof_report(vk_prog *p, int32_t n)
     return LOOM_OK;
 }
 
+/* attn_dec.comp's dec_parts, the same integer arithmetic: the partitions of a row over L positions in a
+ * step of T rows (fill0, pmax: its p[14], p[15]); a row of more than ATT_JOIN needs attn_merge */
+static uint32_t att_parts(uint32_t L, uint32_t T, uint32_t fill0, uint32_t pmax)
+{
+    uint32_t fill = (fill0 + T - 1) / T, fine = (L + ATT_DP - 1) / ATT_DP, hi = (L + ATT_PLMIN - 1) / ATT_PLMIN;
+    if (fine > ATT_JOIN) fine = ATT_JOIN;
+    if (hi < fine) hi = fine;
+    uint32_t lo = (L + ATT_PLMAX - 1) / ATT_PLMAX, P = fill > lo ? fill : lo;
+    P = P < hi ? P : hi;
+    P = P < pmax ? P : pmax;
+    uint32_t PL = ((L + P - 1) / P + ATT_DP - 1) / ATT_DP * ATT_DP;
+    return (L + PL - 1) / PL;
+}
+
+/* which command buffer of n tokens the step replays (V_*_STEP bits) */
+static int cmd_variant(const vk_prog *p, int32_t n, const loom_step *step)
+{
+    int v = 0;
+    if (!p->needs_pos) return v;
+    if (p->has_short && n == 1 && step->pos[0] < ATT_SP) v |= V_SHORT_STEP; /* attn_dec1's L <= SP */
+    for (int32_t t = 0; t < n && p->merge[1] && !(v & V_MERGE_STEP); t++)
+        if (p->merge_mixed || att_parts((uint32_t)step->pos[t] + 1, (uint32_t)n, p->merge[0], p->merge[1]) > ATT_JOIN)
+            v |= V_MERGE_STEP;
+    return v;
+}
+
 loom_status loom__vk_execute(void *dctx, void *pv, const loom_step *step)
 {
     vk_dev *d = dctx;
@@ -1268,8 +1310,10 @@ loom_status loom__vk_execute(void *dctx, void *pv, const loom_step *step)
                 tab[((size_t)t * h2 + i) * 2 + 1] = (float)(sin(a) * ro->mscale);
             }
     }
-    if (!p->cmd[n] && (st = record(p, n, &p->cmd[n]))) return st;
-    st = loom__vk_submit(d, p->cmd[n], p);
-    if (!st && p->qpool) st = prof_report(p, n);
+    int v = cmd_variant(p, n, step);
+    VkCommandBuffer *cb = &p->cmd[n * V_STEPS + v];
+    if (!*cb && (st = record(p, n, v, cb))) return st;
+    st = loom__vk_submit(d, *cb, p);
+    if (!st && p->qpool) st = prof_report(p, n, v);
     return st;
 }

@@ -26,13 +26,15 @@
  * depends on timing: up to JOIN partitions by the last work-group of the
  * (KV head block, row) to finish (a counter per pair, binding 2, which that
  * work-group returns to zero), beyond by the MERGE variant of this file
- * (geometry (Hq, T)), a dispatch of its own.
+ * (geometry (Hq, T)), a dispatch of its own, recorded only for steps with
+ * such a row (the host mirrors dec_parts: att_parts in vk_prog.c).
  * head_dim <= 128 and a multiple of 8; caches start on 16 bytes (vk_prog.c
  * falls back to attn.comp otherwise). Shared memory: 29.0 KiB.
  * CDT 1: f16 cache, 0: f32. p[7] Hq, p[8] Hkv, p[9] hd, p[10] C, p[11]
  * scale, p[12] seq base word, p[13] HB, p[14] FILL (work-groups per row
  * wanted at T = 1), p[15] PMAX, p[16] the most positions of a one-row step
- * that attn_dec1 takes (recorded beside this; vk_prog.c), 0 none; OFF(3),
+ * that attn_dec1 takes (whose steps replay a command buffer without this:
+ * the check is a guard), 0 none; OFF(3),
  * OFF(4) count 16-byte chunks. */
 #include "common.glsl"
 #extension GL_EXT_control_flow_attributes : enable
@@ -62,7 +64,8 @@ layout(std430, binding = 1) readonly buffer Part { float part[]; };
 layout(std430, binding = 1) coherent buffer Part { float part[]; };
 #endif
 
-/* (partitions, positions per partition) of a row reaching L positions in a step of T rows */
+/* (partitions, positions per partition) of a row reaching L positions in a step of T rows;
+ * att_parts in vk_prog.c computes the same partitions on the host: change both together */
 uvec2 dec_parts(uint L, uint T)
 {
     uint fill = (pc.p[14] + T - 1u) / T, hi = max((L + PLMIN - 1u) / PLMIN, min((L + DP - 1u) / DP, JOIN));

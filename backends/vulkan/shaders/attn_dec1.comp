@@ -14,10 +14,10 @@
  *   invocation keeps one chunk's 8 dims over its positions (NCH divides WG),
  *   and the WG / NCH invocations of a chunk are summed from shared memory by dim.
  * The GQA group's heads read the same K/V rows (cache hits after the first);
- * no partials, counters or join. The recorded command buffer for one-row
- * steps holds this and attn_dec.comp with no barrier between them; the step
- * picks (vk_prog.c): this leaves at once past SP positions, attn_dec at or
- * below. Shared memory: 9.1 KiB. The caches start on 16 bytes.
+ * no partials, counters or join. The host records this only in the command
+ * buffer of one-row steps over at most SP positions and attn_dec.comp only in
+ * the others (cmd_variant in vk_prog.c); each still leaves at once on a step
+ * that is the other's. Shared memory: 9.1 KiB. The caches start on 16 bytes.
  * p[7] Hq, p[8] Hkv, p[10] C, p[11] scale, p[12] seq base word; OFF(3),
  * OFF(4) count 16-byte chunks. The same scheme as OpenCL's attn_dec1. */
 #include "common.glsl"
