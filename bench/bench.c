@@ -464,7 +464,9 @@ static int bench_model(int argc, char **argv)
     printf("loom bench model: %s on %s (%d layers, hidden %d%s)\n", dir, loom_device_label(devs[0]), c->n_layers, c->hidden,
            c->awq ? ", AWQ" : "");
     printf("  prompt   %ld tokens in %.3f s: %.1f tok/s\n", prompt, p_s, prompt / p_s);
-    printf("  decode   %ld tokens after %d positions: %.2f tok/s (%.2f ms/token)\n", gen - 1, fill, dec_tps, 1e3 / dec_tps);
+    printf("  decode   %ld tokens after %d positions", gen - 1, fill);
+    if (cache) printf(" in a cache of %d", (int)n_ctx);
+    printf(": %.2f tok/s (%.2f ms/token)\n", dec_tps, 1e3 / dec_tps);
     printf("  traffic  %.1f MiB per decoded token -> %.2f GB/s\n", bytes / 1048576.0, eff);
     printf("  memcpy   %.2f GB/s (read+write, %d threads, same run); decode reaches %.2f of it\n", bw_gbs, mb.threads,
            eff / bw_gbs);
@@ -476,6 +478,7 @@ static int bench_model(int argc, char **argv)
         cJSON_AddNumberToObject(j, "prompt_tokens", (double)prompt);
         cJSON_AddNumberToObject(j, "prompt_tok_s", prompt / p_s);
         cJSON_AddNumberToObject(j, "decode_context", fill);
+        cJSON_AddNumberToObject(j, "cache_positions", n_ctx);
         cJSON_AddNumberToObject(j, "decode_tok_s", dec_tps);
         cJSON_AddNumberToObject(j, "bytes_per_token", bytes);
         cJSON_AddNumberToObject(j, "memcpy_gb_s", bw_gbs);

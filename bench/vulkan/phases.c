@@ -125,7 +125,9 @@ int main(int argc, char **argv)
     if (!f) return fprintf(stderr, "vk-phases: cannot open %s\n", argv[1]), 1;
     static uint32_t spv[1 << 16];
     size_t spv_len = fread(spv, 1, sizeof spv, f);
+    bool more = fgetc(f) != EOF;
     fclose(f);
+    if (!spv_len || spv_len % 4 || more) return fprintf(stderr, "vk-phases: %s is not a SPIR-V module of this size\n", argv[1]), 1;
 
     VkApplicationInfo app = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO, .apiVersion = VK_API_VERSION_1_1};
     VkInstanceCreateInfo ici = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO, .pApplicationInfo = &app};
