@@ -605,8 +605,8 @@ static loom_status lower_fused(vk_prog *p, const loom_node *n, const vk_fuse *f)
  * per query head with the whole context in registers. The position is the
  * step's: a one-row step over at most ATT_SP positions replays a command
  * buffer with attn_dec1 and without attn_dec, a longer one the other way
- * round (cmd_variant; each shader still leaves at once on a step that is
- * the other's), and attn_merge is recorded only for steps with a row that
+ * round (cmd_variant; attn_dec1 still leaves at once past ATT_SP, which it
+ * cannot serve), and attn_merge is recorded only for steps with a row that
  * needs it: a dispatch that leaves at once still costs its launch, and
  * attn_merge a barrier (7B at 128 positions in a 32K cache: 4%).
  * LOOM_VK_ATT_SHORT=0: attn_dec only. */
@@ -827,7 +827,7 @@ static loom_status lower(vk_prog *p, const loom_node *n)
             x->gz = a.pmax, x->max_t = VK_GEMV_MAX_T;
             if (a.one) x->att = V_LONG;
             TRY(bind_attn(p, x, n, 16));
-            x->pc[13] = a.hb, x->pc[14] = a.fill, x->pc[15] = a.pmax, x->pc[16] = a.one ? ATT_SP : 0;
+            x->pc[13] = a.hb, x->pc[14] = a.fill, x->pc[15] = a.pmax;
             if (a.pmax > 1) { /* the partials, then the counters after the largest node's */
                 loom_tensor cnt = {.name = "attention counters", .buf = p->part, .offset = p->cnt_off};
                 TRY(bind(p, x, 1, &part, 0, a.part_bytes, 4, true));

@@ -32,10 +32,9 @@
  * falls back to attn.comp otherwise). Shared memory: 29.0 KiB.
  * CDT 1: f16 cache, 0: f32. p[7] Hq, p[8] Hkv, p[9] hd, p[10] C, p[11]
  * scale, p[12] seq base word, p[13] HB, p[14] FILL (work-groups per row
- * wanted at T = 1), p[15] PMAX, p[16] the most positions of a one-row step
- * that attn_dec1 takes (whose steps replay a command buffer without this:
- * the check is a guard), 0 none; OFF(3),
- * OFF(4) count 16-byte chunks. */
+ * wanted at T = 1), p[15] PMAX; OFF(3), OFF(4) count 16-byte chunks.
+ * It serves any step; one-row steps that attn_dec1 takes replay a command
+ * buffer without it (cmd_variant in vk_prog.c). */
 #include "common.glsl"
 #extension GL_EXT_control_flow_attributes : enable
 #define WG 128u
@@ -135,7 +134,6 @@ void main()
     uint G = Hq / Hkv, ngb = (G + HB - 1u) / HB, hk = gl_WorkGroupID.x / HB, g0 = gl_WorkGroupID.x % HB * ngb;
     uint t = gl_WorkGroupID.y, pi = gl_WorkGroupID.z, nq = min(ngb, G - g0);
     uint s = step.w[pc.p[12] + t], L = step.w[4u + t] + 1u;
-    if (ROWS == 1u && L <= pc.p[16]) return; /* the whole dispatch: attn_dec1's step */
     uvec2 pl = dec_parts(L, ROWS);
     uint P = pl.x;
     if (pi >= P) return; /* the whole work-group: past this row's partitions */

@@ -16,8 +16,8 @@
  * The GQA group's heads read the same K/V rows (cache hits after the first);
  * no partials, counters or join. The host records this only in the command
  * buffer of one-row steps over at most SP positions and attn_dec.comp only in
- * the others (cmd_variant in vk_prog.c); each still leaves at once on a step
- * that is the other's. Shared memory: 9.1 KiB. The caches start on 16 bytes.
+ * the others (cmd_variant in vk_prog.c); it still leaves at once past SP
+ * positions, which its registers cannot hold. Shared memory: 9.1 KiB. The caches start on 16 bytes.
  * p[7] Hq, p[8] Hkv, p[10] C, p[11] scale, p[12] seq base word; OFF(3),
  * OFF(4) count 16-byte chunks. The same scheme as OpenCL's attn_dec1. */
 #include "common.glsl"
