@@ -11,12 +11,25 @@
  * and the persistent variant with what a real phase adds before its barrier:
  * each work-group writing 32 words that the fence must wait for (pers+write),
  * each invocation loading its first word of the next phase before the wait,
- * as a GEMV can its weights (pers+ahead), and both (pers+both).
+ * as a GEMV can its weights (pers+ahead), and both (pers+both); and two
+ * forms that need no grid resident at once: a dispatch per phase recorded
+ * without barriers, each work-group waiting on the counter of the phase
+ * before (chain; chain+ahead with its first load before the wait), and every
+ * phase in one dispatch, work-groups placed by an atomic ticket (ticket,
+ * ticket+ahead); chain-vol waits by an unbounded loop of volatile reads
+ * rather than atomicOr(c, 0) (it hangs where the others give up). A chained
+ * wait that gives up (a deadlock: a later
+ * dispatch's work-groups holding the places an earlier one's still need)
+ * is counted and printed beside its variant.
+ *
+ * The streaming phases launch DISP work-groups of 256 (default 1056: what
+ * the H100 holds at once, 8 an SM); more shows whether chained dispatches
+ * stay live when a phase does not fit the GPU at once.
  * Times from timestamps around each variant's command buffer, median of REPS.
  *
  *   glslc --target-env=vulkan1.1 -O bench/vulkan/phases.comp -o phases.spv
  *   cc -O2 -o vk-phases bench/vulkan/phases.c -lvulkan
- *   ./vk-phases phases.spv [7b|0.5b] [layers] [persistent work-groups] [device]
+ *   ./vk-phases phases.spv [7b|0.5b] [layers] [persistent work-groups] [device] [DISP]
  *
  * The persistent variant assumes every work-group of its grid is resident at
  * once (NVIDIA: 4 x 256 invocations an SM of this shader are); a grid that is
@@ -106,7 +119,7 @@ static int by_value(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: vk-phases phases.spv [7b|0.5b] [layers] [persistent work-groups] [device]\n");
+        fprintf(stderr, "usage: vk-phases phases.spv [7b|0.5b] [layers] [persistent work-groups] [device] [DISP]\n");
         return 2;
     }
     const shape *sh = &shapes[0];
@@ -119,7 +132,9 @@ int main(int argc, char **argv)
     int64_t layers = argc > 3 ? atol(argv[3]) : sh->layers;
     uint32_t g_pers = argc > 4 ? (uint32_t)atol(argv[4]) : 528;
     uint32_t dev_index = argc > 5 ? (uint32_t)atol(argv[5]) : 0;
-    if (layers < 1 || layers > 200 || g_pers < 1) return fprintf(stderr, "vk-phases: bad layers or work-groups\n"), 2;
+    long g_disp_arg = argc > 6 ? atol(argv[6]) : 1056;
+    if (layers < 1 || layers > 200 || g_pers < 1 || g_disp_arg < 1 || g_disp_arg > 65535)
+        return fprintf(stderr, "vk-phases: bad layers or work-groups\n"), 2;
 
     FILE *f = fopen(argv[1], "rb");
     if (!f) return fprintf(stderr, "vk-phases: cannot open %s\n", argv[1]), 1;
@@ -173,32 +188,36 @@ int main(int argc, char **argv)
                 total / 1e9, props.limits.maxStorageBufferRange / 1e9);
         return 1;
     }
-    uint32_t g_disp = 1056; /* a dispatch's work-groups for the streaming phases (loom's GEMVs launch 112..1184) */
+    uint32_t g_disp = (uint32_t)g_disp_arg; /* a streaming phase's work-groups (loom's GEMVs launch 112..1184) */
     phase *tab;
     VkBuffer tab_b = buffer((VkDeviceSize)(3 * n_ph + 1) * sizeof *tab, true, (void **)&tab);
     uint64_t at = 0;
+    uint32_t tickets = 0;
     for (int64_t l = 0; l < layers; l++)
         for (int k = 0; k < PER_LAYER; k++) {
             int64_t i = l * PER_LAYER + k;
             uint32_t len = (uint32_t)(per[k] / 16), need = (len + 255) / 256, heads = (uint32_t)sh->heads;
             uint32_t d = k == 1 ? heads : need < g_disp ? need : g_disp;
             uint32_t p = k == 1 ? heads : g_pers;
-            tab[i] = (phase){(uint32_t)(at / 16), len, d, 0};
+            tab[i] = (phase){(uint32_t)(at / 16), len, d, tickets}; /* pad: the phase's first ticket (MODE 4) */
+            tickets += d;
             tab[n_ph + i] = (phase){(uint32_t)(at / 16), len, p, 0};
             tab[2 * n_ph + i] = (phase){(uint32_t)(at / 16), 0, p, 0};
             at += (per[k] + 255) / 256 * 256;
         }
     tab[3 * n_ph] = (phase){0, (uint32_t)(total / 16), g_disp, 0};
 
-    VkBuffer w_b = buffer(total, false, NULL), sync_b = buffer((VkDeviceSize)n_ph * 4, false, NULL);
+    VkBuffer w_b = buffer(total, false, NULL), sync_b = buffer((VkDeviceSize)(n_ph + 1) * 4, false, NULL);
     VkBuffer sink_b = buffer(8 + (VkDeviceSize)n_ph * g_pers * 32 * 4, false, NULL);
+    uint32_t *timeouts;
+    VkBuffer to_b = buffer(4, true, (void **)&timeouts);
 
     /* pipelines: MODE 0, 1, 2 */
-    VkDescriptorSetLayoutBinding lb[4];
-    for (int i = 0; i < 4; i++)
+    VkDescriptorSetLayoutBinding lb[5];
+    for (int i = 0; i < 5; i++)
         lb[i] = (VkDescriptorSetLayoutBinding){i, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT, NULL};
     VkDescriptorSetLayoutCreateInfo dli = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
-                                           .bindingCount = 4, .pBindings = lb};
+                                           .bindingCount = 5, .pBindings = lb};
     VkDescriptorSetLayout dsl;
     CK(vkCreateDescriptorSetLayout(dev, &dli, NULL, &dsl));
     VkPushConstantRange pcr = {VK_SHADER_STAGE_COMPUTE_BIT, 0, 16};
@@ -210,9 +229,12 @@ int main(int argc, char **argv)
                                     .pCode = spv};
     VkShaderModule mod;
     CK(vkCreateShaderModule(dev, &smi, NULL, &mod));
-    VkPipeline pipe[6]; /* MODE 0, 1, 2, then MODE 1 with FLAGS 1, 2, 3 */
-    for (uint32_t m = 0; m < 6; m++) {
-        uint32_t sc[2] = {m < 3 ? m : 1, m < 3 ? 0 : m - 2};
+    /* MODE 0, 1, 2, then MODE 1 with FLAGS 1, 2, 3, then MODE 3 and 4 with FLAGS 0 and 2 */
+    static const uint32_t modes[11][2] = {{0, 0}, {1, 0}, {2, 0}, {1, 1}, {1, 2}, {1, 3}, {3, 0},
+                                          {3, 2}, {4, 0}, {4, 2}, {3, 4}};
+    VkPipeline pipe[11];
+    for (uint32_t m = 0; m < 11; m++) {
+        const uint32_t *sc = modes[m];
         VkSpecializationMapEntry me[2] = {{0, 0, 4}, {1, 4, 4}};
         VkSpecializationInfo si = {2, me, 8, sc};
         VkComputePipelineCreateInfo cpi = {
@@ -222,7 +244,7 @@ int main(int argc, char **argv)
             .layout = layout};
         CK(vkCreateComputePipelines(dev, VK_NULL_HANDLE, 1, &cpi, NULL, &pipe[m]));
     }
-    VkDescriptorPoolSize ps = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 4};
+    VkDescriptorPoolSize ps = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 5};
     VkDescriptorPoolCreateInfo dpi = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, .maxSets = 1,
                                       .poolSizeCount = 1, .pPoolSizes = &ps};
     VkDescriptorPool dp;
@@ -231,9 +253,9 @@ int main(int argc, char **argv)
                                        .descriptorSetCount = 1, .pSetLayouts = &dsl};
     VkDescriptorSet set;
     CK(vkAllocateDescriptorSets(dev, &dai, &set));
-    VkDescriptorBufferInfo bis[4] = {{w_b, 0, VK_WHOLE_SIZE}, {tab_b, 0, VK_WHOLE_SIZE}, {sync_b, 0, VK_WHOLE_SIZE},
-                                     {sink_b, 0, VK_WHOLE_SIZE}};
-    VkWriteDescriptorSet wd = {.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, .dstSet = set, .descriptorCount = 4,
+    VkDescriptorBufferInfo bis[5] = {{w_b, 0, VK_WHOLE_SIZE}, {tab_b, 0, VK_WHOLE_SIZE}, {sync_b, 0, VK_WHOLE_SIZE},
+                                     {sink_b, 0, VK_WHOLE_SIZE}, {to_b, 0, VK_WHOLE_SIZE}};
+    VkWriteDescriptorSet wd = {.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, .dstSet = set, .descriptorCount = 5,
                                .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .pBufferInfo = bis};
     vkUpdateDescriptorSets(dev, 1, &wd, 0, NULL);
 
@@ -254,9 +276,13 @@ int main(int argc, char **argv)
     VkCommandBufferBeginInfo cbi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
     VkSubmitInfo sub = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1};
 
-    const char *names[] = {"disp", "pers", "one", "empty", "pers-empty", "pers+write", "pers+ahead", "pers+both"};
-    double med[8];
-    for (int v = -1; v < 8; v++) {
+    const char *names[] = {"disp",       "pers",       "one",   "empty",        "pers-empty", "pers+write",
+                           "pers+ahead", "pers+both",  "chain", "chain+ahead", "ticket",     "ticket+ahead",
+                           "chain-vol"};
+    enum { N_VAR = 13 };
+    double med[N_VAR];
+    uint32_t gave_up[N_VAR];
+    for (int v = -1; v < N_VAR; v++) {
         VkCommandBuffer cb;
         CK(vkAllocateCommandBuffers(dev, &cai, &cb));
         CK(vkBeginCommandBuffer(cb, &cbi));
@@ -279,6 +305,18 @@ int main(int argc, char **argv)
                 vkCmdPushConstants(cb, layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, 16, pcv);
                 vkCmdDispatch(cb, tab[i].wgs, 1, 1);
             }
+        } else if (v == 8 || v == 9 || v == 12) { /* chained dispatches, no barriers */
+            vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, pipe[v == 12 ? 10 : v - 2]);
+            for (int64_t i = 0; i < n_ph; i++) {
+                pcv[0] = (uint32_t)i;
+                vkCmdPushConstants(cb, layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, 16, pcv);
+                vkCmdDispatch(cb, tab[i].wgs, 1, 1);
+            }
+        } else if (v == 10 || v == 11) { /* one dispatch, ticket order */
+            vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, pipe[v - 2]);
+            pcv[0] = 0, pcv[1] = (uint32_t)n_ph;
+            vkCmdPushConstants(cb, layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, 16, pcv);
+            vkCmdDispatch(cb, tickets, 1, 1);
         } else if (v == 1 || v >= 4) { /* persistent */
             vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, pipe[v <= 4 ? 1 : v - 2]);
             pcv[0] = (uint32_t)(v == 4 ? 2 * n_ph : n_ph), pcv[1] = (uint32_t)n_ph;
@@ -295,6 +333,7 @@ int main(int argc, char **argv)
         sub.pCommandBuffers = &cb;
         double t[REPS];
         int reps = v < 0 ? 1 : REPS;
+        *timeouts = 0;
         for (int r = 0; r < reps; r++) {
             CK(vkQueueSubmit(queue, 1, &sub, fence));
             CK(vkWaitForFences(dev, 1, &fence, VK_TRUE, UINT64_MAX));
@@ -307,14 +346,16 @@ int main(int argc, char **argv)
         if (v < 0) continue;
         qsort(t, REPS, sizeof *t, by_value);
         med[v] = t[REPS / 2];
+        gave_up[v] = *timeouts;
     }
     printf("vk-phases: %s, %s shapes, %lld layers x %d phases, %.1f MB a step (weights and KV at 128 positions; "
-           "no lm_head), %u persistent work-groups, median of %d\n",
-           props.deviceName, sh->name, (long long)layers, PER_LAYER, total / 1e6, g_pers, REPS);
-    for (int v = 0; v < 8; v++) {
-        printf("  %-10s %8.4f ms", names[v], med[v]);
+           "no lm_head), %u persistent work-groups, %u a streaming dispatch, median of %d\n",
+           props.deviceName, sh->name, (long long)layers, PER_LAYER, total / 1e6, g_pers, g_disp, REPS);
+    for (int v = 0; v < N_VAR; v++) {
+        printf("  %-12s %8.4f ms", names[v], med[v]);
         if (v < 3 || v > 4) printf("  %7.1f GB/s", total / med[v] * 1e-6);
         if (v == 3 || v == 4) printf("  %6.2f us a phase", med[v] * 1e3 / (double)n_ph);
+        if (v >= 8 && v <= 11) printf("  %u waits gave up in %d steps", gave_up[v], REPS);
         printf("\n");
     }
     printf("  disp - one = %.4f ms (%.2f us a phase), pers - one = %.4f ms (%.2f us a phase)\n", med[0] - med[2],

@@ -8,7 +8,21 @@
  *   MODE 1: the n_phase rows from pc.phase in one dispatch (persistent):
  *           after each phase the work-groups meet at a grid barrier (a
  *           counter per phase in sync[], zeroed by the host before each step).
- *   MODE 2: nothing (the cost of a dispatch alone). */
+ *   MODE 2: nothing (the cost of a dispatch alone).
+ *   MODE 3: one phase per dispatch as MODE 0, recorded without pipeline
+ *           barriers: a work-group waits until every work-group of the phase
+ *           before has counted itself in sync[phase - 1], then streams and
+ *           counts itself in sync[phase] (cross-dispatch chaining).
+ *   MODE 4: every phase's work-groups in one dispatch, each taking its place
+ *           by an atomic ticket (sync[n_phase]) so that a waiting work-group
+ *           only ever waits for ones that started before it; then as MODE 3.
+ *   FLAGS bit 1 in MODES 3 and 4: the work-group's first word is loaded
+ *   before the wait, as a GEMV's weights can be. Their waits read the
+ *   counter by atomicOr(c, 0) (no compiler drops or hoists it) and give up
+ *   after 8 x 65,535 reads (lavapipe ends a loop after 65,535 turns), counting
+ *   the give-ups in timeouts[0]: a wait that never ends is a deadlock.
+ *   FLAGS bit 2 in MODE 3: the wait is an unbounded loop of volatile reads
+ *   instead (cheaper, but it hangs where the atomic form gives up). */
 #extension GL_EXT_control_flow_attributes : enable
 layout(local_size_x = 256) in;
 layout(constant_id = 0) const uint MODE = 0;
@@ -17,7 +31,9 @@ layout(std430, binding = 0) readonly buffer W { uvec4 w[]; };
 layout(std430, binding = 1) readonly buffer P { uvec4 ph[]; };
 layout(std430, binding = 2) volatile coherent buffer S { uint sync[]; };
 layout(std430, binding = 3) buffer K { uint sink[]; };
+layout(std430, binding = 4) buffer T { uint timeouts[]; };
 layout(push_constant, std430) uniform PC { uint phase, n_phase, magic, pad; } pc;
+shared uint s_ticket;
 
 #define U 4u /* words in flight per invocation */
 
@@ -56,6 +72,38 @@ void main()
             }
             barrier();
             acc ^= next.x ^ next.w;
+        }
+    }
+    if (MODE == 3u || MODE == 4u) {
+        uint k = pc.phase;
+        if (MODE == 4u) { /* ph[].w: the phase's first ticket */
+            if (lid == 0u) s_ticket = atomicAdd(sync[pc.n_phase], 1u);
+            barrier();
+            uint t = s_ticket;
+            k = 0u;
+            while (k + 1u < pc.n_phase && ph[k + 1u].w <= t) k++;
+            g = t - ph[k].w;
+        }
+        uvec4 p = ph[k], first = uvec4(0u);
+        if ((FLAGS & 2u) != 0u && g * 256u + lid < p.y) first = w[p.x + g * 256u + lid];
+        if (k > 0u) {
+            if (lid == 0u && (FLAGS & 4u) != 0u) {
+                while (sync[k - 1u] < ph[k - 1u].z) {}
+                memoryBarrierBuffer();
+            } else if (lid == 0u) {
+                uint need = ph[k - 1u].z;
+                for (uint o = 0u; o < 8u && atomicOr(sync[k - 1u], 0u) < need; o++)
+                    for (uint s = 0u; s < 65535u && atomicOr(sync[k - 1u], 0u) < need; s++) {}
+                if (atomicOr(sync[k - 1u], 0u) < need) atomicAdd(timeouts[0], 1u);
+                memoryBarrierBuffer();
+            }
+            barrier();
+        }
+        acc = stream(p, g, p.z) ^ first.x ^ first.w;
+        barrier();
+        if (lid == 0u) {
+            memoryBarrierBuffer();
+            atomicAdd(sync[k], 1u);
         }
     }
     if (MODE != 2u && acc == pc.magic) atomicAdd(sink[1], 1u);
