@@ -18,9 +18,9 @@
  * phase in one dispatch, work-groups placed by an atomic ticket (ticket,
  * ticket+ahead); chain-vol waits by an unbounded loop of volatile reads
  * rather than atomicOr(c, 0) (it hangs where the others give up). A chained
- * wait that gives up (a deadlock: a later
- * dispatch's work-groups holding the places an earlier one's still need)
- * is counted and printed beside its variant.
+ * wait that gives up (a deadlock: a later dispatch's work-groups holding the
+ * places an earlier one's still need) is counted and printed beside its
+ * variant.
  *
  * The streaming phases launch DISP work-groups of 256 (default 1056: what
  * the H100 holds at once, 8 an SM); more shows whether chained dispatches
@@ -206,6 +206,9 @@ int main(int argc, char **argv)
             at += (per[k] + 255) / 256 * 256;
         }
     tab[3 * n_ph] = (phase){0, (uint32_t)(total / 16), g_disp, 0};
+    if (tickets > props.limits.maxComputeWorkGroupCount[0])
+        return fprintf(stderr, "vk-phases: the ticket dispatch's %u work-groups exceed the device's %u: fewer layers\n",
+                       tickets, props.limits.maxComputeWorkGroupCount[0]), 1;
 
     VkBuffer w_b = buffer(total, false, NULL), sync_b = buffer((VkDeviceSize)(n_ph + 1) * 4, false, NULL);
     VkBuffer sink_b = buffer(8 + (VkDeviceSize)n_ph * g_pers * 32 * 4, false, NULL);
