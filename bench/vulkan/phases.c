@@ -56,6 +56,31 @@ enum { REPS = 30, PER_LAYER = 5 };
 
 typedef struct { uint32_t off, len, wgs, pad; } phase; /* uvec4 words; as phases.comp reads them */
 
+/* The variants, each its own pipeline (phases.comp's MODE and FLAGS) and command buffer: how its
+ * phases are recorded (form), and which quarter of the phase table it reads (rows) */
+enum { DISP, PERS, ONE, CHAIN, TICKET };
+enum { ROWS_DISP, ROWS_PERS, ROWS_EMPTY, ROWS_ONE };
+static const struct {
+    const char *name;
+    uint32_t    mode, flags;
+    int         form, rows;
+} variants[] = {
+    {"disp", 0, 0, DISP, ROWS_DISP},        /* the first three feed the summary line */
+    {"pers", 1, 0, PERS, ROWS_PERS},
+    {"one", 0, 0, ONE, ROWS_ONE},
+    {"empty", 2, 0, DISP, ROWS_DISP},
+    {"pers-empty", 1, 0, PERS, ROWS_EMPTY},
+    {"pers+write", 1, 1, PERS, ROWS_PERS},
+    {"pers+ahead", 1, 2, PERS, ROWS_PERS},
+    {"pers+both", 1, 3, PERS, ROWS_PERS},
+    {"chain", 3, 0, CHAIN, ROWS_DISP},
+    {"chain+ahead", 3, 2, CHAIN, ROWS_DISP},
+    {"ticket", 4, 0, TICKET, ROWS_DISP},
+    {"ticket+ahead", 4, 2, TICKET, ROWS_DISP},
+    {"chain-vol", 3, 4, CHAIN, ROWS_DISP},
+};
+enum { N_VAR = sizeof variants / sizeof *variants };
+
 typedef struct {
     const char *name;
     int64_t     hidden, inter, heads, kv_heads, head_dim, layers;
@@ -190,6 +215,8 @@ int main(int argc, char **argv)
     }
     uint32_t g_disp = (uint32_t)g_disp_arg; /* a streaming phase's work-groups (loom's GEMVs launch 112..1184) */
     phase *tab;
+    /* the table's quarters (ROWS_*): the phases as dispatched, as the persistent grid takes them, the
+     * same with nothing to read, and ONE's single row over every byte */
     VkBuffer tab_b = buffer((VkDeviceSize)(3 * n_ph + 1) * sizeof *tab, true, (void **)&tab);
     uint64_t at = 0;
     uint32_t tickets = 0;
@@ -232,12 +259,9 @@ int main(int argc, char **argv)
                                     .pCode = spv};
     VkShaderModule mod;
     CK(vkCreateShaderModule(dev, &smi, NULL, &mod));
-    /* MODE 0, 1, 2, then MODE 1 with FLAGS 1, 2, 3, then MODE 3 and 4 with FLAGS 0 and 2 */
-    static const uint32_t modes[11][2] = {{0, 0}, {1, 0}, {2, 0}, {1, 1}, {1, 2}, {1, 3}, {3, 0},
-                                          {3, 2}, {4, 0}, {4, 2}, {3, 4}};
-    VkPipeline pipe[11];
-    for (uint32_t m = 0; m < 11; m++) {
-        const uint32_t *sc = modes[m];
+    VkPipeline pipe[N_VAR];
+    for (int v = 0; v < N_VAR; v++) {
+        uint32_t sc[2] = {variants[v].mode, variants[v].flags};
         VkSpecializationMapEntry me[2] = {{0, 0, 4}, {1, 4, 4}};
         VkSpecializationInfo si = {2, me, 8, sc};
         VkComputePipelineCreateInfo cpi = {
@@ -245,7 +269,7 @@ int main(int argc, char **argv)
             .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO, .stage = VK_SHADER_STAGE_COMPUTE_BIT,
                       .module = mod, .pName = "main", .pSpecializationInfo = &si},
             .layout = layout};
-        CK(vkCreateComputePipelines(dev, VK_NULL_HANDLE, 1, &cpi, NULL, &pipe[m]));
+        CK(vkCreateComputePipelines(dev, VK_NULL_HANDLE, 1, &cpi, NULL, &pipe[v]));
     }
     VkDescriptorPoolSize ps = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 5};
     VkDescriptorPoolCreateInfo dpi = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, .maxSets = 1,
@@ -279,10 +303,6 @@ int main(int argc, char **argv)
     VkCommandBufferBeginInfo cbi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
     VkSubmitInfo sub = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1};
 
-    const char *names[] = {"disp",       "pers",       "one",   "empty",        "pers-empty", "pers+write",
-                           "pers+ahead", "pers+both",  "chain", "chain+ahead", "ticket",     "ticket+ahead",
-                           "chain-vol"};
-    enum { N_VAR = 13 };
     double med[N_VAR];
     uint32_t gave_up[N_VAR];
     for (int v = -1; v < N_VAR; v++) {
@@ -300,36 +320,19 @@ int main(int argc, char **argv)
         vkCmdBindDescriptorSets(cb, VK_PIPELINE_BIND_POINT_COMPUTE, layout, 0, 1, &set, 0, NULL);
         vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, qp, 0);
         uint32_t pcv[4] = {0, 0, 0x9e3779b9u, 0};
-        if (v == 0 || v == 3) { /* a dispatch per phase */
-            vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, pipe[v == 0 ? 0 : 2]);
+        int form = v < 0 ? -1 : variants[v].form;
+        if (v >= 0) vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, pipe[v]);
+        if (form == DISP || form == CHAIN) { /* a dispatch per phase; barriers between them but chained */
             for (int64_t i = 0; i < n_ph; i++) {
-                if (i) barrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT);
+                if (i && form == DISP) barrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT);
                 pcv[0] = (uint32_t)i;
                 vkCmdPushConstants(cb, layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, 16, pcv);
                 vkCmdDispatch(cb, tab[i].wgs, 1, 1);
             }
-        } else if (v == 8 || v == 9 || v == 12) { /* chained dispatches, no barriers */
-            vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, pipe[v == 12 ? 10 : v - 2]);
-            for (int64_t i = 0; i < n_ph; i++) {
-                pcv[0] = (uint32_t)i;
-                vkCmdPushConstants(cb, layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, 16, pcv);
-                vkCmdDispatch(cb, tab[i].wgs, 1, 1);
-            }
-        } else if (v == 10 || v == 11) { /* one dispatch, ticket order */
-            vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, pipe[v - 2]);
-            pcv[0] = 0, pcv[1] = (uint32_t)n_ph;
+        } else if (form >= 0) { /* one dispatch */
+            pcv[0] = (uint32_t)(variants[v].rows * n_ph), pcv[1] = (uint32_t)n_ph;
             vkCmdPushConstants(cb, layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, 16, pcv);
-            vkCmdDispatch(cb, tickets, 1, 1);
-        } else if (v == 1 || v >= 4) { /* persistent */
-            vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, pipe[v <= 4 ? 1 : v - 2]);
-            pcv[0] = (uint32_t)(v == 4 ? 2 * n_ph : n_ph), pcv[1] = (uint32_t)n_ph;
-            vkCmdPushConstants(cb, layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, 16, pcv);
-            vkCmdDispatch(cb, g_pers, 1, 1);
-        } else if (v == 2) {
-            vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, pipe[0]);
-            pcv[0] = (uint32_t)(3 * n_ph);
-            vkCmdPushConstants(cb, layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, 16, pcv);
-            vkCmdDispatch(cb, g_disp, 1, 1);
+            vkCmdDispatch(cb, form == PERS ? g_pers : form == ONE ? g_disp : tickets, 1, 1);
         }
         vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, qp, 1);
         CK(vkEndCommandBuffer(cb));
@@ -355,10 +358,12 @@ int main(int argc, char **argv)
            "no lm_head), %u persistent work-groups, %u a streaming dispatch, median of %d\n",
            props.deviceName, sh->name, (long long)layers, PER_LAYER, total / 1e6, g_pers, g_disp, REPS);
     for (int v = 0; v < N_VAR; v++) {
-        printf("  %-12s %8.4f ms", names[v], med[v]);
-        if (v < 3 || v > 4) printf("  %7.1f GB/s", total / med[v] * 1e-6);
-        if (v == 3 || v == 4) printf("  %6.2f us a phase", med[v] * 1e3 / (double)n_ph);
-        if (v >= 8 && v <= 11) printf("  %u waits gave up in %d steps", gave_up[v], REPS);
+        bool empty = variants[v].mode == 2 || variants[v].rows == ROWS_EMPTY;
+        bool gives_up = variants[v].mode >= 3 && !(variants[v].flags & 4); /* chain-vol waits forever instead */
+        printf("  %-12s %8.4f ms", variants[v].name, med[v]);
+        if (!empty) printf("  %7.1f GB/s", total / med[v] * 1e-6);
+        if (empty) printf("  %6.2f us a phase", med[v] * 1e3 / (double)n_ph);
+        if (gives_up) printf("  %u waits gave up in %d steps", gave_up[v], REPS);
         printf("\n");
     }
     printf("  disp - one = %.4f ms (%.2f us a phase), pers - one = %.4f ms (%.2f us a phase)\n", med[0] - med[2],
