@@ -407,6 +407,7 @@ static int bench_model(int argc, char **argv)
     int n_devs = 0, rc = 1;
     loom_qwen2_model *m = NULL;
     int32_t *ids = NULL, *pos = NULL, *seq = NULL;
+    double *steps = NULL;
     int32_t fill = ctx_fill > prompt ? (int32_t)ctx_fill : (int32_t)prompt, n_ctx = fill + (int32_t)gen;
     if (cache && cache < n_ctx) {
         fprintf(stderr, "loom bench model: --cache %ld cannot hold the %d positions of --ctx and --gen\n", cache, (int)n_ctx);
@@ -437,20 +438,24 @@ static int bench_model(int argc, char **argv)
         if (loom_qwen2_model_step(m, ids, &st, NULL)) goto fail;
         at += n;
     }
-    /* decode: one token per step after `fill` positions; the logits come back each step */
-    float *logits = malloc((size_t)c->vocab * sizeof *logits);
-    if (!logits) { loom_error(LOOM_ERR_NOMEM, "out of memory"); goto fail; }
+    /* decode: one token per step after `fill` positions; the logits come back each step, into
+     * the host buffer generation samples from (loom_exec_view) */
+    steps = malloc((size_t)gen * sizeof *steps);
+    if (!steps) { loom_error(LOOM_ERR_NOMEM, "out of memory"); goto fail; }
     double td = 0;
     loom_status st = LOOM_OK;
     for (int32_t g = 0; g < gen && !st; g++) {
         pos[0] = fill + g;
         loom_step one = {1, pos, seq};
         double t = now_s();
-        st = loom_qwen2_model_step(m, &ids[g % prompt], &one, logits);
-        if (g > 0) td += now_s() - t; /* the first step warms up */
+        float *logits;
+        st = loom_qwen2_model_step_view(m, &ids[g % prompt], &one, &logits);
+        if (g > 0) td += steps[g - 1] = now_s() - t; /* the first step warms up */
     }
-    free(logits);
     if (st) goto fail;
+    /* the spread of single steps tells a steady rate from one with stalls
+     * (a host or driver hiccup shows as a long tail over a steady median) */
+    double s_med = median(steps, (int)gen - 1), s_p90 = steps[(gen - 1) * 9 / 10], s_max = steps[gen - 2];
 
     memcpy_base mb = {malloc(MEMCPY_BYTES), malloc(MEMCPY_BYTES), MEMCPY_BYTES, device_threads()};
     double bw[5] = {0};
@@ -467,6 +472,8 @@ static int bench_model(int argc, char **argv)
     printf("  decode   %ld tokens after %d positions", gen - 1, fill);
     if (cache) printf(" in a cache of %d", (int)n_ctx);
     printf(": %.2f tok/s (%.2f ms/token)\n", dec_tps, 1e3 / dec_tps);
+    printf("  steps    median %.3f ms (%.2f tok/s), 90th percentile %.3f, slowest %.3f\n", 1e3 * s_med, 1 / s_med,
+           1e3 * s_p90, 1e3 * s_max);
     printf("  traffic  %.1f MiB per decoded token -> %.2f GB/s\n", bytes / 1048576.0, eff);
     printf("  memcpy   %.2f GB/s (read+write, %d threads, same run); decode reaches %.2f of it\n", bw_gbs, mb.threads,
            eff / bw_gbs);
@@ -480,6 +487,9 @@ static int bench_model(int argc, char **argv)
         cJSON_AddNumberToObject(j, "decode_context", fill);
         cJSON_AddNumberToObject(j, "cache_positions", n_ctx);
         cJSON_AddNumberToObject(j, "decode_tok_s", dec_tps);
+        cJSON_AddNumberToObject(j, "decode_step_ms_median", 1e3 * s_med);
+        cJSON_AddNumberToObject(j, "decode_step_ms_p90", 1e3 * s_p90);
+        cJSON_AddNumberToObject(j, "decode_step_ms_max", 1e3 * s_max);
         cJSON_AddNumberToObject(j, "bytes_per_token", bytes);
         cJSON_AddNumberToObject(j, "memcpy_gb_s", bw_gbs);
         cJSON_AddNumberToObject(j, "decode_vs_memcpy", eff / bw_gbs);
@@ -494,7 +504,7 @@ static int bench_model(int argc, char **argv)
 fail:
     fprintf(stderr, "loom bench model: %s\n", loom_last_error());
 done:
-    free(ids), free(pos), free(seq);
+    free(ids), free(pos), free(seq), free(steps);
     loom_qwen2_model_free(m);
     loom_devices_close(devs, n_devs);
     return rc;

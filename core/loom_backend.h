@@ -30,7 +30,7 @@
 extern "C" {
 #endif
 
-#define LOOM_BACKEND_ABI 2
+#define LOOM_BACKEND_ABI 3
 
 #define LOOM_MAX_DIMS 4
 #define LOOM_MAX_SRC  5
@@ -191,6 +191,8 @@ typedef struct loom_backend_i {
     loom_status (*buffer_write)   (void *dctx, loom_buffer *buf, size_t off, const void *src, size_t size); /* after queued work */
     loom_status (*buffer_read)    (void *dctx, loom_buffer *buf, size_t off, void *dst, size_t size);       /* waits for queued work */
     void       *(*buffer_host_ptr)(void *dctx, loom_buffer *buf);       /* (optional) host address if host-visible; NULL member: never */
+    void       *(*host_alloc)     (void *dctx, size_t size);            /* (optional) host memory the device writes directly: a buffer_read into it skips any staging copy; NULL member or result: the host uses malloc */
+    void        (*host_free)      (void *dctx, void *ptr);              /* (optional, with host_alloc) accepts NULL */
 
     loom_status (*weight_prepare) (void *dctx, loom_tensor *t, const void *data); /* (optional) own layout: set t->buf/offset/extra; NULL member: alloc + write as is */
     void        (*weight_release) (void *dctx, loom_tensor *t);          /* (optional) undo weight_prepare */

@@ -52,6 +52,9 @@ struct loom_exec {
     void        *staging;
     size_t       staging_size;
     bool         needs_pos;
+    void        *view;       /* loom_exec_view's host buffer ... */
+    size_t       view_cap;
+    int32_t      view_dev;   /* ... from this device's host_alloc, or -1: malloc */
 };
 
 #define INST(e, t, dv) (&(e)->inst[(size_t)(t) * (e)->nd + (dv)])
@@ -344,6 +347,7 @@ static loom_exec *exec_new(loom_graph *g, int32_t n_devs)
     if (!e) return NULL;
     e->g = g;
     e->nd = n_devs;
+    e->view_dev = -1;
     size_t ni = (size_t)(uint32_t)g->nt * (size_t)(uint32_t)n_devs;
     e->d = calloc((size_t)(uint32_t)n_devs, sizeof *e->d);
     e->inst = calloc(ni, sizeof *e->inst);
@@ -400,9 +404,17 @@ size_t loom_graph_arena_estimate(loom_graph *g)
     return bytes;
 }
 
+static void view_free(loom_exec *e)
+{
+    if (e->view_dev >= 0) e->d[e->view_dev].i->host_free(e->d[e->view_dev].ctx, e->view);
+    else free(e->view);
+    e->view = NULL, e->view_cap = 0, e->view_dev = -1;
+}
+
 void loom_exec_destroy(loom_exec *e)
 {
     if (!e) return;
+    view_free(e);
     for (int32_t s = 0; s < e->n_seg; s++) {
         if (e->seg[s].prog) e->d[e->seg[s].dev].i->release(e->d[e->seg[s].dev].ctx, e->seg[s].prog);
         free(e->seg[s].nodes);
@@ -464,6 +476,27 @@ loom_status loom_exec_read_at(loom_exec *e, loom_tid t, size_t offset, void *dst
     if (d < 0) return loom_error(LOOM_ERR_INVALID, "read: '%s' has no readable copy on any device", gt->desc.name);
     const loom_tensor *in = INST(e, t, d);
     return e->d[d].i->buffer_read(e->d[d].ctx, in->buf, in->offset + offset, dst, nbytes);
+}
+
+/* The buffer is kept for the next view: a decode step reads the same row size
+ * each time, and pinned memory is slow to allocate. */
+loom_status loom_exec_view(loom_exec *e, loom_tid t, size_t offset, size_t nbytes, void **view)
+{
+    *view = NULL;
+    loom_status st = check_tid(e, t, offset, nbytes, "view");
+    if (st) return st;
+    int32_t d = e->home[t];
+    if (e->view && (e->view_cap < nbytes || (d >= 0 && e->view_dev >= 0 && e->view_dev != d))) view_free(e);
+    if (!e->view) {
+        size_t cap = nbytes ? nbytes : 1;
+        const loom_backend_i *i = d >= 0 ? e->d[d].i : NULL;
+        if (i && i->host_alloc && i->host_free && (e->view = i->host_alloc(e->d[d].ctx, cap))) e->view_dev = d;
+        else if (!(e->view = malloc(cap))) return loom_error(LOOM_ERR_NOMEM, "view: out of memory for %zu bytes", cap);
+        e->view_cap = cap;
+    }
+    if ((st = loom_exec_read_at(e, t, offset, e->view, nbytes))) return st;
+    *view = e->view;
+    return LOOM_OK;
 }
 
 static loom_status run_copy(loom_exec *e, const copy_op *c, int32_t rows)

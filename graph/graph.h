@@ -106,6 +106,11 @@ loom_status loom_exec_write(loom_exec *e, loom_tid t, const void *src, size_t nb
 loom_status loom_exec_read (loom_exec *e, loom_tid t, void *dst, size_t nbytes);
 /* Bytes offset .. offset + nbytes only (e.g. the last row of the logits). */
 loom_status loom_exec_read_at(loom_exec *e, loom_tid t, size_t offset, void *dst, size_t nbytes);
+/* The same bytes read into a host buffer the exec owns, *view pointed at them: memory
+ * the device writes directly where its backend offers it (pinned), so a decode step's
+ * logits arrive without a staging copy. The bytes are the caller's to read and change
+ * until the next loom_exec_view or loom_exec_destroy. */
+loom_status loom_exec_view(loom_exec *e, loom_tid t, size_t offset, size_t nbytes, void **view);
 loom_status loom_exec_run  (loom_exec *e, const loom_step *step);
 /* Wait until every device has finished the work queued so far. */
 loom_status loom_exec_sync (loom_exec *e);

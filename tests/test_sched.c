@@ -72,6 +72,15 @@ static void run(net *n, const char *spec, int32_t rows, float *out, int *copies,
     float last[N]; /* one row alone, from where it sits */
     ck_assert_int_eq(loom_exec_read_at(e, n->out, (size_t)(rows - 1) * N * 4, last, sizeof last), LOOM_OK);
     ck_assert_mem_eq(last, out + (size_t)(rows - 1) * N, sizeof last);
+    void *v; /* the same bytes in the exec's own buffer: one row, then all (it grows), then one again */
+    ck_assert_int_eq(loom_exec_view(e, n->out, (size_t)(rows - 1) * N * 4, sizeof last, &v), LOOM_OK);
+    ck_assert_mem_eq(v, last, sizeof last);
+    ck_assert_int_eq(loom_exec_view(e, n->out, 0, (size_t)rows * N * 4, &v), LOOM_OK);
+    ck_assert_mem_eq(v, out, (size_t)rows * N * 4);
+    ck_assert_int_eq(loom_exec_view(e, n->out, (size_t)(rows - 1) * N * 4, sizeof last, &v), LOOM_OK);
+    ck_assert_mem_eq(v, last, sizeof last);
+    ck_assert_int_eq(loom_exec_view(e, n->x, 0, (size_t)rows * D * 4, &v), LOOM_OK); /* an input, more bytes */
+    ck_assert_mem_eq(v, x_in, (size_t)rows * D * 4);
     *copies = loom_exec_n_copies(e);
     snprintf(first_dev, 32, "%s", loom_device_label(loom_exec_node_device(e, 0)));
     ck_assert_str_eq(loom_device_label(loom_exec_node_device(e, 1)), "cpu:0"); /* matmul falls back */
@@ -181,6 +190,9 @@ START_TEST(bad_steps)
     ck_assert_int_eq(loom_exec_read(e, 999, big, 4), LOOM_ERR_INVALID);
     ck_assert_int_eq(loom_exec_read_at(e, n.out, (size_t)T * N * 4 - 4, big, 8), LOOM_ERR_INVALID); /* past the end */
     ck_assert_int_eq(loom_exec_read_at(e, n.out, SIZE_MAX - 2, big, 4), LOOM_ERR_INVALID);           /* no wrap-around */
+    void *v = big;
+    ck_assert_int_eq(loom_exec_view(e, n.out, (size_t)T * N * 4 - 4, 8, &v), LOOM_ERR_INVALID);
+    ck_assert_ptr_null(v);
     loom_exec_destroy(e);
     loom_devices_close(devs, nd);
     loom_graph_destroy(n.g);

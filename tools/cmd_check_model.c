@@ -55,8 +55,13 @@ typedef struct {
 
 static loom_status step_logits(stepper *s, const int32_t *ids, const loom_step *st, float *logits, int32_t V)
 {
-    if (s->m) return loom_qwen2_model_step(s->m, ids, st, logits);
     loom_status e;
+    if (s->m && st->n_tokens == 1) { /* decode reads as generation does, into the model's host buffer */
+        float *view;
+        if (!(e = loom_qwen2_model_step_view(s->m, ids, st, &view))) memcpy(logits, view, (size_t)V * 4);
+        return e;
+    }
+    if (s->m) return loom_qwen2_model_step(s->m, ids, st, logits);
     if ((e = loom_ref_exec_write(s->ref, s->rg->ids, ids, (size_t)st->n_tokens * 4)) || (e = loom_ref_exec_run(s->ref, st)))
         return e;
     return loom_ref_exec_read(s->ref, s->rg->logits, logits, (size_t)st->n_tokens * V * 4);

@@ -239,6 +239,7 @@ static loom_status ocl_device_info(void *bctx, int32_t dev, loom_device_info *in
 static void ocl_buffer_free(void *dctx, loom_buffer *buf);
 
 static void pin_release(ocl_dev *d);
+static void view_release(ocl_dev *d, int i);
 
 static void ocl_device_close(void *dctx)
 {
@@ -252,6 +253,8 @@ static void ocl_device_close(void *dctx)
     if (d->err) clReleaseMemObject(d->err);
     if (d->dummy) clReleaseMemObject(d->dummy);
     if (d->queue) pin_release(d);
+    for (int i = 0; d->queue && i < OCL_VIEWS; i++)
+        if (d->views[i].mem) view_release(d, i);
     loom__ocl_unbuild(d);
     if (d->queue) clReleaseCommandQueue(d->queue);
     if (d->ctx) clReleaseContext(d->ctx);
@@ -469,6 +472,51 @@ static void pin_release(ocl_dev *d)
     d->pin = NULL, d->pin_host = NULL, d->pin_cap = 0;
 }
 
+/* Pinned memory a read lands in directly: the same kind of mapped buffer, kept in d->views. */
+static void *ocl_host_alloc(void *dctx, size_t size)
+{
+    ocl_dev *d = dctx;
+    for (int i = 0; i < OCL_VIEWS; i++) {
+        if (d->views[i].mem) continue;
+        cl_int rc;
+        cl_mem m = clCreateBuffer(d->ctx, CL_MEM_READ_WRITE | CL_MEM_ALLOC_HOST_PTR, size ? size : 1, NULL, &rc);
+        if (rc != CL_SUCCESS) return NULL;
+        void *h = clEnqueueMapBuffer(d->queue, m, CL_TRUE, CL_MAP_READ | CL_MAP_WRITE, 0, size ? size : 1, 0, NULL, NULL, &rc);
+        if (rc != CL_SUCCESS) {
+            clReleaseMemObject(m);
+            return NULL;
+        }
+        d->views[i].mem = m, d->views[i].host = h, d->views[i].size = size;
+        return h;
+    }
+    return NULL;
+}
+
+static void view_release(ocl_dev *d, int i)
+{
+    clEnqueueUnmapMemObject(d->queue, d->views[i].mem, d->views[i].host, 0, NULL, NULL);
+    clFinish(d->queue);
+    clReleaseMemObject(d->views[i].mem);
+    memset(&d->views[i], 0, sizeof d->views[i]);
+}
+
+static void ocl_host_free(void *dctx, void *ptr)
+{
+    ocl_dev *d = dctx;
+    for (int i = 0; ptr && i < OCL_VIEWS; i++)
+        if (d->views[i].host == ptr) view_release(d, i);
+}
+
+/* Does dst .. dst + size lie in one of ocl_host_alloc's buffers? */
+static bool in_view(const ocl_dev *d, const void *dst, size_t size)
+{
+    for (int i = 0; i < OCL_VIEWS; i++) {
+        const unsigned char *p = dst, *h = d->views[i].host;
+        if (h && p >= h && (size_t)(p - h) <= d->views[i].size && size <= d->views[i].size - (size_t)(p - h)) return true;
+    }
+    return false;
+}
+
 static unsigned char *pin_stage(ocl_dev *d, size_t size)
 {
     const size_t need = OCL_PIN_DATA + size, mib = (size_t)1 << 20;
@@ -496,16 +544,17 @@ static loom_status ocl_buffer_read(void *dctx, loom_buffer *b, size_t off, void 
     ocl_dev *d = dctx;
     loom_status st = check_range(b, off, size, "read");
     if (st) return st;
-    unsigned char *pin = pin_stage(d, size);
+    bool direct = in_view(d, dst, size); /* already pinned: no staging */
+    unsigned char *pin = pin_stage(d, direct ? 0 : size);
     cl_int own[4], *e = pin ? (cl_int *)pin : own;
-    void *to = pin ? pin + OCL_PIN_DATA : dst;
+    void *to = pin && !direct ? pin + OCL_PIN_DATA : dst;
     if (size) OCL_CHECK(clEnqueueReadBuffer(d->queue, b->mem, CL_FALSE, off, size, to, 0, NULL, NULL), "(device to host)");
     cl_int rc = clEnqueueReadBuffer(d->queue, d->err, CL_TRUE, 0, 4 * sizeof(cl_int), e, 0, NULL, NULL);
     if (rc != CL_SUCCESS) {
         clFinish(d->queue); /* the data read must not land after we return */
         return loom__ocl_fail(rc, "clEnqueueReadBuffer", "(the error word)");
     }
-    if (pin && size) memcpy(dst, to, size);
+    if (to != dst && size) memcpy(dst, to, size);
     return loom__ocl_kernel_error(d, e);
 }
 
@@ -685,6 +734,8 @@ static const loom_backend_i ocl_iface = {
     .buffer_write    = ocl_buffer_write,
     .buffer_read     = ocl_buffer_read,
     .buffer_host_ptr = NULL, /* device memory is not host-visible */
+    .host_alloc      = ocl_host_alloc,
+    .host_free       = ocl_host_free,
     .weight_prepare  = ocl_weight_prepare,
     .weight_release  = ocl_weight_release,
     .compile         = ocl_compile,

@@ -56,6 +56,8 @@ struct loom_buffer {
 
 struct ocl_prog;
 
+#define OCL_VIEWS 4 /* host buffers from host_alloc a device holds at once (loom_exec_view takes one) */
+
 typedef struct ocl_dev {
     cl_platform_id   platform;
     cl_device_id     device;
@@ -68,6 +70,7 @@ typedef struct ocl_dev {
     cl_mem           pin;      /* pinned staging of buffer reads (ocl.c pin_stage), mapped at pin_host */
     unsigned char   *pin_host;
     size_t           pin_cap;
+    struct { cl_mem mem; unsigned char *host; size_t size; } views[OCL_VIEWS]; /* ocl_host_alloc's, mapped */
     unsigned char    wst[256]; /* a small write's copy while it is queued (ocl.c ocl_buffer_write) ... */
     cl_event         wst_ev;   /* ... until this completes */
     ocl_cfg          cfg;

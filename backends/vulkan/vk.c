@@ -10,7 +10,10 @@
  * and transfers are memcpy; otherwise they go through one persistent
  * host-visible staging buffer (LOOM_VK_STAGING=1 forces that path), except
  * small buffers, mapped in device-local host-visible memory (the BAR window
- * of a discrete GPU) when the device has such a type. AWQ
+ * of a discrete GPU) when the device has such a type (LOOM_VK_STAGING=all:
+ * not even those, so that CI's golden checkpoints read back as a discrete
+ * GPU's logits do). A read lands directly in host memory from host_alloc
+ * (loom_exec_view) when it is there, else in the staging buffer. AWQ
  * weights are repacked on the host before upload (layout in vk_impl.h).
  *
  * LOOM_VK_NO_SUBGROUP=1 and LOOM_VK_SCALAR_GEMV=1 force the shaders' other
@@ -458,10 +461,18 @@ loom_status loom__vk_submit(vk_dev *d, VkCommandBuffer cb, struct vk_prog *p)
     return loom__vk_check_validation(d);
 }
 
+static VkResult fence_wait(vk_dev *d, VkFence f)
+{
+    VkResult r = VK_NOT_READY;
+    if (d->spin)
+        while ((r = vkGetFenceStatus(d->dev, f)) == VK_NOT_READY) {}
+    return r == VK_NOT_READY ? vkWaitForFences(d->dev, 1, &f, VK_TRUE, UINT64_MAX) : r;
+}
+
 loom_status loom__vk_wait(vk_dev *d)
 {
     if (d->in_flight) {
-        VkResult r = vkWaitForFences(d->dev, 1, &d->fence, VK_TRUE, UINT64_MAX);
+        VkResult r = fence_wait(d, d->fence);
         if (r != VK_SUCCESS) return loom__vk_fail(r, "vkWaitForFences");
         d->in_flight = false;
         struct vk_prog *p = d->last_prog;
@@ -472,11 +483,61 @@ loom_status loom__vk_wait(vk_dev *d)
     return loom__vk_check_validation(d);
 }
 
+/* The host buffer from vk_host_alloc that holds dst .. dst + size, or NULL. */
+static loom_buffer *host_buffer_of(vk_dev *d, const void *dst, size_t size)
+{
+    for (loom_buffer *h = d->buffers; h; h = h->next) {
+        const char *p = dst, *m = h->map;
+        if (h->host_view && p >= m && (size_t)(p - m) <= h->size && size <= h->size - (size_t)(p - m)) return h;
+    }
+    return NULL;
+}
+
+/* A read of memory the host cannot map: copied into host-visible memory (dst itself when it
+ * lies in a vk_host_alloc buffer, else the staging buffer and then on to dst). The copy is
+ * submitted at once, behind whatever runs, and its leading barrier orders it after that work's
+ * writes: the host waits once, not for the step and then again for a copy. */
+static loom_status read_back(vk_dev *d, loom_buffer *b, size_t off, void *dst, size_t size)
+{
+    loom_buffer *h = host_buffer_of(d, dst, size);
+    for (size_t done = 0; done < size;) {
+        size_t n = h || size - done < d->staging->size ? size - done : d->staging->size;
+        VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+                                       .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
+        VkResult r = vkBeginCommandBuffer(d->xfer, &bi);
+        if (r != VK_SUCCESS) return loom__vk_fail(r, "vkBeginCommandBuffer");
+        VkMemoryBarrier pre = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                               .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+                               .dstAccessMask = VK_ACCESS_TRANSFER_READ_BIT};
+        vkCmdPipelineBarrier(d->xfer, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                             VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &pre, 0, NULL, 0, NULL);
+        VkBufferCopy reg = {.srcOffset = off + done, .dstOffset = h ? (VkDeviceSize)((char *)dst - (char *)h->map) : 0,
+                            .size = n};
+        vkCmdCopyBuffer(d->xfer, b->buf, h ? h->buf : d->staging->buf, 1, &reg);
+        VkMemoryBarrier post = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
+                                .dstAccessMask = VK_ACCESS_HOST_READ_BIT};
+        vkCmdPipelineBarrier(d->xfer, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &post, 0, NULL,
+                             0, NULL);
+        if ((r = vkEndCommandBuffer(d->xfer)) != VK_SUCCESS) return loom__vk_fail(r, "vkEndCommandBuffer");
+        VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &d->xfer};
+        if ((r = vkResetFences(d->dev, 1, &d->read_fence)) == VK_SUCCESS) r = vkQueueSubmit(d->queue, 1, &si, d->read_fence);
+        if (r != VK_SUCCESS) return loom__vk_fail(r, "vkQueueSubmit");
+        r = fence_wait(d, d->read_fence);
+        loom_status st = loom__vk_wait(d); /* done by now; its error flags */
+        if (r != VK_SUCCESS) return loom__vk_fail(r, "vkWaitForFences");
+        if (st) return st;
+        if (!h) memcpy((char *)dst + done, d->staging->map, n);
+        done += n;
+    }
+    return loom__vk_check_validation(d);
+}
+
 static loom_status transfer(vk_dev *d, loom_buffer *b, size_t off, void *hostp, size_t size, bool to_dev)
 {
     if (off > b->size || size > b->size - off)
         return VK_ERR(LOOM_ERR_INVALID, "%s of %zu bytes at %zu overruns a %zu-byte buffer", to_dev ? "write" : "read",
                       size, off, b->size);
+    if (!to_dev && !b->map) return read_back(d, b, off, hostp, size);
     loom_status st = loom__vk_wait(d);
     if (st) return st;
     if (b->map) {
@@ -486,15 +547,15 @@ static loom_status transfer(vk_dev *d, loom_buffer *b, size_t off, void *hostp, 
             memcpy(hostp, (const char *)b->map + off, size);
         return LOOM_OK;
     }
-    for (size_t done = 0; done < size;) {
+    for (size_t done = 0; done < size;) { /* a write through the staging buffer */
         size_t n = size - done < d->staging->size ? size - done : d->staging->size;
-        if (to_dev) memcpy(d->staging->map, (const char *)hostp + done, n);
+        memcpy(d->staging->map, (const char *)hostp + done, n);
         VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
                                        .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
         VkResult r = vkBeginCommandBuffer(d->xfer, &bi);
         if (r != VK_SUCCESS) return loom__vk_fail(r, "vkBeginCommandBuffer");
-        VkBufferCopy reg = {.srcOffset = to_dev ? 0 : off + done, .dstOffset = to_dev ? off + done : 0, .size = n};
-        vkCmdCopyBuffer(d->xfer, to_dev ? d->staging->buf : b->buf, to_dev ? b->buf : d->staging->buf, 1, &reg);
+        VkBufferCopy reg = {.srcOffset = 0, .dstOffset = off + done, .size = n};
+        vkCmdCopyBuffer(d->xfer, d->staging->buf, b->buf, 1, &reg);
         VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
                               .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
                                                VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT |
@@ -505,7 +566,6 @@ static loom_status transfer(vk_dev *d, loom_buffer *b, size_t off, void *hostp, 
                              0, 1, &mb, 0, NULL, 0, NULL);
         if ((r = vkEndCommandBuffer(d->xfer)) != VK_SUCCESS) return loom__vk_fail(r, "vkEndCommandBuffer");
         if ((st = loom__vk_submit(d, d->xfer, NULL)) || (st = loom__vk_wait(d))) return st;
-        if (!to_dev) memcpy((char *)hostp + done, d->staging->map, n);
         done += n;
     }
     return LOOM_OK;
@@ -519,6 +579,7 @@ static void vk_device_close(void *dctx)
     if (d->dev) {
         vkDeviceWaitIdle(d->dev);
         while (d->progs) loom__vk_release(d, d->progs);
+        if (d->staging) VK_LINK(d->buffers, d->staging), d->staging = NULL; /* kept off the list while open */
         while (d->buffers) loom__vk_free(d, d->buffers);
         for (vk_pipe *p = d->pipes, *next; p; p = next) {
             next = p->next;
@@ -530,6 +591,7 @@ static void vk_device_close(void *dctx)
         if (d->layout) vkDestroyPipelineLayout(d->dev, d->layout, NULL);
         if (d->dsl) vkDestroyDescriptorSetLayout(d->dev, d->dsl, NULL);
         if (d->fence) vkDestroyFence(d->dev, d->fence, NULL);
+        if (d->read_fence) vkDestroyFence(d->dev, d->read_fence, NULL);
         if (d->cmd_pool) vkDestroyCommandPool(d->dev, d->cmd_pool, NULL);
         vkDestroyDevice(d->dev, NULL);
     }
@@ -651,6 +713,11 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
                     : 8;
     d->fuse = d->n_bind == VK_BINDINGS && !loom_env_is("LOOM_VK_FUSE", "0");
     d->att_short = !loom_env_is("LOOM_VK_ATT_SHORT", "0");
+    /* Waits poll the fence on a GPU: NVIDIA's vkWaitForFences sleeps, and waking cost a 7B
+     * decode step 0.1-0.5 ms at random (docs/PERF.md). On a CPU device the poll would take
+     * a core from the driver's own threads. */
+    d->spin = f.p.deviceType != VK_PHYSICAL_DEVICE_TYPE_CPU ? !loom_env_is("LOOM_VK_SPIN", "0")
+                                                              : loom_env_is("LOOM_VK_SPIN", "1");
 
     uint32_t nq = 0;
     VkQueueFamilyProperties qf[32];
@@ -741,7 +808,7 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
 
     /* memory types: device-local for buffers (mapped when it is host-visible,
      * coherent and cached: unified memory), host-visible coherent for staging */
-    bool force_staging = loom_env_is("LOOM_VK_STAGING", "1");
+    bool stage_all = loom_env_is("LOOM_VK_STAGING", "all"), force_staging = stage_all || loom_env_is("LOOM_VK_STAGING", "1");
     const VkMemoryPropertyFlags hv = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
     int uma = find_type(&d->memp, ~0u, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | hv | VK_MEMORY_PROPERTY_HOST_CACHED_BIT);
     int local = find_type(&d->memp, ~0u, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
@@ -750,7 +817,7 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
     d->mt_mappable = uma >= 0 && !force_staging;
     d->mt_device = (uint32_t)(d->mt_mappable ? uma : local >= 0 ? local : 0);
     d->mt_host = (uint32_t)(hostm >= 0 ? hostm : 0);
-    d->mt_bar = d->mt_mappable ? -1 : find_type(&d->memp, ~0u, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | hv);
+    d->mt_bar = d->mt_mappable || stage_all ? -1 : find_type(&d->memp, ~0u, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | hv);
     loom_status st = LOOM_OK;
     if (hostm < 0) st = VK_ERR(LOOM_ERR_UNSUPPORTED, "device %d has no host-visible coherent memory", (int)dev);
 
@@ -766,6 +833,7 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
         st = loom__vk_fail(r, "vkAllocateCommandBuffers");
     VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
     if (!st && (r = vkCreateFence(d->dev, &fci, NULL, &d->fence)) != VK_SUCCESS) st = loom__vk_fail(r, "vkCreateFence");
+    if (!st && (r = vkCreateFence(d->dev, &fci, NULL, &d->read_fence)) != VK_SUCCESS) st = loom__vk_fail(r, "vkCreateFence");
     if (!st && !d->mt_mappable) st = loom__vk_alloc(d, STAGING_BYTES, true, &d->staging);
     if (!st && d->staging) VK_UNLINK(d->buffers, d->staging), d->staging->prev = d->staging->next = NULL;
 
@@ -802,7 +870,6 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
         if (cs) d->coopmat = false, cm_why = "self-test failed";
     }
     if (st) {
-        if (d->staging) VK_LINK(d->buffers, d->staging);
         vk_device_close(d);
         return st;
     }
@@ -927,6 +994,30 @@ loom_status loom__vk_write(vk_dev *d, loom_buffer *b, size_t off, const void *sr
 static loom_status vk_buffer_read(void *dctx, loom_buffer *b, size_t off, void *dst, size_t size)
 {
     return transfer(dctx, b, off, dst, size, false);
+}
+
+/* Host-visible memory a read copies into directly; where buffers are mapped anyway
+ * (unified memory) reads are a memcpy, and plain memory does as well. */
+static void *vk_host_alloc(void *dctx, size_t size)
+{
+    vk_dev *d = dctx;
+    loom_buffer *h;
+    if (d->mt_mappable || loom__vk_alloc(d, size, true, &h)) return NULL;
+    if (!h->map) {
+        loom__vk_free(d, h);
+        return NULL;
+    }
+    h->host_view = true;
+    return h->map;
+}
+
+static void vk_host_free(void *dctx, void *ptr)
+{
+    vk_dev *d = dctx;
+    loom_buffer *h = ptr ? host_buffer_of(d, ptr, 0) : NULL;
+    if (!h) return;
+    loom__vk_wait(d);
+    loom__vk_free(d, h);
 }
 
 /* ---- weights: suballocated from chunks ---------------------------------------------- */
@@ -1056,6 +1147,8 @@ static const loom_backend_i vulkan_iface = {
     .buffer_write    = vk_buffer_write,
     .buffer_read     = vk_buffer_read,
     .buffer_host_ptr = NULL, /* the host reads through buffer_read */
+    .host_alloc      = vk_host_alloc,
+    .host_free       = vk_host_free,
     .weight_prepare  = vk_weight_prepare,
     .weight_release  = vk_weight_release,
     .compile         = loom__vk_compile,

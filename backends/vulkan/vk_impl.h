@@ -75,6 +75,7 @@ struct loom_buffer {
     size_t              size;
     void               *map;
     bool                is_chunk;  /* a weight chunk: freed when its last weight goes */
+    bool                host_view; /* from vk_host_alloc: reads copy into it directly */
     size_t              used;      /* weight chunk: bytes handed out */
     int64_t             n_weights; /* weight chunk: live weights in it */
     struct loom_buffer *prev, *next;
@@ -125,7 +126,9 @@ typedef struct vk_dev {
     VkCommandPool                    cmd_pool;
     VkCommandBuffer                  xfer;        /* transfers through staging */
     VkFence                          fence;
+    VkFence                          read_fence;  /* a read's copy, submitted behind the running step */
     bool                             in_flight;   /* a submission not yet waited for */
+    bool                             spin;        /* waits poll the fence (GPUs; LOOM_VK_SPIN=0|1 decides) */
     struct vk_prog                  *last_prog;   /* its program (error flags) */
     loom_buffer                     *staging;     /* host-visible, persistent */
     VkShaderModule                   modules[VK_SH_COUNT];

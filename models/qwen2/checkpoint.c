@@ -153,3 +153,14 @@ loom_status loom_qwen2_model_step_last(loom_qwen2_model *m, const int32_t *ids, 
     if (st || !logits) return st;
     return loom_exec_read_at(m->e, m->qg.logits, (size_t)(step->n_tokens - 1) * row, logits, row);
 }
+
+loom_status loom_qwen2_model_step_view(loom_qwen2_model *m, const int32_t *ids, const loom_step *step, float **logits)
+{
+    size_t row = (size_t)m->ck->cfg.vocab * sizeof **logits;
+    *logits = NULL;
+    loom_status st = model_run(m, ids, step);
+    void *v = NULL;
+    if (!st) st = loom_exec_view(m->e, m->qg.logits, (size_t)(step->n_tokens - 1) * row, row, &v);
+    *logits = v;
+    return st;
+}

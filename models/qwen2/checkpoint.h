@@ -40,5 +40,8 @@ loom_status loom_qwen2_model_step(loom_qwen2_model *m, const int32_t *ids, const
 /* The same, reading back only the last token's logits [vocab] (what sampling needs: a
  * 512-token prompt of a 152K vocabulary would otherwise copy 311 MB to the host). */
 loom_status loom_qwen2_model_step_last(loom_qwen2_model *m, const int32_t *ids, const loom_step *step, float *logits);
+/* The same, *logits pointed at the last token's row in the model's own host buffer
+ * (loom_exec_view: no copy on the host), valid until the next step_view. */
+loom_status loom_qwen2_model_step_view(loom_qwen2_model *m, const int32_t *ids, const loom_step *step, float **logits);
 
 #endif

@@ -199,13 +199,13 @@ loom_status loom_generate(loom_qwen2_model *m, const loom_tokenizer *tok, const 
     int32_t total = n_prompt + p->max_new;
     int32_t *hist = malloc((size_t)total * sizeof *hist), *pos = malloc((size_t)chunk * sizeof *pos);
     int32_t *seq = malloc((size_t)chunk * sizeof *seq);
-    float *logits = malloc((size_t)c->vocab * sizeof *logits); /* the last token's only */
+    float *logits = NULL; /* the last token's, in the model's host buffer (step_view) */
     loom_sampler *smp = NULL;
     pending q = {0};
     loom_tok_stream ts;
     loom_tok_stream_init(&ts);
     loom_status st = LOOM_OK;
-    if (!hist || !pos || !seq || !logits) st = loom_error(LOOM_ERR_NOMEM, "out of memory for generation");
+    if (!hist || !pos || !seq) st = loom_error(LOOM_ERR_NOMEM, "out of memory for generation");
     if (!st) st = loom_sampler_create(&p->sampler, c->vocab, &smp);
     if (st) goto out;
     memcpy(hist, prompt, (size_t)n_prompt * sizeof *hist);
@@ -217,7 +217,8 @@ loom_status loom_generate(loom_qwen2_model *m, const loom_tokenizer *tok, const 
         int32_t n = n_prompt - done < chunk ? n_prompt - done : chunk;
         for (int32_t i = 0; i < n; i++) pos[i] = done + i;
         loom_step step = {n, pos, seq};
-        st = loom_qwen2_model_step_last(m, prompt + done, &step, done + n == n_prompt ? logits : NULL);
+        st = done + n == n_prompt ? loom_qwen2_model_step_view(m, prompt + done, &step, &logits)
+                                  : loom_qwen2_model_step_last(m, prompt + done, &step, NULL);
         done += n;
     }
     stats->n_prompt = n_prompt;
@@ -253,7 +254,7 @@ loom_status loom_generate(loom_qwen2_model *m, const loom_tokenizer *tok, const 
         if (g + 1 == p->max_new) break;
         pos[0] = n_hist - 1;
         loom_step step = {1, pos, seq};
-        if ((st = loom_qwen2_model_step_last(m, &id, &step, logits))) break;
+        if ((st = loom_qwen2_model_step_view(m, &id, &step, &logits))) break;
     }
     if (!st && tok && fn && stats->stop != LOOM_STOP_STRING && stats->stop != LOOM_STOP_CALLBACK) {
         char tail[8]; /* what a cut-off UTF-8 sequence or held-back prefix left */
@@ -262,7 +263,7 @@ loom_status loom_generate(loom_qwen2_model *m, const loom_tokenizer *tok, const 
     }
     stats->gen_s = now_s() - t0;
 out:
-    free(hist), free(pos), free(seq), free(logits), free(q.buf);
+    free(hist), free(pos), free(seq), free(q.buf);
     loom_sampler_free(smp);
     return st;
 }
