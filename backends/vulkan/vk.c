@@ -880,7 +880,7 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
               "vulkan:%d: %s; queue family %u; buffers in memory type %u (%s), staging type %u, small buffers %d; "
               "subgroup arithmetic %s (size %u); f16/bf16 as packed u32 (no 16-bit storage needed); max storage range "
               "%llu, offset alignment %llu; decode fusion %s; one-row attention over <= 256 positions %s; "
-              "decode GEMVs on int8 dot products %s%s; prefill GEMM %s%s; validation %s",
+              "decode GEMVs on int8 dot products %s%s; prefill GEMM %s%s; waits %s; validation %s",
               (int)dev, d->props.deviceName, d->qfam, d->mt_device, d->mt_mappable ? "mapped, memcpy transfers"
                                                                                    : "device-local, staged transfers",
               d->mt_host, (int)d->mt_bar, d->subgroup ? "used" : "not used", f.sg.subgroupSize,
@@ -889,7 +889,7 @@ static loom_status vk_device_open(void *bctx, int32_t dev, void **dctx)
               d->att_short ? "attn_dec1 where it fits" : "attn_dec (LOOM_VK_ATT_SHORT=0)",
               d->idot ? "used, " : "not used: ", idot_why,
               d->coopmat ? "VK_NV_cooperative_matrix 16x16x16 f16->f32, self-test NMSE " : "tiled f32; cooperative matrix: ",
-              cm_desc, c->messenger ? "on" : "off");
+              cm_desc, d->spin ? "poll the fence" : "block in the driver", c->messenger ? "on" : "off");
     *dctx = d;
     return LOOM_OK;
 }
