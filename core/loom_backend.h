@@ -218,6 +218,13 @@ static inline const char *loom_op_str(loom_op op) /* "matmul", ...; "?" if out o
     return (unsigned)op < LOOM_OP_COUNT ? names[op] : "?";
 }
 
+/* Does p .. p + n lie within base .. base + cap? (no wrap-around; a NULL base holds nothing) */
+static inline bool loom_within(const void *base, size_t cap, const void *p, size_t n)
+{
+    const char *b = (const char *)base, *q = (const char *)p;
+    return b && q >= b && (size_t)(q - b) <= cap && n <= cap - (size_t)(q - b);
+}
+
 static const int loom_awq_order[8] = {0, 2, 4, 6, 1, 3, 5, 7}; /* nibble i -> column offset */
 
 static inline size_t loom_awq_nbytes(int64_t K, int64_t N)

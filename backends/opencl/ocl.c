@@ -463,12 +463,32 @@ static loom_status ocl_buffer_write(void *dctx, loom_buffer *b, size_t off, cons
 #define OCL_PIN_MAX ((size_t)64 << 20)
 #define OCL_PIN_DATA 64 /* the data's offset in d->pin, after the error word */
 
+/* A CL_MEM_ALLOC_HOST_PTR buffer of size bytes mapped for good: its host address, or NULL */
+static void *pinned_map(ocl_dev *d, size_t size, cl_mem *mem)
+{
+    cl_int rc;
+    cl_mem m = clCreateBuffer(d->ctx, CL_MEM_READ_WRITE | CL_MEM_ALLOC_HOST_PTR, size, NULL, &rc);
+    if (rc != CL_SUCCESS) return NULL;
+    void *h = clEnqueueMapBuffer(d->queue, m, CL_TRUE, CL_MAP_READ | CL_MAP_WRITE, 0, size, 0, NULL, NULL, &rc);
+    if (rc != CL_SUCCESS) {
+        clReleaseMemObject(m);
+        return NULL;
+    }
+    *mem = m;
+    return h;
+}
+
+static void pinned_unmap(ocl_dev *d, cl_mem mem, void *host)
+{
+    clEnqueueUnmapMemObject(d->queue, mem, host, 0, NULL, NULL);
+    clFinish(d->queue);
+    clReleaseMemObject(mem);
+}
+
 static void pin_release(ocl_dev *d)
 {
     if (!d->pin) return;
-    clEnqueueUnmapMemObject(d->queue, d->pin, d->pin_host, 0, NULL, NULL);
-    clFinish(d->queue);
-    clReleaseMemObject(d->pin);
+    pinned_unmap(d, d->pin, d->pin_host);
     d->pin = NULL, d->pin_host = NULL, d->pin_cap = 0;
 }
 
@@ -478,15 +498,8 @@ static void *ocl_host_alloc(void *dctx, size_t size)
     ocl_dev *d = dctx;
     for (int i = 0; i < OCL_VIEWS; i++) {
         if (d->views[i].mem) continue;
-        cl_int rc;
-        cl_mem m = clCreateBuffer(d->ctx, CL_MEM_READ_WRITE | CL_MEM_ALLOC_HOST_PTR, size ? size : 1, NULL, &rc);
-        if (rc != CL_SUCCESS) return NULL;
-        void *h = clEnqueueMapBuffer(d->queue, m, CL_TRUE, CL_MAP_READ | CL_MAP_WRITE, 0, size ? size : 1, 0, NULL, NULL, &rc);
-        if (rc != CL_SUCCESS) {
-            clReleaseMemObject(m);
-            return NULL;
-        }
-        d->views[i].mem = m, d->views[i].host = h, d->views[i].size = size;
+        unsigned char *h = pinned_map(d, size ? size : 1, &d->views[i].mem);
+        if (h) d->views[i].host = h, d->views[i].size = size;
         return h;
     }
     return NULL;
@@ -494,9 +507,7 @@ static void *ocl_host_alloc(void *dctx, size_t size)
 
 static void view_release(ocl_dev *d, int i)
 {
-    clEnqueueUnmapMemObject(d->queue, d->views[i].mem, d->views[i].host, 0, NULL, NULL);
-    clFinish(d->queue);
-    clReleaseMemObject(d->views[i].mem);
+    pinned_unmap(d, d->views[i].mem, d->views[i].host);
     memset(&d->views[i], 0, sizeof d->views[i]);
 }
 
@@ -510,10 +521,8 @@ static void ocl_host_free(void *dctx, void *ptr)
 /* Does dst .. dst + size lie in one of ocl_host_alloc's buffers? */
 static bool in_view(const ocl_dev *d, const void *dst, size_t size)
 {
-    for (int i = 0; i < OCL_VIEWS; i++) {
-        const unsigned char *p = dst, *h = d->views[i].host;
-        if (h && p >= h && (size_t)(p - h) <= d->views[i].size && size <= d->views[i].size - (size_t)(p - h)) return true;
-    }
+    for (int i = 0; i < OCL_VIEWS; i++)
+        if (loom_within(d->views[i].host, d->views[i].size, dst, size)) return true;
     return false;
 }
 
@@ -524,15 +533,8 @@ static unsigned char *pin_stage(ocl_dev *d, size_t size)
     if (need > OCL_PIN_MAX) return NULL; /* the stage stays for the reads that fit it */
     pin_release(d);
     const size_t cap = (need + mib - 1) / mib * mib;
-    cl_int rc;
-    cl_mem m = clCreateBuffer(d->ctx, CL_MEM_READ_WRITE | CL_MEM_ALLOC_HOST_PTR, cap, NULL, &rc);
-    if (rc != CL_SUCCESS) return NULL;
-    void *h = clEnqueueMapBuffer(d->queue, m, CL_TRUE, CL_MAP_READ | CL_MAP_WRITE, 0, cap, 0, NULL, NULL, &rc);
-    if (rc != CL_SUCCESS) {
-        clReleaseMemObject(m);
-        return NULL;
-    }
-    d->pin = m, d->pin_host = h, d->pin_cap = cap;
+    unsigned char *h = pinned_map(d, cap, &d->pin);
+    if (h) d->pin_host = h, d->pin_cap = cap;
     return h;
 }
 

@@ -486,10 +486,8 @@ loom_status loom__vk_wait(vk_dev *d)
 /* The host buffer from vk_host_alloc that holds dst .. dst + size, or NULL. */
 static loom_buffer *host_buffer_of(vk_dev *d, const void *dst, size_t size)
 {
-    for (loom_buffer *h = d->buffers; h; h = h->next) {
-        const char *p = dst, *m = h->map;
-        if (h->host_view && p >= m && (size_t)(p - m) <= h->size && size <= h->size - (size_t)(p - m)) return h;
-    }
+    for (loom_buffer *h = d->buffers; h; h = h->next)
+        if (h->host_view && loom_within(h->map, h->size, dst, size)) return h;
     return NULL;
 }
 
