@@ -185,7 +185,7 @@ static void take_xnorm(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, i
 /* Fused writes happen at the lead node, earlier than the nodes they replace:
  * a fused output must not share memory with x, which the lead still reads
  * (the arena may hand x's bytes to a tensor born after x's last reader). */
-static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, int *counters, int ring)
+static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, int *counters, int ring, int late)
 {
     bool fuse = !loom_env_is("LOOM_CUDA_FUSE", "0"); /* every node on its own (to isolate a fusion bug) */
     /* LOOM_CUDA_XNORM=0: rmsnorm by the last block of the launch before */
@@ -267,6 +267,16 @@ static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, in
     }
     for (int32_t i = 0; i < n_nodes; i++)
         if (plan[i].xnorm) take_xnorm(nodes, n_nodes, plan, i);
+    /* Which launches let the kernel after them start only once their blocks' sums are done
+     * (pdl_late) rather than as they start: bit 1 q/k/v (PLAIN), 2 gate/up (SWIGLU), 4 o and
+     * down (ADD). An early dependent's blocks slow the GEMV they wait on; down, after gate/up,
+     * gains more from launching early than gate/up loses. H100, AWQ decode steps (docs/PERF.md):
+     * none late 0.80-0.82 ms (0.5B) and 2.43-2.48 (7B), all 0.78 and 2.40-2.42, all but gate/up
+     * 0.77-0.78 and 2.39-2.40. */
+    for (int32_t i = 0; i < n_nodes; i++) {
+        cu_awq_gemv_args *g = &plan[i].gemv;
+        g->pdl_late = (late & (g->epi == CU_EPI_PLAIN ? 1 : g->epi == CU_EPI_SWIGLU ? 2 : 4)) != 0;
+    }
     /* gate/up hands down its rows as f16, rounded as down's staging rounds them (results
      * unchanged): each of down's blocks stages half the bytes, in one round trip */
     const bool f16_rows = !loom_env_is("LOOM_CUDA_F16_ROWS", "0"); /* 0: as f32 (A/B) */
@@ -400,7 +410,12 @@ loom_status loom__cu_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
         st = CU_ERR(LOOM_ERR_INVALID, "cuda: LOOM_CUDA_AWQ_RING='%s': 2, 3 or 4", getenv("LOOM_CUDA_AWQ_RING"));
         goto fail;
     }
-    plan_gemv(nodes, n_nodes, p->plan, p->counters, (int)ring);
+    long late = 5; /* LOOM_CUDA_PDL_LATE=0..7: which GEMVs trigger their dependents late (plan_gemv; A/B) */
+    if (!loom_env_long("LOOM_CUDA_PDL_LATE", 0, 7, 5, &late)) {
+        st = CU_ERR(LOOM_ERR_INVALID, "cuda: LOOM_CUDA_PDL_LATE='%s': a mask 0..7", getenv("LOOM_CUDA_PDL_LATE"));
+        goto fail;
+    }
+    plan_gemv(nodes, n_nodes, p->plan, p->counters, (int)ring, (int)late);
     p->n_graphs = (d->graph_max_t < p->max_t ? d->graph_max_t : p->max_t) + 1;
     if (!(p->graphs = calloc((size_t)p->n_graphs, sizeof *p->graphs))) {
         st = CU_ERR(LOOM_ERR_NOMEM, "cuda: out of memory compiling");

@@ -142,6 +142,9 @@ typedef struct cu_awq_gemv_args {
     int           cache_f16, cache_hd, cache_C;
     const int32_t *seq;
     int           pdl;                 /* launch as a programmatic dependent (k_common.cuh) */
+    /* with pdl: the launch after may start only once each block's last sums are done, not as the
+     * block starts (an early dependent's blocks slow this one; cuda_graph.c picks which) */
+    int           pdl_late;
     int           warps;               /* per block; 0: the launcher's choice (kbench --awq sweeps it) */
     /* optional: x is the residual stream and the GEMV reads rmsnorm(x) * xnorm_w (eps xnorm_eps)
      * instead, which every block computes as it stages x (K <= CU_AWQ_XNORM_MAX_K): the launch

@@ -317,6 +317,7 @@ struct awq_params {
     int          xw_ng;  /* x staged per warp: groups a warp's slot holds per row (the most any warp takes) */
     int          ring;   /* stages of each warp's ring (awq_walk), after x in dynamic shared memory */
     int          xh, yh; /* x is f16 rows (a SWIGLU launch's yh); SWIGLU: y as f16 rows (cu_awq_gemv_args) */
+    int          late;   /* PDL: the kernel after may launch once the block's last sums are done (pdl_late) */
 };
 
 /* Where column n of token t goes in a [S, N/hd, C, hd] cache: element (seq[t], head, pos[t], d),
@@ -939,7 +940,7 @@ __global__ void __launch_bounds__(AWQ_MAX_WARPS * 32) awq_gemv_kernel(const awq_
     int b = blockIdx.x; /* the block of work; then b + gridDim.x, ... (awq_grid) */
     const awq_seg *sg = &awq_segment(P, b);
     awq_warp wp = awq_warp_of<EPI>(P, b, warp);
-    cu_pdl_trigger();
+    if (!P.late) cu_pdl_trigger();
     /* weights are constants: the first groups' loads may start before the previous kernel ends */
     uint4 *ring = reinterpret_cast<uint4 *>(awq_xs + awq_x_bytes(P, XM) / 2) + warp * P.ring * AWQ_STAGE;
     bool busy = wp.o >= 0 && wp.sl < P.K / LOOM_AWQ_GROUP;
@@ -993,6 +994,8 @@ __global__ void __launch_bounds__(AWQ_MAX_WARPS * 32) awq_gemv_kernel(const awq_
             sg = &awq_segment(P, nb), wp = awq_warp_of<EPI>(P, nb, warp);
             busy = wp.o >= 0 && wp.sl < P.K / LOOM_AWQ_GROUP;
             if (wp.o >= 0) awq_ring_fill(P, *sg, wp, lane, busy, ring);
+        } else if (P.late) {
+            cu_pdl_trigger();
         }
         __syncthreads();
         awq_gemv_out<EPI>(P, b, threadIdx.x, blockDim.x, rd, XM == AWQ_XW && P.xw ? wsum : nullptr,
@@ -1051,7 +1054,7 @@ static cudaError_t awq_geometry(const cu_awq_gemv_args *a, int sm_count, awq_par
     P->nw = a->norm_w, P->nwdt = a->norm_wdt, P->eps = a->norm_eps, P->yn = a->norm_y, P->counter = a->counter;
     P->xw = a->xnorm_w, P->xwdt = a->xnorm_wdt, P->xeps = a->xnorm_eps;
     if ((a->x_f16 && a->xnorm_w) || (a->y_f16 && a->epi != CU_EPI_SWIGLU)) return cudaErrorInvalidValue;
-    P->xh = a->x_f16, P->yh = a->y_f16;
+    P->xh = a->x_f16, P->yh = a->y_f16, P->late = a->pdl_late;
     int warps = a->warps ? a->warps : nb < 2 * sm_count ? 16 : 8;
     if (warps > AWQ_MAX_WARPS || warps % (2 * no)) return cudaErrorInvalidValue; /* 2: tiles per RoPE block */
     P->nseg = nw, P->warps = warps, P->blocks = nb;
