@@ -25,12 +25,17 @@
  * the members are skipped; larger steps run every node as it is. */
 enum { FUSE_NONE, FUSE_LEAD, FUSE_MEMBER };
 
+/* Decode attention lets the launch after it start late where that GEMV has fewer weight bytes
+ * (plan_gemv; between the 0.4 MB of 0.5B's o, where late won, and 7B's 6.4 MB, where it lost) */
+#define CU_ATTN_LATE_BYTES ((size_t)2 << 20)
+
 typedef struct cu_plan {
     double          *inv_freq; /* rope: device, head_dim/2 */
     double           mscale;   /* rope */
     const cu_awq    *awq;      /* matmul_awq: the repacked weight */
     int              fuse;     /* FUSE_* */
     bool             kv_stored; /* gqa_attn: the lead GEMV stores k and v in decode steps */
+    bool             attn_late; /* gqa_attn: lets the launch after it start late (plan_gemv) */
     int              xnorm;     /* matmul_awq right after an rmsnorm that only it and this many - 1
                                  * nodes after it read: the lead may normalise x on load */
     cu_awq_gemv_args gemv;     /* FUSE_LEAD, or a lone matmul_awq: everything but T */
@@ -268,14 +273,24 @@ static void plan_gemv(const loom_node *nodes, int32_t n_nodes, cu_plan *plan, in
     for (int32_t i = 0; i < n_nodes; i++)
         if (plan[i].xnorm) take_xnorm(nodes, n_nodes, plan, i);
     /* Which launches let the kernel after them start only once their blocks' sums are done
-     * (pdl_late) rather than as they start: bit 1 q/k/v (PLAIN), 2 gate/up (SWIGLU), 4 o and
-     * down (ADD). An early dependent's blocks slow the GEMV they wait on; down, after gate/up,
-     * gains more from launching early than gate/up loses. H100, AWQ decode steps (docs/PERF.md):
-     * none late 0.80-0.82 ms (0.5B) and 2.43-2.48 (7B), all 0.78 and 2.40-2.42, all but gate/up
-     * 0.77-0.78 and 2.39-2.40. */
+     * (pdl_late) rather than as they start. An early dependent's blocks slow the kernel they wait
+     * on, and pay for that only where they have weights to fetch before their wait: down, after
+     * gate/up, does; o, after decode attention, where its weight is 6.4 MB (7B) and not where it is
+     * 0.4 MB (0.5B). H100, AWQ decode, median step (docs/PERF.md), 0.5B and 7B: as they start
+     * 0.80-0.82 and 2.43-2.48 ms; all GEMVs late 0.78 and 2.40-2.42; all but gate/up 0.77-0.79 and
+     * 2.39-2.42; that and attention 0.74-0.75 and 2.42-2.43. LOOM_CUDA_PDL_LATE=mask overrides
+     * (A/B): bit 1 q/k/v (PLAIN), 2 gate/up (SWIGLU), 4 o and down (ADD), 8 decode attention. */
     for (int32_t i = 0; i < n_nodes; i++) {
-        cu_awq_gemv_args *g = &plan[i].gemv;
-        g->pdl_late = (late & (g->epi == CU_EPI_PLAIN ? 1 : g->epi == CU_EPI_SWIGLU ? 2 : 4)) != 0;
+        if (is_awq(&nodes[i])) {
+            cu_awq_gemv_args *g = &plan[i].gemv;
+            const int bit = g->epi == CU_EPI_PLAIN ? 1 : g->epi == CU_EPI_SWIGLU ? 2 : 4;
+            g->pdl_late = late >= 0 ? (late & bit) != 0 : g->epi != CU_EPI_SWIGLU;
+        } else if (nodes[i].op == LOOM_OP_GQA_ATTN) {
+            size_t next = 0; /* the weight bytes of the GEMV after */
+            for (int w = 0; i + 1 < n_nodes && is_awq(&nodes[i + 1]) && w < plan[i + 1].gemv.n; w++)
+                next += (size_t)(plan[i + 1].gemv.w[w]->K * plan[i + 1].gemv.w[w]->N / 2);
+            plan[i].attn_late = late >= 0 ? (late & 8) != 0 : next < CU_ATTN_LATE_BYTES;
+        }
     }
     /* gate/up hands down its rows as f16, rounded as down's staging rounds them (results
      * unchanged): each of down's blocks stages half the bytes, in one round trip */
@@ -410,9 +425,9 @@ loom_status loom__cu_compile(void *dctx, loom_node *nodes, int32_t n_nodes, void
         st = CU_ERR(LOOM_ERR_INVALID, "cuda: LOOM_CUDA_AWQ_RING='%s': 2, 3 or 4", getenv("LOOM_CUDA_AWQ_RING"));
         goto fail;
     }
-    long late = 5; /* LOOM_CUDA_PDL_LATE=0..7: which GEMVs trigger their dependents late (plan_gemv; A/B) */
-    if (!loom_env_long("LOOM_CUDA_PDL_LATE", 0, 7, 5, &late)) {
-        st = CU_ERR(LOOM_ERR_INVALID, "cuda: LOOM_CUDA_PDL_LATE='%s': a mask 0..7", getenv("LOOM_CUDA_PDL_LATE"));
+    long late = -1; /* LOOM_CUDA_PDL_LATE=0..15: which launches trigger their dependents late (plan_gemv; A/B) */
+    if (!loom_env_long("LOOM_CUDA_PDL_LATE", 0, 15, -1, &late)) {
+        st = CU_ERR(LOOM_ERR_INVALID, "cuda: LOOM_CUDA_PDL_LATE='%s': a mask 0..15", getenv("LOOM_CUDA_PDL_LATE"));
         goto fail;
     }
     plan_gemv(nodes, n_nodes, p->plan, p->counters, (int)ring, (int)late);
@@ -514,6 +529,7 @@ static loom_status run_nodes(cu_dev *d, cu_prog *p, int32_t n_tokens)
             attn_args(d, n, T, p, &a);
             a.stored = pl->kv_stored && T <= CU_GEMV_MAX_T;
             a.pdl = d->pdl && T <= CU_GEMV_MAX_T;
+            a.pdl_late = pl->attn_late;
             if (a.splits > 1 && loom__cu_attn_part_floats(T, a.Hq, a.hd, a.splits) > p->scratch_floats)
                 return CU_ERR(LOOM_ERR_INTERNAL, "cuda: node %d (gqa_attn): split scratch too small", (int)i);
             e = loom__cu_gqa_attn(s, &a);

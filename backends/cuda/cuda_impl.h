@@ -193,6 +193,8 @@ typedef struct cu_attn_args {
     float         *part;          /* splits * T * Hq * (hd + 2) floats when splits > 1 */
     int           *counters;      /* splits > 1: CU_ATTN_COUNTERS(Hkv) ints, zero; left zero */
     int            pdl;           /* with stored: launch as a programmatic dependent */
+    int            pdl_late;      /* with pdl: the cluster kernel lets the launch after it start at
+                                   * its sums' end, not as it starts (as cu_awq_gemv_args) */
 } cu_attn_args;
 
 #define CU_ATTN_ROWS 32 /* query rows (tokens x heads of one group) per block */

@@ -366,7 +366,7 @@ __global__ void __launch_bounds__(4 * HD, 1024 / (4 * HD)) attn_dec_cluster(cons
     float *fin = spart; /* the block's unnormalised outputs [DC_GM][HD], after the last stage */
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, rank = (int)cl.block_rank(), hk = blockIdx.y;
     const int Gq = a.Hq / a.Hkv, ci = blockIdx.x / DC_CS; /* the kv head's cluster */
-    cu_pdl_trigger();
+    if (!a.pdl_late) cu_pdl_trigger();
     /* The step's position and slot are inputs (copied before the first kernel). The positions go
      * to mcl clusters of the kv head only where each block gets DC_MINP of them or more; then the
      * clusters' merged partials meet through global memory (the last to arrive adds them). */
@@ -465,6 +465,7 @@ __global__ void __launch_bounds__(4 * HD, 1024 / (4 * HD)) attn_dec_cluster(cons
         }
         __syncthreads(); /* the slot is refilled next turn */
     }
+    if (a.pdl_late) cu_pdl_trigger();
     /* the position groups' sums, in group order, into fin (the ring's space is free now) */
     float *red = reinterpret_cast<float *>(ring);
 #pragma unroll
