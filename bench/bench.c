@@ -455,7 +455,8 @@ static int bench_model(int argc, char **argv)
     if (st) goto fail;
     /* the spread of single steps tells a steady rate from one with stalls
      * (a host or driver hiccup shows as a long tail over a steady median) */
-    double s_med = median(steps, (int)gen - 1), s_p90 = steps[(gen - 1) * 9 / 10], s_max = steps[gen - 2];
+    double s_med = median(steps, (int)gen - 1); /* which sorts them: */
+    double s_p90 = steps[(gen - 1) * 9 / 10], s_max = steps[gen - 2];
 
     memcpy_base mb = {malloc(MEMCPY_BYTES), malloc(MEMCPY_BYTES), MEMCPY_BYTES, device_threads()};
     double bw[5] = {0};

@@ -62,6 +62,20 @@ enum { F_DEP = 1, F_NOW = 2, F_LATE = 4 }; /* dependent vector reads and writes;
 
 __device__ unsigned sink;
 
+/* The xor of words i, i + stride, ... below n, U of them in flight. */
+static __device__ unsigned stream(const uint4 *w, size_t n, size_t i, size_t stride)
+{
+    unsigned acc = 0;
+    for (; i < n; i += U * stride) {
+        uint4 t[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) t[u] = i + u * stride < n ? __ldcs(w + i + u * stride) : uint4{};
+#pragma unroll
+        for (int u = 0; u < U; u++) acc ^= t[u].x ^ t[u].y ^ t[u].z ^ t[u].w;
+    }
+    return acc;
+}
+
 /* The thread's first U words of phase p (block g of nb): loaded before the wait. */
 static __device__ void first_words(const uint4 *w, const phase &p, int g, int nb, int flags, uint4 (&v)[U])
 {
@@ -89,15 +103,9 @@ static __device__ unsigned finish(const uint4 *w, const phase &p, int g, int nb,
         __syncthreads(); /* the block has all of x before it multiplies */
         acc ^= __float_as_uint(part[threadIdx.x & 7]);
     }
-    if (!(flags & F_NOW)) {
+    if (!(flags & F_NOW)) { /* past the first words */
         const size_t stride = (size_t)nb * THREADS;
-        for (size_t i = (size_t)g * THREADS + threadIdx.x + U * stride; i < p.n; i += U * stride) {
-            uint4 t[U];
-#pragma unroll
-            for (int u = 0; u < U; u++) t[u] = i + u * stride < p.n ? __ldcs(w + p.off + i + u * stride) : uint4{};
-#pragma unroll
-            for (int u = 0; u < U; u++) acc ^= t[u].x ^ t[u].y ^ t[u].z ^ t[u].w;
-        }
+        acc ^= stream(w + p.off, p.n, (size_t)g * THREADS + threadIdx.x + U * stride, stride);
     }
     if (flags & F_DEP) {
         const int per = (p.nout + p.nb - 1) / p.nb;
@@ -166,16 +174,7 @@ __global__ void __launch_bounds__(THREADS) persistent_kernel(const uint4 *w, con
 /* All of the step's bytes in one launch. */
 __global__ void __launch_bounds__(THREADS) one_kernel(const uint4 *w, size_t n)
 {
-    unsigned acc = 0;
-    const size_t stride = (size_t)gridDim.x * THREADS;
-    for (size_t i = (size_t)blockIdx.x * THREADS + threadIdx.x; i < n; i += U * stride) {
-        uint4 t[U];
-#pragma unroll
-        for (int u = 0; u < U; u++) t[u] = i + u * stride < n ? __ldcs(w + i + u * stride) : uint4{};
-#pragma unroll
-        for (int u = 0; u < U; u++) acc ^= t[u].x ^ t[u].y ^ t[u].z ^ t[u].w;
-    }
-    if (acc == 0x9e3779b9u) sink = 1;
+    if (stream(w, n, (size_t)blockIdx.x * THREADS + threadIdx.x, (size_t)gridDim.x * THREADS) == 0x9e3779b9u) sink = 1;
 }
 
 struct shape {
@@ -265,34 +264,35 @@ static int run(const shape &m, int sm_count, int per_sm_want)
            ph.back().n * 16 / 1e9, blocks, THREADS);
     printf("%-12s %10s %10s %14s\n", "variant", "ms a step", "GB/s", "us a phase over one");
 
+    /* how a variant launches: a kernel per phase (with PDL, without, with PDL only after phases of
+     * under 16 MB), one persistent kernel (its barrier polled with relaxed or acquire loads), one
+     * kernel over all the bytes */
+    enum { CHAIN, NOPDL, MIX, PERS, PERS_ACQ, ONE };
     struct variant {
         const char *name;
-        /* kind 0: chain, 1: chain without PDL, 2: persistent, 3: one, 4: persistent, ACQ, 5: chain with PDL
-         * only after phases of under 16 MB */
         int         kind, flags;
-    } vs[] = {{"chain", 0, F_DEP},         {"chain-nopdl", 1, F_DEP},       {"chain-late", 0, F_DEP | F_LATE},
-              {"chain-mix", 5, F_DEP},     {"pers", 2, F_DEP},
-              {"pers-nodep", 2, 0},        {"one", 3, 0},                   {"hop-chain", 0, F_DEP | F_NOW},
-              {"hop-nopdl", 1, F_DEP | F_NOW}, {"hop-pers", 2, F_DEP | F_NOW}, {"barriers", 2, F_NOW},
-              {"barriers-acq", 4, F_NOW}};
+    } vs[] = {{"chain", CHAIN, F_DEP},           {"chain-nopdl", NOPDL, F_DEP},     {"chain-late", CHAIN, F_DEP | F_LATE},
+              {"chain-mix", MIX, F_DEP},          {"pers", PERS, F_DEP},             {"pers-nodep", PERS, 0},
+              {"one", ONE, 0},                    {"hop-chain", CHAIN, F_DEP | F_NOW}, {"hop-nopdl", NOPDL, F_DEP | F_NOW},
+              {"hop-pers", PERS, F_DEP | F_NOW},  {"barriers", PERS, F_NOW},         {"barriers-acq", PERS_ACQ, F_NOW}};
     float one_ms = 0;
     for (const variant &v : vs) {
         cudaGraph_t g;
         cudaGraphExec_t x;
         CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-        if (v.kind <= 1 || v.kind == 5) {
+        if (v.kind == CHAIN || v.kind == NOPDL || v.kind == MIX) {
             for (int k = 0; k < n_phase; k++) {
                 cudaLaunchAttribute at;
                 at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
                 at.val.programmaticStreamSerializationAllowed = 1;
                 cudaLaunchConfig_t c = {};
                 c.gridDim = dim3(ph[k].nb), c.blockDim = dim3(THREADS), c.stream = s;
-                c.attrs = &at, c.numAttrs = v.kind == 0 || (v.kind == 5 && k > 0 && ph[k - 1].n * 16 < 16000000) ? 1 : 0;
+                c.attrs = &at, c.numAttrs = v.kind == CHAIN || (v.kind == MIX && k > 0 && ph[k - 1].n * 16 < 16000000) ? 1 : 0;
                 const float *xin = vec + (size_t)(k & 1) * vec_len;
                 float *xout = vec + (size_t)((k + 1) & 1) * vec_len;
                 CK(cudaLaunchKernelEx(&c, phase_kernel, (const uint4 *)w, ph[k], v.flags, xin, xout));
             }
-        } else if (v.kind == 2 || v.kind == 4) {
+        } else if (v.kind == PERS || v.kind == PERS_ACQ) {
             CK(cudaMemsetAsync(ctr, 0, sizeof(unsigned), s));
             cudaLaunchAttribute at;
             at.id = cudaLaunchAttributeCooperative;
@@ -300,7 +300,7 @@ static int run(const shape &m, int sm_count, int per_sm_want)
             cudaLaunchConfig_t c = {};
             c.gridDim = dim3(blocks), c.blockDim = dim3(THREADS), c.stream = s, c.attrs = &at, c.numAttrs = 1;
             c.dynamicSmemBytes = ph.size() * sizeof(phase);
-            CK(cudaLaunchKernelEx(&c, v.kind == 4 ? persistent_kernel<true> : persistent_kernel<false>, (const uint4 *)w, (const phase *)d_ph, n_phase, v.flags, vec,
+            CK(cudaLaunchKernelEx(&c, v.kind == PERS_ACQ ? persistent_kernel<true> : persistent_kernel<false>, (const uint4 *)w, (const phase *)d_ph, n_phase, v.flags, vec,
                                   vec_len, ctr));
         } else {
             one_kernel<<<blocks, THREADS, 0, s>>>(w, words);
@@ -310,7 +310,7 @@ static int run(const shape &m, int sm_count, int per_sm_want)
         float ms = time_graph(x, s, a, b);
         CK(cudaStreamSynchronize(s));
         CK(cudaGetLastError());
-        if (v.kind == 3) one_ms = ms;
+        if (v.kind == ONE) one_ms = ms;
         const bool weights = !(v.flags & F_NOW);
         printf("%-12s %10.3f %10.0f", v.name, ms, weights ? gb / (ms * 1e-3) : 0.0);
         if (one_ms > 0 && weights) printf(" %14.2f", (ms - one_ms) * 1e3 / n_phase);
